@@ -1,0 +1,236 @@
+//! Object storage: bundles, wasm modules, user data, large outputs.
+//!
+//! [`ObjectStore`] is the trait the rest of Stratus uses; [`open`] picks the
+//! implementation from a URL (`file://DIR` now, `s3://` for the distributed
+//! mode). Objects are addressed by a validated [`Key`]; reads and writes
+//! stream, so an object never has to sit whole in memory.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path as OsPath;
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, WriteMultipart};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object '{0}' not found")]
+    NotFound(String),
+    #[error("invalid key '{key}': {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("unsupported object store URL '{0}': use file://DIR")]
+    UnsupportedUrl(String),
+    #[error("object store error: {0}")]
+    Backend(String),
+    #[error("read error while storing an object: {0}")]
+    Source(#[from] std::io::Error),
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { path, .. } => Error::NotFound(path),
+            other => Error::Backend(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An object key: `/`-separated segments, none empty, `.` or `..`, no
+/// leading `/`, no control characters or backslashes, at most 1024 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        let bad = |reason| Err(Error::InvalidKey { key: key.chars().take(200).collect(), reason });
+        if key.is_empty() {
+            return bad("empty");
+        }
+        if key.len() > 1024 {
+            return bad("longer than 1024 bytes");
+        }
+        if key.starts_with('/') {
+            return bad("absolute paths are not allowed");
+        }
+        if key.chars().any(|c| c.is_control() || c == '\\') {
+            return bad("control characters and backslashes are not allowed");
+        }
+        for seg in key.split('/') {
+            match seg {
+                "" => return bad("empty path segment"),
+                "." | ".." => return bad("'.' and '..' segments are not allowed"),
+                _ => {}
+            }
+        }
+        Ok(Key(key))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The key of a content-addressed artifact (wasm module or bundle).
+    pub fn artifact(sha256_hex: &str) -> Self {
+        Key(format!("_stratus/artifacts/{sha256_hex}"))
+    }
+    fn path(&self) -> OsPath {
+        OsPath::from(self.0.as_str())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Milliseconds since the epoch.
+    pub last_modified: i64,
+}
+
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    async fn put(&self, key: &Key, data: Bytes) -> Result<()>;
+    /// Stores a stream in parts; returns the size stored. The object appears
+    /// whole or not at all.
+    async fn put_stream(&self, key: &Key, data: ByteStream) -> Result<u64>;
+    async fn get(&self, key: &Key) -> Result<Bytes>;
+    /// A byte range (or all) of an object, as a stream.
+    async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> Result<(ObjectMeta, ByteStream)>;
+    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>>;
+    /// Every object whose key starts with `prefix` (a whole-segment prefix).
+    async fn list(&self, prefix: Option<&Key>) -> Result<Vec<ObjectMeta>>;
+    /// False if there was no such object.
+    async fn delete(&self, key: &Key) -> Result<bool>;
+}
+
+/// Opens the object store named by `url`.
+pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(dir) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(dir)?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
+        Ok(Arc::new(Adapter(Arc::new(fs))))
+    } else {
+        Err(Error::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Implements [`ObjectStore`] over any `object_store` backend.
+struct Adapter(Arc<dyn object_store::ObjectStore>);
+
+fn meta(m: object_store::ObjectMeta) -> ObjectMeta {
+    ObjectMeta { key: m.location.to_string(), size: m.size, last_modified: m.last_modified.timestamp_millis() }
+}
+
+#[async_trait]
+impl ObjectStore for Adapter {
+    async fn put(&self, key: &Key, data: Bytes) -> Result<()> {
+        self.0.put(&key.path(), PutPayload::from_bytes(data)).await?;
+        Ok(())
+    }
+
+    async fn put_stream(&self, key: &Key, mut data: ByteStream) -> Result<u64> {
+        let upload = self.0.put_multipart(&key.path()).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let mut size = 0u64;
+        while let Some(chunk) = data.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    w.abort().await.ok();
+                    return Err(e.into());
+                }
+            };
+            size += chunk.len() as u64;
+            // Bound memory: wait while too many parts are in flight.
+            w.wait_for_capacity(4).await?;
+            w.put(chunk);
+        }
+        w.finish().await?;
+        Ok(size)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Bytes> {
+        Ok(self.0.get(&key.path()).await?.bytes().await?)
+    }
+
+    async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> Result<(ObjectMeta, ByteStream)> {
+        let opts = object_store::GetOptions { range: range.map(Into::into), ..Default::default() };
+        let res = self.0.get_opts(&key.path(), opts).await?;
+        let m = meta(res.meta.clone());
+        let stream = res.into_stream().map_err(|e| std::io::Error::other(e.to_string())).boxed();
+        Ok((m, stream))
+    }
+
+    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>> {
+        match self.0.head(&key.path()).await {
+            Ok(m) => Ok(Some(meta(m))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self, prefix: Option<&Key>) -> Result<Vec<ObjectMeta>> {
+        let prefix = prefix.map(Key::path);
+        let mut out: Vec<ObjectMeta> = self.0.list(prefix.as_ref()).map_ok(meta).try_collect().await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &Key) -> Result<bool> {
+        if self.head(key).await?.is_none() {
+            return Ok(false);
+        }
+        match self.0.delete(&key.path()).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated() {
+        for good in ["a", "bucket/key.txt", "b/deep/er/x", "b/.hidden"] {
+            assert!(Key::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a/./b", "a\\b", "a\nb", "a/"] {
+            assert!(Key::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_store_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&format!("file://{}", dir.path().display())).unwrap();
+        let k = Key::new("b/x/one").unwrap();
+        store.put(&k, Bytes::from_static(b"hello world")).await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap(), Bytes::from_static(b"hello world"));
+        let (m, s) = store.get_stream(&k, Some(6..11)).await.unwrap();
+        assert_eq!(m.size, 11);
+        let part: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!(part.concat(), b"world");
+        let big = futures::stream::iter((0..20).map(|i| Ok(Bytes::from(vec![i as u8; 1 << 20])))).boxed();
+        let k2 = Key::new("b/big").unwrap();
+        assert_eq!(store.put_stream(&k2, big).await.unwrap(), 20 << 20);
+        assert_eq!(store.head(&k2).await.unwrap().unwrap().size, 20 << 20);
+        let listed = store.list(Some(&Key::new("b").unwrap())).await.unwrap();
+        assert_eq!(listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["b/big", "b/x/one"]);
+        assert!(store.delete(&k).await.unwrap());
+        assert!(!store.delete(&k).await.unwrap());
+        assert!(matches!(store.get(&k).await, Err(Error::NotFound(_))));
+    }
+}

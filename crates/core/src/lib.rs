@@ -1,0 +1,20 @@
+//! Stratus domain core: ids, names, functions, invocations, the clock, and the
+//! state machine that decides what happens when an attempt ends.
+//!
+//! Nothing in this crate performs IO. The scheduler, the workers and the HTTP
+//! API all speak in these types, and the decisions that matter for
+//! correctness (retry or finish, backoff, which state an outcome maps to) are
+//! pure functions here so they can be tested without a database or a runtime.
+
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod names;
+pub mod machine;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use ids::{new_id, Id};
+pub use model::*;
+pub use names::{validate_name, DEFAULT_PROJECT};

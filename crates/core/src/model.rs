@@ -1,0 +1,269 @@
+//! The records Stratus keeps and passes around.
+
+use crate::clock::Millis;
+use crate::{Error, Id};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// How a function's code runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Runtime {
+    /// A WASI preview 1 command module run by wasmtime.
+    Wasm,
+    /// A command run in the function's unpacked bundle directory. `warm`
+    /// functions keep one process per worker slot alive across invocations.
+    Process {
+        cmd: String,
+        #[serde(default)]
+        warm: bool,
+    },
+}
+
+impl Runtime {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Runtime::Wasm => "wasm",
+            Runtime::Process { .. } => "process",
+        }
+    }
+}
+
+/// Resource limits of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout_ms: 60_000, memory_mb: 256 }
+    }
+}
+
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+pub const MAX_MEMORY_MB: u64 = 64 * 1024;
+pub const MAX_RETRIES: u32 = 100;
+
+/// What a user deploys, validated. The code itself is stored in the object
+/// store under its content hash (`artifact`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub runtime: Runtime,
+    /// sha256 (hex) of the wasm module or the bundle archive.
+    pub artifact: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub retries: u32,
+}
+
+impl FunctionSpec {
+    /// Checks every field; the error names the first one that is wrong.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Runtime::Process { cmd, .. } = &self.runtime
+            && cmd.trim().is_empty()
+        {
+            return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
+        }
+        if self.artifact.len() != 64 || !self.artifact.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid("artifact", "must be a sha256 digest in hex"));
+        }
+        if self.limits.timeout_ms == 0 || self.limits.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(Error::invalid("timeout", format!("must be between 1 ms and {MAX_TIMEOUT_MS} ms")));
+        }
+        if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
+            return Err(Error::invalid("memory", format!("must be between 1 and {MAX_MEMORY_MB} MiB")));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(Error::invalid("retries", format!("at most {MAX_RETRIES}")));
+        }
+        for (k, v) in &self.env {
+            let valid = !k.is_empty()
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(Error::invalid("env", format!("'{k}' is not a valid variable name")));
+            }
+            if k.starts_with("STRATUS_") {
+                return Err(Error::invalid("env", format!("'{k}': the STRATUS_ prefix is reserved")));
+            }
+            if v.contains('\0') {
+                return Err(Error::invalid("env", format!("the value of '{k}' contains a NUL byte")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One deployed version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub project: String,
+    pub name: String,
+    pub version: u32,
+    pub spec: FunctionSpec,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl InvocationState {
+    pub const ALL: [InvocationState; 6] = [
+        InvocationState::Queued,
+        InvocationState::Running,
+        InvocationState::Succeeded,
+        InvocationState::Failed,
+        InvocationState::TimedOut,
+        InvocationState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, InvocationState::Queued | InvocationState::Running)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvocationState::Queued => "queued",
+            InvocationState::Running => "running",
+            InvocationState::Succeeded => "succeeded",
+            InvocationState::Failed => "failed",
+            InvocationState::TimedOut => "timed_out",
+            InvocationState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for InvocationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InvocationState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::invalid("state", format!("unknown state '{s}'")))
+    }
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The function exited with a non-zero status.
+    Exit,
+    /// The wasm guest trapped, or the process died of a signal.
+    Trap,
+    /// The attempt ran past the function's timeout.
+    Timeout,
+    /// The function went over its memory limit.
+    OutOfMemory,
+    /// The function wrote more output than the platform accepts.
+    OutputLimit,
+    /// The platform could not run the function (missing artifact, spawn error, ...).
+    Internal,
+    /// The worker running the attempt disappeared.
+    Lost,
+    /// The invocation was cancelled.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure { kind, message: message.into(), exit_code: None }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An invocation as stored, without its payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    pub id: Id,
+    pub project: String,
+    pub function: String,
+    pub version: u32,
+    pub state: InvocationState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// 1 + the function's retries, fixed when the invocation is created.
+    pub max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_index: Option<u64>,
+    pub queued_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+/// One attempt of an invocation, as recorded for timelines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub state: InvocationState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+/// A unit of work handed to a worker slot.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub invocation: Id,
+    pub attempt: u32,
+    pub function: std::sync::Arc<Function>,
+    pub input: Vec<u8>,
+    /// Extra environment the platform sets for this task (besides the
+    /// function's own and STRATUS_INVOCATION_ID / STRATUS_FUNCTION).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// What a worker reports when an attempt ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub invocation: Id,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub result: Result<Vec<u8>, Failure>,
+    pub logs: Vec<u8>,
+}

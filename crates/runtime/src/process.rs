@@ -1,0 +1,259 @@
+//! Process functions: a command run in the function's bundle directory.
+//!
+//! Each run gets its own process group (so a timeout kills every process the
+//! function started), an address-space rlimit for its memory limit, a parent
+//! death signal (a killed worker takes its functions with it), and only the
+//! environment the platform and the function declare.
+
+use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use stratus_core::{Failure, FailureKind, Limits};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// The PATH a process function gets unless it declares its own.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Splits a command line into words. Single and double quotes group words;
+/// a command that needs a shell (pipes, redirections, variables, globs...)
+/// returns `None` and is run with `/bin/sh -c`.
+pub fn split_command(cmd: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in cmd.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, '|' | '&' | ';' | '<' | '>' | '$' | '`' | '*' | '?' | '(' | ')' | '\\' | '~' | '#' | '[' | '{') => return None,
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return None;
+    }
+    if in_word {
+        words.push(cur);
+    }
+    (!words.is_empty()).then_some(words)
+}
+
+/// Builds the command for `cmd` in `dir` with exactly `env` (plus a default
+/// PATH when `env` has none).
+pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Command {
+    let argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
+    let program = if argv[0].contains('/') && !argv[0].starts_with('/') { dir.join(&argv[0]) } else { argv[0].clone().into() };
+    let mut c = Command::new(program);
+    c.args(&argv[1..])
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        c.env("PATH", DEFAULT_PATH);
+    }
+    c.env("LANG", "C.UTF-8");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let bytes = memory_mb.saturating_mul(1 << 20);
+    // SAFETY: only async-signal-safe calls (prctl, setrlimit) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            if bytes > 0 {
+                libc::setrlimit(libc::RLIMIT_AS, &lim);
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// Kills the whole process group led by `pid`.
+pub fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: plain syscall; the group was created for this function.
+        unsafe {
+            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+/// Reads up to `cap` bytes; returns the bytes and whether there was more.
+pub(crate) async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (buf, false),
+            Ok(n) => {
+                if buf.len() + n > cap {
+                    let room = cap - buf.len();
+                    buf.extend_from_slice(&chunk[..room]);
+                    return (buf, true);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+/// Logs: keeps the first `cap` bytes, drains (and drops) the rest so the
+/// function never blocks on a full stderr pipe.
+pub(crate) async fn read_logs<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> Vec<u8> {
+    let (mut logs, more) = read_capped(&mut r, cap).await;
+    if more {
+        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        logs.extend_from_slice(TRUNCATED_MARKER);
+    }
+    logs
+}
+
+pub(crate) fn exit_failure(status: std::process::ExitStatus) -> Failure {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        let mut f = Failure::new(FailureKind::Exit, format!("exited with status {code}"));
+        f.exit_code = Some(code);
+        f
+    } else {
+        let sig = status.signal().unwrap_or(0);
+        Failure::new(FailureKind::Trap, format!("killed by signal {sig}"))
+    }
+}
+
+/// Runs `cmd` once on `input`.
+pub async fn run(dir: &Path, cmd: &str, env: &[(String, String)], input: Vec<u8>, limits: Limits, caps: OutputCaps) -> RunOutcome {
+    let mut child = match command(dir, cmd, env, limits.memory_mb).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))), logs: Vec::new() };
+        }
+    };
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // A function that does not read its input must not block us.
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let out = async {
+        let (out, over) = read_capped(stdout, caps.max_output).await;
+        if over {
+            kill_group(pid);
+        }
+        (out, over)
+    };
+    let all = async { tokio::join!(out, read_logs(stderr, caps.max_logs), child.wait()) };
+    let timed = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), all).await;
+    writer.abort();
+    let outcome = match timed {
+        Ok(((out, over), logs, status)) => {
+            let result = match status {
+                _ if over => Err(Failure::new(FailureKind::OutputLimit, format!("output limit of {} bytes exceeded", caps.max_output))),
+                Ok(s) if s.success() => Ok(out),
+                Ok(s) => Err(exit_failure(s)),
+                Err(e) => Err(Failure::new(FailureKind::Internal, format!("waiting for the process: {e}"))),
+            };
+            RunOutcome { result, logs }
+        }
+        Err(_) => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            RunOutcome { result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))), logs: Vec::new() }
+        }
+    };
+    // Whatever the function left running in its group goes with it.
+    kill_group(pid);
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_simple_commands_and_defers_shell_syntax() {
+        assert_eq!(split_command("python3 main.py"), Some(vec!["python3".into(), "main.py".into()]));
+        assert_eq!(split_command("  sh 'a b'  \"c\" "), Some(vec!["sh".into(), "a b".into(), "c".into()]));
+        assert_eq!(split_command("cat | wc"), None);
+        assert_eq!(split_command("echo $HOME"), None);
+        assert_eq!(split_command("'unterminated"), None);
+        assert_eq!(split_command("   "), None);
+    }
+
+    fn caps() -> OutputCaps {
+        OutputCaps { max_output: 1 << 20, max_logs: 1 << 10 }
+    }
+
+    #[tokio::test]
+    async fn runs_with_stdin_stdout_stderr_and_env() {
+        let d = tempfile::tempdir().unwrap();
+        let env = vec![("GREETING".to_string(), "hi".to_string())];
+        let o = run(d.path(), "sh -c 'read x; echo \"$GREETING $x\"; echo log >&2'", &env, b"bob\n".to_vec(), Limits::default(), caps()).await;
+        assert_eq!(o.result, Ok(b"hi bob\n".to_vec()));
+        assert_eq!(o.logs, b"log\n");
+    }
+
+    #[tokio::test]
+    async fn only_declared_environment_is_visible() {
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: test-only; no other thread reads this variable.
+        unsafe { std::env::set_var("STRATUS_TEST_SECRET", "leak") };
+        let o = run(d.path(), "env", &[], vec![], Limits::default(), caps()).await;
+        let out = String::from_utf8(o.result.unwrap()).unwrap();
+        assert!(!out.contains("STRATUS_TEST_SECRET"), "{out}");
+        assert!(out.contains("PATH="), "{out}");
+    }
+
+    #[tokio::test]
+    async fn exit_status_timeout_and_output_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let o = run(d.path(), "sh -c 'echo bad >&2; exit 3'", &[], vec![], Limits::default(), caps()).await;
+        let f = o.result.unwrap_err();
+        assert_eq!((f.kind, f.exit_code), (FailureKind::Exit, Some(3)));
+        assert_eq!(o.logs, b"bad\n");
+
+        let limits = Limits { timeout_ms: 200, memory_mb: 256 };
+        let o = run(d.path(), "sh -c 'sleep 30 & sleep 30'", &[], vec![], limits, caps()).await;
+        assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
+
+        let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps()).await;
+        assert_eq!(o.result.unwrap_err().kind, FailureKind::OutputLimit);
+
+        let o = run(d.path(), "sh -c 'head -c 5000 /dev/zero >&2'", &[], vec![], Limits::default(), caps()).await;
+        assert!(o.result.is_ok());
+        assert!(o.logs.ends_with(TRUNCATED_MARKER));
+        assert_eq!(o.logs.len(), 1024 + TRUNCATED_MARKER.len());
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_an_internal_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let o = run(d.path(), "no-such-program-xyz", &[], vec![], Limits::default(), caps()).await;
+        let f = o.result.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Internal);
+        assert!(f.message.contains("no-such-program-xyz"), "{}", f.message);
+    }
+}

@@ -1,0 +1,254 @@
+//! Warm process functions: one long-lived process per worker slot serves
+//! many invocations, so an interpreter starts once, not per call.
+//!
+//! The framing (see `docs/process-functions.md`), one request at a time:
+//!
+//! ```text
+//! stratus -> function (stdin):  STRATUS/1 <invocation-id> <n>\n<n bytes of input>
+//! function -> stratus (stdout): STRATUS/1 ok <n>\n<n bytes of output>
+//!                           or: STRATUS/1 error <n>\n<n bytes of error message>
+//! ```
+//!
+//! stderr is captured as the logs of the invocation in progress. A process
+//! that exits, breaks the framing or overruns the timeout fails that
+//! invocation and is replaced for the next one.
+
+use crate::process::{command, exit_failure, kill_group};
+use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stratus_core::{Failure, FailureKind, Limits};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+pub const PROTOCOL: &str = "STRATUS/1";
+
+struct LogBuf {
+    buf: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+pub struct WarmProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    logs: Arc<Mutex<LogBuf>>,
+}
+
+impl WarmProcess {
+    pub fn spawn(dir: &Path, cmd: &str, env: &[(String, String)], limits: Limits, caps: OutputCaps) -> std::io::Result<Self> {
+        let mut env = env.to_vec();
+        env.push(("STRATUS_WARM".into(), "1".into()));
+        let mut child = command(dir, cmd, &env, limits.memory_mb).spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut stderr = child.stderr.take().expect("piped");
+        let logs = Arc::new(Mutex::new(LogBuf { buf: Vec::new(), cap: caps.max_logs, truncated: false }));
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut chunk = vec![0u8; 16 << 10];
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut l = sink.lock().unwrap();
+                let room = l.cap.saturating_sub(l.buf.len());
+                if n > room {
+                    l.truncated = true;
+                }
+                let take = n.min(room);
+                l.buf.extend_from_slice(&chunk[..take]);
+            }
+        });
+        Ok(WarmProcess { child, stdin, stdout, logs })
+    }
+
+    fn take_logs(&self) -> Vec<u8> {
+        let mut l = self.logs.lock().unwrap();
+        let mut out = std::mem::take(&mut l.buf);
+        if std::mem::take(&mut l.truncated) {
+            out.extend_from_slice(TRUNCATED_MARKER);
+        }
+        out
+    }
+
+    /// Serves one invocation. Returns the outcome and whether the process can
+    /// serve another.
+    pub async fn invoke(&mut self, id: &str, input: &[u8], limits: Limits, caps: OutputCaps) -> (RunOutcome, bool) {
+        let exchange = async {
+            let header = format!("{PROTOCOL} {id} {}\n", input.len());
+            self.stdin.write_all(header.as_bytes()).await?;
+            self.stdin.write_all(input).await?;
+            self.stdin.flush().await?;
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).await? == 0 {
+                return Ok(Err(None));
+            }
+            let parts: Vec<&str> = line.trim_end().split(' ').collect();
+            let (ok, len) = match parts.as_slice() {
+                [p, status @ ("ok" | "error"), n] if *p == PROTOCOL => match n.parse::<usize>() {
+                    Ok(n) => (*status == "ok", n),
+                    Err(_) => return Ok(Err(Some(format!("bad response length in {line:?}")))),
+                },
+                _ => return Ok(Err(Some(format!("expected '{PROTOCOL} ok|error <length>', got {:?}", truncate(&line))))),
+            };
+            if len > caps.max_output {
+                return Ok(Ok((Err(Failure::new(FailureKind::OutputLimit, format!("output limit of {} bytes exceeded", caps.max_output))), false)));
+            }
+            let mut body = vec![0u8; len];
+            self.stdout.read_exact(&mut body).await?;
+            let result = if ok {
+                Ok(body)
+            } else {
+                Err(Failure::new(FailureKind::Exit, String::from_utf8_lossy(&body).into_owned()))
+            };
+            Ok::<_, std::io::Error>(Ok((result, true)))
+        };
+        let timed = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), exchange).await;
+        tokio::task::yield_now().await;
+        match timed {
+            Ok(Ok(Ok((result, alive)))) => {
+                if !alive {
+                    self.kill().await;
+                }
+                (RunOutcome { result, logs: self.take_logs() }, alive)
+            }
+            Ok(Ok(Err(Some(msg)))) => {
+                self.kill().await;
+                (RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("warm protocol error: {msg}"))), logs: self.take_logs() }, false)
+            }
+            Ok(Ok(Err(None))) | Ok(Err(_)) => {
+                // The process went away: report how it ended.
+                let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+                self.kill().await;
+                let mut failure = match status {
+                    Ok(Ok(s)) => exit_failure(s),
+                    _ => Failure::new(FailureKind::Trap, "the warm process stopped answering"),
+                };
+                failure.message = format!("warm process ended before answering: {}", failure.message);
+                // Give the stderr reader a moment to collect the last words.
+                tokio::task::yield_now().await;
+                (RunOutcome { result: Err(failure), logs: self.take_logs() }, false)
+            }
+            Err(_) => {
+                self.kill().await;
+                (RunOutcome { result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))), logs: self.take_logs() }, false)
+            }
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait().await;
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+/// Idle warm processes by key (function version). A slot takes one out, uses
+/// it, and puts it back; at most `max_idle` are kept per key.
+pub struct WarmPool {
+    idle: Mutex<HashMap<String, Vec<WarmProcess>>>,
+    max_idle: usize,
+}
+
+impl WarmPool {
+    pub fn new(max_idle: usize) -> Self {
+        WarmPool { idle: Mutex::new(HashMap::new()), max_idle: max_idle.max(1) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        &self,
+        key: &str,
+        dir: &Path,
+        cmd: &str,
+        env: &[(String, String)],
+        id: &str,
+        input: &[u8],
+        limits: Limits,
+        caps: OutputCaps,
+    ) -> RunOutcome {
+        let taken = self.idle.lock().unwrap().get_mut(key).and_then(Vec::pop);
+        let mut proc = match taken {
+            Some(p) => p,
+            None => match WarmProcess::spawn(dir, cmd, env, limits, caps) {
+                Ok(p) => p,
+                Err(e) => {
+                    return RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))), logs: Vec::new() };
+                }
+            },
+        };
+        let (outcome, alive) = proc.invoke(id, input, limits, caps).await;
+        if alive {
+            let mut idle = self.idle.lock().unwrap();
+            let list = idle.entry(key.to_string()).or_default();
+            if list.len() < self.max_idle {
+                list.push(proc);
+                return outcome;
+            }
+        }
+        drop(proc);
+        outcome
+    }
+
+    /// Stops the idle processes of every key not in `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.idle.lock().unwrap().retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ECHO_SERVER: &str = r#"
+import sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+count = 0
+while True:
+    line = inp.readline()
+    if not line:
+        break
+    _, inv, n = line.split()
+    data = inp.read(int(n))
+    count += 1
+    if data == b"die":
+        sys.exit(7)
+    if data == b"hang":
+        import time; time.sleep(60)
+    sys.stderr.write("log %d\n" % count); sys.stderr.flush()
+    body = b"%d:" % count + data
+    out.write(b"STRATUS/1 ok %d\n" % len(body) + body)
+    out.flush()
+"#;
+
+    #[tokio::test]
+    async fn serves_many_invocations_from_one_process_and_recovers() {
+        if std::process::Command::new("python3").arg("-c").arg("pass").status().is_err() {
+            panic!("python3 is required for this test");
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("srv.py"), ECHO_SERVER).unwrap();
+        let pool = WarmPool::new(2);
+        let caps = OutputCaps::default();
+        let limits = Limits { timeout_ms: 2000, memory_mb: 512 };
+        let run = |input: &'static [u8]| pool.run("k", d.path(), "python3 srv.py", &[], "id", input, limits, caps);
+        assert_eq!(run(b"a").await.result, Ok(b"1:a".to_vec()));
+        let second = run(b"b").await;
+        assert_eq!(second.result, Ok(b"2:b".to_vec()), "the same process serves the second call");
+        assert_eq!(second.logs, b"log 2\n");
+        let died = run(b"die").await;
+        let f = died.result.unwrap_err();
+        assert!(f.message.contains("status 7"), "{}", f.message);
+        assert_eq!(run(b"c").await.result, Ok(b"1:c".to_vec()), "a fresh process replaces the dead one");
+        let hung = run(b"hang").await;
+        assert_eq!(hung.result.unwrap_err().kind, FailureKind::Timeout);
+        assert_eq!(run(b"d").await.result, Ok(b"1:d".to_vec()));
+    }
+}

@@ -1,0 +1,79 @@
+//! API errors and their one mapping to HTTP: a status and a JSON body
+//! `{"error": {"code": "...", "message": "..."}}`. Internal errors are logged
+//! once, here, and reach the client without their details.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    }
+}
+
+impl From<stratus_core::Error> for ApiError {
+    fn from(e: stratus_core::Error) -> Self {
+        match e {
+            stratus_core::Error::Invalid { .. } => ApiError::BadRequest(e.to_string()),
+            stratus_core::Error::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            stratus_core::Error::Conflict(m) => ApiError::Conflict(m),
+        }
+    }
+}
+
+impl From<stratus_store::Error> for ApiError {
+    fn from(e: stratus_store::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<stratus_blob::Error> for ApiError {
+    fn from(e: stratus_blob::Error) -> Self {
+        match e {
+            stratus_blob::Error::NotFound(k) => ApiError::NotFound(format!("object '{k}' not found")),
+            stratus_blob::Error::InvalidKey { .. } => ApiError::BadRequest(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

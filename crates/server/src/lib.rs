@@ -1,0 +1,12 @@
+//! The Stratus control plane: the HTTP API, the scheduler and its durable
+//! in-process queue, and [`node`], the one place where backends are chosen
+//! and the roles of a process (API, local worker slots) are switched on.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod openapi;
+pub mod scheduler;
+
+pub use node::{Node, NodeConfig};

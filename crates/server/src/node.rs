@@ -1,0 +1,172 @@
+//! The composition root: chooses the backends from their URLs, builds the
+//! scheduler, the API and the local worker slots, and owns their tasks until
+//! shutdown. `stratus up` and `stratus server` both come through here, with
+//! different roles switched on.
+
+use crate::api::{self, AppState};
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use stratus_core::{Clock, SystemClock};
+use stratus_runtime::wasm::WasmRuntime;
+use stratus_runtime::OutputCaps;
+use stratus_worker::{Executor, TaskSource};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Local worker slots; 0 runs no local worker.
+    pub slots: usize,
+    /// `sqlite://PATH`; default: `sqlite://<data_dir>/state.db`.
+    pub state_url: Option<String>,
+    /// `file://DIR`; default: `file://<data_dir>/objects`.
+    pub objects_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    pub caps: OutputCaps,
+}
+
+impl NodeConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, slots: usize) -> Self {
+        NodeConfig { listen, data_dir, slots, state_url: None, objects_url: None, max_body: 64 << 20, caps: OutputCaps::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("data directory {0} is in use by another stratus process")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Store(#[from] stratus_store::Error),
+    #[error(transparent)]
+    Objects(#[from] stratus_blob::Error),
+    #[error(transparent)]
+    Runtime(#[from] stratus_runtime::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Node;
+
+/// Holds an exclusive lock on the data directory for the life of the node.
+struct DirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_dir(dir: &std::path::Path) -> Result<DirLock, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::DataDir(dir.into(), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|e| NodeError::DataDir(dir.into(), e))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(NodeError::Locked(dir.into()));
+    }
+    Ok(DirLock(file))
+}
+
+fn worker_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    };
+    format!("{host}/{}", std::process::id())
+}
+
+impl Node {
+    /// Runs until `shutdown` resolves. `on_listen` is called with the bound
+    /// address once the API accepts connections.
+    pub async fn run(config: NodeConfig, on_listen: impl FnOnce(SocketAddr), shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+        let _lock = lock_dir(&config.data_dir)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let state_url = config
+            .state_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("state.db").display()));
+        let objects_url = config
+            .objects_url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+        let store = stratus_store::open(&state_url).await?;
+        let objects = stratus_blob::open(&objects_url)?;
+        let cache = config.data_dir.join("cache");
+        let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
+        let metrics = Arc::new(Metrics::default());
+        let (scheduler, writer) = Scheduler::start(store.clone(), clock.clone(), metrics).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
+        let state = AppState {
+            scheduler: scheduler.clone(),
+            store,
+            objects: objects.clone(),
+            wasm: wasm.clone(),
+            clock: clock.clone(),
+            max_body: config.max_body,
+            slots: config.slots,
+        };
+        let app = api::router(state);
+
+        let slots = if config.slots > 0 {
+            let executor = Arc::new(Executor::new(worker_name(), wasm, objects, cache, config.slots, config.caps, clock));
+            let source: Arc<dyn TaskSource> = scheduler.clone();
+            Some(tokio::spawn(stratus_worker::run_slots(executor, source, config.slots)))
+        } else {
+            None
+        };
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut stop_http = stop_rx.clone();
+        on_listen(addr);
+        tracing::info!(%addr, slots = config.slots, state = %redact(&state_url), objects = %redact(&objects_url), "stratus node started");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(NodeError::Serve)?;
+
+        tracing::info!("shutting down: finishing running invocations");
+        scheduler.close();
+        if let Some(slots) = slots
+            && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
+        {
+            tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
+        }
+        scheduler.flush().await;
+        writer.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,107 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`. Written by hand
+//! next to the router; `tests/e2e_*` check that every path it lists is
+//! routed and that the documented status codes are the ones returned.
+
+use serde_json::{json, Value};
+
+fn err() -> Value {
+    json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn name_param() -> Value {
+    json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}})
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}})
+}
+
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Stratus API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Deploy functions, invoke them, and read their invocations."},
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
+            "/v1/artifacts/{digest}": {
+                "parameters": [{"name": "digest", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+                "put": {"summary": "Upload a wasm module or bundle archive under its sha256",
+                        "requestBody": {"required": true, "content": {"application/octet-stream": {}}},
+                        "responses": {"201": {"description": "stored"}, "400": err(), "413": err()}},
+                "head": {"summary": "Whether an artifact is stored", "responses": {"200": {"description": "stored"}, "404": {"description": "not stored"}}}
+            },
+            "/v1/functions": {"get": {"summary": "List functions (latest version of each)",
+                "responses": {"200": {"description": "functions", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"functions": {"type": "array", "items": {"$ref": "#/components/schemas/Function"}}}}}}}}}},
+            "/v1/functions/{name}": {
+                "parameters": [name_param()],
+                "put": {"summary": "Deploy a new version of a function",
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeployRequest"}}}},
+                        "responses": {"201": {"description": "deployed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Function"}}}},
+                                      "400": err(), "413": err()}},
+                "get": {"summary": "The latest version of a function",
+                        "responses": {"200": {"description": "function", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Function"}}}}, "400": err(), "404": err()}},
+                "delete": {"summary": "Delete a function (its invocations are kept)", "responses": {"204": {"description": "deleted"}, "400": err(), "404": err()}}
+            },
+            "/v1/functions/{name}/invoke": {
+                "parameters": [name_param(), {"name": "async", "in": "query", "required": false, "schema": {"type": "boolean"}}],
+                "post": {"summary": "Invoke a function with the request body as its input",
+                         "description": "Synchronous by default: answers with the output bytes when the invocation finishes. With async=true, answers 202 with the invocation id once the invocation is durably queued.",
+                         "requestBody": {"content": {"application/octet-stream": {}}},
+                         "responses": {
+                            "200": {"description": "succeeded; the body is the output", "headers": {"x-stratus-invocation-id": {"schema": {"type": "string"}}},
+                                    "content": {"application/octet-stream": {}}},
+                            "202": {"description": "accepted", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "state": {"type": "string"}}}}}},
+                            "400": err(), "404": err(), "413": err(),
+                            "502": {"description": "the function failed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionError"}}}},
+                            "504": {"description": "the function timed out", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunctionError"}}}}
+                         }}
+            },
+            "/v1/invocations": {"get": {"summary": "List invocations, newest first",
+                "parameters": [
+                    {"name": "function", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "before", "in": "query", "schema": {"type": "string", "format": "uuid"}}],
+                "responses": {"200": {"description": "a page of invocations"}, "400": err()}}},
+            "/v1/invocations/{id}": {"get": {"summary": "An invocation, with its attempts",
+                "parameters": [id_param(), {"name": "wait", "in": "query", "description": "seconds to wait for the invocation to finish", "schema": {"type": "number"}}],
+                "responses": {"200": {"description": "invocation", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}}}, "400": err(), "404": err()}}},
+            "/v1/invocations/{id}/output": {"get": {"summary": "The output bytes of a succeeded invocation", "parameters": [id_param()],
+                "responses": {"200": {"description": "output", "content": {"application/octet-stream": {}}}, "400": err(), "404": err(), "409": err()}}},
+            "/v1/invocations/{id}/logs": {"get": {"summary": "The captured stderr of an invocation", "parameters": [id_param()],
+                "responses": {"200": {"description": "logs", "content": {"text/plain": {}}}, "400": err(), "404": err()}}}
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Runtime": {"oneOf": [
+                {"type": "object", "required": ["kind"], "properties": {"kind": {"const": "wasm"}}},
+                {"type": "object", "required": ["kind", "cmd"], "properties": {"kind": {"const": "process"}, "cmd": {"type": "string"}, "warm": {"type": "boolean"}}}]},
+            "DeployRequest": {"type": "object", "required": ["runtime", "artifact"], "additionalProperties": false, "properties": {
+                "runtime": {"$ref": "#/components/schemas/Runtime"},
+                "artifact": {"type": "string", "description": "sha256 of an uploaded artifact"},
+                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "timeout_ms": {"type": "integer", "minimum": 1},
+                "memory_mb": {"type": "integer", "minimum": 1},
+                "retries": {"type": "integer", "minimum": 0, "maximum": 100}}},
+            "Function": {"type": "object", "properties": {
+                "name": {"type": "string"}, "project": {"type": "string"}, "version": {"type": "integer"},
+                "runtime": {"$ref": "#/components/schemas/Runtime"}, "artifact": {"type": "string"},
+                "env": {"type": "object"}, "timeout_ms": {"type": "integer"}, "memory_mb": {"type": "integer"},
+                "retries": {"type": "integer"}, "created_at": {"type": "integer", "description": "ms since the epoch"}}},
+            "Failure": {"type": "object", "properties": {"kind": {"enum": ["exit", "trap", "timeout", "out_of_memory", "output_limit", "internal", "lost", "cancelled"]},
+                "message": {"type": "string"}, "exit_code": {"type": "integer"}}},
+            "Invocation": {"type": "object", "properties": {
+                "id": {"type": "string"}, "project": {"type": "string"}, "function": {"type": "string"}, "version": {"type": "integer"},
+                "state": {"enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]},
+                "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                "queued_at": {"type": "integer"}, "started_at": {"type": "integer"}, "finished_at": {"type": "integer"},
+                "worker": {"type": "string"}, "error": {"$ref": "#/components/schemas/Failure"},
+                "attempt_history": {"type": "array", "items": {"type": "object"}}}},
+            "FunctionError": {"type": "object", "properties": {
+                "error": {"type": "object"}, "invocation": {"$ref": "#/components/schemas/Invocation"}, "logs_tail": {"type": "string"}}}
+        }}
+    })
+}

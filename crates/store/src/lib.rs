@@ -1,0 +1,131 @@
+//! The state store: functions, invocations and their attempts.
+//!
+//! [`StateStore`] is the trait the scheduler and the API use; it speaks only
+//! in `stratus-core` types. Each engine implements it (SQLite here, the
+//! embedded default), and every implementation passes the same conformance
+//! suite in `tests/`.
+//!
+//! Completions are idempotent: an attempt's end is recorded only while the
+//! invocation is still on that attempt and not finished, so a duplicate or a
+//! late report changes nothing.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use stratus_core::clock::Millis;
+use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("unsupported state store URL '{0}': use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A new invocation with its input.
+#[derive(Debug, Clone)]
+pub struct NewInvocation {
+    pub invocation: Invocation,
+    pub input: Vec<u8>,
+}
+
+/// The start of an attempt, as leased by a worker.
+#[derive(Debug, Clone)]
+pub struct AttemptStart {
+    pub id: Id,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Millis,
+}
+
+/// What to record when an attempt ends.
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    pub id: Id,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub outcome: EndOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum EndOutcome {
+    /// The invocation is finished in `state`.
+    Finish {
+        state: InvocationState,
+        output: Option<Vec<u8>>,
+        error: Option<Failure>,
+        logs: Vec<u8>,
+    },
+    /// The attempt failed and the invocation goes back to the queue.
+    Requeue { not_before: Millis, error: Failure, logs: Vec<u8> },
+}
+
+/// An invocation waiting to be run, as read back for dispatch.
+#[derive(Debug, Clone)]
+pub struct PendingInvocation {
+    pub invocation: Invocation,
+    pub input: Vec<u8>,
+    pub not_before: Millis,
+}
+
+/// Output and logs of an invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Payloads {
+    pub output: Option<Vec<u8>>,
+    pub logs: Option<Vec<u8>>,
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Stores a new version of a function (version = previous highest + 1).
+    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function>;
+    /// The latest live version, or the given version even if deleted since
+    /// (invocations keep running the version they were created for).
+    async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>>;
+    /// The latest version of each live function, by name.
+    async fn list_functions(&self, project: &str) -> Result<Vec<Function>>;
+    /// Marks every version deleted; false if there was no live function.
+    async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool>;
+
+    /// Inserts invocations in one transaction.
+    async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()>;
+    async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>>;
+    async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
+    async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
+    /// Newest first, at most `limit`, older than `before` when given.
+    async fn list_invocations(&self, project: &str, function: Option<&str>, before: Option<Id>, limit: u32) -> Result<Vec<Invocation>>;
+
+    /// Records attempts as started; each applies only to a queued invocation.
+    async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()>;
+    /// Records attempt ends in one transaction; returns, per end, whether it
+    /// was applied (false for duplicates and late reports).
+    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<Vec<bool>>;
+
+    /// After a restart: running invocations go back to the queue. Returns how many.
+    async fn requeue_running(&self) -> Result<u64>;
+    /// Queued invocations in id order, after `after`, at most `limit`.
+    async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>>;
+    /// Number of invocations per state.
+    async fn count_by_state(&self) -> Result<Vec<(InvocationState, u64)>>;
+}
+
+/// Opens the state store named by `url` (`sqlite://PATH`).
+pub async fn open(url: &str) -> Result<Arc<dyn StateStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(Error::UnsupportedUrl(url.to_string()))
+    }
+}
