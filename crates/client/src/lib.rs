@@ -1,1 +1,372 @@
-//! placeholder
+//! Rust SDK for the Stratus HTTP API. The `stratus` CLI is built on it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), stratus_client::Error> {
+//! let client = stratus_client::Client::new("http://127.0.0.1:7878");
+//! let out = client.invoke("hello", b"world".to_vec()).await?;
+//! println!("{}", String::from_utf8_lossy(&out.output));
+//! let id = client.call_async("hello", b"later".to_vec()).await?;
+//! let later = client.wait(id).await?;
+//! # Ok(()) }
+//! ```
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the Stratus server at {url}: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("http error: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server refused the request.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The function ran and did not succeed.
+    #[error("invocation {} {}: {message}", invocation.id, invocation.state)]
+    FunctionFailed {
+        invocation: Box<Invocation>,
+        message: String,
+        logs_tail: String,
+    },
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A deployed function, as the API describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub project: String,
+    pub version: u32,
+    pub runtime: Runtime,
+    pub artifact: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub retries: u32,
+    pub created_at: i64,
+}
+
+/// What to deploy; `artifact` is the sha256 of an uploaded artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployRequest {
+    pub runtime: Runtime,
+    pub artifact: String,
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    pub retries: u32,
+}
+
+/// An invocation with its attempt history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvocationInfo {
+    #[serde(flatten)]
+    pub invocation: Invocation,
+    #[serde(default)]
+    pub attempt_history: Vec<Attempt>,
+}
+
+/// The result of a successful synchronous invoke.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub id: Id,
+    pub output: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+    invocation: Option<Invocation>,
+    #[serde(default)]
+    logs_tail: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .expect("http client");
+        Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let res = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                Error::Connect {
+                    url: self.base.clone(),
+                    source: e,
+                }
+            } else {
+                Error::Http(e)
+            }
+        })?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        Err(error_from(res).await)
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let res = self.send(req).await?;
+        let bytes = res.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{e}")))
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        self.send(self.http.get(self.url("/healthz")))
+            .await
+            .map(|_| ())
+    }
+
+    /// Uploads an artifact unless the server already has it; returns its digest.
+    pub async fn upload_artifact(&self, bytes: Vec<u8>) -> Result<String> {
+        let digest = stratus_core_digest(&bytes);
+        let path = format!("/v1/artifacts/{digest}");
+        let head = self
+            .http
+            .request(Method::HEAD, self.url(&path))
+            .send()
+            .await
+            .map_err(|e| Error::Connect {
+                url: self.base.clone(),
+                source: e,
+            })?;
+        if head.status() != StatusCode::OK {
+            self.send(self.http.put(self.url(&path)).body(bytes))
+                .await?;
+        }
+        Ok(digest)
+    }
+
+    pub async fn deploy(&self, name: &str, req: &DeployRequest) -> Result<FunctionInfo> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/v1/functions/{name}")))
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn list_functions(&self) -> Result<Vec<FunctionInfo>> {
+        #[derive(Deserialize)]
+        struct L {
+            functions: Vec<FunctionInfo>,
+        }
+        let l: L = self.json(self.http.get(self.url("/v1/functions"))).await?;
+        Ok(l.functions)
+    }
+
+    pub async fn get_function(&self, name: &str) -> Result<FunctionInfo> {
+        self.json(self.http.get(self.url(&format!("/v1/functions/{name}"))))
+            .await
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}"))))
+            .await
+            .map(|_| ())
+    }
+
+    /// Invokes and waits for the result. A function that fails or times out
+    /// is [`Error::FunctionFailed`].
+    pub async fn invoke(&self, name: &str, input: Vec<u8>) -> Result<Invoked> {
+        let res = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/functions/{name}/invoke")))
+                    .body(input),
+            )
+            .await?;
+        if res.status() == StatusCode::ACCEPTED {
+            // Still running after the server's wait limit: keep waiting.
+            #[derive(Deserialize)]
+            struct A {
+                id: Id,
+            }
+            let a: A = serde_json::from_slice(&res.bytes().await?)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            let output = self.wait(a.id).await?;
+            return Ok(Invoked { id: a.id, output });
+        }
+        let id = res
+            .headers()
+            .get("x-stratus-invocation-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Protocol("missing x-stratus-invocation-id".into()))?;
+        Ok(Invoked {
+            id,
+            output: res.bytes().await?.to_vec(),
+        })
+    }
+
+    /// Queues an invocation; returns its id once it is durably accepted.
+    pub async fn call_async(&self, name: &str, input: Vec<u8>) -> Result<Id> {
+        #[derive(Deserialize)]
+        struct A {
+            id: Id,
+        }
+        let a: A = self
+            .json(
+                self.http
+                    .post(self.url(&format!("/v1/functions/{name}/invoke?async=true")))
+                    .body(input),
+            )
+            .await?;
+        Ok(a.id)
+    }
+
+    /// The invocation, waiting up to `wait` for it to finish.
+    pub async fn get_invocation(&self, id: Id, wait: Option<Duration>) -> Result<InvocationInfo> {
+        let mut req = self.http.get(self.url(&format!("/v1/invocations/{id}")));
+        if let Some(w) = wait {
+            req = req.query(&[("wait", w.as_secs_f64().to_string())]);
+        }
+        self.json(req).await
+    }
+
+    pub async fn list_invocations(
+        &self,
+        function: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Invocation>> {
+        #[derive(Deserialize)]
+        struct L {
+            invocations: Vec<Invocation>,
+        }
+        let mut req = self
+            .http
+            .get(self.url("/v1/invocations"))
+            .query(&[("limit", limit.to_string())]);
+        if let Some(f) = function {
+            req = req.query(&[("function", f)]);
+        }
+        let l: L = self.json(req).await?;
+        Ok(l.invocations)
+    }
+
+    /// Waits until the invocation finishes; its output, or why it failed.
+    pub async fn wait(&self, id: Id) -> Result<Vec<u8>> {
+        loop {
+            let info = self
+                .get_invocation(id, Some(Duration::from_secs(60)))
+                .await?;
+            let inv = info.invocation;
+            match inv.state {
+                InvocationState::Succeeded => return self.output(id).await,
+                s if s.is_terminal() => {
+                    let logs = self.logs(id).await.unwrap_or_default();
+                    let tail = String::from_utf8_lossy(&logs[logs.len().saturating_sub(4096)..])
+                        .into_owned();
+                    let message = inv
+                        .error
+                        .as_ref()
+                        .map(|e| e.message.clone())
+                        .unwrap_or_else(|| s.to_string());
+                    return Err(Error::FunctionFailed {
+                        invocation: Box::new(inv),
+                        message,
+                        logs_tail: tail,
+                    });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn output(&self, id: Id) -> Result<Vec<u8>> {
+        Ok(self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/invocations/{id}/output"))),
+            )
+            .await?
+            .bytes()
+            .await?
+            .to_vec())
+    }
+
+    pub async fn logs(&self, id: Id) -> Result<Vec<u8>> {
+        Ok(self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/invocations/{id}/logs"))),
+            )
+            .await?
+            .bytes()
+            .await?
+            .to_vec())
+    }
+}
+
+async fn error_from(res: reqwest::Response) -> Error {
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(ErrorBody {
+            invocation: Some(inv),
+            error,
+            logs_tail,
+        }) => Error::FunctionFailed {
+            invocation: Box::new(inv),
+            message: error.message,
+            logs_tail,
+        },
+        Ok(b) => Error::Api {
+            status,
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => Error::Api {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        },
+    }
+}
+
+fn stratus_core_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

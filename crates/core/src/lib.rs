@@ -9,12 +9,12 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod machine;
 pub mod model;
 pub mod names;
-pub mod machine;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
-pub use ids::{new_id, Id};
+pub use ids::{Id, new_id};
 pub use model::*;
-pub use names::{validate_name, DEFAULT_PROJECT};
+pub use names::{DEFAULT_PROJECT, validate_name};

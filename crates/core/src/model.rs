@@ -40,7 +40,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 60_000, memory_mb: 256 }
+        Limits {
+            timeout_ms: 60_000,
+            memory_mb: 256,
+        }
     }
 }
 
@@ -69,16 +72,25 @@ impl FunctionSpec {
         if let Runtime::Process { cmd, .. } = &self.runtime
             && cmd.trim().is_empty()
         {
-            return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
+            return Err(Error::invalid(
+                "cmd",
+                "a process function needs a command (--cmd)",
+            ));
         }
         if self.artifact.len() != 64 || !self.artifact.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::invalid("artifact", "must be a sha256 digest in hex"));
         }
         if self.limits.timeout_ms == 0 || self.limits.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(Error::invalid("timeout", format!("must be between 1 ms and {MAX_TIMEOUT_MS} ms")));
+            return Err(Error::invalid(
+                "timeout",
+                format!("must be between 1 ms and {MAX_TIMEOUT_MS} ms"),
+            ));
         }
         if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
-            return Err(Error::invalid("memory", format!("must be between 1 and {MAX_MEMORY_MB} MiB")));
+            return Err(Error::invalid(
+                "memory",
+                format!("must be between 1 and {MAX_MEMORY_MB} MiB"),
+            ));
         }
         if self.retries > MAX_RETRIES {
             return Err(Error::invalid("retries", format!("at most {MAX_RETRIES}")));
@@ -88,13 +100,22 @@ impl FunctionSpec {
                 && !k.as_bytes()[0].is_ascii_digit()
                 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(Error::invalid("env", format!("'{k}' is not a valid variable name")));
+                return Err(Error::invalid(
+                    "env",
+                    format!("'{k}' is not a valid variable name"),
+                ));
             }
             if k.starts_with("STRATUS_") {
-                return Err(Error::invalid("env", format!("'{k}': the STRATUS_ prefix is reserved")));
+                return Err(Error::invalid(
+                    "env",
+                    format!("'{k}': the STRATUS_ prefix is reserved"),
+                ));
             }
             if v.contains('\0') {
-                return Err(Error::invalid("env", format!("the value of '{k}' contains a NUL byte")));
+                return Err(Error::invalid(
+                    "env",
+                    format!("the value of '{k}' contains a NUL byte"),
+                ));
             }
         }
         Ok(())
@@ -195,7 +216,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Failure { kind, message: message.into(), exit_code: None }
+        Failure {
+            kind,
+            message: message.into(),
+            exit_code: None,
+        }
     }
 }
 

@@ -15,7 +15,10 @@ pub fn digest(bytes: &[u8]) -> String {
 /// Symbolic links and special files are refused.
 pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, Error> {
     if !dir.is_dir() {
-        return Err(Error::InvalidBundle(format!("{} is not a directory", dir.display())));
+        return Err(Error::InvalidBundle(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     let mut files = Vec::new();
     collect(dir, dir, &mut files)?;
@@ -52,9 +55,15 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error>
         let ty = entry.file_type()?;
         let rel = path.strip_prefix(root).expect("below root").to_path_buf();
         if ty.is_symlink() {
-            return Err(Error::InvalidBundle(format!("{} is a symbolic link; bundles hold regular files only", rel.display())));
+            return Err(Error::InvalidBundle(format!(
+                "{} is a symbolic link; bundles hold regular files only",
+                rel.display()
+            )));
         } else if ty.is_dir() {
-            if rel.file_name().is_some_and(|n| n == "__pycache__" || n == ".git") {
+            if rel
+                .file_name()
+                .is_some_and(|n| n == "__pycache__" || n == ".git")
+            {
                 continue;
             }
             out.push(rel);
@@ -62,7 +71,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error>
         } else if ty.is_file() {
             out.push(rel);
         } else {
-            return Err(Error::InvalidBundle(format!("{} is not a regular file", rel.display())));
+            return Err(Error::InvalidBundle(format!(
+                "{} is not a regular file",
+                rel.display()
+            )));
         }
     }
     Ok(())
@@ -74,7 +86,9 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
     if dest.is_dir() {
         return Ok(());
     }
-    let parent = dest.parent().ok_or_else(|| Error::InvalidBundle("no parent directory".into()))?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| Error::InvalidBundle("no parent directory".into()))?;
     std::fs::create_dir_all(parent)?;
     let tmp = tempdir_in(parent)?;
     let mut ar = tar::Archive::new(archive);
@@ -82,11 +96,15 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
         let mut entry = entry?;
         let ty = entry.header().entry_type();
         if !(ty.is_file() || ty.is_dir()) {
-            return Err(Error::InvalidBundle("bundles hold regular files and directories only".into()));
+            return Err(Error::InvalidBundle(
+                "bundles hold regular files and directories only".into(),
+            ));
         }
         // `unpack_in` refuses paths that would land outside `tmp`.
         if !entry.unpack_in(&tmp)? {
-            return Err(Error::InvalidBundle("an entry's path escapes the bundle".into()));
+            return Err(Error::InvalidBundle(
+                "an entry's path escapes the bundle".into(),
+            ));
         }
     }
     match std::fs::rename(&tmp, dest) {

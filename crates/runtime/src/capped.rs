@@ -24,7 +24,14 @@ struct Inner {
 
 impl CappedPipe {
     pub fn new(cap: usize, fail_on_overflow: bool) -> Self {
-        CappedPipe { inner: Arc::new(Mutex::new(Inner { buf: BytesMut::new(), overflowed: false })), cap, fail_on_overflow }
+        CappedPipe {
+            inner: Arc::new(Mutex::new(Inner {
+                buf: BytesMut::new(),
+                overflowed: false,
+            })),
+            cap,
+            fail_on_overflow,
+        }
     }
 
     /// The bytes kept, and whether anything was refused or dropped.
@@ -72,7 +79,8 @@ impl Pollable for CappedPipe {
 
 impl OutputStream for CappedPipe {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes).map_err(|()| StreamError::Trap(wasmtime::format_err!("{OUTPUT_LIMIT_MSG}")))
+        self.push(&bytes)
+            .map_err(|()| StreamError::Trap(wasmtime::format_err!("{OUTPUT_LIMIT_MSG}")))
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -85,7 +93,11 @@ impl OutputStream for CappedPipe {
 pub(crate) const OUTPUT_LIMIT_MSG: &str = "stratus: output limit exceeded";
 
 impl tokio::io::AsyncWrite for CappedPipe {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Poll::Ready(
             self.push(buf)
                 .map(|()| buf.len())

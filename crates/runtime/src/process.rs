@@ -38,7 +38,11 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
                     in_word = false;
                 }
             }
-            (None, '|' | '&' | ';' | '<' | '>' | '$' | '`' | '*' | '?' | '(' | ')' | '\\' | '~' | '#' | '[' | '{') => return None,
+            (
+                None,
+                '|' | '&' | ';' | '<' | '>' | '$' | '`' | '*' | '?' | '(' | ')' | '\\' | '~' | '#'
+                | '[' | '{',
+            ) => return None,
             (None, c) => {
                 cur.push(c);
                 in_word = true;
@@ -57,8 +61,13 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
 /// Builds the command for `cmd` in `dir` with exactly `env` (plus a default
 /// PATH when `env` has none).
 pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Command {
-    let argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
-    let program = if argv[0].contains('/') && !argv[0].starts_with('/') { dir.join(&argv[0]) } else { argv[0].clone().into() };
+    let argv =
+        split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
+    let program = if argv[0].contains('/') && !argv[0].starts_with('/') {
+        dir.join(&argv[0])
+    } else {
+        argv[0].clone().into()
+    };
     let mut c = Command::new(program);
     c.args(&argv[1..])
         .current_dir(dir)
@@ -80,7 +89,10 @@ pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) 
     unsafe {
         c.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
             if bytes > 0 {
                 libc::setrlimit(libc::RLIMIT_AS, &lim);
             }
@@ -143,11 +155,24 @@ pub(crate) fn exit_failure(status: std::process::ExitStatus) -> Failure {
 }
 
 /// Runs `cmd` once on `input`.
-pub async fn run(dir: &Path, cmd: &str, env: &[(String, String)], input: Vec<u8>, limits: Limits, caps: OutputCaps) -> RunOutcome {
+pub async fn run(
+    dir: &Path,
+    cmd: &str,
+    env: &[(String, String)],
+    input: Vec<u8>,
+    limits: Limits,
+    caps: OutputCaps,
+) -> RunOutcome {
     let mut child = match command(dir, cmd, env, limits.memory_mb).spawn() {
         Ok(c) => c,
         Err(e) => {
-            return RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))), logs: Vec::new() };
+            return RunOutcome {
+                result: Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("cannot start '{cmd}': {e}"),
+                )),
+                logs: Vec::new(),
+            };
         }
     };
     let pid = child.id();
@@ -171,17 +196,29 @@ pub async fn run(dir: &Path, cmd: &str, env: &[(String, String)], input: Vec<u8>
     let outcome = match timed {
         Ok(((out, over), logs, status)) => {
             let result = match status {
-                _ if over => Err(Failure::new(FailureKind::OutputLimit, format!("output limit of {} bytes exceeded", caps.max_output))),
+                _ if over => Err(Failure::new(
+                    FailureKind::OutputLimit,
+                    format!("output limit of {} bytes exceeded", caps.max_output),
+                )),
                 Ok(s) if s.success() => Ok(out),
                 Ok(s) => Err(exit_failure(s)),
-                Err(e) => Err(Failure::new(FailureKind::Internal, format!("waiting for the process: {e}"))),
+                Err(e) => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("waiting for the process: {e}"),
+                )),
             };
             RunOutcome { result, logs }
         }
         Err(_) => {
             kill_group(pid);
             let _ = child.wait().await;
-            RunOutcome { result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))), logs: Vec::new() }
+            RunOutcome {
+                result: Err(Failure::new(
+                    FailureKind::Timeout,
+                    format!("timed out after {} ms", limits.timeout_ms),
+                )),
+                logs: Vec::new(),
+            }
         }
     };
     // Whatever the function left running in its group goes with it.
@@ -195,8 +232,14 @@ mod tests {
 
     #[test]
     fn splits_simple_commands_and_defers_shell_syntax() {
-        assert_eq!(split_command("python3 main.py"), Some(vec!["python3".into(), "main.py".into()]));
-        assert_eq!(split_command("  sh 'a b'  \"c\" "), Some(vec!["sh".into(), "a b".into(), "c".into()]));
+        assert_eq!(
+            split_command("python3 main.py"),
+            Some(vec!["python3".into(), "main.py".into()])
+        );
+        assert_eq!(
+            split_command("  sh 'a b'  \"c\" "),
+            Some(vec!["sh".into(), "a b".into(), "c".into()])
+        );
         assert_eq!(split_command("cat | wc"), None);
         assert_eq!(split_command("echo $HOME"), None);
         assert_eq!(split_command("'unterminated"), None);
@@ -204,14 +247,25 @@ mod tests {
     }
 
     fn caps() -> OutputCaps {
-        OutputCaps { max_output: 1 << 20, max_logs: 1 << 10 }
+        OutputCaps {
+            max_output: 1 << 20,
+            max_logs: 1 << 10,
+        }
     }
 
     #[tokio::test]
     async fn runs_with_stdin_stdout_stderr_and_env() {
         let d = tempfile::tempdir().unwrap();
         let env = vec![("GREETING".to_string(), "hi".to_string())];
-        let o = run(d.path(), "sh -c 'read x; echo \"$GREETING $x\"; echo log >&2'", &env, b"bob\n".to_vec(), Limits::default(), caps()).await;
+        let o = run(
+            d.path(),
+            "sh -c 'read x; echo \"$GREETING $x\"; echo log >&2'",
+            &env,
+            b"bob\n".to_vec(),
+            Limits::default(),
+            caps(),
+        )
+        .await;
         assert_eq!(o.result, Ok(b"hi bob\n".to_vec()));
         assert_eq!(o.logs, b"log\n");
     }
@@ -230,19 +284,46 @@ mod tests {
     #[tokio::test]
     async fn exit_status_timeout_and_output_limit() {
         let d = tempfile::tempdir().unwrap();
-        let o = run(d.path(), "sh -c 'echo bad >&2; exit 3'", &[], vec![], Limits::default(), caps()).await;
+        let o = run(
+            d.path(),
+            "sh -c 'echo bad >&2; exit 3'",
+            &[],
+            vec![],
+            Limits::default(),
+            caps(),
+        )
+        .await;
         let f = o.result.unwrap_err();
         assert_eq!((f.kind, f.exit_code), (FailureKind::Exit, Some(3)));
         assert_eq!(o.logs, b"bad\n");
 
-        let limits = Limits { timeout_ms: 200, memory_mb: 256 };
-        let o = run(d.path(), "sh -c 'sleep 30 & sleep 30'", &[], vec![], limits, caps()).await;
+        let limits = Limits {
+            timeout_ms: 200,
+            memory_mb: 256,
+        };
+        let o = run(
+            d.path(),
+            "sh -c 'sleep 30 & sleep 30'",
+            &[],
+            vec![],
+            limits,
+            caps(),
+        )
+        .await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
 
         let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps()).await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::OutputLimit);
 
-        let o = run(d.path(), "sh -c 'head -c 5000 /dev/zero >&2'", &[], vec![], Limits::default(), caps()).await;
+        let o = run(
+            d.path(),
+            "sh -c 'head -c 5000 /dev/zero >&2'",
+            &[],
+            vec![],
+            Limits::default(),
+            caps(),
+        )
+        .await;
         assert!(o.result.is_ok());
         assert!(o.logs.ends_with(TRUNCATED_MARKER));
         assert_eq!(o.logs.len(), 1024 + TRUNCATED_MARKER.len());
@@ -251,7 +332,15 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_an_internal_failure() {
         let d = tempfile::tempdir().unwrap();
-        let o = run(d.path(), "no-such-program-xyz", &[], vec![], Limits::default(), caps()).await;
+        let o = run(
+            d.path(),
+            "no-such-program-xyz",
+            &[],
+            vec![],
+            Limits::default(),
+            caps(),
+        )
+        .await;
         let f = o.result.unwrap_err();
         assert_eq!(f.kind, FailureKind::Internal);
         assert!(f.message.contains("no-such-program-xyz"), "{}", f.message);

@@ -39,14 +39,24 @@ pub struct WarmProcess {
 }
 
 impl WarmProcess {
-    pub fn spawn(dir: &Path, cmd: &str, env: &[(String, String)], limits: Limits, caps: OutputCaps) -> std::io::Result<Self> {
+    pub fn spawn(
+        dir: &Path,
+        cmd: &str,
+        env: &[(String, String)],
+        limits: Limits,
+        caps: OutputCaps,
+    ) -> std::io::Result<Self> {
         let mut env = env.to_vec();
         env.push(("STRATUS_WARM".into(), "1".into()));
         let mut child = command(dir, cmd, &env, limits.memory_mb).spawn()?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut stderr = child.stderr.take().expect("piped");
-        let logs = Arc::new(Mutex::new(LogBuf { buf: Vec::new(), cap: caps.max_logs, truncated: false }));
+        let logs = Arc::new(Mutex::new(LogBuf {
+            buf: Vec::new(),
+            cap: caps.max_logs,
+            truncated: false,
+        }));
         let sink = logs.clone();
         tokio::spawn(async move {
             let mut chunk = vec![0u8; 16 << 10];
@@ -63,7 +73,12 @@ impl WarmProcess {
                 l.buf.extend_from_slice(&chunk[..take]);
             }
         });
-        Ok(WarmProcess { child, stdin, stdout, logs })
+        Ok(WarmProcess {
+            child,
+            stdin,
+            stdout,
+            logs,
+        })
     }
 
     fn take_logs(&self) -> Vec<u8> {
@@ -77,7 +92,13 @@ impl WarmProcess {
 
     /// Serves one invocation. Returns the outcome and whether the process can
     /// serve another.
-    pub async fn invoke(&mut self, id: &str, input: &[u8], limits: Limits, caps: OutputCaps) -> (RunOutcome, bool) {
+    pub async fn invoke(
+        &mut self,
+        id: &str,
+        input: &[u8],
+        limits: Limits,
+        caps: OutputCaps,
+    ) -> (RunOutcome, bool) {
         let exchange = async {
             let header = format!("{PROTOCOL} {id} {}\n", input.len());
             self.stdin.write_all(header.as_bytes()).await?;
@@ -93,17 +114,31 @@ impl WarmProcess {
                     Ok(n) => (*status == "ok", n),
                     Err(_) => return Ok(Err(Some(format!("bad response length in {line:?}")))),
                 },
-                _ => return Ok(Err(Some(format!("expected '{PROTOCOL} ok|error <length>', got {:?}", truncate(&line))))),
+                _ => {
+                    return Ok(Err(Some(format!(
+                        "expected '{PROTOCOL} ok|error <length>', got {:?}",
+                        truncate(&line)
+                    ))));
+                }
             };
             if len > caps.max_output {
-                return Ok(Ok((Err(Failure::new(FailureKind::OutputLimit, format!("output limit of {} bytes exceeded", caps.max_output))), false)));
+                return Ok(Ok((
+                    Err(Failure::new(
+                        FailureKind::OutputLimit,
+                        format!("output limit of {} bytes exceeded", caps.max_output),
+                    )),
+                    false,
+                )));
             }
             let mut body = vec![0u8; len];
             self.stdout.read_exact(&mut body).await?;
             let result = if ok {
                 Ok(body)
             } else {
-                Err(Failure::new(FailureKind::Exit, String::from_utf8_lossy(&body).into_owned()))
+                Err(Failure::new(
+                    FailureKind::Exit,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
             };
             Ok::<_, std::io::Error>(Ok((result, true)))
         };
@@ -114,11 +149,26 @@ impl WarmProcess {
                 if !alive {
                     self.kill().await;
                 }
-                (RunOutcome { result, logs: self.take_logs() }, alive)
+                (
+                    RunOutcome {
+                        result,
+                        logs: self.take_logs(),
+                    },
+                    alive,
+                )
             }
             Ok(Ok(Err(Some(msg)))) => {
                 self.kill().await;
-                (RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("warm protocol error: {msg}"))), logs: self.take_logs() }, false)
+                (
+                    RunOutcome {
+                        result: Err(Failure::new(
+                            FailureKind::Internal,
+                            format!("warm protocol error: {msg}"),
+                        )),
+                        logs: self.take_logs(),
+                    },
+                    false,
+                )
             }
             Ok(Ok(Err(None))) | Ok(Err(_)) => {
                 // The process went away: report how it ended.
@@ -128,14 +178,30 @@ impl WarmProcess {
                     Ok(Ok(s)) => exit_failure(s),
                     _ => Failure::new(FailureKind::Trap, "the warm process stopped answering"),
                 };
-                failure.message = format!("warm process ended before answering: {}", failure.message);
+                failure.message =
+                    format!("warm process ended before answering: {}", failure.message);
                 // Give the stderr reader a moment to collect the last words.
                 tokio::task::yield_now().await;
-                (RunOutcome { result: Err(failure), logs: self.take_logs() }, false)
+                (
+                    RunOutcome {
+                        result: Err(failure),
+                        logs: self.take_logs(),
+                    },
+                    false,
+                )
             }
             Err(_) => {
                 self.kill().await;
-                (RunOutcome { result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))), logs: self.take_logs() }, false)
+                (
+                    RunOutcome {
+                        result: Err(Failure::new(
+                            FailureKind::Timeout,
+                            format!("timed out after {} ms", limits.timeout_ms),
+                        )),
+                        logs: self.take_logs(),
+                    },
+                    false,
+                )
             }
         }
     }
@@ -159,7 +225,10 @@ pub struct WarmPool {
 
 impl WarmPool {
     pub fn new(max_idle: usize) -> Self {
-        WarmPool { idle: Mutex::new(HashMap::new()), max_idle: max_idle.max(1) }
+        WarmPool {
+            idle: Mutex::new(HashMap::new()),
+            max_idle: max_idle.max(1),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -180,7 +249,13 @@ impl WarmPool {
             None => match WarmProcess::spawn(dir, cmd, env, limits, caps) {
                 Ok(p) => p,
                 Err(e) => {
-                    return RunOutcome { result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))), logs: Vec::new() };
+                    return RunOutcome {
+                        result: Err(Failure::new(
+                            FailureKind::Internal,
+                            format!("cannot start '{cmd}': {e}"),
+                        )),
+                        logs: Vec::new(),
+                    };
                 }
             },
         };
@@ -230,23 +305,50 @@ while True:
 
     #[tokio::test]
     async fn serves_many_invocations_from_one_process_and_recovers() {
-        if std::process::Command::new("python3").arg("-c").arg("pass").status().is_err() {
+        if std::process::Command::new("python3")
+            .arg("-c")
+            .arg("pass")
+            .status()
+            .is_err()
+        {
             panic!("python3 is required for this test");
         }
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("srv.py"), ECHO_SERVER).unwrap();
         let pool = WarmPool::new(2);
         let caps = OutputCaps::default();
-        let limits = Limits { timeout_ms: 2000, memory_mb: 512 };
-        let run = |input: &'static [u8]| pool.run("k", d.path(), "python3 srv.py", &[], "id", input, limits, caps);
+        let limits = Limits {
+            timeout_ms: 2000,
+            memory_mb: 512,
+        };
+        let run = |input: &'static [u8]| {
+            pool.run(
+                "k",
+                d.path(),
+                "python3 srv.py",
+                &[],
+                "id",
+                input,
+                limits,
+                caps,
+            )
+        };
         assert_eq!(run(b"a").await.result, Ok(b"1:a".to_vec()));
         let second = run(b"b").await;
-        assert_eq!(second.result, Ok(b"2:b".to_vec()), "the same process serves the second call");
+        assert_eq!(
+            second.result,
+            Ok(b"2:b".to_vec()),
+            "the same process serves the second call"
+        );
         assert_eq!(second.logs, b"log 2\n");
         let died = run(b"die").await;
         let f = died.result.unwrap_err();
         assert!(f.message.contains("status 7"), "{}", f.message);
-        assert_eq!(run(b"c").await.result, Ok(b"1:c".to_vec()), "a fresh process replaces the dead one");
+        assert_eq!(
+            run(b"c").await.result,
+            Ok(b"1:c".to_vec()),
+            "a fresh process replaces the dead one"
+        );
         let hung = run(b"hang").await;
         assert_eq!(hung.result.unwrap_err().kind, FailureKind::Timeout);
         assert_eq!(run(b"d").await.result, Ok(b"1:d".to_vec()));

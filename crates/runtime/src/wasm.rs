@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, ResourceLimiter,
-    Store, Trap,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
 };
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -32,14 +32,24 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
         }
         Ok(true)
     }
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -80,7 +90,8 @@ impl WasmRuntime {
             .max_wasm_stack(1 << 20);
         let engine = Engine::new(&config).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)
+            .map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
@@ -98,7 +109,13 @@ impl WasmRuntime {
                     std::thread::sleep(TICK);
                 }
             })?;
-        Ok(Arc::new(WasmRuntime { engine, linker, cache_dir, modules: Mutex::new(HashMap::new()), engine_hash }))
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            linker,
+            cache_dir,
+            modules: Mutex::new(HashMap::new()),
+            engine_hash,
+        }))
     }
 
     /// Checks that `bytes` is a WASI command module this runtime can run.
@@ -114,11 +131,18 @@ impl WasmRuntime {
 
     /// The compiled module for `digest`: from memory, from the disk cache, or
     /// compiled from the bytes `fetch` returns.
-    pub fn load(&self, digest: &str, fetch: impl FnOnce() -> Result<Vec<u8>, Error>) -> Result<Arc<WasmModule>, Error> {
+    pub fn load(
+        &self,
+        digest: &str,
+        fetch: impl FnOnce() -> Result<Vec<u8>, Error>,
+    ) -> Result<Arc<WasmModule>, Error> {
         if let Some(m) = self.modules.lock().unwrap().get(digest) {
             return Ok(m.clone());
         }
-        let cached = self.cache_dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_hash)));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_hash)));
         let module = match cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `Module::serialize` of an engine
             // with the same compatibility hash, into our own cache directory.
@@ -128,17 +152,26 @@ impl WasmRuntime {
             },
             None => self.compile(&fetch()?, cached.as_ref())?,
         };
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
         let m = Arc::new(WasmModule { pre });
-        self.modules.lock().unwrap().insert(digest.to_string(), m.clone());
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), m.clone());
         Ok(m)
     }
 
     fn compile(&self, bytes: &[u8], cache: Option<&PathBuf>) -> Result<Module, Error> {
         if !bytes.starts_with(b"\0asm") {
-            return Err(Error::InvalidWasm("not a WebAssembly binary (missing \\0asm header)".into()));
+            return Err(Error::InvalidWasm(
+                "not a WebAssembly binary (missing \\0asm header)".into(),
+            ));
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
         if module.get_export("_start").is_none() {
             return Err(Error::InvalidWasm("the module exports no _start function (build a WASI command, e.g. --target wasm32-wasip1 with a main)".into()));
         }
@@ -164,7 +197,14 @@ impl WasmRuntime {
 
     /// Runs the module once, on the calling thread (call it from a blocking
     /// context, not from an async task).
-    pub fn run(&self, module: &WasmModule, input: Vec<u8>, env: &[(String, String)], limits: Limits, caps: OutputCaps) -> RunOutcome {
+    pub fn run(
+        &self,
+        module: &WasmModule,
+        input: Vec<u8>,
+        env: &[(String, String)],
+        limits: Limits,
+        caps: OutputCaps,
+    ) -> RunOutcome {
         let stdout = CappedPipe::new(caps.max_output, true);
         let stderr = CappedPipe::new(caps.max_logs, false);
         let wasi = WasiCtxBuilder::new()
@@ -174,8 +214,19 @@ impl WasmRuntime {
             .envs(env)
             .arg("main")
             .build_p1();
-        let max_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20).min(MAX_GUEST_MEMORY);
-        let mut store = Store::new(&self.engine, Host { wasi, limiter: MemoryLimiter { max_bytes, denied: false } });
+        let max_bytes = (limits.memory_mb as usize)
+            .saturating_mul(1 << 20)
+            .min(MAX_GUEST_MEMORY);
+        let mut store = Store::new(
+            &self.engine,
+            Host {
+                wasi,
+                limiter: MemoryLimiter {
+                    max_bytes,
+                    denied: false,
+                },
+            },
+        );
         store.limiter(|h| &mut h.limiter);
         let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
@@ -213,17 +264,23 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: Limits) -> Failure
     if let Some(trap) = e.downcast_ref::<Trap>()
         && *trap == Trap::Interrupt
     {
-        return Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms));
+        return Failure::new(
+            FailureKind::Timeout,
+            format!("timed out after {} ms", limits.timeout_ms),
+        );
     }
     let text = format!("{e:#}");
     if text.contains(OUTPUT_LIMIT_MSG) {
         return Failure::new(FailureKind::OutputLimit, "output limit exceeded");
     }
     if memory_denied {
-        return Failure::new(FailureKind::OutOfMemory, format!("out of memory: the limit is {} MiB", limits.memory_mb));
+        return Failure::new(
+            FailureKind::OutOfMemory,
+            format!("out of memory: the limit is {} MiB", limits.memory_mb),
+        );
     }
-    if e.downcast_ref::<Trap>().is_some() {
-        return Failure::new(FailureKind::Trap, format!("wasm trap: {}", first_line(&text)));
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return Failure::new(FailureKind::Trap, format!("wasm trap: {trap}"));
     }
     Failure::new(FailureKind::Trap, first_line(&text).to_string())
 }

@@ -8,18 +8,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::scheduler::{Finished, Scheduler};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use stratus_blob::{Key, ObjectStore};
-use stratus_core::{validate_name, Clock, Function, FunctionSpec, Id, Invocation, InvocationState, Limits, Runtime, DEFAULT_PROJECT};
+use stratus_core::{
+    Clock, DEFAULT_PROJECT, Function, FunctionSpec, Id, Invocation, InvocationState, Limits,
+    Runtime, validate_name,
+};
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_store::StateStore;
 
@@ -43,21 +46,34 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact))
+        .route(
+            "/v1/artifacts/{digest}",
+            put(put_artifact).head(head_artifact),
+        )
         .route("/v1/functions", get(list_functions))
-        .route("/v1/functions/{name}", put(deploy).get(get_function).delete(delete_function))
+        .route(
+            "/v1/functions/{name}",
+            put(deploy).get(get_function).delete(delete_function),
+        )
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(get_invocation))
         .route("/v1/invocations/{id}/output", get(get_output))
         .route("/v1/invocations/{id}/logs", get(get_logs))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
-async fn count_requests(State(st): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
+async fn count_requests(
+    State(st): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
     let res = next.run(req).await;
     let m = &st.scheduler.metrics;
     m.http_requests.fetch_add(1, Relaxed);
@@ -79,14 +95,17 @@ impl FromRequest<AppState> for Body {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(state.max_body)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(state.max_body))
+            }
             Err(r) => Err(ApiError::BadRequest(r.body_text())),
         }
     }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 fn parse_id(s: &str) -> ApiResult<Id> {
@@ -114,25 +133,43 @@ async fn openapi() -> Json<Value> {
 }
 
 fn check_digest(digest: &str) -> ApiResult<()> {
-    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("invalid artifact digest '{digest}': expected 64 lowercase hex characters (sha256)")))
+        Err(ApiError::BadRequest(format!(
+            "invalid artifact digest '{digest}': expected 64 lowercase hex characters (sha256)"
+        )))
     }
 }
 
-async fn put_artifact(State(st): State<AppState>, Path(digest): Path<String>, Body(body): Body) -> ApiResult<impl IntoResponse> {
+async fn put_artifact(
+    State(st): State<AppState>,
+    Path(digest): Path<String>,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
     check_digest(&digest)?;
     let actual = stratus_runtime::bundle::digest(&body);
     if actual != digest {
-        return Err(ApiError::BadRequest(format!("artifact digest mismatch: the body's sha256 is {actual}, not {digest}")));
+        return Err(ApiError::BadRequest(format!(
+            "artifact digest mismatch: the body's sha256 is {actual}, not {digest}"
+        )));
     }
     let size = body.len();
     st.objects.put(&Key::artifact(&digest), body).await?;
-    Ok((StatusCode::CREATED, Json(json!({"digest": digest, "size": size}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"digest": digest, "size": size})),
+    ))
 }
 
-async fn head_artifact(State(st): State<AppState>, Path(digest): Path<String>) -> ApiResult<StatusCode> {
+async fn head_artifact(
+    State(st): State<AppState>,
+    Path(digest): Path<String>,
+) -> ApiResult<StatusCode> {
     check_digest(&digest)?;
     match st.objects.head(&Key::artifact(&digest)).await? {
         Some(_) => Ok(StatusCode::OK),
@@ -154,7 +191,11 @@ struct DeployRequest {
     retries: u32,
 }
 
-async fn deploy(State(st): State<AppState>, Path(name): Path<String>, Body(body): Body) -> ApiResult<impl IntoResponse> {
+async fn deploy(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
     validate_name("function name", &name)?;
     let req: DeployRequest = parse_json(&body)?;
     let defaults = Limits::default();
@@ -162,7 +203,10 @@ async fn deploy(State(st): State<AppState>, Path(name): Path<String>, Body(body)
         runtime: req.runtime,
         artifact: req.artifact,
         env: req.env,
-        limits: Limits { timeout_ms: req.timeout_ms.unwrap_or(defaults.timeout_ms), memory_mb: req.memory_mb.unwrap_or(defaults.memory_mb) },
+        limits: Limits {
+            timeout_ms: req.timeout_ms.unwrap_or(defaults.timeout_ms),
+            memory_mb: req.memory_mb.unwrap_or(defaults.memory_mb),
+        },
         retries: req.retries,
     };
     spec.validate()?;
@@ -184,7 +228,10 @@ async fn deploy(State(st): State<AppState>, Path(name): Path<String>, Body(body)
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let f = st.store.put_function(project(), &name, &spec, st.clock.now_ms()).await?;
+    let f = st
+        .store
+        .put_function(project(), &name, &spec, st.clock.now_ms())
+        .await?;
     tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(function_json(&f))))
 }
@@ -206,7 +253,9 @@ fn function_json(f: &Function) -> Value {
 
 async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<Value>> {
     let fs = st.store.list_functions(project()).await?;
-    Ok(Json(json!({"functions": fs.iter().map(function_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"functions": fs.iter().map(function_json).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn load_function(st: &AppState, name: &str) -> ApiResult<Function> {
@@ -217,13 +266,23 @@ async fn load_function(st: &AppState, name: &str) -> ApiResult<Function> {
         .ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))
 }
 
-async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(function_json(&load_function(&st, &name).await?)))
 }
 
-async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     validate_name("function name", &name)?;
-    if st.store.delete_function(project(), &name, st.clock.now_ms()).await? {
+    if st
+        .store
+        .delete_function(project(), &name, st.clock.now_ms())
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("function '{name}' not found")))
@@ -234,26 +293,46 @@ fn flag(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
     match q.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("" | "true" | "1") => Ok(true),
-        Some(v) => Err(ApiError::BadRequest(format!("invalid {name}: '{v}' is not true or false"))),
+        Some(v) => Err(ApiError::BadRequest(format!(
+            "invalid {name}: '{v}' is not true or false"
+        ))),
     }
 }
 
-async fn invoke(State(st): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>, Body(input): Body) -> ApiResult<Response> {
+async fn invoke(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    Body(input): Body,
+) -> ApiResult<Response> {
     let is_async = flag(&q, "async")?;
     if let Some(k) = q.keys().find(|k| k.as_str() != "async") {
-        return Err(ApiError::BadRequest(format!("unknown query parameter '{k}'")));
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter '{k}'"
+        )));
     }
     let f = Arc::new(load_function(&st, &name).await?);
-    let mut submitted = st.scheduler.submit(f, vec![input.to_vec()], !is_async).await?;
+    let mut submitted = st
+        .scheduler
+        .submit(f, vec![input.to_vec()], !is_async)
+        .await?;
     let (id, rx) = submitted.pop().expect("one submitted");
     if is_async {
-        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "queued"}))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "state": "queued"})),
+        )
+            .into_response());
     }
     match tokio::time::timeout(MAX_WAIT, rx.expect("watched")).await {
         Ok(Ok(finished)) => Ok(sync_response(&finished)),
         _ => {
             st.scheduler.forget_watch(id);
-            Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "running"}))).into_response())
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "state": "running"})),
+            )
+                .into_response())
         }
     }
 }
@@ -267,18 +346,33 @@ fn logs_tail(logs: &[u8]) -> String {
 fn sync_response(f: &Finished) -> Response {
     let inv = &f.invocation;
     let mut headers = HeaderMap::new();
-    headers.insert("x-stratus-invocation-id", HeaderValue::from_str(&inv.id.to_string()).expect("uuid is ascii"));
+    headers.insert(
+        "x-stratus-invocation-id",
+        HeaderValue::from_str(&inv.id.to_string()).expect("uuid is ascii"),
+    );
     headers.insert("x-stratus-function-version", HeaderValue::from(inv.version));
     if inv.state == InvocationState::Succeeded {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        return (StatusCode::OK, headers, f.output.clone().unwrap_or_default()).into_response();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return (
+            StatusCode::OK,
+            headers,
+            f.output.clone().unwrap_or_default(),
+        )
+            .into_response();
     }
     let (status, code) = match inv.state {
         InvocationState::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
         InvocationState::Cancelled => (StatusCode::CONFLICT, "cancelled"),
         _ => (StatusCode::BAD_GATEWAY, "function_failed"),
     };
-    let message = inv.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| inv.state.to_string());
+    let message = inv
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| inv.state.to_string());
     let body = json!({
         "error": {"code": code, "message": message},
         "invocation": inv,
@@ -287,18 +381,30 @@ fn sync_response(f: &Finished) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
-async fn list_invocations(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn list_invocations(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let limit = match q.get("limit") {
         None => 50,
-        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::BadRequest(format!("invalid limit '{v}': use 1 to 1000")))?,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit '{v}': use 1 to 1000")))?,
     };
     let before = q.get("before").map(|s| parse_id(s)).transpose()?;
     let function = q.get("function").map(String::as_str);
     if let Some(f) = function {
         validate_name("function", f)?;
     }
-    let list = st.store.list_invocations(project(), function, before, limit).await?;
-    let next = (list.len() == limit as usize).then(|| list.last().map(|i| i.id)).flatten();
+    let list = st
+        .store
+        .list_invocations(project(), function, before, limit)
+        .await?;
+    let next = (list.len() == limit as usize)
+        .then(|| list.last().map(|i| i.id))
+        .flatten();
     Ok(Json(json!({"invocations": list, "next_before": next})))
 }
 
@@ -309,7 +415,11 @@ async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))
 }
 
-async fn get_invocation(State(st): State<AppState>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn get_invocation(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     let wait = match q.get("wait") {
         None => None,
@@ -318,7 +428,9 @@ async fn get_invocation(State(st): State<AppState>, Path(id): Path<String>, Quer
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
-                .ok_or_else(|| ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds")))?,
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds"))
+                })?,
         ),
     };
     // Watch before reading, so a finish in between is not missed.
@@ -336,7 +448,8 @@ async fn get_invocation(State(st): State<AppState>, Path(id): Path<String>, Quer
     }
     let attempts = st.store.list_attempts(id).await?;
     let mut v = serde_json::to_value(&inv).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["attempt_history"] = serde_json::to_value(attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["attempt_history"] =
+        serde_json::to_value(attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(v))
 }
 
@@ -344,10 +457,21 @@ async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     let id = parse_id(&id)?;
     let inv = find_invocation(&st, id).await?;
     if inv.state != InvocationState::Succeeded {
-        return Err(ApiError::Conflict(format!("invocation '{id}' has no output: it is {}", inv.state)));
+        return Err(ApiError::Conflict(format!(
+            "invocation '{id}' has no output: it is {}",
+            inv.state
+        )));
     }
-    let p = st.store.get_payloads(project(), id).await?.unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], p.output.unwrap_or_default()).into_response())
+    let p = st
+        .store
+        .get_payloads(project(), id)
+        .await?
+        .unwrap_or_default();
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        p.output.unwrap_or_default(),
+    )
+        .into_response())
 }
 
 async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -357,5 +481,9 @@ async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResu
         .get_payloads(project(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], p.logs.unwrap_or_default()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        p.logs.unwrap_or_default(),
+    )
+        .into_response())
 }

@@ -2,9 +2,9 @@
 //! `{"error": {"code": "...", "message": "..."}}`. Internal errors are logged
 //! once, here, and reach the client without their details.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
     }
 }
 
@@ -69,7 +73,9 @@ impl From<stratus_store::Error> for ApiError {
 impl From<stratus_blob::Error> for ApiError {
     fn from(e: stratus_blob::Error) -> Self {
         match e {
-            stratus_blob::Error::NotFound(k) => ApiError::NotFound(format!("object '{k}' not found")),
+            stratus_blob::Error::NotFound(k) => {
+                ApiError::NotFound(format!("object '{k}' not found"))
+            }
             stratus_blob::Error::InvalidKey { .. } => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_core::{Clock, SystemClock};
-use stratus_runtime::wasm::WasmRuntime;
 use stratus_runtime::OutputCaps;
+use stratus_runtime::wasm::WasmRuntime;
 use stratus_worker::{Executor, TaskSource};
 
 #[derive(Debug, Clone)]
@@ -33,7 +33,15 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf, slots: usize) -> Self {
-        NodeConfig { listen, data_dir, slots, state_url: None, objects_url: None, max_body: 64 << 20, caps: OutputCaps::default() }
+        NodeConfig {
+            listen,
+            data_dir,
+            slots,
+            state_url: None,
+            objects_url: None,
+            max_body: 64 << 20,
+            caps: OutputCaps::default(),
+        }
     }
 }
 
@@ -91,7 +99,11 @@ fn worker_name() -> String {
 impl Node {
     /// Runs until `shutdown` resolves. `on_listen` is called with the bound
     /// address once the API accepts connections.
-    pub async fn run(config: NodeConfig, on_listen: impl FnOnce(SocketAddr), shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    pub async fn run(
+        config: NodeConfig,
+        on_listen: impl FnOnce(SocketAddr),
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
         let _lock = lock_dir(&config.data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state_url = config
@@ -109,8 +121,12 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let (scheduler, writer) = Scheduler::start(store.clone(), clock.clone(), metrics).await?;
 
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Listen(config.listen, e))?;
         let state = AppState {
             scheduler: scheduler.clone(),
             store,
@@ -123,9 +139,21 @@ impl Node {
         let app = api::router(state);
 
         let slots = if config.slots > 0 {
-            let executor = Arc::new(Executor::new(worker_name(), wasm, objects, cache, config.slots, config.caps, clock));
+            let executor = Arc::new(Executor::new(
+                worker_name(),
+                wasm,
+                objects,
+                cache,
+                config.slots,
+                config.caps,
+                clock,
+            ));
             let source: Arc<dyn TaskSource> = scheduler.clone();
-            Some(tokio::spawn(stratus_worker::run_slots(executor, source, config.slots)))
+            Some(tokio::spawn(stratus_worker::run_slots(
+                executor,
+                source,
+                config.slots,
+            )))
         } else {
             None
         };
@@ -148,9 +176,13 @@ impl Node {
         tracing::info!("shutting down: finishing running invocations");
         scheduler.close();
         if let Some(slots) = slots
-            && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
+            && tokio::time::timeout(Duration::from_secs(10), slots)
+                .await
+                .is_err()
         {
-            tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
+            tracing::warn!(
+                "running invocations did not finish in 10 s; they will run again on the next start"
+            );
         }
         scheduler.flush().await;
         writer.abort();

@@ -2,7 +2,7 @@
 //! next to the router; `tests/e2e_*` check that every path it lists is
 //! routed and that the documented status codes are the ones returned.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn err() -> Value {
     json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})

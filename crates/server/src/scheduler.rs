@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratus_core::clock::Millis;
 use stratus_core::machine::{self, Backoff, Decision};
-use stratus_core::{new_id, Clock, Completion, Function, Id, Invocation, InvocationState, Task};
+use stratus_core::{Clock, Completion, Function, Id, Invocation, InvocationState, Task, new_id};
 use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, NewInvocation, StateStore};
 use stratus_worker::TaskSource;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// A finished invocation, handed to waiters.
@@ -103,7 +103,11 @@ impl Scheduler {
                 let key = (inv.project.clone(), inv.function.clone(), inv.version);
                 let f = match functions.get(&key) {
                     Some(f) => f.clone(),
-                    None => match self.store.get_function(&inv.project, &inv.function, Some(inv.version)).await? {
+                    None => match self
+                        .store
+                        .get_function(&inv.project, &inv.function, Some(inv.version))
+                        .await?
+                    {
                         Some(f) => {
                             let f = Arc::new(f);
                             functions.insert(key, f.clone());
@@ -115,13 +119,29 @@ impl Scheduler {
                         }
                     },
                 };
-                let task = Task { invocation: inv.id, attempt: inv.attempts + 1, function: f, input: p.input, extra_env: Vec::new() };
-                self.push(Entry { invocation: inv, task }, p.not_before);
+                let task = Task {
+                    invocation: inv.id,
+                    attempt: inv.attempts + 1,
+                    function: f,
+                    input: p.input,
+                    extra_env: Vec::new(),
+                };
+                self.push(
+                    Entry {
+                        invocation: inv,
+                        task,
+                    },
+                    p.not_before,
+                );
                 n += 1;
             }
         }
         if n > 0 {
-            tracing::info!(queued = n, rerun, "recovered queued invocations from the state store");
+            tracing::info!(
+                queued = n,
+                rerun,
+                "recovered queued invocations from the state store"
+            );
         }
         Ok(())
     }
@@ -173,13 +193,27 @@ impl Scheduler {
             })
             .collect();
         self.store.insert_invocations(&new).await?;
-        self.metrics.invocations_submitted.fetch_add(new.len() as u64, Relaxed);
+        self.metrics
+            .invocations_submitted
+            .fetch_add(new.len() as u64, Relaxed);
         let mut out = Vec::with_capacity(new.len());
         for n in new {
             let id = n.invocation.id;
             let rx = wait.then(|| self.watch(id));
-            let task = Task { invocation: id, attempt: 1, function: function.clone(), input: n.input, extra_env: Vec::new() };
-            self.push(Entry { invocation: n.invocation, task }, now);
+            let task = Task {
+                invocation: id,
+                attempt: 1,
+                function: function.clone(),
+                input: n.input,
+                extra_env: Vec::new(),
+            };
+            self.push(
+                Entry {
+                    invocation: n.invocation,
+                    task,
+                },
+                now,
+            );
             out.push((id, rx));
         }
         Ok(out)
@@ -234,7 +268,10 @@ impl Scheduler {
         }
         match q.ready.pop_front() {
             Some(e) => Ok(Some(e)),
-            None => Err(q.delayed.peek().map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64))),
+            None => Err(q
+                .delayed
+                .peek()
+                .map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64))),
         }
     }
 
@@ -273,11 +310,15 @@ impl Scheduler {
     async fn write_records(&self, mut starts: Vec<AttemptStart>, ends: Vec<Completion>) {
         // A start whose end is in the same batch needs no write of its own.
         if !ends.is_empty() && !starts.is_empty() {
-            let ended: std::collections::HashSet<(Id, u32)> = ends.iter().map(|c| (c.invocation, c.attempt)).collect();
+            let ended: std::collections::HashSet<(Id, u32)> =
+                ends.iter().map(|c| (c.invocation, c.attempt)).collect();
             starts.retain(|s| !ended.contains(&(s.id, s.attempt)));
         }
         if !starts.is_empty() {
-            retry_forever("record attempt starts", || self.store.start_attempts(&starts)).await;
+            retry_forever("record attempt starts", || {
+                self.store.start_attempts(&starts)
+            })
+            .await;
         }
         if ends.is_empty() {
             return;
@@ -288,18 +329,35 @@ impl Scheduler {
         {
             let inflight = self.inflight.lock().unwrap();
             for c in &ends {
-                let max_attempts = inflight.get(&c.invocation).map(|e| e.invocation.max_attempts).unwrap_or(1);
-                let decision = machine::on_attempt_end(&c.result.as_ref().map(|_| ()), c.attempt, max_attempts, now, self.backoff);
+                let max_attempts = inflight
+                    .get(&c.invocation)
+                    .map(|e| e.invocation.max_attempts)
+                    .unwrap_or(1);
+                let decision = machine::on_attempt_end(
+                    &c.result.as_ref().map(|_| ()),
+                    c.attempt,
+                    max_attempts,
+                    now,
+                    self.backoff,
+                );
                 let outcome = match (&decision, &c.result) {
-                    (Decision::Finish(state), Ok(out)) => {
-                        EndOutcome::Finish { state: *state, output: Some(out.clone()), error: None, logs: c.logs.clone() }
-                    }
-                    (Decision::Finish(state), Err(f)) => {
-                        EndOutcome::Finish { state: *state, output: None, error: Some(f.clone()), logs: c.logs.clone() }
-                    }
-                    (Decision::Retry { not_before }, Err(f)) => {
-                        EndOutcome::Requeue { not_before: *not_before, error: f.clone(), logs: c.logs.clone() }
-                    }
+                    (Decision::Finish(state), Ok(out)) => EndOutcome::Finish {
+                        state: *state,
+                        output: Some(out.clone()),
+                        error: None,
+                        logs: c.logs.clone(),
+                    },
+                    (Decision::Finish(state), Err(f)) => EndOutcome::Finish {
+                        state: *state,
+                        output: None,
+                        error: Some(f.clone()),
+                        logs: c.logs.clone(),
+                    },
+                    (Decision::Retry { not_before }, Err(f)) => EndOutcome::Requeue {
+                        not_before: *not_before,
+                        error: f.clone(),
+                        logs: c.logs.clone(),
+                    },
                     (Decision::Retry { .. }, Ok(_)) => unreachable!("success never retries"),
                 };
                 records.push(AttemptEnd {
@@ -313,7 +371,8 @@ impl Scheduler {
                 decisions.push(decision);
             }
         }
-        let applied = retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
+        let applied =
+            retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
         for ((c, decision), applied) in ends.into_iter().zip(decisions).zip(applied) {
             let entry = self.inflight.lock().unwrap().remove(&c.invocation);
             if !applied {
@@ -335,7 +394,11 @@ impl Scheduler {
                         Err(f) => (None, Some(f)),
                     };
                     inv.error = error;
-                    let finished = Arc::new(Finished { invocation: entry.invocation, output, logs: c.logs });
+                    let finished = Arc::new(Finished {
+                        invocation: entry.invocation,
+                        output,
+                        logs: c.logs,
+                    });
                     if let Some(list) = self.waiters.lock().unwrap().remove(&c.invocation) {
                         for tx in list {
                             let _ = tx.send(finished.clone());

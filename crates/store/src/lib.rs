@@ -69,7 +69,11 @@ pub enum EndOutcome {
         logs: Vec<u8>,
     },
     /// The attempt failed and the invocation goes back to the queue.
-    Requeue { not_before: Millis, error: Failure, logs: Vec<u8> },
+    Requeue {
+        not_before: Millis,
+        error: Failure,
+        logs: Vec<u8>,
+    },
 }
 
 /// An invocation waiting to be run, as read back for dispatch.
@@ -90,10 +94,21 @@ pub struct Payloads {
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Stores a new version of a function (version = previous highest + 1).
-    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function>;
+    async fn put_function(
+        &self,
+        project: &str,
+        name: &str,
+        spec: &FunctionSpec,
+        now: Millis,
+    ) -> Result<Function>;
     /// The latest live version, or the given version even if deleted since
     /// (invocations keep running the version they were created for).
-    async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>>;
+    async fn get_function(
+        &self,
+        project: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<Function>>;
     /// The latest version of each live function, by name.
     async fn list_functions(&self, project: &str) -> Result<Vec<Function>>;
     /// Marks every version deleted; false if there was no live function.
@@ -105,7 +120,13 @@ pub trait StateStore: Send + Sync + 'static {
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
     /// Newest first, at most `limit`, older than `before` when given.
-    async fn list_invocations(&self, project: &str, function: Option<&str>, before: Option<Id>, limit: u32) -> Result<Vec<Invocation>>;
+    async fn list_invocations(
+        &self,
+        project: &str,
+        function: Option<&str>,
+        before: Option<Id>,
+        limit: u32,
+    ) -> Result<Vec<Invocation>>;
 
     /// Records attempts as started; each applies only to a queued invocation.
     async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()>;

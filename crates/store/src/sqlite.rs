@@ -1,8 +1,13 @@
 //! SQLite engine: WAL journal, one writer connection, a small pool of readers.
 
-use crate::{AttemptEnd, AttemptStart, EndOutcome, Error, NewInvocation, Payloads, PendingInvocation, Result, StateStore};
+use crate::{
+    AttemptEnd, AttemptStart, EndOutcome, Error, NewInvocation, Payloads, PendingInvocation,
+    Result, StateStore,
+};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -37,7 +42,8 @@ impl SqliteStore {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("synchronous", v)) => {
-                    sync = SqliteSynchronous::from_str(v).map_err(|_| Error::UnsupportedUrl(url.to_string()))?
+                    sync = SqliteSynchronous::from_str(v)
+                        .map_err(|_| Error::UnsupportedUrl(url.to_string()))?
                 }
                 _ => return Err(Error::UnsupportedUrl(url.to_string())),
             }
@@ -77,7 +83,9 @@ fn id_bytes(id: Id) -> Vec<u8> {
 }
 
 fn id_from(bytes: &[u8]) -> Result<Id> {
-    let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt("id is not 16 bytes".into()))?;
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt("id is not 16 bytes".into()))?;
     Ok(Id::from_bytes(arr))
 }
 
@@ -92,7 +100,8 @@ fn failure_from(s: Option<String>) -> Result<Option<Failure>> {
 
 fn function_from(row: &SqliteRow) -> Result<Function> {
     let spec: String = row.try_get("spec")?;
-    let spec: FunctionSpec = serde_json::from_str(&spec).map_err(|e| Error::Corrupt(format!("function spec: {e}")))?;
+    let spec: FunctionSpec =
+        serde_json::from_str(&spec).map_err(|e| Error::Corrupt(format!("function spec: {e}")))?;
     Ok(Function {
         project: row.try_get("project")?,
         name: row.try_get("name")?,
@@ -113,11 +122,15 @@ fn invocation_from(row: &SqliteRow) -> Result<Invocation> {
         project: row.try_get("project")?,
         function: row.try_get("function")?,
         version: row.try_get::<i64, _>("version")? as u32,
-        state: state.parse().map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
+        state: state
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         job_id: job.map(|b| id_from(&b)).transpose()?,
-        task_index: row.try_get::<Option<i64>, _>("task_index")?.map(|i| i as u64),
+        task_index: row
+            .try_get::<Option<i64>, _>("task_index")?
+            .map(|i| i as u64),
         queued_at: row.try_get("queued_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -128,14 +141,21 @@ fn invocation_from(row: &SqliteRow) -> Result<Invocation> {
 
 #[async_trait]
 impl StateStore for SqliteStore {
-    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
+    async fn put_function(
+        &self,
+        project: &str,
+        name: &str,
+        spec: &FunctionSpec,
+        now: Millis,
+    ) -> Result<Function> {
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
         let mut tx = self.write.begin().await?;
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM functions WHERE project = ? AND name = ?")
-            .bind(project)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM functions WHERE project = ? AND name = ?")
+                .bind(project)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
         let version = max.unwrap_or(0) + 1;
         sqlx::query("INSERT INTO functions (project, name, version, spec, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(project)
@@ -146,30 +166,42 @@ impl StateStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Function { project: project.into(), name: name.into(), version: version as u32, spec: spec.clone(), created_at: now })
+        Ok(Function {
+            project: project.into(),
+            name: name.into(),
+            version: version as u32,
+            spec: spec.clone(),
+            created_at: now,
+        })
     }
 
-    async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>> {
-        let row = match version {
-            Some(v) => {
-                sqlx::query("SELECT * FROM functions WHERE project = ? AND name = ? AND version = ?")
+    async fn get_function(
+        &self,
+        project: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<Function>> {
+        let row =
+            match version {
+                Some(v) => {
+                    sqlx::query(
+                        "SELECT * FROM functions WHERE project = ? AND name = ? AND version = ?",
+                    )
                     .bind(project)
                     .bind(name)
                     .bind(v as i64)
                     .fetch_optional(&self.read)
                     .await?
-            }
-            None => {
-                sqlx::query(
+                }
+                None => sqlx::query(
                     "SELECT * FROM functions WHERE project = ? AND name = ? AND deleted_at IS NULL \
                      ORDER BY version DESC LIMIT 1",
                 )
                 .bind(project)
                 .bind(name)
                 .fetch_optional(&self.read)
-                .await?
-            }
-        };
+                .await?,
+            };
         row.as_ref().map(function_from).transpose()
     }
 
@@ -222,11 +254,13 @@ impl StateStore for SqliteStore {
     }
 
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ? AND project = ?")))
-            .bind(id_bytes(id))
-            .bind(project)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ? AND project = ?"
+        )))
+        .bind(id_bytes(id))
+        .bind(project)
+        .fetch_optional(&self.read)
+        .await?;
         row.as_ref().map(invocation_from).transpose()
     }
 
@@ -236,7 +270,13 @@ impl StateStore for SqliteStore {
             .bind(project)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| Ok(Payloads { output: r.try_get("output")?, logs: r.try_get("logs")? })).transpose()
+        row.map(|r| {
+            Ok(Payloads {
+                output: r.try_get("output")?,
+                logs: r.try_get("logs")?,
+            })
+        })
+        .transpose()
     }
 
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
@@ -252,14 +292,22 @@ impl StateStore for SqliteStore {
                     worker: r.try_get("worker")?,
                     started_at: r.try_get("started_at")?,
                     finished_at: r.try_get("finished_at")?,
-                    state: state.parse().map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
+                    state: state
+                        .parse()
+                        .map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
                     error: failure_from(r.try_get("error")?)?,
                 })
             })
             .collect()
     }
 
-    async fn list_invocations(&self, project: &str, function: Option<&str>, before: Option<Id>, limit: u32) -> Result<Vec<Invocation>> {
+    async fn list_invocations(
+        &self,
+        project: &str,
+        function: Option<&str>,
+        before: Option<Id>,
+        limit: u32,
+    ) -> Result<Vec<Invocation>> {
         let before = before.map(id_bytes).unwrap_or_else(|| vec![0xff; 17]);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE project = ? AND id < ? AND (? IS NULL OR function = ?) \
@@ -301,8 +349,23 @@ impl StateStore for SqliteStore {
             // The guard: still on this attempt (or queued for it, when the
             // start was not yet recorded) and not finished.
             let (state, output, error, logs, not_before) = match &e.outcome {
-                EndOutcome::Finish { state, output, error, logs } => (*state, output.clone(), error.clone(), logs, None),
-                EndOutcome::Requeue { not_before, error, logs } => (InvocationState::Queued, None, Some(error.clone()), logs, Some(*not_before)),
+                EndOutcome::Finish {
+                    state,
+                    output,
+                    error,
+                    logs,
+                } => (*state, output.clone(), error.clone(), logs, None),
+                EndOutcome::Requeue {
+                    not_before,
+                    error,
+                    logs,
+                } => (
+                    InvocationState::Queued,
+                    None,
+                    Some(error.clone()),
+                    logs,
+                    Some(*not_before),
+                ),
             };
             let err_json = error.as_ref().map(failure_json);
             let done = sqlx::query(
@@ -330,7 +393,11 @@ impl StateStore for SqliteStore {
             if ok {
                 let attempt_state = match &e.outcome {
                     EndOutcome::Finish { state, .. } => *state,
-                    EndOutcome::Requeue { error, .. } if error.kind == stratus_core::FailureKind::Timeout => InvocationState::TimedOut,
+                    EndOutcome::Requeue { error, .. }
+                        if error.kind == stratus_core::FailureKind::Timeout =>
+                    {
+                        InvocationState::TimedOut
+                    }
                     EndOutcome::Requeue { .. } => InvocationState::Failed,
                 };
                 sqlx::query(
@@ -389,7 +456,11 @@ impl StateStore for SqliteStore {
             .map(|r| {
                 let s: String = r.try_get("state")?;
                 let n: i64 = r.try_get("n")?;
-                Ok((s.parse().map_err(|_| Error::Corrupt(format!("state '{s}'")))?, n as u64))
+                Ok((
+                    s.parse()
+                        .map_err(|_| Error::Corrupt(format!("state '{s}'")))?,
+                    n as u64,
+                ))
             })
             .collect()
     }

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::{Clock, Completion, Failure, FailureKind, Runtime, Task};
-use stratus_runtime::wasm::WasmRuntime;
 use stratus_runtime::warm::WarmPool;
-use stratus_runtime::{bundle, process, OutputCaps, RunOutcome};
+use stratus_runtime::wasm::WasmRuntime;
+use stratus_runtime::{OutputCaps, RunOutcome, bundle, process};
 
 /// Where tasks come from and completions go.
 #[async_trait]
@@ -46,14 +46,24 @@ impl Executor {
         caps: OutputCaps,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Executor { name, wasm, warm: WarmPool::new(slots), objects, bundles_dir: cache_dir.join("bundles"), caps, clock }
+        Executor {
+            name,
+            wasm,
+            warm: WarmPool::new(slots),
+            objects,
+            bundles_dir: cache_dir.join("bundles"),
+            caps,
+            clock,
+        }
     }
 
     async fn fetch(&self, digest: &str) -> Result<Bytes, Failure> {
-        self.objects
-            .get(&Key::artifact(digest))
-            .await
-            .map_err(|e| Failure::new(FailureKind::Internal, format!("cannot fetch artifact {digest}: {e}")))
+        self.objects.get(&Key::artifact(digest)).await.map_err(|e| {
+            Failure::new(
+                FailureKind::Internal,
+                format!("cannot fetch artifact {digest}: {e}"),
+            )
+        })
     }
 
     /// Runs one attempt and says how it ended.
@@ -73,11 +83,19 @@ impl Executor {
 
     async fn run(&self, task: &Task) -> RunOutcome {
         let f = &task.function;
-        let mut env: Vec<(String, String)> = f.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = f
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         env.push(("STRATUS_FUNCTION".into(), f.name.clone()));
         env.push(("STRATUS_FUNCTION_VERSION".into(), f.version.to_string()));
         env.extend(task.extra_env.iter().cloned());
-        let failed = |f: Failure| RunOutcome { result: Err(f), logs: Vec::new() };
+        let failed = |f: Failure| RunOutcome {
+            result: Err(f),
+            logs: Vec::new(),
+        };
         let digest = &f.spec.artifact;
         match &f.spec.runtime {
             Runtime::Wasm => {
@@ -91,10 +109,18 @@ impl Executor {
                         };
                         let wasm = self.wasm.clone();
                         let d = digest.clone();
-                        match tokio::task::spawn_blocking(move || wasm.load(&d, || Ok(bytes.to_vec()))).await {
+                        match tokio::task::spawn_blocking(move || {
+                            wasm.load(&d, || Ok(bytes.to_vec()))
+                        })
+                        .await
+                        {
                             Ok(Ok(m)) => m,
-                            Ok(Err(e)) => return failed(Failure::new(FailureKind::Internal, e.to_string())),
-                            Err(e) => return failed(Failure::new(FailureKind::Internal, e.to_string())),
+                            Ok(Err(e)) => {
+                                return failed(Failure::new(FailureKind::Internal, e.to_string()));
+                            }
+                            Err(e) => {
+                                return failed(Failure::new(FailureKind::Internal, e.to_string()));
+                            }
                         }
                     }
                 };
@@ -103,7 +129,12 @@ impl Executor {
                 let (limits, caps) = (f.spec.limits, self.caps);
                 tokio::task::spawn_blocking(move || wasm.run(&module, input, &env, limits, caps))
                     .await
-                    .unwrap_or_else(|e| failed(Failure::new(FailureKind::Internal, format!("wasm worker thread: {e}"))))
+                    .unwrap_or_else(|e| {
+                        failed(Failure::new(
+                            FailureKind::Internal,
+                            format!("wasm worker thread: {e}"),
+                        ))
+                    })
             }
             Runtime::Process { cmd, warm } => {
                 let dir = self.bundles_dir.join(digest);
@@ -113,20 +144,47 @@ impl Executor {
                         Err(e) => return failed(e),
                     };
                     let d = dir.clone();
-                    let unpacked = tokio::task::spawn_blocking(move || bundle::unpack_once(&bytes, &d)).await;
+                    let unpacked =
+                        tokio::task::spawn_blocking(move || bundle::unpack_once(&bytes, &d)).await;
                     match unpacked {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return failed(Failure::new(FailureKind::Internal, format!("cannot unpack bundle: {e}"))),
-                        Err(e) => return failed(Failure::new(FailureKind::Internal, e.to_string())),
+                        Ok(Err(e)) => {
+                            return failed(Failure::new(
+                                FailureKind::Internal,
+                                format!("cannot unpack bundle: {e}"),
+                            ));
+                        }
+                        Err(e) => {
+                            return failed(Failure::new(FailureKind::Internal, e.to_string()));
+                        }
                     }
                 }
                 if *warm {
                     let key = format!("{}/{}/{}", f.project, f.name, f.version);
                     let id = task.invocation.to_string();
-                    self.warm.run(&key, &dir, cmd, &env, &id, &task.input, f.spec.limits, self.caps).await
+                    self.warm
+                        .run(
+                            &key,
+                            &dir,
+                            cmd,
+                            &env,
+                            &id,
+                            &task.input,
+                            f.spec.limits,
+                            self.caps,
+                        )
+                        .await
                 } else {
                     env.push(("STRATUS_INVOCATION_ID".into(), task.invocation.to_string()));
-                    process::run(&dir, cmd, &env, task.input.clone(), f.spec.limits, self.caps).await
+                    process::run(
+                        &dir,
+                        cmd,
+                        &env,
+                        task.input.clone(),
+                        f.spec.limits,
+                        self.caps,
+                    )
+                    .await
                 }
             }
         }

@@ -1,0 +1,158 @@
+//! `stratus fn deploy | list | show | delete`.
+
+use super::Ctx;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use stratus_client::{DeployRequest, FunctionInfo, Runtime};
+
+#[derive(Subcommand)]
+pub enum FnCommand {
+    /// Deploy a new version of a function.
+    Deploy(DeployArgs),
+    /// List functions.
+    List,
+    /// Show a function's latest version.
+    Show { name: String },
+    /// Delete a function (its invocation history is kept).
+    Delete { name: String },
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Function name: 1-63 characters of a-z, 0-9 and '-'.
+    name: String,
+    /// A WASI (preview 1) command module.
+    #[arg(long, conflicts_with_all = ["dir", "cmd", "warm"], required_unless_present = "dir")]
+    wasm: Option<PathBuf>,
+    /// A directory to bundle; the command runs inside it.
+    #[arg(long, requires = "cmd")]
+    dir: Option<PathBuf>,
+    /// The command of a process function, e.g. "python3 main.py".
+    #[arg(long, requires = "dir")]
+    cmd: Option<String>,
+    /// Keep one process per worker slot alive across invocations
+    /// (the function must speak the STRATUS/1 framing).
+    #[arg(long, requires = "dir")]
+    warm: bool,
+    /// Timeout per attempt (e.g. 500ms, 30s, 5m).
+    #[arg(long, value_parser = crate::parse::duration_ms)]
+    timeout: Option<u64>,
+    /// Memory limit (e.g. 128M, 1G).
+    #[arg(long, value_parser = crate::parse::memory_mb)]
+    memory: Option<u64>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = crate::parse::key_value)]
+    env: Vec<(String, String)>,
+    /// Retries after a failed attempt.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+}
+
+pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FnCommand::Deploy(a) => deploy(ctx, a).await,
+        FnCommand::List => {
+            let fs = ctx.client.list_functions().await?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&fs)?);
+            } else {
+                println!(
+                    "{:<32} {:>7} {:<8} {:>10} {:>8}",
+                    "NAME", "VERSION", "RUNTIME", "TIMEOUT", "MEMORY"
+                );
+                for f in fs {
+                    println!(
+                        "{:<32} {:>7} {:<8} {:>9}s {:>6}Mi",
+                        f.name,
+                        f.version,
+                        f.runtime.kind(),
+                        f.timeout_ms as f64 / 1000.0,
+                        f.memory_mb
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FnCommand::Show { name } => {
+            let f = ctx.client.get_function(&name).await?;
+            print_function(ctx, &f)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FnCommand::Delete { name } => {
+            ctx.client.delete_function(&name).await?;
+            if !ctx.json {
+                println!("deleted {name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(f)?);
+        return Ok(());
+    }
+    println!("name:     {}", f.name);
+    println!("version:  {}", f.version);
+    match &f.runtime {
+        Runtime::Wasm => println!("runtime:  wasm"),
+        Runtime::Process { cmd, warm } => println!(
+            "runtime:  process{}\ncommand:  {cmd}",
+            if *warm { " (warm)" } else { "" }
+        ),
+    }
+    println!("artifact: {}", f.artifact);
+    println!("timeout:  {}s", f.timeout_ms as f64 / 1000.0);
+    println!("memory:   {}Mi", f.memory_mb);
+    println!("retries:  {}", f.retries);
+    for (k, v) in &f.env {
+        println!("env:      {k}={v}");
+    }
+    Ok(())
+}
+
+async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
+    stratus_core::validate_name("function name", &a.name)?;
+    let (runtime, bytes) = match (&a.wasm, &a.dir, &a.cmd) {
+        (Some(path), None, None) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            (Runtime::Wasm, bytes)
+        }
+        (None, Some(dir), Some(cmd)) => {
+            if cmd.trim().is_empty() {
+                bail!("--cmd is empty: give the command to run, e.g. --cmd \"python3 main.py\"");
+            }
+            let bytes = stratus_runtime::bundle::pack_dir(dir)
+                .with_context(|| format!("cannot bundle {}", dir.display()))?;
+            (
+                Runtime::Process {
+                    cmd: cmd.clone(),
+                    warm: a.warm,
+                },
+                bytes,
+            )
+        }
+        (None, Some(_), None) => bail!("a process function needs --cmd"),
+        _ => bail!("give either --wasm FILE or --dir DIR --cmd CMD"),
+    };
+    let artifact = ctx.client.upload_artifact(bytes).await?;
+    let req = DeployRequest {
+        runtime,
+        artifact,
+        env: a.env.into_iter().collect(),
+        timeout_ms: a.timeout,
+        memory_mb: a.memory,
+        retries: a.retries,
+    };
+    let f = ctx.client.deploy(&a.name, &req).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        println!("deployed {} version {}", f.name, f.version);
+    }
+    Ok(ExitCode::SUCCESS)
+}

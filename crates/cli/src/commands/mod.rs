@@ -1,0 +1,73 @@
+//! One enum of subcommands, one small module per subcommand.
+
+mod functions;
+mod invocations;
+mod node;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "stratus",
+    version,
+    about = "Self-hosted serverless functions, jobs and workflows in one binary"
+)]
+pub struct Cli {
+    /// Server URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATUS_URL",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    server: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on this machine: API, scheduler and local worker slots.
+    Up(node::UpArgs),
+    /// Run the control plane (API and scheduler) without local worker slots.
+    Server(node::ServerArgs),
+    /// Deploy, list, show and delete functions.
+    #[command(subcommand, name = "fn")]
+    Fn(functions::FnCommand),
+    /// Invoke a function and print its output.
+    Invoke(invocations::InvokeArgs),
+    /// Wait for an invocation to finish and print its output.
+    Wait(invocations::IdArg),
+    /// Print the captured stderr of an invocation.
+    Logs(invocations::IdArg),
+    /// Show an invocation: state, attempts, timings.
+    Show(invocations::IdArg),
+    /// List recent invocations.
+    Invocations(invocations::ListArgs),
+}
+
+pub struct Ctx {
+    pub client: stratus_client::Client,
+    pub json: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx {
+        client: stratus_client::Client::new(&cli.server),
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Up(a) => node::up(a).await,
+        Command::Server(a) => node::server(a).await,
+        Command::Fn(c) => functions::run(&ctx, c).await,
+        Command::Invoke(a) => invocations::invoke(&ctx, a).await,
+        Command::Wait(a) => invocations::wait(&ctx, a).await,
+        Command::Logs(a) => invocations::logs(&ctx, a).await,
+        Command::Show(a) => invocations::show(&ctx, a).await,
+        Command::Invocations(a) => invocations::list(&ctx, a).await,
+    }
+}

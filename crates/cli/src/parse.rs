@@ -1,0 +1,96 @@
+//! Parsers for CLI values: durations, sizes, KEY=VALUE pairs.
+
+/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+pub fn duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else {
+        (s, 1000.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 30s, 2m)"))?;
+    let ms = (v * mult).round();
+    if !ms.is_finite() || ms < 1.0 {
+        return Err(format!("'{s}' is not a positive duration"));
+    }
+    Ok(ms as u64)
+}
+
+/// Memory in MiB: `128` (MiB), `128M`, `128Mi`, `128MB`, `1G`, `1Gi`, `1GB`.
+pub fn memory_mb(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = lower
+        .strip_suffix("gib")
+        .or(lower.strip_suffix("gi"))
+        .or(lower.strip_suffix("gb"))
+        .or(lower.strip_suffix('g'))
+    {
+        (n.to_string(), 1024)
+    } else if let Some(n) = lower
+        .strip_suffix("mib")
+        .or(lower.strip_suffix("mi"))
+        .or(lower.strip_suffix("mb"))
+        .or(lower.strip_suffix('m'))
+    {
+        (n.to_string(), 1)
+    } else {
+        (lower.clone(), 1)
+    };
+    let v: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{t}' is not a memory size (e.g. 128M, 1G)"))?;
+    if v == 0 {
+        return Err("memory must be at least 1 MiB".into());
+    }
+    Ok(v * mult)
+}
+
+/// `KEY=VALUE`.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("500ms"), Ok(500));
+        assert_eq!(duration_ms("30s"), Ok(30_000));
+        assert_eq!(duration_ms("1.5"), Ok(1500));
+        assert_eq!(duration_ms("2m"), Ok(120_000));
+        assert!(duration_ms("soon").is_err());
+        assert!(duration_ms("0").is_err());
+    }
+
+    #[test]
+    fn memory() {
+        assert_eq!(memory_mb("128"), Ok(128));
+        assert_eq!(memory_mb("128Mi"), Ok(128));
+        assert_eq!(memory_mb("1G"), Ok(1024));
+        assert!(memory_mb("lots").is_err());
+        assert!(memory_mb("0").is_err());
+    }
+
+    #[test]
+    fn kv() {
+        assert_eq!(key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(key_value("nope").is_err());
+        assert!(key_value("=x").is_err());
+    }
+}
