@@ -21,9 +21,13 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Db(String),
+    #[error("database migration {version} failed: {message}")]
+    Migrate { version: u32, message: String },
+    #[error(
+        "the database schema is version {found}, newer than this binary knows ({known}); upgrade stratus"
+    )]
+    TooNew { found: u32, known: u32 },
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("unsupported state store URL '{0}': use sqlite://PATH")]

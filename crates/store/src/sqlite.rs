@@ -1,25 +1,98 @@
-//! SQLite engine: WAL journal, one writer connection, a small pool of readers.
+//! SQLite engine (the embedded default): WAL journal, one writer thread that
+//! owns the write connection, and reader threads with their own connections.
+//!
+//! Each trait call is one hop to a database thread, whatever the number of
+//! rows: a batch of 1,000 completions is one closure running prepared
+//! statements in one transaction, not 1,000 round trips.
 
 use crate::{
     AttemptEnd, AttemptStart, EndOutcome, Error, NewInvocation, Payloads, PendingInvocation,
     Result, StateStore,
 };
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use stratus_core::clock::Millis;
-use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState};
+use stratus_core::{
+    Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState,
+};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Numbered migrations; `PRAGMA user_version` records the last applied.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    writer: mpsc::Sender<Job>,
+    readers: mpsc::Sender<Job>,
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e.to_string())
+    }
+}
+
+fn open_conn(path: &PathBuf, synchronous: &str, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > known {
+        return Err(Error::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).map_err(|e| Error::Migrate {
+            version: *version,
+            message: e.to_string(),
+        })?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied state store migration");
+    }
+    Ok(())
+}
+
+fn spawn_thread(
+    name: &str,
+    mut conn: Connection,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            loop {
+                let job = match rx.lock().unwrap().recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                };
+                job(&mut conn);
+            }
+        })
+        .map_err(|e| Error::Db(e.to_string()))?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -38,104 +111,132 @@ impl SqliteStore {
         if path.is_empty() {
             return Err(Error::UnsupportedUrl(url.to_string()));
         }
-        let mut sync = SqliteSynchronous::Normal;
+        let mut sync = "normal".to_string();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("synchronous", v)) => {
-                    sync = SqliteSynchronous::from_str(v)
-                        .map_err(|_| Error::UnsupportedUrl(url.to_string()))?
+                Some(("synchronous", v)) if ["off", "normal", "full", "extra"].contains(&v) => {
+                    sync = v.to_string()
                 }
                 _ => return Err(Error::UnsupportedUrl(url.to_string())),
             }
         }
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Db(format!("{}: {e}", dir.display())))?;
         }
-        let opts = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(Duration::from_secs(10))
-            .statement_cache_capacity(64);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts.clone())
-            .await?;
-        MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts.read_only(true))
-            .await?;
-        Ok(SqliteStore { write, read })
+        let (p, s) = (path.clone(), sync.clone());
+        let writer_conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut c = open_conn(&p, &s, false)?;
+            migrate(&mut c)?;
+            Ok(c)
+        })
+        .await
+        .map_err(|e| Error::Db(e.to_string()))??;
+        let (wtx, wrx) = mpsc::channel::<Job>();
+        spawn_thread("stratus-sqlite-w", writer_conn, Arc::new(Mutex::new(wrx)))?;
+        let (rtx, rrx) = mpsc::channel::<Job>();
+        let rrx = Arc::new(Mutex::new(rrx));
+        for i in 0..2 {
+            spawn_thread(
+                &format!("stratus-sqlite-r{i}"),
+                open_conn(&path, &sync, true)?,
+                rrx.clone(),
+            )?;
+        }
+        Ok(SqliteStore {
+            writer: wtx,
+            readers: rtx,
+        })
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        let chan = if write { &self.writer } else { &self.readers };
+        chan.send(job)
+            .map_err(|_| Error::Db("database thread stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Db("database thread stopped".into()))?
     }
 }
 
-fn id_bytes(id: Id) -> Vec<u8> {
-    id.to_bytes().to_vec()
+fn id_bytes(id: Id) -> [u8; 16] {
+    id.to_bytes()
 }
 
-fn id_from(bytes: &[u8]) -> Result<Id> {
-    let arr: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| Error::Corrupt("id is not 16 bytes".into()))?;
+fn id_from(bytes: Vec<u8>) -> rusqlite::Result<Id> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "id is not 16 bytes".into(),
+        )
+    })?;
     Ok(Id::from_bytes(arr))
+}
+
+fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> rusqlite::Error + '_ {
+    move |e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{what}: {e}").into(),
+        )
+    }
 }
 
 fn failure_json(f: &Failure) -> String {
     serde_json::to_string(f).expect("Failure serialises")
 }
 
-fn failure_from(s: Option<String>) -> Result<Option<Failure>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt(format!("error record: {e}"))))
+fn failure_from(s: Option<String>) -> rusqlite::Result<Option<Failure>> {
+    s.map(|s| serde_json::from_str(&s).map_err(corrupt("error record")))
         .transpose()
 }
 
-fn function_from(row: &SqliteRow) -> Result<Function> {
-    let spec: String = row.try_get("spec")?;
-    let spec: FunctionSpec =
-        serde_json::from_str(&spec).map_err(|e| Error::Corrupt(format!("function spec: {e}")))?;
+fn state_from(s: String) -> rusqlite::Result<InvocationState> {
+    s.parse().map_err(corrupt("state"))
+}
+
+fn function_from(row: &Row) -> rusqlite::Result<Function> {
+    let spec: String = row.get("spec")?;
+    let spec: FunctionSpec = serde_json::from_str(&spec).map_err(corrupt("function spec"))?;
     Ok(Function {
-        project: row.try_get("project")?,
-        name: row.try_get("name")?,
-        version: row.try_get::<i64, _>("version")? as u32,
+        project: row.get("project")?,
+        name: row.get("name")?,
+        version: row.get("version")?,
         spec,
-        created_at: row.try_get("created_at")?,
+        created_at: row.get("created_at")?,
     })
 }
 
 const INVOCATION_COLUMNS: &str = "id, project, function, version, state, attempts, max_attempts, job_id, task_index, \
      queued_at, started_at, finished_at, worker, error";
 
-fn invocation_from(row: &SqliteRow) -> Result<Invocation> {
-    let state: String = row.try_get("state")?;
-    let job: Option<Vec<u8>> = row.try_get("job_id")?;
+fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
+    let job: Option<Vec<u8>> = row.get("job_id")?;
     Ok(Invocation {
-        id: id_from(&row.try_get::<Vec<u8>, _>("id")?)?,
-        project: row.try_get("project")?,
-        function: row.try_get("function")?,
-        version: row.try_get::<i64, _>("version")? as u32,
-        state: state
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        job_id: job.map(|b| id_from(&b)).transpose()?,
-        task_index: row
-            .try_get::<Option<i64>, _>("task_index")?
-            .map(|i| i as u64),
-        queued_at: row.try_get("queued_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        worker: row.try_get("worker")?,
-        error: failure_from(row.try_get("error")?)?,
+        id: id_from(row.get("id")?)?,
+        project: row.get("project")?,
+        function: row.get("function")?,
+        version: row.get("version")?,
+        state: state_from(row.get("state")?)?,
+        attempts: row.get("attempts")?,
+        max_attempts: row.get("max_attempts")?,
+        job_id: job.map(id_from).transpose()?,
+        task_index: row.get::<_, Option<i64>>("task_index")?.map(|i| i as u64),
+        queued_at: row.get("queued_at")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
+        worker: row.get("worker")?,
+        error: failure_from(row.get("error")?)?,
     })
 }
 
@@ -149,30 +250,19 @@ impl StateStore for SqliteStore {
         now: Millis,
     ) -> Result<Function> {
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
-        let mut tx = self.write.begin().await?;
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM functions WHERE project = ? AND name = ?")
-                .bind(project)
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-        let version = max.unwrap_or(0) + 1;
-        sqlx::query("INSERT INTO functions (project, name, version, spec, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(project)
-            .bind(name)
-            .bind(version)
-            .bind(&spec_json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Function {
-            project: project.into(),
-            name: name.into(),
-            version: version as u32,
-            spec: spec.clone(),
-            created_at: now,
+        let (project, name, spec) = (project.to_string(), name.to_string(), spec.clone());
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            let max: Option<u32> = tx.query_row("SELECT MAX(version) FROM functions WHERE project = ?1 AND name = ?2", params![project, name], |r| r.get(0))?;
+            let version = max.unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO functions (project, name, version, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![project, name, version, spec_json, now],
+            )?;
+            tx.commit()?;
+            Ok(Function { project, name, version, spec, created_at: now })
         })
+        .await
     }
 
     async fn get_function(
@@ -181,124 +271,127 @@ impl StateStore for SqliteStore {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<Function>> {
-        let row =
-            match version {
-                Some(v) => {
-                    sqlx::query(
-                        "SELECT * FROM functions WHERE project = ? AND name = ? AND version = ?",
-                    )
-                    .bind(project)
-                    .bind(name)
-                    .bind(v as i64)
-                    .fetch_optional(&self.read)
-                    .await?
-                }
-                None => sqlx::query(
-                    "SELECT * FROM functions WHERE project = ? AND name = ? AND deleted_at IS NULL \
-                     ORDER BY version DESC LIMIT 1",
-                )
-                .bind(project)
-                .bind(name)
-                .fetch_optional(&self.read)
-                .await?,
+        let (project, name) = (project.to_string(), name.to_string());
+        self.call(false, move |c| {
+            let f = match version {
+                Some(v) => c
+                    .prepare_cached("SELECT * FROM functions WHERE project = ?1 AND name = ?2 AND version = ?3")?
+                    .query_row(params![project, name, v], function_from)
+                    .optional()?,
+                None => c
+                    .prepare_cached("SELECT * FROM functions WHERE project = ?1 AND name = ?2 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1")?
+                    .query_row(params![project, name], function_from)
+                    .optional()?,
             };
-        row.as_ref().map(function_from).transpose()
+            Ok(f)
+        })
+        .await
     }
 
     async fn list_functions(&self, project: &str) -> Result<Vec<Function>> {
-        let rows = sqlx::query(
-            "SELECT f.* FROM functions f WHERE f.project = ? AND f.deleted_at IS NULL AND f.version = \
-             (SELECT MAX(version) FROM functions g WHERE g.project = f.project AND g.name = f.name) ORDER BY f.name",
-        )
-        .bind(project)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(function_from).collect()
+        let project = project.to_string();
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT f.* FROM functions f WHERE f.project = ?1 AND f.deleted_at IS NULL AND f.version = \
+                 (SELECT MAX(version) FROM functions g WHERE g.project = f.project AND g.name = f.name) ORDER BY f.name",
+            )?;
+            let rows = st.query_map(params![project], function_from)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool> {
-        let done = sqlx::query("UPDATE functions SET deleted_at = ? WHERE project = ? AND name = ? AND deleted_at IS NULL")
-            .bind(now)
-            .bind(project)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let (project, name) = (project.to_string(), name.to_string());
+        self.call(true, move |c| {
+            let n = c.execute(
+                "UPDATE functions SET deleted_at = ?1 WHERE project = ?2 AND name = ?3 AND deleted_at IS NULL",
+                params![now, project, name],
+            )?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for n in new {
-            let i = &n.invocation;
-            sqlx::query(
-                "INSERT INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
-                 task_index, queued_at, not_before, input) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id_bytes(i.id))
-            .bind(&i.project)
-            .bind(&i.function)
-            .bind(i.version as i64)
-            .bind(i.state.as_str())
-            .bind(i.attempts as i64)
-            .bind(i.max_attempts as i64)
-            .bind(i.job_id.map(id_bytes))
-            .bind(i.task_index.map(|x| x as i64))
-            .bind(i.queued_at)
-            .bind(i.queued_at)
-            .bind(&n.input)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let new = new.to_vec();
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
+                     task_index, queued_at, not_before, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                )?;
+                for n in &new {
+                    let i = &n.invocation;
+                    st.execute(params![
+                        id_bytes(i.id),
+                        i.project,
+                        i.function,
+                        i.version,
+                        i.state.as_str(),
+                        i.attempts,
+                        i.max_attempts,
+                        i.job_id.map(id_bytes),
+                        i.task_index.map(|x| x as i64),
+                        i.queued_at,
+                        n.input,
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ? AND project = ?"
-        )))
-        .bind(id_bytes(id))
-        .bind(project)
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(invocation_from).transpose()
+        let project = project.to_string();
+        self.call(false, move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?1 AND project = ?2"
+            ))?
+            .query_row(params![id_bytes(id), project], invocation_from)
+            .optional()?)
+        })
+        .await
     }
 
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>> {
-        let row = sqlx::query("SELECT output, logs FROM invocations WHERE id = ? AND project = ?")
-            .bind(id_bytes(id))
-            .bind(project)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| {
-            Ok(Payloads {
-                output: r.try_get("output")?,
-                logs: r.try_get("logs")?,
+        let project = project.to_string();
+        self.call(false, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT output, logs FROM invocations WHERE id = ?1 AND project = ?2",
+            )?
+            .query_row(params![id_bytes(id), project], |r| {
+                Ok(Payloads {
+                    output: r.get(0)?,
+                    logs: r.get(1)?,
+                })
             })
+            .optional()?)
         })
-        .transpose()
+        .await
     }
 
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE invocation_id = ? ORDER BY attempt")
-            .bind(id_bytes(id))
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM attempts WHERE invocation_id = ?1 ORDER BY attempt",
+            )?;
+            let rows = st.query_map(params![id_bytes(id)], |r| {
                 Ok(Attempt {
-                    attempt: r.try_get::<i64, _>("attempt")? as u32,
-                    worker: r.try_get("worker")?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    state: state
-                        .parse()
-                        .map_err(|_| Error::Corrupt(format!("state '{state}'")))?,
-                    error: failure_from(r.try_get("error")?)?,
+                    attempt: r.get("attempt")?,
+                    worker: r.get("worker")?,
+                    started_at: r.get("started_at")?,
+                    finished_at: r.get("finished_at")?,
+                    state: state_from(r.get("state")?)?,
+                    error: failure_from(r.get("error")?)?,
                 })
-            })
-            .collect()
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn list_invocations(
@@ -308,160 +401,116 @@ impl StateStore for SqliteStore {
         before: Option<Id>,
         limit: u32,
     ) -> Result<Vec<Invocation>> {
-        let before = before.map(id_bytes).unwrap_or_else(|| vec![0xff; 17]);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE project = ? AND id < ? AND (? IS NULL OR function = ?) \
-             ORDER BY id DESC LIMIT ?"
-        )))
-        .bind(project)
-        .bind(before)
-        .bind(function)
-        .bind(function)
-        .bind(limit as i64)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(invocation_from).collect()
+        let (project, function) = (project.to_string(), function.map(str::to_string));
+        self.call(false, move |c| {
+            let before = before.map(|b| id_bytes(b).to_vec()).unwrap_or_else(|| vec![0xff; 17]);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE project = ?1 AND id < ?2 AND (?3 IS NULL OR function = ?3) \
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let rows = st.query_map(params![project, before, function, limit], invocation_from)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for s in starts {
-            sqlx::query(
-                "UPDATE invocations SET state = 'running', attempts = ?, started_at = ?, worker = ? \
-                 WHERE id = ? AND state = 'queued'",
-            )
-            .bind(s.attempt as i64)
-            .bind(s.started_at)
-            .bind(&s.worker)
-            .bind(id_bytes(s.id))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let starts = starts.to_vec();
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE invocations SET state = 'running', attempts = ?1, started_at = ?2, worker = ?3 \
+                     WHERE id = ?4 AND state = 'queued'",
+                )?;
+                for s in &starts {
+                    st.execute(params![s.attempt, s.started_at, s.worker, id_bytes(s.id)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<Vec<bool>> {
-        let mut applied = Vec::with_capacity(ends.len());
-        let mut tx = self.write.begin().await?;
-        for e in ends {
-            let id = id_bytes(e.id);
-            // The guard: still on this attempt (or queued for it, when the
-            // start was not yet recorded) and not finished.
-            let (state, output, error, logs, not_before) = match &e.outcome {
-                EndOutcome::Finish {
-                    state,
-                    output,
-                    error,
-                    logs,
-                } => (*state, output.clone(), error.clone(), logs, None),
-                EndOutcome::Requeue {
-                    not_before,
-                    error,
-                    logs,
-                } => (
-                    InvocationState::Queued,
-                    None,
-                    Some(error.clone()),
-                    logs,
-                    Some(*not_before),
-                ),
-            };
-            let err_json = error.as_ref().map(failure_json);
-            let done = sqlx::query(
-                "UPDATE invocations SET state = ?, attempts = ?, output = ?, error = ?, logs = ?, worker = ?, \
-                 started_at = COALESCE(started_at, ?), finished_at = CASE WHEN ? THEN NULL ELSE ? END, \
-                 not_before = COALESCE(?, not_before) \
-                 WHERE id = ? AND ((state = 'running' AND attempts = ?) OR (state = 'queued' AND attempts < ?))",
-            )
-            .bind(state.as_str())
-            .bind(e.attempt as i64)
-            .bind(output)
-            .bind(&err_json)
-            .bind(logs)
-            .bind(&e.worker)
-            .bind(e.started_at)
-            .bind(not_before.is_some())
-            .bind(e.finished_at)
-            .bind(not_before)
-            .bind(&id)
-            .bind(e.attempt as i64)
-            .bind(e.attempt as i64)
-            .execute(&mut *tx)
-            .await?;
-            let ok = done.rows_affected() > 0;
-            if ok {
-                let attempt_state = match &e.outcome {
-                    EndOutcome::Finish { state, .. } => *state,
-                    EndOutcome::Requeue { error, .. }
-                        if error.kind == stratus_core::FailureKind::Timeout =>
-                    {
-                        InvocationState::TimedOut
-                    }
-                    EndOutcome::Requeue { .. } => InvocationState::Failed,
-                };
-                sqlx::query(
+        let ends = ends.to_vec();
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            let mut applied = Vec::with_capacity(ends.len());
+            {
+                // The guard: still on this attempt (or queued for it, when the
+                // start was never recorded) and not finished.
+                let mut update = tx.prepare_cached(
+                    "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
+                     started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
+                     WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2))",
+                )?;
+                let mut attempt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&id)
-                .bind(e.attempt as i64)
-                .bind(&e.worker)
-                .bind(e.started_at)
-                .bind(e.finished_at)
-                .bind(attempt_state.as_str())
-                .bind(&err_json)
-                .execute(&mut *tx)
-                .await?;
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in &ends {
+                    let id = id_bytes(e.id);
+                    let (state, output, error, logs, not_before) = match &e.outcome {
+                        EndOutcome::Finish { state, output, error, logs } => (*state, output.as_deref(), error.as_ref(), logs, None),
+                        EndOutcome::Requeue { not_before, error, logs } => (InvocationState::Queued, None, Some(error), logs, Some(*not_before)),
+                    };
+                    let err_json = error.map(failure_json);
+                    let finished_at = not_before.is_none().then_some(e.finished_at);
+                    let n = update.execute(params![state.as_str(), e.attempt, output, err_json, logs, e.worker, e.started_at, finished_at, not_before, id])?;
+                    let ok = n > 0;
+                    if ok {
+                        let attempt_state = match &e.outcome {
+                            EndOutcome::Finish { state, .. } => *state,
+                            EndOutcome::Requeue { error, .. } if error.kind == FailureKind::Timeout => InvocationState::TimedOut,
+                            EndOutcome::Requeue { .. } => InvocationState::Failed,
+                        };
+                        attempt.execute(params![id, e.attempt, e.worker, e.started_at, e.finished_at, attempt_state.as_str(), err_json])?;
+                    }
+                    applied.push(ok);
+                }
             }
-            applied.push(ok);
-        }
-        tx.commit().await?;
-        Ok(applied)
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
     }
 
     async fn requeue_running(&self) -> Result<u64> {
-        let done = sqlx::query("UPDATE invocations SET state = 'queued' WHERE state = 'running'")
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected())
+        self.call(true, |c| {
+            Ok(c.execute(
+                "UPDATE invocations SET state = 'queued' WHERE state = 'running'",
+                [],
+            )? as u64)
+        })
+        .await
     }
 
     async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
-        let after = after.map(id_bytes).unwrap_or_default();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INVOCATION_COLUMNS}, input, not_before FROM invocations WHERE state = 'queued' AND id > ? \
-             ORDER BY id LIMIT ?"
-        )))
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(&self.write)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingInvocation {
-                    invocation: invocation_from(r)?,
-                    input: r.try_get("input")?,
-                    not_before: r.try_get("not_before")?,
-                })
-            })
-            .collect()
+        self.call(true, move |c| {
+            let after = after.map(|a| id_bytes(a).to_vec()).unwrap_or_default();
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS}, input, not_before FROM invocations WHERE state = 'queued' AND id > ?1 \
+                 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok(PendingInvocation { invocation: invocation_from(r)?, input: r.get("input")?, not_before: r.get("not_before")? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn count_by_state(&self) -> Result<Vec<(InvocationState, u64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM invocations GROUP BY state")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let s: String = r.try_get("state")?;
-                let n: i64 = r.try_get("n")?;
-                Ok((
-                    s.parse()
-                        .map_err(|_| Error::Corrupt(format!("state '{s}'")))?,
-                    n as u64,
-                ))
-            })
-            .collect()
+        self.call(false, |c| {
+            let mut st =
+                c.prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state")?;
+            let rows = st.query_map([], |r| {
+                Ok((state_from(r.get(0)?)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 }

@@ -1,0 +1,67 @@
+//! A minimal HTTP/1.1 keep-alive client, so that the client's own cost stays
+//! out of the round-trip figures.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+pub struct Conn {
+    host: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(url: &str) -> Result<Conn> {
+        let host = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let s = TcpStream::connect(&host).with_context(|| format!("connect {host}"))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            host,
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let mut buf = head.into_bytes();
+        buf.extend_from_slice(body);
+        self.writer.write_all(&buf)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line.split(' ').nth(1).context("status line")?.parse()?;
+        let mut len = None;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = Some(v.trim().parse::<usize>()?);
+            }
+        }
+        let Some(len) = len else {
+            bail!("response without content-length")
+        };
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(Response { status, body })
+    }
+}

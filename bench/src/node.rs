@@ -1,0 +1,129 @@
+//! Spawning `stratus up` and talking to it.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    pub bin: PathBuf,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir> {
+        let p = std::env::temp_dir().join(format!(
+            "stratus-bench-{tag}-{}-{}",
+            std::process::id(),
+            nanos()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Node {
+    pub fn up(bin: &Path, args: &[&str]) -> Result<Node> {
+        let dir = TempDir::new("node")?;
+        let mut child = Command::new(bin)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.0.join("data"))
+            .args(args)
+            .env("STRATUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo build --release)",
+                    bin.display()
+                )
+            })?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("stratus listening on ") else {
+            bail!("unexpected first line from stratus up: {line:?}");
+        };
+        Ok(Node {
+            child,
+            url: url.to_string(),
+            bin: bin.to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// Runs a client command against this node; it must succeed.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .env("STRATUS_URL", &self.url)
+            .output()?;
+        if !out.status.success() {
+            bail!("stratus {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    pub fn rss_mib(&self) -> Result<f64> {
+        rss_mib(self.child.id())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process, in MiB.
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+/// Builds a wasm32-wasip1 guest crate and returns the module's path.
+pub fn build_guest(manifest_dir: &Path, artifact: &str) -> Result<PathBuf> {
+    let target = std::env::current_dir()?.join("target/guests");
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    if !status.success() {
+        bail!("building {} failed", manifest_dir.display());
+    }
+    Ok(target.join("wasm32-wasip1/release").join(artifact))
+}

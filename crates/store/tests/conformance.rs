@@ -1,0 +1,295 @@
+//! The state store conformance suite. Every engine runs the same checks;
+//! SQLite always runs. (PostgreSQL joins with the distributed mode.)
+
+use std::sync::Arc;
+use stratus_core::{
+    Failure, FailureKind, FunctionSpec, Invocation, InvocationState, Limits, Runtime, new_id,
+};
+use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, NewInvocation, StateStore};
+
+fn spec() -> FunctionSpec {
+    FunctionSpec {
+        runtime: Runtime::Wasm,
+        artifact: "a".repeat(64),
+        env: Default::default(),
+        limits: Limits::default(),
+        retries: 0,
+    }
+}
+
+fn new_inv(f: &str, max_attempts: u32, now: i64) -> NewInvocation {
+    NewInvocation {
+        invocation: Invocation {
+            id: new_id(),
+            project: "p".into(),
+            function: f.into(),
+            version: 1,
+            state: InvocationState::Queued,
+            attempts: 0,
+            max_attempts,
+            job_id: None,
+            task_index: None,
+            queued_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+        },
+        input: format!("input-{now}").into_bytes(),
+    }
+}
+
+fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
+    AttemptEnd {
+        id,
+        attempt,
+        worker: "w1".into(),
+        started_at: 10,
+        finished_at: 20,
+        outcome,
+    }
+}
+
+fn finish_ok(out: &[u8]) -> EndOutcome {
+    EndOutcome::Finish {
+        state: InvocationState::Succeeded,
+        output: Some(out.to_vec()),
+        error: None,
+        logs: b"log".to_vec(),
+    }
+}
+
+async fn functions_are_versioned_and_deleted(s: Arc<dyn StateStore>) {
+    let v1 = s.put_function("p", "f", &spec(), 1).await.unwrap();
+    let v2 = s.put_function("p", "f", &spec(), 2).await.unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(
+        s.get_function("p", "f", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        s.get_function("p", "f", Some(1)).await.unwrap().unwrap(),
+        v1
+    );
+    assert!(
+        s.get_function("other", "f", None).await.unwrap().is_none(),
+        "projects are separate"
+    );
+    s.put_function("p", "g", &spec(), 3).await.unwrap();
+    let names: Vec<_> = s
+        .list_functions("p")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.name, f.version))
+        .collect();
+    assert_eq!(names, [("f".to_string(), 2), ("g".to_string(), 1)]);
+    assert!(s.delete_function("p", "f", 4).await.unwrap());
+    assert!(!s.delete_function("p", "f", 5).await.unwrap());
+    assert!(s.get_function("p", "f", None).await.unwrap().is_none());
+    assert!(
+        s.get_function("p", "f", Some(2)).await.unwrap().is_some(),
+        "old versions stay readable"
+    );
+    assert_eq!(
+        s.put_function("p", "f", &spec(), 6).await.unwrap().version,
+        3,
+        "versions are never reused"
+    );
+}
+
+async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
+    let a = new_inv("f", 1, 100);
+    let b = new_inv("f", 2, 101);
+    s.insert_invocations(&[a.clone(), b.clone()]).await.unwrap();
+    let (ia, ib) = (a.invocation.id, b.invocation.id);
+    assert_eq!(
+        s.get_invocation("p", ia).await.unwrap().unwrap().state,
+        InvocationState::Queued
+    );
+    assert!(
+        s.get_invocation("q", ia).await.unwrap().is_none(),
+        "projects are separate"
+    );
+
+    s.start_attempts(&[AttemptStart {
+        id: ia,
+        attempt: 1,
+        worker: "w1".into(),
+        started_at: 10,
+    }])
+    .await
+    .unwrap();
+    let running = s.get_invocation("p", ia).await.unwrap().unwrap();
+    assert_eq!(
+        (running.state, running.attempts),
+        (InvocationState::Running, 1)
+    );
+
+    // First completion applies; a duplicate and a late one change nothing.
+    assert_eq!(
+        s.end_attempts(&[end(ia, 1, finish_ok(b"out"))])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        s.end_attempts(&[end(ia, 1, finish_ok(b"other"))])
+            .await
+            .unwrap(),
+        [false]
+    );
+    let done = s.get_invocation("p", ia).await.unwrap().unwrap();
+    assert_eq!(done.state, InvocationState::Succeeded);
+    let p = s.get_payloads("p", ia).await.unwrap().unwrap();
+    assert_eq!(p.output.as_deref(), Some(&b"out"[..]));
+    assert_eq!(p.logs.as_deref(), Some(&b"log"[..]));
+
+    // Requeue, then a stale report of the first attempt, then the second attempt.
+    let fail = Failure::new(FailureKind::Exit, "exit 1");
+    let requeue = EndOutcome::Requeue {
+        not_before: 500,
+        error: fail.clone(),
+        logs: vec![],
+    };
+    assert_eq!(
+        s.end_attempts(&[end(ib, 1, requeue.clone())])
+            .await
+            .unwrap(),
+        [true],
+        "an end without a recorded start applies"
+    );
+    assert_eq!(
+        s.end_attempts(&[end(ib, 1, requeue)]).await.unwrap(),
+        [false],
+        "the same attempt cannot end twice"
+    );
+    let q = s.queued(None, 10).await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        (
+            q[0].invocation.id,
+            q[0].not_before,
+            q[0].invocation.attempts
+        ),
+        (ib, 500, 1)
+    );
+    let last = EndOutcome::Finish {
+        state: InvocationState::Failed,
+        output: None,
+        error: Some(fail),
+        logs: vec![],
+    };
+    assert_eq!(s.end_attempts(&[end(ib, 2, last)]).await.unwrap(), [true]);
+    let failed = s.get_invocation("p", ib).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.state, failed.attempts),
+        (InvocationState::Failed, 2)
+    );
+    assert_eq!(failed.error.unwrap().message, "exit 1");
+    let history = s.list_attempts(ib).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|a| (a.attempt, a.state))
+            .collect::<Vec<_>>(),
+        [(1, InvocationState::Failed), (2, InvocationState::Failed)]
+    );
+}
+
+async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {
+    let news: Vec<_> = (0..25).map(|i| new_inv("f", 1, i)).collect();
+    s.insert_invocations(&news).await.unwrap();
+    let starts: Vec<_> = news[..3]
+        .iter()
+        .map(|n| AttemptStart {
+            id: n.invocation.id,
+            attempt: 1,
+            worker: "w".into(),
+            started_at: 1,
+        })
+        .collect();
+    s.start_attempts(&starts).await.unwrap();
+    assert_eq!(s.queued(None, 100).await.unwrap().len(), 22);
+    assert_eq!(s.requeue_running().await.unwrap(), 3);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.queued(after, 10).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.invocation.id);
+        seen.extend(page.into_iter().map(|p| (p.invocation.id, p.input)));
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(
+        seen,
+        news.iter()
+            .map(|n| (n.invocation.id, n.input.clone()))
+            .collect::<Vec<_>>(),
+        "id order, inputs intact"
+    );
+    let listed = s.list_invocations("p", Some("f"), None, 5).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed[0].id, news[24].invocation.id, "newest first");
+    let next = s
+        .list_invocations("p", Some("f"), Some(listed[4].id), 100)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 20);
+    let counts = s.count_by_state().await.unwrap();
+    assert_eq!(counts, [(InvocationState::Queued, 25)]);
+}
+
+macro_rules! conformance {
+    ($engine:ident, $open:expr) => {
+        mod $engine {
+            use super::*;
+            #[tokio::test]
+            async fn functions() {
+                let (_guard, s) = $open.await;
+                functions_are_versioned_and_deleted(s).await;
+            }
+            #[tokio::test]
+            async fn completions() {
+                let (_guard, s) = $open.await;
+                completions_are_recorded_once(s).await;
+            }
+            #[tokio::test]
+            async fn restart() {
+                let (_guard, s) = $open.await;
+                restart_requeues_running_and_pages_the_queue(s).await;
+            }
+        }
+    };
+}
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn StateStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stratus_store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+conformance!(sqlite_engine, sqlite());
+
+#[tokio::test]
+async fn sqlite_reopens_with_data_and_refuses_bad_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/state.db", dir.path().display());
+    let s = stratus_store::open(&url).await.unwrap();
+    s.put_function("p", "f", &spec(), 1).await.unwrap();
+    drop(s);
+    let s = stratus_store::open(&url).await.unwrap();
+    assert!(s.get_function("p", "f", None).await.unwrap().is_some());
+    assert!(stratus_store::open("mysql://x").await.is_err());
+    assert!(
+        stratus_store::open(&format!("{url}?synchronous=sometimes"))
+            .await
+            .is_err()
+    );
+}
