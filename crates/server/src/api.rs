@@ -29,8 +29,39 @@ use stratus_store::StateStore;
 /// The longest a synchronous invoke or a `wait` holds the request open.
 pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// Latest function versions by name, so an invoke does not read the store.
+/// Deploys and deletes through this server invalidate at once; changes made
+/// through another server are seen within [`FUNCTION_TTL`].
+#[derive(Default)]
+pub struct FunctionCache(
+    std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Arc<Function>)>>,
+);
+
+pub const FUNCTION_TTL: Duration = Duration::from_secs(1);
+
+impl FunctionCache {
+    fn get(&self, project: &str, name: &str) -> Option<Arc<Function>> {
+        let map = self.0.lock().unwrap();
+        let (at, f) = map.get(&(project.to_string(), name.to_string()))?;
+        (at.elapsed() < FUNCTION_TTL).then(|| f.clone())
+    }
+    fn put(&self, f: Arc<Function>) {
+        self.0.lock().unwrap().insert(
+            (f.project.clone(), f.name.clone()),
+            (std::time::Instant::now(), f),
+        );
+    }
+    fn forget(&self, project: &str, name: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .remove(&(project.to_string(), name.to_string()));
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
+    pub functions: Arc<FunctionCache>,
     pub scheduler: Arc<Scheduler>,
     pub store: Arc<dyn StateStore>,
     pub objects: Arc<dyn ObjectStore>,
@@ -232,6 +263,7 @@ async fn deploy(
         .store
         .put_function(project(), &name, &spec, st.clock.now_ms())
         .await?;
+    st.functions.forget(project(), &name);
     tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(function_json(&f))))
 }
@@ -258,19 +290,29 @@ async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<Value>> {
     ))
 }
 
-async fn load_function(st: &AppState, name: &str) -> ApiResult<Function> {
+async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
     validate_name("function name", name)?;
-    st.store
+    if let Some(f) = st.functions.get(project(), name) {
+        return Ok(f);
+    }
+    let f = st
+        .store
         .get_function(project(), name, None)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
+    let f = Arc::new(f);
+    st.functions.put(f.clone());
+    Ok(f)
 }
 
 async fn get_function(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(function_json(&load_function(&st, &name).await?)))
+    validate_name("function name", &name)?;
+    let f = st.store.get_function(project(), &name, None).await?;
+    let f = f.ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
+    Ok(Json(function_json(&f)))
 }
 
 async fn delete_function(
@@ -278,6 +320,7 @@ async fn delete_function(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate_name("function name", &name)?;
+    st.functions.forget(project(), &name);
     if st
         .store
         .delete_function(project(), &name, st.clock.now_ms())
@@ -311,7 +354,7 @@ async fn invoke(
             "unknown query parameter '{k}'"
         )));
     }
-    let f = Arc::new(load_function(&st, &name).await?);
+    let f = load_function(&st, &name).await?;
     let mut submitted = st
         .scheduler
         .submit(f, vec![input.to_vec()], !is_async)

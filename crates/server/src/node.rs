@@ -128,6 +128,7 @@ impl Node {
             .local_addr()
             .map_err(|e| NodeError::Listen(config.listen, e))?;
         let state = AppState {
+            functions: Default::default(),
             scheduler: scheduler.clone(),
             store,
             objects: objects.clone(),

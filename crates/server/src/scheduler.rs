@@ -23,6 +23,9 @@ use stratus_worker::TaskSource;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// How long an attempt's start is held before it is written on its own.
+const START_HOLD: Duration = Duration::from_millis(20);
+
 /// A finished invocation, handed to waiters.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -275,10 +278,52 @@ impl Scheduler {
         }
     }
 
+    /// The writer: records attempt starts and ends in batches. A start is
+    /// held back for [`START_HOLD`]: most short attempts end within it, and
+    /// then their start needs no write of its own (the end records both).
     async fn write_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Write>) {
         let mut batch = Vec::with_capacity(1024);
-        while rx.recv_many(&mut batch, 1024).await > 0 {
-            self.write_batch(std::mem::take(&mut batch)).await;
+        let mut held: VecDeque<(tokio::time::Instant, AttemptStart)> = VecDeque::new();
+        loop {
+            let received = match held.front() {
+                Some((t, _)) => {
+                    tokio::select! {
+                        n = rx.recv_many(&mut batch, 1024) => n,
+                        _ = tokio::time::sleep_until(*t + START_HOLD) => usize::MAX,
+                    }
+                }
+                None => rx.recv_many(&mut batch, 1024).await,
+            };
+            if received == 0 {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            let mut ends = Vec::new();
+            let mut flushes = Vec::new();
+            for w in batch.drain(..) {
+                match w {
+                    Write::Start(s) => held.push_back((now, s)),
+                    Write::End(c) => ends.push(c),
+                    Write::Flush(tx) => flushes.push(tx),
+                }
+            }
+            if !ends.is_empty() {
+                let ended: std::collections::HashSet<(Id, u32)> =
+                    ends.iter().map(|c| (c.invocation, c.attempt)).collect();
+                held.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
+            }
+            let mut due = Vec::new();
+            while let Some((t, _)) = held.front() {
+                if !flushes.is_empty() || *t + START_HOLD <= now {
+                    due.push(held.pop_front().expect("front exists").1);
+                } else {
+                    break;
+                }
+            }
+            self.write_records(due, ends).await;
+            for tx in flushes {
+                let _ = tx.send(());
+            }
         }
     }
 
@@ -287,23 +332,6 @@ impl Scheduler {
         let (tx, rx) = oneshot::channel();
         if self.writes.send(Write::Flush(tx)).is_ok() {
             let _ = rx.await;
-        }
-    }
-
-    async fn write_batch(&self, batch: Vec<Write>) {
-        let mut starts = Vec::new();
-        let mut ends = Vec::new();
-        let mut flushes = Vec::new();
-        for w in batch {
-            match w {
-                Write::Start(s) => starts.push(s),
-                Write::End(c) => ends.push(c),
-                Write::Flush(tx) => flushes.push(tx),
-            }
-        }
-        self.write_records(starts, ends).await;
-        for tx in flushes {
-            let _ = tx.send(());
         }
     }
 

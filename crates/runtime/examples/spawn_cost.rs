@@ -1,0 +1,30 @@
+//! Measures the cost of one cold process run (`process::run` of /bin/true)
+//! beside a bare spawn+wait. `cargo run --release -p stratus-runtime --example spawn_cost`
+use std::time::Instant;
+use stratus_core::Limits;
+use stratus_runtime::{OutputCaps, process};
+
+#[tokio::main]
+async fn main() {
+    let n = 300;
+    let dir = std::env::temp_dir();
+    let t = Instant::now();
+    for _ in 0..n {
+        std::process::Command::new("/bin/true").status().unwrap();
+    }
+    println!("bare spawn+wait:  {:?}", t.elapsed() / n);
+    let t = Instant::now();
+    for _ in 0..n {
+        let o = process::run(
+            &dir,
+            "true",
+            &[],
+            vec![],
+            Limits::default(),
+            OutputCaps::default(),
+        )
+        .await;
+        assert!(o.result.is_ok());
+    }
+    println!("process::run:     {:?}", t.elapsed() / n);
+}
