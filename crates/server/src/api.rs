@@ -33,9 +33,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Deploys and deletes through this server invalidate at once; changes made
 /// through another server are seen within [`FUNCTION_TTL`].
 #[derive(Default)]
-pub struct FunctionCache(
-    std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Arc<Function>)>>,
-);
+pub struct FunctionCache(std::sync::Mutex<HashMap<(String, String), Cached>>);
+
+type Cached = (std::time::Instant, Arc<Function>);
 
 pub const FUNCTION_TTL: Duration = Duration::from_secs(1);
 
