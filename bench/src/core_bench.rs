@@ -8,31 +8,21 @@ use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const WARM_NOOP: &str =
-    "import sys\nfrom stratus_warm import serve\nserve(lambda data, inv: b'')\n";
+const WARM_NOOP: &str = "import sys\nfrom stratus_warm import serve\nserve(lambda data, inv: b'')\n";
 
 fn invoke_latencies(url: &str, function: &str, warmup: usize, n: usize) -> Result<Latency> {
     let mut conn = Conn::open(url)?;
     let path = format!("/v1/functions/{function}/invoke");
     for _ in 0..warmup {
         let r = conn.request("POST", &path, b"")?;
-        ensure!(
-            r.status == 200,
-            "{function}: HTTP {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        );
+        ensure!(r.status == 200, "{function}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
     }
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
         let r = conn.request("POST", &path, b"")?;
         samples.push(t.elapsed());
-        ensure!(
-            r.status == 200 && r.body.is_empty(),
-            "{function}: wrong answer: HTTP {}",
-            r.status
-        );
+        ensure!(r.status == 200 && r.body.is_empty(), "{function}: wrong answer: HTTP {}", r.status);
     }
     Ok(Latency::of(samples))
 }
@@ -52,10 +42,7 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let (reps, warmup, n) = if quick { (1, 50, 200) } else { (3, 300, 3000) };
     let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
     let warm_dir = TempDir::new("warm")?;
-    std::fs::copy(
-        "examples/python-warm/stratus_warm.py",
-        warm_dir.0.join("stratus_warm.py"),
-    )?;
+    std::fs::copy("examples/python-warm/stratus_warm.py", warm_dir.0.join("stratus_warm.py"))?;
     std::fs::write(warm_dir.0.join("main.py"), WARM_NOOP)?;
     let cold_dir = TempDir::new("cold")?;
 
@@ -83,24 +70,10 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
             "python3 main.py",
             "--warm",
         ])?;
-        node.cli(&[
-            "fn",
-            "deploy",
-            "cold",
-            "--dir",
-            cold_dir.0.to_str().unwrap(),
-            "--cmd",
-            "true",
-        ])?;
-        rows[0]
-            .1
-            .push(invoke_latencies(&node.url, "noop", warmup, n)?);
-        rows[1]
-            .1
-            .push(invoke_latencies(&node.url, "warm", warmup, n)?);
-        rows[2]
-            .1
-            .push(invoke_latencies(&node.url, "cold", warmup, n)?);
+        node.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
+        rows[0].1.push(invoke_latencies(&node.url, "noop", warmup, n)?);
+        rows[1].1.push(invoke_latencies(&node.url, "warm", warmup, n)?);
+        rows[2].1.push(invoke_latencies(&node.url, "cold", warmup, n)?);
         rows[3].1.push(fork_exec(n)?);
         std::thread::sleep(Duration::from_millis(200));
         after_rss.push(node.rss_mib()?);
@@ -121,10 +94,7 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         let p99 = Spread::of(&lats.iter().map(|l| l.p99_us).collect::<Vec<_>>());
         let mean = Spread::of(&lats.iter().map(|l| l.mean_us).collect::<Vec<_>>());
         println!("| {name} | {p50} | {p99} | {mean} |");
-        figures.insert(
-            name.to_string(),
-            json!({"p50_us": p50, "p99_us": p99, "mean_us": mean, "runs": lats}),
-        );
+        figures.insert(name.to_string(), json!({"p50_us": p50, "p99_us": p99, "mean_us": mean, "runs": lats}));
     }
     let wasm = Spread::of(&rows[0].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let warm = Spread::of(&rows[1].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
@@ -133,25 +103,14 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let idle = Spread::of(&idle_rss);
     let after = Spread::of(&after_rss);
     println!();
-    println!(
-        "warm process p50 / wasm p50:        {:.2}× (target ≤ 2×)",
-        warm / wasm
-    );
-    println!(
-        "cold process p50 / bare fork+exec:  {:.2}× (target ≤ 1.5×)",
-        cold / fork
-    );
-    println!(
-        "wasm p50 under 1 ms:                {}",
-        if wasm < 1000.0 { "yes" } else { "NO" }
-    );
+    println!("warm process p50 / wasm p50:        {:.2}× (target ≤ 2×)", warm / wasm);
+    println!("cold process p50 / bare fork+exec:  {:.2}× (target ≤ 1.5×)", cold / fork);
+    println!("wasm p50 under 1 ms:                {}", if wasm < 1000.0 { "yes" } else { "NO" });
     println!(
         "idle `stratus up` RSS:              {:.1} MiB ({:.1}–{:.1}); after the run {:.1} MiB (target < 50 MiB)",
         idle.median, idle.min, idle.max, after.median
     );
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let doc = json!({
         "benchmark": "core",
         "machine": {"cpus": cpus},

@@ -18,25 +18,14 @@ pub struct Response {
 
 impl Conn {
     pub fn open(url: &str) -> Result<Conn> {
-        let host = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let host = url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let s = TcpStream::connect(&host).with_context(|| format!("connect {host}"))?;
         s.set_nodelay(true)?;
-        Ok(Conn {
-            host,
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
-        })
+        Ok(Conn { host, reader: BufReader::new(s.try_clone()?), writer: s })
     }
 
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n", self.host, body.len());
         let mut buf = head.into_bytes();
         buf.extend_from_slice(body);
         self.writer.write_all(&buf)?;
@@ -57,9 +46,7 @@ impl Conn {
                 len = Some(v.trim().parse::<usize>()?);
             }
         }
-        let Some(len) = len else {
-            bail!("response without content-length")
-        };
+        let Some(len) = len else { bail!("response without content-length") };
         let mut body = vec![0; len];
         self.reader.read_exact(&mut body)?;
         Ok(Response { status, body })

@@ -17,21 +17,14 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Result<TempDir> {
-        let p = std::env::temp_dir().join(format!(
-            "stratus-bench-{tag}-{}-{}",
-            std::process::id(),
-            nanos()
-        ));
+        let p = std::env::temp_dir().join(format!("stratus-bench-{tag}-{}-{}", std::process::id(), nanos()));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 impl Drop for TempDir {
@@ -50,31 +43,18 @@ impl Node {
             .env("STRATUS_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with cargo build --release)",
-                    bin.display()
-                )
-            })?;
+            .with_context(|| format!("starting {} (build it with cargo build --release)", bin.display()))?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
         let Some(url) = line.trim().strip_prefix("stratus listening on ") else {
             bail!("unexpected first line from stratus up: {line:?}");
         };
-        Ok(Node {
-            child,
-            url: url.to_string(),
-            bin: bin.to_path_buf(),
-            _dir: dir,
-        })
+        Ok(Node { child, url: url.to_string(), bin: bin.to_path_buf(), _dir: dir })
     }
 
     /// Runs a client command against this node; it must succeed.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("STRATUS_URL", &self.url)
-            .output()?;
+        let out = Command::new(&self.bin).args(args).env("STRATUS_URL", &self.url).output()?;
         if !out.status.success() {
             bail!("stratus {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -111,14 +91,7 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
 pub fn build_guest(manifest_dir: &Path, artifact: &str) -> Result<PathBuf> {
     let target = std::env::current_dir()?.join("target/guests");
     let status = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
         .arg(manifest_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
         .status()?;

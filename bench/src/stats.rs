@@ -46,11 +46,7 @@ impl Spread {
     pub fn of(values: &[f64]) -> Spread {
         let mut v = values.to_vec();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        Spread {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
+        Spread { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
     }
 }
 

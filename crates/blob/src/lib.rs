@@ -47,12 +47,7 @@ pub struct Key(String);
 impl Key {
     pub fn new(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
-        let bad = |reason| {
-            Err(Error::InvalidKey {
-                key: key.chars().take(200).collect(),
-                reason,
-            })
-        };
+        let bad = |reason| Err(Error::InvalidKey { key: key.chars().take(200).collect(), reason });
         if key.is_empty() {
             return bad("empty");
         }
@@ -76,6 +71,11 @@ impl Key {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// Where a project's user object `bucket/key` is stored. `object` must
+    /// already be a valid key.
+    pub fn user(project: &str, object: &Key) -> Self {
+        Key(format!("p/{project}/{}", object.0))
     }
     /// The key of a content-addressed artifact (wasm module or bundle).
     pub fn artifact(sha256_hex: &str) -> Self {
@@ -110,11 +110,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put_stream(&self, key: &Key, data: ByteStream) -> Result<u64>;
     async fn get(&self, key: &Key) -> Result<Bytes>;
     /// A byte range (or all) of an object, as a stream.
-    async fn get_stream(
-        &self,
-        key: &Key,
-        range: Option<Range<u64>>,
-    ) -> Result<(ObjectMeta, ByteStream)>;
+    async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> Result<(ObjectMeta, ByteStream)>;
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix` (a whole-segment prefix).
     async fn list(&self, prefix: Option<&Key>) -> Result<Vec<ObjectMeta>>;
@@ -126,8 +122,7 @@ pub trait ObjectStore: Send + Sync + 'static {
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
     if let Some(dir) = url.strip_prefix("file://") {
         std::fs::create_dir_all(dir)?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
-            .with_automatic_cleanup(true);
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Ok(Arc::new(Adapter(Arc::new(fs))))
     } else {
         Err(Error::UnsupportedUrl(url.to_string()))
@@ -138,19 +133,13 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
 struct Adapter(Arc<dyn object_store::ObjectStore>);
 
 fn meta(m: object_store::ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        key: m.location.to_string(),
-        size: m.size,
-        last_modified: m.last_modified.timestamp_millis(),
-    }
+    ObjectMeta { key: m.location.to_string(), size: m.size, last_modified: m.last_modified.timestamp_millis() }
 }
 
 #[async_trait]
 impl ObjectStore for Adapter {
     async fn put(&self, key: &Key, data: Bytes) -> Result<()> {
-        self.0
-            .put(&key.path(), PutPayload::from_bytes(data))
-            .await?;
+        self.0.put(&key.path(), PutPayload::from_bytes(data)).await?;
         Ok(())
     }
 
@@ -179,21 +168,11 @@ impl ObjectStore for Adapter {
         Ok(self.0.get(&key.path()).await?.bytes().await?)
     }
 
-    async fn get_stream(
-        &self,
-        key: &Key,
-        range: Option<Range<u64>>,
-    ) -> Result<(ObjectMeta, ByteStream)> {
-        let opts = object_store::GetOptions {
-            range: range.map(Into::into),
-            ..Default::default()
-        };
+    async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> Result<(ObjectMeta, ByteStream)> {
+        let opts = object_store::GetOptions { range: range.map(Into::into), ..Default::default() };
         let res = self.0.get_opts(&key.path(), opts).await?;
         let m = meta(res.meta.clone());
-        let stream = res
-            .into_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .boxed();
+        let stream = res.into_stream().map_err(|e| std::io::Error::other(e.to_string())).boxed();
         Ok((m, stream))
     }
 
@@ -207,12 +186,7 @@ impl ObjectStore for Adapter {
 
     async fn list(&self, prefix: Option<&Key>) -> Result<Vec<ObjectMeta>> {
         let prefix = prefix.map(Key::path);
-        let mut out: Vec<ObjectMeta> = self
-            .0
-            .list(prefix.as_ref())
-            .map_ok(meta)
-            .try_collect()
-            .await?;
+        let mut out: Vec<ObjectMeta> = self.0.list(prefix.as_ref()).map_ok(meta).try_collect().await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -238,17 +212,7 @@ mod tests {
         for good in ["a", "bucket/key.txt", "b/deep/er/x", "b/.hidden"] {
             assert!(Key::new(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "a/../b",
-            "..",
-            "a//b",
-            "a/./b",
-            "a\\b",
-            "a\nb",
-            "a/",
-        ] {
+        for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a/./b", "a\\b", "a\nb", "a/"] {
             assert!(Key::new(bad).is_err(), "{bad:?}");
         }
     }
@@ -258,28 +222,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&format!("file://{}", dir.path().display())).unwrap();
         let k = Key::new("b/x/one").unwrap();
-        store
-            .put(&k, Bytes::from_static(b"hello world"))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get(&k).await.unwrap(),
-            Bytes::from_static(b"hello world")
-        );
+        store.put(&k, Bytes::from_static(b"hello world")).await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap(), Bytes::from_static(b"hello world"));
         let (m, s) = store.get_stream(&k, Some(6..11)).await.unwrap();
         assert_eq!(m.size, 11);
         let part: Vec<Bytes> = s.try_collect().await.unwrap();
         assert_eq!(part.concat(), b"world");
-        let big =
-            futures::stream::iter((0..20).map(|i| Ok(Bytes::from(vec![i as u8; 1 << 20])))).boxed();
+        let big = futures::stream::iter((0..20).map(|i| Ok(Bytes::from(vec![i as u8; 1 << 20])))).boxed();
         let k2 = Key::new("b/big").unwrap();
         assert_eq!(store.put_stream(&k2, big).await.unwrap(), 20 << 20);
         assert_eq!(store.head(&k2).await.unwrap().unwrap().size, 20 << 20);
         let listed = store.list(Some(&Key::new("b").unwrap())).await.unwrap();
-        assert_eq!(
-            listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
-            ["b/big", "b/x/one"]
-        );
+        assert_eq!(listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["b/big", "b/x/one"]);
         assert!(store.delete(&k).await.unwrap());
         assert!(!store.delete(&k).await.unwrap());
         assert!(matches!(store.get(&k).await, Err(Error::NotFound(_))));

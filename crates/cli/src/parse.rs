@@ -14,10 +14,7 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
     } else {
         (s, 1000.0)
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 30s, 2m)"))?;
+    let v: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 30s, 2m)"))?;
     let ms = (v * mult).round();
     if !ms.is_finite() || ms < 1.0 {
         return Err(format!("'{s}' is not a positive duration"));
@@ -29,27 +26,18 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
 pub fn memory_mb(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let (num, mult) = if let Some(n) = lower
-        .strip_suffix("gib")
-        .or(lower.strip_suffix("gi"))
-        .or(lower.strip_suffix("gb"))
-        .or(lower.strip_suffix('g'))
+    let (num, mult) = if let Some(n) =
+        lower.strip_suffix("gib").or(lower.strip_suffix("gi")).or(lower.strip_suffix("gb")).or(lower.strip_suffix('g'))
     {
         (n.to_string(), 1024)
-    } else if let Some(n) = lower
-        .strip_suffix("mib")
-        .or(lower.strip_suffix("mi"))
-        .or(lower.strip_suffix("mb"))
-        .or(lower.strip_suffix('m'))
+    } else if let Some(n) =
+        lower.strip_suffix("mib").or(lower.strip_suffix("mi")).or(lower.strip_suffix("mb")).or(lower.strip_suffix('m'))
     {
         (n.to_string(), 1)
     } else {
         (lower.clone(), 1)
     };
-    let v: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{t}' is not a memory size (e.g. 128M, 1G)"))?;
+    let v: u64 = num.trim().parse().map_err(|_| format!("'{t}' is not a memory size (e.g. 128M, 1G)"))?;
     if v == 0 {
         return Err("memory must be at least 1 MiB".into());
     }
@@ -92,5 +80,36 @@ mod tests {
         assert_eq!(key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(key_value("nope").is_err());
         assert!(key_value("=x").is_err());
+    }
+}
+
+/// A size in bytes: `4096`, `64K`, `64MiB`, `1G`, `1GB` (binary multiples).
+pub fn bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let v: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 64MiB, 1G, 4096)"))?;
+    if v == 0 {
+        return Err("a size must be at least 1 byte".into());
+    }
+    Ok(v * mult)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::bytes("4096"), Ok(4096));
+        assert_eq!(super::bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(super::bytes("64M"), Ok(64 << 20));
+        assert_eq!(super::bytes("1GB"), Ok(1 << 30));
+        assert_eq!(super::bytes("2k"), Ok(2048));
+        assert!(super::bytes("big").is_err());
     }
 }

@@ -29,52 +29,21 @@ fn bad_input_is_refused_with_a_named_error_and_no_state_change() {
     std::fs::write(&junk, b"definitely not wasm").unwrap();
     let out = s.cli(&["fn", "deploy", "junk", "--wasm", junk.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("invalid wasm module"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("invalid wasm module"), "{}", stderr(&out));
     let no_start = tmp.path().join("lib.wasm");
     std::fs::write(&no_start, b"\0asm\x01\0\0\0").unwrap();
     assert!(
-        stderr(&s.cli(&["fn", "deploy", "lib", "--wasm", no_start.to_str().unwrap()]))
-            .contains("exports no _start")
+        stderr(&s.cli(&["fn", "deploy", "lib", "--wasm", no_start.to_str().unwrap()])).contains("exports no _start")
     );
     let out = s.cli(&["fn", "deploy", "p", "--dir", tmp.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--cmd"), "{}", stderr(&out));
-    let out = s.cli(&[
-        "fn",
-        "deploy",
-        "Bad_Name",
-        "--wasm",
-        guest.to_str().unwrap(),
-    ]);
+    let out = s.cli(&["fn", "deploy", "Bad_Name", "--wasm", guest.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("invalid function name"),
-        "{}",
-        stderr(&out)
-    );
-    let out = s.cli(&[
-        "fn",
-        "deploy",
-        "x",
-        "--wasm",
-        guest.to_str().unwrap(),
-        "--timeout",
-        "soon",
-    ]);
+    assert!(stderr(&out).contains("invalid function name"), "{}", stderr(&out));
+    let out = s.cli(&["fn", "deploy", "x", "--wasm", guest.to_str().unwrap(), "--timeout", "soon"]);
     assert!(!out.status.success() && stderr(&out).contains("not a duration"));
-    let out = s.cli(&[
-        "fn",
-        "deploy",
-        "x",
-        "--wasm",
-        guest.to_str().unwrap(),
-        "--env",
-        "NOEQUALS",
-    ]);
+    let out = s.cli(&["fn", "deploy", "x", "--wasm", guest.to_str().unwrap(), "--env", "NOEQUALS"]);
     assert!(!out.status.success() && stderr(&out).contains("KEY=VALUE"));
     let out = s.cli(&["invoke", "nope", "x"]);
     assert!(!out.status.success() && stderr(&out).contains("function 'nope' not found"));
@@ -82,33 +51,15 @@ fn bad_input_is_refused_with_a_named_error_and_no_state_change() {
     // HTTP.
     let http = s.http();
     let u = &s.url;
-    let (st, code, msg) = error_of(
-        http.post(format!("{u}/v1/functions/nope/invoke"))
-            .body("x")
-            .send()
-            .unwrap(),
-    );
+    let (st, code, msg) = error_of(http.post(format!("{u}/v1/functions/nope/invoke")).body("x").send().unwrap());
     assert_eq!((st, code.as_str()), (404, "not_found"), "{msg}");
-    let (st, _, msg) = error_of(
-        http.post(format!("{u}/v1/functions/No_Such/invoke"))
-            .send()
-            .unwrap(),
-    );
+    let (st, _, msg) = error_of(http.post(format!("{u}/v1/functions/No_Such/invoke")).send().unwrap());
     assert_eq!(st, 400);
     assert!(msg.contains("invalid function name"), "{msg}");
-    let (st, code, _) = error_of(
-        http.post(format!("{u}/v1/functions/good/invoke"))
-            .body(vec![b'a'; 2 << 20])
-            .send()
-            .unwrap(),
-    );
+    let (st, code, _) =
+        error_of(http.post(format!("{u}/v1/functions/good/invoke")).body(vec![b'a'; 2 << 20]).send().unwrap());
     assert_eq!((st, code.as_str()), (413, "payload_too_large"));
-    let (st, _, msg) = error_of(
-        http.put(format!("{u}/v1/functions/good"))
-            .body("{not json")
-            .send()
-            .unwrap(),
-    );
+    let (st, _, msg) = error_of(http.put(format!("{u}/v1/functions/good")).body("{not json").send().unwrap());
     assert_eq!(st, 400);
     assert!(msg.starts_with("invalid JSON body"), "{msg}");
     let (st, _, msg) = error_of(
@@ -121,10 +72,7 @@ fn bad_input_is_refused_with_a_named_error_and_no_state_change() {
     assert!(msg.contains("unknown field `bogus`"), "{msg}");
     let (st, _, msg) = error_of(
         http.put(format!("{u}/v1/functions/good"))
-            .body(format!(
-                r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{}"}}"#,
-                "a".repeat(64)
-            ))
+            .body(format!(r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{}"}}"#, "a".repeat(64)))
             .send()
             .unwrap(),
     );
@@ -132,10 +80,7 @@ fn bad_input_is_refused_with_a_named_error_and_no_state_change() {
     assert!(msg.contains("has not been uploaded"), "{msg}");
     let (st, _, msg) = error_of(
         http.put(format!("{u}/v1/functions/p"))
-            .body(format!(
-                r#"{{"runtime":{{"kind":"process","cmd":" "}},"artifact":"{}"}}"#,
-                "a".repeat(64)
-            ))
+            .body(format!(r#"{{"runtime":{{"kind":"process","cmd":" "}},"artifact":"{}"}}"#, "a".repeat(64)))
             .send()
             .unwrap(),
     );
@@ -143,42 +88,21 @@ fn bad_input_is_refused_with_a_named_error_and_no_state_change() {
     assert!(msg.contains("invalid cmd"), "{msg}");
     let (st, _, msg) = error_of(
         http.put(format!("{u}/v1/functions/good"))
-            .body(format!(
-                r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{}","timeout_ms":0}}"#,
-                "a".repeat(64)
-            ))
+            .body(format!(r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{}","timeout_ms":0}}"#, "a".repeat(64)))
             .send()
             .unwrap(),
     );
     assert_eq!(st, 400);
     assert!(msg.contains("invalid timeout"), "{msg}");
-    let (st, _, msg) = error_of(
-        http.put(format!("{u}/v1/artifacts/{}", "b".repeat(64)))
-            .body("abc")
-            .send()
-            .unwrap(),
-    );
+    let (st, _, msg) = error_of(http.put(format!("{u}/v1/artifacts/{}", "b".repeat(64))).body("abc").send().unwrap());
     assert_eq!(st, 400);
     assert!(msg.contains("digest mismatch"), "{msg}");
-    let (st, _, _) = error_of(
-        http.get(format!("{u}/v1/invocations/not-an-id"))
-            .send()
-            .unwrap(),
-    );
+    let (st, _, _) = error_of(http.get(format!("{u}/v1/invocations/not-an-id")).send().unwrap());
     assert_eq!(st, 400);
-    let (st, _, _) = error_of(
-        http.get(format!(
-            "{u}/v1/invocations/01a20618-8eb3-776c-bf58-040c1abfd343"
-        ))
-        .send()
-        .unwrap(),
-    );
+    let (st, _, _) =
+        error_of(http.get(format!("{u}/v1/invocations/01a20618-8eb3-776c-bf58-040c1abfd343")).send().unwrap());
     assert_eq!(st, 404);
-    let (st, _, msg) = error_of(
-        http.post(format!("{u}/v1/functions/good/invoke?async=maybe"))
-            .send()
-            .unwrap(),
-    );
+    let (st, _, msg) = error_of(http.post(format!("{u}/v1/functions/good/invoke?async=maybe")).send().unwrap());
     assert_eq!(st, 400);
     assert!(msg.contains("invalid async"), "{msg}");
     let (st, _, _) = error_of(http.get(format!("{u}/v1/nothing-here")).send().unwrap());

@@ -15,84 +15,38 @@ fn invoke_over_http_sync_async_and_read_back() {
 
     assert_eq!(s.get_json("/healthz")["status"], "ok");
 
-    let res = http
-        .post(format!("{u}/v1/functions/t/invoke"))
-        .body("echo:over http")
-        .send()
-        .unwrap();
+    let res = http.post(format!("{u}/v1/functions/t/invoke")).body("echo:over http").send().unwrap();
     assert_eq!(res.status(), 200);
-    let id = res.headers()["x-stratus-invocation-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = res.headers()["x-stratus-invocation-id"].to_str().unwrap().to_string();
     assert_eq!(res.text().unwrap(), "over http");
     let inv = s.get_json(&format!("/v1/invocations/{id}"));
     assert_eq!(inv["state"], "succeeded");
     assert!(inv["queued_at"].as_i64().unwrap() <= inv["started_at"].as_i64().unwrap());
     assert!(inv["started_at"].as_i64().unwrap() <= inv["finished_at"].as_i64().unwrap());
 
-    let res = http
-        .post(format!("{u}/v1/functions/t/invoke?async=true"))
-        .body("log:5")
-        .send()
-        .unwrap();
+    let res = http.post(format!("{u}/v1/functions/t/invoke?async=true")).body("log:5").send().unwrap();
     assert_eq!(res.status(), 202);
     let body: Value = res.json().unwrap();
     let id = body["id"].as_str().unwrap();
     let done = s.get_json(&format!("/v1/invocations/{id}?wait=30"));
     assert_eq!(done["state"], "succeeded");
-    assert_eq!(
-        http.get(format!("{u}/v1/invocations/{id}/output"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-        "logged"
-    );
-    assert_eq!(
-        http.get(format!("{u}/v1/invocations/{id}/logs"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-        "lllll"
-    );
+    assert_eq!(http.get(format!("{u}/v1/invocations/{id}/output")).send().unwrap().text().unwrap(), "logged");
+    assert_eq!(http.get(format!("{u}/v1/invocations/{id}/logs")).send().unwrap().text().unwrap(), "lllll");
 
-    let res = http
-        .post(format!("{u}/v1/functions/t/invoke"))
-        .body("fail")
-        .send()
-        .unwrap();
+    let res = http.post(format!("{u}/v1/functions/t/invoke")).body("fail").send().unwrap();
     assert_eq!(res.status(), 502);
     let body: Value = res.json().unwrap();
     assert_eq!(body["error"]["code"], "function_failed");
     assert_eq!(body["invocation"]["error"]["exit_code"], 3);
     assert!(body["logs_tail"].as_str().unwrap().contains("boom"));
     let failed_id = body["invocation"]["id"].as_str().unwrap();
-    let res = http
-        .get(format!("{u}/v1/invocations/{failed_id}/output"))
-        .send()
-        .unwrap();
+    let res = http.get(format!("{u}/v1/invocations/{failed_id}/output")).send().unwrap();
     assert_eq!(res.status(), 409);
 
-    let metrics = http
-        .get(format!("{u}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        metrics.contains("stratus_invocations_submitted_total 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("stratus_invocations_finished_total{state=\"succeeded\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("stratus_invocations_finished_total{state=\"failed\"} 1"),
-        "{metrics}"
-    );
+    let metrics = http.get(format!("{u}/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("stratus_invocations_submitted_total 3"), "{metrics}");
+    assert!(metrics.contains("stratus_invocations_finished_total{state=\"succeeded\"} 2"), "{metrics}");
+    assert!(metrics.contains("stratus_invocations_finished_total{state=\"failed\"} 1"), "{metrics}");
 }
 
 #[test]
@@ -103,10 +57,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
     s.ok(&["fn", "deploy", "t", "--wasm", guest.to_str().unwrap()]);
     let id = s.ok(&["invoke", "t", "--async", "x"]).trim().to_string();
     s.ok(&["wait", &id]);
-    let digest = s.get_json("/v1/functions/t")["artifact"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = s.get_json("/v1/functions/t")["artifact"].as_str().unwrap().to_string();
 
     let doc = s.get_json("/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
@@ -117,19 +68,16 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             if method == "parameters" {
                 continue;
             }
-            let concrete = path
-                .replace("{name}", "t")
-                .replace("{id}", &id)
-                .replace("{digest}", &digest);
+            let concrete = path.replace("{name}", "t").replace("{id}", &id).replace("{digest}", &digest);
             let url = format!("{}{concrete}", s.url);
             let req = match method.as_str() {
                 "get" => http.get(&url),
                 "head" => http.head(&url),
                 "post" => http.post(&url).body("x"),
                 // Re-deploy the same artifact / re-upload the same bytes: valid requests.
-                "put" if path.starts_with("/v1/functions") => http.put(&url).body(format!(
-                    r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{digest}"}}"#
-                )),
+                "put" if path.starts_with("/v1/functions") => {
+                    http.put(&url).body(format!(r#"{{"runtime":{{"kind":"wasm"}},"artifact":"{digest}"}}"#))
+                }
                 "put" => http.put(&url).body(std::fs::read(&guest).unwrap()),
                 "delete" => continue, // exercised in e2e_functions
                 other => panic!("undocumented method {other}"),

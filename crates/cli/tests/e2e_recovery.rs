@@ -28,21 +28,14 @@ fn kill9_with_running_and_queued_invocations_loses_nothing() {
     let dir = tmp.path().join("fn");
     std::fs::create_dir(&dir).unwrap();
     // Blocks until the test opens the gate, then echoes its input.
-    std::fs::write(
-        dir.join("gate.sh"),
-        "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("gate.sh"), "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let mut s = Server::start(tmp.path(), &["--slots", "2"]);
     let guest = guest_wasm();
     s.ok(&["fn", "deploy", "echo", "--wasm", guest.to_str().unwrap()]);
-    let earlier = s
-        .ok(&["invoke", "echo", "--async", "echo:history"])
-        .trim()
-        .to_string();
+    let earlier = s.ok(&["invoke", "echo", "--async", "echo:history"]).trim().to_string();
     s.ok(&["wait", &earlier]);
     s.ok(&[
         "fn",
@@ -55,20 +48,9 @@ fn kill9_with_running_and_queued_invocations_loses_nothing() {
         "--env",
         &format!("GO={}", gate.display()),
     ]);
-    let ids: Vec<String> = (0..5)
-        .map(|i| {
-            s.ok(&["invoke", "gate", "--async", &format!("input-{i}")])
-                .trim()
-                .to_string()
-        })
-        .collect();
-    s.eventually("two invocations running", || {
-        states(&s)
-            .iter()
-            .filter(|(_, st, _)| st == "running")
-            .count()
-            == 2
-    });
+    let ids: Vec<String> =
+        (0..5).map(|i| s.ok(&["invoke", "gate", "--async", &format!("input-{i}")]).trim().to_string()).collect();
+    s.eventually("two invocations running", || states(&s).iter().filter(|(_, st, _)| st == "running").count() == 2);
 
     s.kill9();
     let data = s.data_dir.clone();
@@ -80,22 +62,12 @@ fn kill9_with_running_and_queued_invocations_loses_nothing() {
 
     std::fs::write(&gate, b"").unwrap();
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(
-            s.ok(&["wait", id]),
-            format!("input-{i}"),
-            "invocation {i} completed after the restart"
-        );
+        assert_eq!(s.ok(&["wait", id]), format!("input-{i}"), "invocation {i} completed after the restart");
     }
     let after = states(&s);
     assert_eq!(after.len(), 5, "no invocation was duplicated: {after:?}");
-    assert!(
-        after.iter().all(|(_, st, _)| st == "succeeded"),
-        "{after:?}"
-    );
-    let rerun = after
-        .iter()
-        .filter(|(_, _, attempts)| *attempts == 2)
-        .count();
+    assert!(after.iter().all(|(_, st, _)| st == "succeeded"), "{after:?}");
+    let rerun = after.iter().filter(|(_, _, attempts)| *attempts == 2).count();
     assert_eq!(rerun, 2, "the two running attempts ran again: {after:?}");
     for id in &ids {
         let inv: Value = s.get_json(&format!("/v1/invocations/{id}"));
@@ -111,10 +83,7 @@ fn ctrl_c_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
     let mut s = Server::start(tmp.path(), &["--slots", "1"]);
     let guest = guest_wasm();
     s.ok(&["fn", "deploy", "echo", "--wasm", guest.to_str().unwrap()]);
-    let id = s
-        .ok(&["invoke", "echo", "--async", "echo:kept"])
-        .trim()
-        .to_string();
+    let id = s.ok(&["invoke", "echo", "--async", "echo:kept"]).trim().to_string();
     s.ok(&["wait", &id]);
 
     let second = std::process::Command::new(BIN)
@@ -123,11 +92,7 @@ fn ctrl_c_stops_cleanly_and_a_second_node_cannot_share_the_data_dir() {
         .output()
         .unwrap();
     assert!(!second.status.success());
-    assert!(
-        stderr(&second).contains("in use by another stratus process"),
-        "{}",
-        stderr(&second)
-    );
+    assert!(stderr(&second).contains("in use by another stratus process"), "{}", stderr(&second));
 
     let status = s.interrupt();
     assert!(status.success(), "Ctrl-C exits 0: {status:?}");

@@ -24,18 +24,10 @@ pub enum Error {
     Http(#[from] reqwest::Error),
     /// The server refused the request.
     #[error("{message} ({code}, HTTP {status})")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Api { status: u16, code: String, message: String },
     /// The function ran and did not succeed.
     #[error("invocation {} {}: {message}", invocation.id, invocation.state)]
-    FunctionFailed {
-        invocation: Box<Invocation>,
-        message: String,
-        logs_tail: String,
-    },
+    FunctionFailed { invocation: Box<Invocation>, message: String, logs_tail: String },
     #[error("unexpected response: {0}")]
     Protocol(String),
 }
@@ -109,14 +101,8 @@ struct ErrorDetail {
 
 impl Client {
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .build()
-            .expect("http client");
-        Client {
-            base: base_url.trim_end_matches('/').to_string(),
-            http,
-        }
+        let http = reqwest::Client::builder().tcp_nodelay(true).build().expect("http client");
+        Client { base: base_url.trim_end_matches('/').to_string(), http }
     }
 
     pub fn base_url(&self) -> &str {
@@ -129,14 +115,7 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let res = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                Error::Connect {
-                    url: self.base.clone(),
-                    source: e,
-                }
-            } else {
-                Error::Http(e)
-            }
+            if e.is_connect() { Error::Connect { url: self.base.clone(), source: e } } else { Error::Http(e) }
         })?;
         if res.status().is_success() {
             return Ok(res);
@@ -144,19 +123,14 @@ impl Client {
         Err(error_from(res).await)
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T> {
+    async fn json<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
         let res = self.send(req).await?;
         let bytes = res.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{e}")))
     }
 
     pub async fn health(&self) -> Result<()> {
-        self.send(self.http.get(self.url("/healthz")))
-            .await
-            .map(|_| ())
+        self.send(self.http.get(self.url("/healthz"))).await.map(|_| ())
     }
 
     /// Uploads an artifact unless the server already has it; returns its digest.
@@ -168,24 +142,15 @@ impl Client {
             .request(Method::HEAD, self.url(&path))
             .send()
             .await
-            .map_err(|e| Error::Connect {
-                url: self.base.clone(),
-                source: e,
-            })?;
+            .map_err(|e| Error::Connect { url: self.base.clone(), source: e })?;
         if head.status() != StatusCode::OK {
-            self.send(self.http.put(self.url(&path)).body(bytes))
-                .await?;
+            self.send(self.http.put(self.url(&path)).body(bytes)).await?;
         }
         Ok(digest)
     }
 
     pub async fn deploy(&self, name: &str, req: &DeployRequest) -> Result<FunctionInfo> {
-        self.json(
-            self.http
-                .put(self.url(&format!("/v1/functions/{name}")))
-                .json(req),
-        )
-        .await
+        self.json(self.http.put(self.url(&format!("/v1/functions/{name}"))).json(req)).await
     }
 
     pub async fn list_functions(&self) -> Result<Vec<FunctionInfo>> {
@@ -198,34 +163,24 @@ impl Client {
     }
 
     pub async fn get_function(&self, name: &str) -> Result<FunctionInfo> {
-        self.json(self.http.get(self.url(&format!("/v1/functions/{name}"))))
-            .await
+        self.json(self.http.get(self.url(&format!("/v1/functions/{name}")))).await
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<()> {
-        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}"))))
-            .await
-            .map(|_| ())
+        self.send(self.http.delete(self.url(&format!("/v1/functions/{name}")))).await.map(|_| ())
     }
 
     /// Invokes and waits for the result. A function that fails or times out
     /// is [`Error::FunctionFailed`].
     pub async fn invoke(&self, name: &str, input: Vec<u8>) -> Result<Invoked> {
-        let res = self
-            .send(
-                self.http
-                    .post(self.url(&format!("/v1/functions/{name}/invoke")))
-                    .body(input),
-            )
-            .await?;
+        let res = self.send(self.http.post(self.url(&format!("/v1/functions/{name}/invoke"))).body(input)).await?;
         if res.status() == StatusCode::ACCEPTED {
             // Still running after the server's wait limit: keep waiting.
             #[derive(Deserialize)]
             struct A {
                 id: Id,
             }
-            let a: A = serde_json::from_slice(&res.bytes().await?)
-                .map_err(|e| Error::Protocol(e.to_string()))?;
+            let a: A = serde_json::from_slice(&res.bytes().await?).map_err(|e| Error::Protocol(e.to_string()))?;
             let output = self.wait(a.id).await?;
             return Ok(Invoked { id: a.id, output });
         }
@@ -235,10 +190,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::Protocol("missing x-stratus-invocation-id".into()))?;
-        Ok(Invoked {
-            id,
-            output: res.bytes().await?.to_vec(),
-        })
+        Ok(Invoked { id, output: res.bytes().await?.to_vec() })
     }
 
     /// Queues an invocation; returns its id once it is durably accepted.
@@ -247,13 +199,8 @@ impl Client {
         struct A {
             id: Id,
         }
-        let a: A = self
-            .json(
-                self.http
-                    .post(self.url(&format!("/v1/functions/{name}/invoke?async=true")))
-                    .body(input),
-            )
-            .await?;
+        let a: A =
+            self.json(self.http.post(self.url(&format!("/v1/functions/{name}/invoke?async=true"))).body(input)).await?;
         Ok(a.id)
     }
 
@@ -266,19 +213,12 @@ impl Client {
         self.json(req).await
     }
 
-    pub async fn list_invocations(
-        &self,
-        function: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Invocation>> {
+    pub async fn list_invocations(&self, function: Option<&str>, limit: u32) -> Result<Vec<Invocation>> {
         #[derive(Deserialize)]
         struct L {
             invocations: Vec<Invocation>,
         }
-        let mut req = self
-            .http
-            .get(self.url("/v1/invocations"))
-            .query(&[("limit", limit.to_string())]);
+        let mut req = self.http.get(self.url("/v1/invocations")).query(&[("limit", limit.to_string())]);
         if let Some(f) = function {
             req = req.query(&[("function", f)]);
         }
@@ -289,26 +229,15 @@ impl Client {
     /// Waits until the invocation finishes; its output, or why it failed.
     pub async fn wait(&self, id: Id) -> Result<Vec<u8>> {
         loop {
-            let info = self
-                .get_invocation(id, Some(Duration::from_secs(60)))
-                .await?;
+            let info = self.get_invocation(id, Some(Duration::from_secs(60))).await?;
             let inv = info.invocation;
             match inv.state {
                 InvocationState::Succeeded => return self.output(id).await,
                 s if s.is_terminal() => {
                     let logs = self.logs(id).await.unwrap_or_default();
-                    let tail = String::from_utf8_lossy(&logs[logs.len().saturating_sub(4096)..])
-                        .into_owned();
-                    let message = inv
-                        .error
-                        .as_ref()
-                        .map(|e| e.message.clone())
-                        .unwrap_or_else(|| s.to_string());
-                    return Err(Error::FunctionFailed {
-                        invocation: Box::new(inv),
-                        message,
-                        logs_tail: tail,
-                    });
+                    let tail = String::from_utf8_lossy(&logs[logs.len().saturating_sub(4096)..]).into_owned();
+                    let message = inv.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| s.to_string());
+                    return Err(Error::FunctionFailed { invocation: Box::new(inv), message, logs_tail: tail });
                 }
                 _ => continue,
             }
@@ -316,27 +245,11 @@ impl Client {
     }
 
     pub async fn output(&self, id: Id) -> Result<Vec<u8>> {
-        Ok(self
-            .send(
-                self.http
-                    .get(self.url(&format!("/v1/invocations/{id}/output"))),
-            )
-            .await?
-            .bytes()
-            .await?
-            .to_vec())
+        Ok(self.send(self.http.get(self.url(&format!("/v1/invocations/{id}/output")))).await?.bytes().await?.to_vec())
     }
 
     pub async fn logs(&self, id: Id) -> Result<Vec<u8>> {
-        Ok(self
-            .send(
-                self.http
-                    .get(self.url(&format!("/v1/invocations/{id}/logs"))),
-            )
-            .await?
-            .bytes()
-            .await?
-            .to_vec())
+        Ok(self.send(self.http.get(self.url(&format!("/v1/invocations/{id}/logs")))).await?.bytes().await?.to_vec())
     }
 }
 
@@ -344,20 +257,10 @@ async fn error_from(res: reqwest::Response) -> Error {
     let status = res.status().as_u16();
     let bytes = res.bytes().await.unwrap_or_default();
     match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(ErrorBody {
-            invocation: Some(inv),
-            error,
-            logs_tail,
-        }) => Error::FunctionFailed {
-            invocation: Box::new(inv),
-            message: error.message,
-            logs_tail,
-        },
-        Ok(b) => Error::Api {
-            status,
-            code: b.error.code,
-            message: b.error.message,
-        },
+        Ok(ErrorBody { invocation: Some(inv), error, logs_tail }) => {
+            Error::FunctionFailed { invocation: Box::new(inv), message: error.message, logs_tail }
+        }
+        Ok(b) => Error::Api { status, code: b.error.code, message: b.error.message },
         Err(_) => Error::Api {
             status,
             code: "http".into(),
@@ -369,4 +272,256 @@ async fn error_from(res: reqwest::Response) -> Error {
 fn stratus_core_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
+}
+
+pub use stratus_core::wire::{TaskResultView, WireCompletion, WireTask};
+pub use stratus_core::{Job, JobState};
+
+/// A job as the API shows it: the record and its live counters.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobInfo {
+    #[serde(flatten)]
+    pub job: Job,
+    #[serde(default)]
+    pub running: u64,
+    #[serde(default)]
+    pub queued: u64,
+    #[serde(default)]
+    pub failures: Vec<TaskResultView>,
+}
+
+/// One page of a job's results.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResultsPage {
+    pub results: Vec<TaskResultView>,
+    pub next: Option<u64>,
+    #[serde(default)]
+    pub reduce_output: Option<String>,
+}
+
+/// An object as listed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: i64,
+}
+
+/// A worker as the server lists it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub slots: usize,
+    pub local: bool,
+    pub registered_at: i64,
+    pub last_heartbeat: i64,
+    pub state: String,
+    pub running: usize,
+}
+
+/// What a worker learns when it registers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    pub id: String,
+    pub lease_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+/// Where a map job's tasks come from.
+#[derive(Debug, Clone)]
+pub enum MapSource {
+    /// One task per value; its JSON text is the task's stdin.
+    Inputs(Vec<serde_json::Value>),
+    /// One task per object under `bucket/prefix`, or per chunk of
+    /// `chunk_size` bytes cut at line ends.
+    Objects { prefix: String, chunk_size: Option<u64> },
+}
+
+impl Client {
+    // ---- objects ----
+
+    /// Stores an object from a byte stream (never held whole in memory).
+    pub async fn put_object(&self, key: &str, body: reqwest::Body) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct P {
+            size: u64,
+        }
+        let p: P = self.json(self.http.put(self.url(&format!("/v1/objects/{key}"))).body(body)).await?;
+        Ok(p.size)
+    }
+
+    /// The object as a streaming response (use `bytes_stream()` or `chunk()`).
+    pub async fn get_object(&self, key: &str) -> Result<reqwest::Response> {
+        self.send(self.http.get(self.url(&format!("/v1/objects/{key}")))).await
+    }
+
+    pub async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        #[derive(Deserialize)]
+        struct L {
+            objects: Vec<ObjectInfo>,
+        }
+        let req = self.http.get(self.url(&format!("/v1/objects/{bucket}"))).query(&[("prefix", prefix)]);
+        Ok(self.json::<L>(req).await?.objects)
+    }
+
+    pub async fn delete_object(&self, key: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/objects/{key}")))).await.map(|_| ())
+    }
+
+    // ---- jobs (the Lithops-style API) ----
+
+    /// Starts a map (with `reduce`, a map_reduce) job; returns it once it is
+    /// durably accepted.
+    pub async fn map_job(&self, function: &str, source: MapSource, reduce: Option<&str>) -> Result<JobInfo> {
+        let mut body = serde_json::json!({"function": function, "reduce": reduce});
+        match source {
+            MapSource::Inputs(inputs) => body["inputs"] = serde_json::Value::Array(inputs),
+            MapSource::Objects { prefix, chunk_size } => {
+                body["objects"] = prefix.into();
+                if let Some(c) = chunk_size {
+                    body["chunk_size"] = c.into();
+                }
+            }
+        }
+        self.json(self.http.post(self.url("/v1/jobs")).json(&body)).await
+    }
+
+    /// `map` over inputs sent as a stream of NDJSON lines (any number of them).
+    pub async fn map_ndjson(&self, function: &str, reduce: Option<&str>, lines: reqwest::Body) -> Result<JobInfo> {
+        let mut req = self
+            .http
+            .post(self.url("/v1/jobs"))
+            .header("content-type", "application/x-ndjson")
+            .query(&[("function", function)])
+            .body(lines);
+        if let Some(r) = reduce {
+            req = req.query(&[("reduce", r)]);
+        }
+        self.json(req).await
+    }
+
+    /// `map` over inputs.
+    pub async fn map(&self, function: &str, inputs: Vec<serde_json::Value>) -> Result<JobInfo> {
+        self.map_job(function, MapSource::Inputs(inputs), None).await
+    }
+
+    /// `map_reduce` over inputs.
+    pub async fn map_reduce(&self, function: &str, inputs: Vec<serde_json::Value>, reducer: &str) -> Result<JobInfo> {
+        self.map_job(function, MapSource::Inputs(inputs), Some(reducer)).await
+    }
+
+    pub async fn get_job(&self, id: Id, wait: Option<Duration>, failures: usize) -> Result<JobInfo> {
+        let mut req = self.http.get(self.url(&format!("/v1/jobs/{id}")));
+        if let Some(w) = wait {
+            req = req.query(&[("wait", w.as_secs_f64().to_string())]);
+        }
+        if failures > 0 {
+            req = req.query(&[("failures", failures.to_string())]);
+        }
+        self.json(req).await
+    }
+
+    /// Waits until the job ends.
+    pub async fn wait_job(&self, id: Id) -> Result<JobInfo> {
+        loop {
+            let j = self.get_job(id, Some(Duration::from_secs(30)), 0).await?;
+            if j.job.state.is_terminal() {
+                return Ok(j);
+            }
+        }
+    }
+
+    pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
+        #[derive(Deserialize)]
+        struct L {
+            jobs: Vec<JobInfo>,
+        }
+        Ok(self.json::<L>(self.http.get(self.url("/v1/jobs")).query(&[("limit", limit.to_string())])).await?.jobs)
+    }
+
+    pub async fn results_page(&self, id: Id, from: u64, limit: u32) -> Result<ResultsPage> {
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{id}/results")))
+            .query(&[("from", from.to_string()), ("limit", limit.to_string())]);
+        self.json(req).await
+    }
+
+    /// Every task result of a job, in input order.
+    pub async fn results(&self, id: Id) -> Result<Vec<TaskResultView>> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.results_page(id, from, 1000).await?;
+            out.extend(page.results);
+            match page.next {
+                Some(n) => from = n,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn cancel_job(&self, id: Id) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct C {
+            cancelled_queued: u64,
+        }
+        Ok(self.json::<C>(self.http.post(self.url(&format!("/v1/jobs/{id}/cancel")))).await?.cancelled_queued)
+    }
+
+    // ---- workers ----
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
+        #[derive(Deserialize)]
+        struct L {
+            workers: Vec<WorkerInfo>,
+        }
+        Ok(self.json::<L>(self.http.get(self.url("/v1/workers"))).await?.workers)
+    }
+
+    pub async fn register_worker(&self, name: &str, host: &str, slots: usize) -> Result<Registration> {
+        let body = serde_json::json!({"name": name, "host": host, "slots": slots});
+        self.json(self.http.post(self.url("/v1/workers")).json(&body)).await
+    }
+
+    /// Ids of this worker's tasks to cancel. [`Error::Api`] with status 410
+    /// means the server declared the worker lost.
+    pub async fn heartbeat(&self, worker: &str) -> Result<Vec<Id>> {
+        #[derive(Deserialize)]
+        struct H {
+            cancel: Vec<Id>,
+        }
+        Ok(self.json::<H>(self.http.post(self.url(&format!("/v1/workers/{worker}/heartbeat")))).await?.cancel)
+    }
+
+    pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Result<Vec<WireTask>> {
+        #[derive(Deserialize)]
+        struct L {
+            tasks: Vec<WireTask>,
+        }
+        let body = serde_json::json!({"max": max, "wait_ms": wait.as_millis() as u64});
+        Ok(self.json::<L>(self.http.post(self.url(&format!("/v1/workers/{worker}/lease"))).json(&body)).await?.tasks)
+    }
+
+    pub async fn complete(&self, worker: &str, completions: &[WireCompletion]) -> Result<()> {
+        let body = serde_json::json!({"completions": completions});
+        self.send(self.http.post(self.url(&format!("/v1/workers/{worker}/complete"))).json(&body)).await.map(|_| ())
+    }
+
+    pub async fn artifact(&self, digest: &str) -> Result<bytes::Bytes> {
+        Ok(self.send(self.http.get(self.url(&format!("/v1/artifacts/{digest}")))).await?.bytes().await?)
+    }
+
+    /// A byte range of an object.
+    pub async fn object_range(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<reqwest::Response> {
+        let mut req = self.http.get(self.url(&format!("/v1/objects/{key}")));
+        if let Some(r) = range {
+            if r.start >= r.end {
+                return Err(Error::Protocol("empty range".into()));
+            }
+            req = req.header("range", format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        self.send(req).await
+    }
 }

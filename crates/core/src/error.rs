@@ -14,16 +14,10 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        Error::Invalid { field: field.into(), message: message.into() }
     }
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound {
-            kind,
-            name: name.into(),
-        }
+        Error::NotFound { kind, name: name.into() }
     }
 }
 

@@ -39,9 +39,7 @@ impl fmt::Display for Id {
 impl FromStr for Id {
     type Err = crate::Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Id)
-            .map_err(|_| crate::Error::invalid("id", format!("'{s}' is not a valid id")))
+        Uuid::parse_str(s).map(Id).map_err(|_| crate::Error::invalid("id", format!("'{s}' is not a valid id")))
     }
 }
 

@@ -9,9 +9,11 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod job;
 pub mod machine;
 pub mod model;
 pub mod names;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};

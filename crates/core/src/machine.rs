@@ -13,10 +13,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            base_ms: 100,
-            max_ms: 30_000,
-        }
+        Backoff { base_ms: 100, max_ms: 30_000 }
     }
 }
 
@@ -57,9 +54,7 @@ pub fn on_attempt_end(
         // A lost worker is usually not the function's fault, so a lost attempt
         // gets a few runs beyond the retry budget; an input that kills every
         // worker it touches still ends, as `failed`.
-        FailureKind::Lost if attempt < max_attempts.saturating_add(LOST_GRACE) => {
-            Decision::Retry { not_before: now }
-        }
+        FailureKind::Lost if attempt < max_attempts.saturating_add(LOST_GRACE) => Decision::Retry { not_before: now },
         FailureKind::Lost => Decision::Finish(InvocationState::Failed),
         FailureKind::Internal
         | FailureKind::Exit
@@ -68,9 +63,7 @@ pub fn on_attempt_end(
         | FailureKind::OutputLimit
         | FailureKind::Timeout => {
             if attempt < max_attempts {
-                Decision::Retry {
-                    not_before: now + backoff.delay(attempt),
-                }
+                Decision::Retry { not_before: now + backoff.delay(attempt) }
             } else if failure.kind == FailureKind::Timeout {
                 Decision::Finish(InvocationState::TimedOut)
             } else {
@@ -90,44 +83,23 @@ mod tests {
 
     #[test]
     fn success_finishes() {
-        assert_eq!(
-            on_attempt_end(&Ok(()), 1, 1, 0, Backoff::default()),
-            Decision::Finish(InvocationState::Succeeded)
-        );
+        assert_eq!(on_attempt_end(&Ok(()), 1, 1, 0, Backoff::default()), Decision::Finish(InvocationState::Succeeded));
     }
 
     #[test]
     fn failures_retry_until_budget_then_finish() {
-        let b = Backoff {
-            base_ms: 100,
-            max_ms: 1000,
-        };
+        let b = Backoff { base_ms: 100, max_ms: 1000 };
         let f = fail(FailureKind::Exit);
-        assert_eq!(
-            on_attempt_end(&Err(&f), 1, 3, 10, b),
-            Decision::Retry { not_before: 110 }
-        );
-        assert_eq!(
-            on_attempt_end(&Err(&f), 2, 3, 10, b),
-            Decision::Retry { not_before: 210 }
-        );
-        assert_eq!(
-            on_attempt_end(&Err(&f), 3, 3, 10, b),
-            Decision::Finish(InvocationState::Failed)
-        );
+        assert_eq!(on_attempt_end(&Err(&f), 1, 3, 10, b), Decision::Retry { not_before: 110 });
+        assert_eq!(on_attempt_end(&Err(&f), 2, 3, 10, b), Decision::Retry { not_before: 210 });
+        assert_eq!(on_attempt_end(&Err(&f), 3, 3, 10, b), Decision::Finish(InvocationState::Failed));
         let t = fail(FailureKind::Timeout);
-        assert_eq!(
-            on_attempt_end(&Err(&t), 1, 1, 0, b),
-            Decision::Finish(InvocationState::TimedOut)
-        );
+        assert_eq!(on_attempt_end(&Err(&t), 1, 1, 0, b), Decision::Finish(InvocationState::TimedOut));
     }
 
     #[test]
     fn backoff_is_capped() {
-        let b = Backoff {
-            base_ms: 100,
-            max_ms: 1000,
-        };
+        let b = Backoff { base_ms: 100, max_ms: 1000 };
         assert_eq!(b.delay(1), 100);
         assert_eq!(b.delay(4), 800);
         assert_eq!(b.delay(5), 1000);
@@ -137,18 +109,9 @@ mod tests {
     #[test]
     fn cancel_and_lost() {
         let c = fail(FailureKind::Cancelled);
-        assert_eq!(
-            on_attempt_end(&Err(&c), 1, 5, 0, Backoff::default()),
-            Decision::Finish(InvocationState::Cancelled)
-        );
+        assert_eq!(on_attempt_end(&Err(&c), 1, 5, 0, Backoff::default()), Decision::Finish(InvocationState::Cancelled));
         let l = fail(FailureKind::Lost);
-        assert_eq!(
-            on_attempt_end(&Err(&l), 1, 1, 7, Backoff::default()),
-            Decision::Retry { not_before: 7 }
-        );
-        assert_eq!(
-            on_attempt_end(&Err(&l), 4, 1, 7, Backoff::default()),
-            Decision::Finish(InvocationState::Failed)
-        );
+        assert_eq!(on_attempt_end(&Err(&l), 1, 1, 7, Backoff::default()), Decision::Retry { not_before: 7 });
+        assert_eq!(on_attempt_end(&Err(&l), 4, 1, 7, Backoff::default()), Decision::Finish(InvocationState::Failed));
     }
 }

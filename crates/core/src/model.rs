@@ -40,10 +40,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            timeout_ms: 60_000,
-            memory_mb: 256,
-        }
+        Limits { timeout_ms: 60_000, memory_mb: 256 }
     }
 }
 
@@ -72,25 +69,16 @@ impl FunctionSpec {
         if let Runtime::Process { cmd, .. } = &self.runtime
             && cmd.trim().is_empty()
         {
-            return Err(Error::invalid(
-                "cmd",
-                "a process function needs a command (--cmd)",
-            ));
+            return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
         }
         if self.artifact.len() != 64 || !self.artifact.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::invalid("artifact", "must be a sha256 digest in hex"));
         }
         if self.limits.timeout_ms == 0 || self.limits.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(Error::invalid(
-                "timeout",
-                format!("must be between 1 ms and {MAX_TIMEOUT_MS} ms"),
-            ));
+            return Err(Error::invalid("timeout", format!("must be between 1 ms and {MAX_TIMEOUT_MS} ms")));
         }
         if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
-            return Err(Error::invalid(
-                "memory",
-                format!("must be between 1 and {MAX_MEMORY_MB} MiB"),
-            ));
+            return Err(Error::invalid("memory", format!("must be between 1 and {MAX_MEMORY_MB} MiB")));
         }
         if self.retries > MAX_RETRIES {
             return Err(Error::invalid("retries", format!("at most {MAX_RETRIES}")));
@@ -100,22 +88,13 @@ impl FunctionSpec {
                 && !k.as_bytes()[0].is_ascii_digit()
                 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(Error::invalid(
-                    "env",
-                    format!("'{k}' is not a valid variable name"),
-                ));
+                return Err(Error::invalid("env", format!("'{k}' is not a valid variable name")));
             }
             if k.starts_with("STRATUS_") {
-                return Err(Error::invalid(
-                    "env",
-                    format!("'{k}': the STRATUS_ prefix is reserved"),
-                ));
+                return Err(Error::invalid("env", format!("'{k}': the STRATUS_ prefix is reserved")));
             }
             if v.contains('\0') {
-                return Err(Error::invalid(
-                    "env",
-                    format!("the value of '{k}' contains a NUL byte"),
-                ));
+                return Err(Error::invalid("env", format!("the value of '{k}' contains a NUL byte")));
             }
         }
         Ok(())
@@ -216,11 +195,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Failure {
-            kind,
-            message: message.into(),
-            exit_code: None,
-        }
+        Failure { kind, message: message.into(), exit_code: None }
     }
 }
 
@@ -276,9 +251,9 @@ pub struct Task {
     pub attempt: u32,
     pub function: std::sync::Arc<Function>,
     pub input: Vec<u8>,
-    /// Extra environment the platform sets for this task (besides the
-    /// function's own and STRATUS_INVOCATION_ID / STRATUS_FUNCTION).
-    pub extra_env: Vec<(String, String)>,
+    /// When set, the input is this range of an object, read by the worker.
+    pub partition: Option<Partition>,
+    pub job: Option<Id>,
 }
 
 /// What a worker reports when an attempt ends.
@@ -291,4 +266,94 @@ pub struct Completion {
     pub finished_at: Millis,
     pub result: Result<Vec<u8>, Failure>,
     pub logs: Vec<u8>,
+}
+
+/// A byte range of an object that one task reads as its input. The task
+/// gets the lines that *start* inside `[start, end)`: a line crossing `end`
+/// is read whole by this task, and skipped by the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// `bucket/key`.
+    pub object: String,
+    pub start: u64,
+    pub end: u64,
+    /// Size of the whole object when the job was created.
+    pub size: u64,
+    /// Whether the range is cut at line ends (false: exactly these bytes).
+    #[serde(default)]
+    pub lines: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Map tasks are queued or running.
+    Running,
+    /// Every map task succeeded; the reducer runs.
+    Reducing,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Reducing => "reducing",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [JobState::Running, JobState::Reducing, JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::invalid("state", format!("unknown job state '{s}'")))
+    }
+}
+
+/// A map (and optional reduce) over many inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Id,
+    pub project: String,
+    pub function: String,
+    pub version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reduce_function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reduce_version: Option<u32>,
+    pub state: JobState,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub created_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reduce_invocation: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Job {
+    pub fn done(&self) -> u64 {
+        self.succeeded + self.failed + self.cancelled
+    }
 }

@@ -15,15 +15,8 @@ async fn main() {
     println!("bare spawn+wait:  {:?}", t.elapsed() / n);
     let t = Instant::now();
     for _ in 0..n {
-        let o = process::run(
-            &dir,
-            "true",
-            &[],
-            vec![],
-            Limits::default(),
-            OutputCaps::default(),
-        )
-        .await;
+        let o = process::run(&dir, "true", &[], vec![], Limits::default(), OutputCaps::default(), &Default::default())
+            .await;
         assert!(o.result.is_ok());
     }
     println!("process::run:     {:?}", t.elapsed() / n);

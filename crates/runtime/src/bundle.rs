@@ -15,10 +15,7 @@ pub fn digest(bytes: &[u8]) -> String {
 /// Symbolic links and special files are refused.
 pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, Error> {
     if !dir.is_dir() {
-        return Err(Error::InvalidBundle(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
+        return Err(Error::InvalidBundle(format!("{} is not a directory", dir.display())));
     }
     let mut files = Vec::new();
     collect(dir, dir, &mut files)?;
@@ -60,10 +57,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error>
                 rel.display()
             )));
         } else if ty.is_dir() {
-            if rel
-                .file_name()
-                .is_some_and(|n| n == "__pycache__" || n == ".git")
-            {
+            if rel.file_name().is_some_and(|n| n == "__pycache__" || n == ".git") {
                 continue;
             }
             out.push(rel);
@@ -71,10 +65,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error>
         } else if ty.is_file() {
             out.push(rel);
         } else {
-            return Err(Error::InvalidBundle(format!(
-                "{} is not a regular file",
-                rel.display()
-            )));
+            return Err(Error::InvalidBundle(format!("{} is not a regular file", rel.display())));
         }
     }
     Ok(())
@@ -86,9 +77,7 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
     if dest.is_dir() {
         return Ok(());
     }
-    let parent = dest
-        .parent()
-        .ok_or_else(|| Error::InvalidBundle("no parent directory".into()))?;
+    let parent = dest.parent().ok_or_else(|| Error::InvalidBundle("no parent directory".into()))?;
     std::fs::create_dir_all(parent)?;
     let tmp = tempdir_in(parent)?;
     let mut ar = tar::Archive::new(archive);
@@ -96,15 +85,11 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
         let mut entry = entry?;
         let ty = entry.header().entry_type();
         if !(ty.is_file() || ty.is_dir()) {
-            return Err(Error::InvalidBundle(
-                "bundles hold regular files and directories only".into(),
-            ));
+            return Err(Error::InvalidBundle("bundles hold regular files and directories only".into()));
         }
         // `unpack_in` refuses paths that would land outside `tmp`.
         if !entry.unpack_in(&tmp)? {
-            return Err(Error::InvalidBundle(
-                "an entry's path escapes the bundle".into(),
-            ));
+            return Err(Error::InvalidBundle("an entry's path escapes the bundle".into()));
         }
     }
     match std::fs::rename(&tmp, dest) {

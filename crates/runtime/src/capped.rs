@@ -25,10 +25,7 @@ struct Inner {
 impl CappedPipe {
     pub fn new(cap: usize, fail_on_overflow: bool) -> Self {
         CappedPipe {
-            inner: Arc::new(Mutex::new(Inner {
-                buf: BytesMut::new(),
-                overflowed: false,
-            })),
+            inner: Arc::new(Mutex::new(Inner { buf: BytesMut::new(), overflowed: false })),
             cap,
             fail_on_overflow,
         }
@@ -79,8 +76,7 @@ impl Pollable for CappedPipe {
 
 impl OutputStream for CappedPipe {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes)
-            .map_err(|()| StreamError::Trap(wasmtime::format_err!("{OUTPUT_LIMIT_MSG}")))
+        self.push(&bytes).map_err(|()| StreamError::Trap(wasmtime::format_err!("{OUTPUT_LIMIT_MSG}")))
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -93,16 +89,8 @@ impl OutputStream for CappedPipe {
 pub(crate) const OUTPUT_LIMIT_MSG: &str = "stratus: output limit exceeded";
 
 impl tokio::io::AsyncWrite for CappedPipe {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(
-            self.push(buf)
-                .map(|()| buf.len())
-                .map_err(|()| std::io::Error::other(OUTPUT_LIMIT_MSG)),
-        )
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(self.push(buf).map(|()| buf.len()).map_err(|()| std::io::Error::other(OUTPUT_LIMIT_MSG)))
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))

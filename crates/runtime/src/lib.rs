@@ -38,10 +38,7 @@ pub struct OutputCaps {
 
 impl Default for OutputCaps {
     fn default() -> Self {
-        OutputCaps {
-            max_output: 64 << 20,
-            max_logs: 1 << 20,
-        }
+        OutputCaps { max_output: 64 << 20, max_logs: 1 << 20 }
     }
 }
 

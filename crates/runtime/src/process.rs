@@ -12,6 +12,7 @@ use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 /// The PATH a process function gets unless it declares its own.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -38,11 +39,9 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
                     in_word = false;
                 }
             }
-            (
-                None,
-                '|' | '&' | ';' | '<' | '>' | '$' | '`' | '*' | '?' | '(' | ')' | '\\' | '~' | '#'
-                | '[' | '{',
-            ) => return None,
+            (None, '|' | '&' | ';' | '<' | '>' | '$' | '`' | '*' | '?' | '(' | ')' | '\\' | '~' | '#' | '[' | '{') => {
+                return None;
+            }
             (None, c) => {
                 cur.push(c);
                 in_word = true;
@@ -61,13 +60,9 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
 /// Builds the command for `cmd` in `dir` with exactly `env` (plus a default
 /// PATH when `env` has none).
 pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Command {
-    let argv =
-        split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
-    let program = if argv[0].contains('/') && !argv[0].starts_with('/') {
-        dir.join(&argv[0])
-    } else {
-        argv[0].clone().into()
-    };
+    let argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
+    let program =
+        if argv[0].contains('/') && !argv[0].starts_with('/') { dir.join(&argv[0]) } else { argv[0].clone().into() };
     let mut c = Command::new(program);
     c.args(&argv[1..])
         .current_dir(dir)
@@ -89,10 +84,7 @@ pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) 
     unsafe {
         c.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let lim = libc::rlimit {
-                rlim_cur: bytes as libc::rlim_t,
-                rlim_max: bytes as libc::rlim_t,
-            };
+            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
             if bytes > 0 {
                 libc::setrlimit(libc::RLIMIT_AS, &lim);
             }
@@ -162,15 +154,13 @@ pub async fn run(
     input: Vec<u8>,
     limits: Limits,
     caps: OutputCaps,
+    cancel: &CancellationToken,
 ) -> RunOutcome {
     let mut child = match command(dir, cmd, env, limits.memory_mb).spawn() {
         Ok(c) => c,
         Err(e) => {
             return RunOutcome {
-                result: Err(Failure::new(
-                    FailureKind::Internal,
-                    format!("cannot start '{cmd}': {e}"),
-                )),
+                result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))),
                 logs: Vec::new(),
             };
         }
@@ -191,10 +181,18 @@ pub async fn run(
         (out, over)
     };
     let all = async { tokio::join!(out, read_logs(stderr, caps.max_logs), child.wait()) };
-    let timed = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), all).await;
+    let timed = tokio::select! {
+        r = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), all) => r.map(Some),
+        _ = cancel.cancelled() => Ok(None),
+    };
     writer.abort();
     let outcome = match timed {
-        Ok(((out, over), logs, status)) => {
+        Ok(None) => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            RunOutcome { result: Err(Failure::new(FailureKind::Cancelled, "cancelled")), logs: Vec::new() }
+        }
+        Ok(Some(((out, over), logs, status))) => {
             let result = match status {
                 _ if over => Err(Failure::new(
                     FailureKind::OutputLimit,
@@ -202,10 +200,7 @@ pub async fn run(
                 )),
                 Ok(s) if s.success() => Ok(out),
                 Ok(s) => Err(exit_failure(s)),
-                Err(e) => Err(Failure::new(
-                    FailureKind::Internal,
-                    format!("waiting for the process: {e}"),
-                )),
+                Err(e) => Err(Failure::new(FailureKind::Internal, format!("waiting for the process: {e}"))),
             };
             RunOutcome { result, logs }
         }
@@ -213,10 +208,7 @@ pub async fn run(
             kill_group(pid);
             let _ = child.wait().await;
             RunOutcome {
-                result: Err(Failure::new(
-                    FailureKind::Timeout,
-                    format!("timed out after {} ms", limits.timeout_ms),
-                )),
+                result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))),
                 logs: Vec::new(),
             }
         }
@@ -232,14 +224,8 @@ mod tests {
 
     #[test]
     fn splits_simple_commands_and_defers_shell_syntax() {
-        assert_eq!(
-            split_command("python3 main.py"),
-            Some(vec!["python3".into(), "main.py".into()])
-        );
-        assert_eq!(
-            split_command("  sh 'a b'  \"c\" "),
-            Some(vec!["sh".into(), "a b".into(), "c".into()])
-        );
+        assert_eq!(split_command("python3 main.py"), Some(vec!["python3".into(), "main.py".into()]));
+        assert_eq!(split_command("  sh 'a b'  \"c\" "), Some(vec!["sh".into(), "a b".into(), "c".into()]));
         assert_eq!(split_command("cat | wc"), None);
         assert_eq!(split_command("echo $HOME"), None);
         assert_eq!(split_command("'unterminated"), None);
@@ -247,10 +233,7 @@ mod tests {
     }
 
     fn caps() -> OutputCaps {
-        OutputCaps {
-            max_output: 1 << 20,
-            max_logs: 1 << 10,
-        }
+        OutputCaps { max_output: 1 << 20, max_logs: 1 << 10 }
     }
 
     #[tokio::test]
@@ -264,6 +247,7 @@ mod tests {
             b"bob\n".to_vec(),
             Limits::default(),
             caps(),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(o.result, Ok(b"hi bob\n".to_vec()));
@@ -275,7 +259,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         // SAFETY: test-only; no other thread reads this variable.
         unsafe { std::env::set_var("STRATUS_TEST_SECRET", "leak") };
-        let o = run(d.path(), "env", &[], vec![], Limits::default(), caps()).await;
+        let o = run(d.path(), "env", &[], vec![], Limits::default(), caps(), &CancellationToken::new()).await;
         let out = String::from_utf8(o.result.unwrap()).unwrap();
         assert!(!out.contains("STRATUS_TEST_SECRET"), "{out}");
         assert!(out.contains("PATH="), "{out}");
@@ -291,28 +275,19 @@ mod tests {
             vec![],
             Limits::default(),
             caps(),
+            &CancellationToken::new(),
         )
         .await;
         let f = o.result.unwrap_err();
         assert_eq!((f.kind, f.exit_code), (FailureKind::Exit, Some(3)));
         assert_eq!(o.logs, b"bad\n");
 
-        let limits = Limits {
-            timeout_ms: 200,
-            memory_mb: 256,
-        };
-        let o = run(
-            d.path(),
-            "sh -c 'sleep 30 & sleep 30'",
-            &[],
-            vec![],
-            limits,
-            caps(),
-        )
-        .await;
+        let limits = Limits { timeout_ms: 200, memory_mb: 256 };
+        let o =
+            run(d.path(), "sh -c 'sleep 30 & sleep 30'", &[], vec![], limits, caps(), &CancellationToken::new()).await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
 
-        let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps()).await;
+        let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps(), &CancellationToken::new()).await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::OutputLimit);
 
         let o = run(
@@ -322,6 +297,7 @@ mod tests {
             vec![],
             Limits::default(),
             caps(),
+            &CancellationToken::new(),
         )
         .await;
         assert!(o.result.is_ok());
@@ -330,17 +306,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cancel_kills_the_group() {
+        let d = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move { c2.cancel() });
+        let o = run(d.path(), "sleep 30", &[], vec![], Limits::default(), caps(), &cancel).await;
+        assert_eq!(o.result.unwrap_err().kind, FailureKind::Cancelled);
+    }
+
+    #[tokio::test]
     async fn missing_program_is_an_internal_failure() {
         let d = tempfile::tempdir().unwrap();
-        let o = run(
-            d.path(),
-            "no-such-program-xyz",
-            &[],
-            vec![],
-            Limits::default(),
-            caps(),
-        )
-        .await;
+        let o = run(d.path(), "no-such-program-xyz", &[], vec![], Limits::default(), caps(), &CancellationToken::new())
+            .await;
         let f = o.result.unwrap_err();
         assert_eq!(f.kind, FailureKind::Internal);
         assert!(f.message.contains("no-such-program-xyz"), "{}", f.message);

@@ -22,8 +22,10 @@ use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio_util::sync::CancellationToken;
 
 pub const PROTOCOL: &str = "STRATUS/1";
+const CANCELLED: &str = "\0cancelled";
 
 struct LogBuf {
     buf: Vec<u8>,
@@ -52,11 +54,7 @@ impl WarmProcess {
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut stderr = child.stderr.take().expect("piped");
-        let logs = Arc::new(Mutex::new(LogBuf {
-            buf: Vec::new(),
-            cap: caps.max_logs,
-            truncated: false,
-        }));
+        let logs = Arc::new(Mutex::new(LogBuf { buf: Vec::new(), cap: caps.max_logs, truncated: false }));
         let sink = logs.clone();
         tokio::spawn(async move {
             let mut chunk = vec![0u8; 16 << 10];
@@ -73,12 +71,7 @@ impl WarmProcess {
                 l.buf.extend_from_slice(&chunk[..take]);
             }
         });
-        Ok(WarmProcess {
-            child,
-            stdin,
-            stdout,
-            logs,
-        })
+        Ok(WarmProcess { child, stdin, stdout, logs })
     }
 
     fn take_logs(&self) -> Vec<u8> {
@@ -98,6 +91,7 @@ impl WarmProcess {
         input: &[u8],
         limits: Limits,
         caps: OutputCaps,
+        cancel: &CancellationToken,
     ) -> (RunOutcome, bool) {
         let exchange = async {
             let header = format!("{PROTOCOL} {id} {}\n", input.len());
@@ -135,36 +129,37 @@ impl WarmProcess {
             let result = if ok {
                 Ok(body)
             } else {
-                Err(Failure::new(
-                    FailureKind::Exit,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ))
+                Err(Failure::new(FailureKind::Exit, String::from_utf8_lossy(&body).into_owned()))
             };
             Ok::<_, std::io::Error>(Ok((result, true)))
         };
-        let timed = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), exchange).await;
+        let timed = tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), exchange) => r,
+            _ = cancel.cancelled() => Ok(Ok(Err(Some(CANCELLED.to_string())))),
+        };
         tokio::task::yield_now().await;
         match timed {
             Ok(Ok(Ok((result, alive)))) => {
                 if !alive {
                     self.kill().await;
                 }
+                (RunOutcome { result, logs: self.take_logs() }, alive)
+            }
+            Ok(Ok(Err(Some(msg)))) if msg == CANCELLED => {
+                self.kill().await;
                 (
                     RunOutcome {
-                        result,
+                        result: Err(Failure::new(FailureKind::Cancelled, "cancelled")),
                         logs: self.take_logs(),
                     },
-                    alive,
+                    false,
                 )
             }
             Ok(Ok(Err(Some(msg)))) => {
                 self.kill().await;
                 (
                     RunOutcome {
-                        result: Err(Failure::new(
-                            FailureKind::Internal,
-                            format!("warm protocol error: {msg}"),
-                        )),
+                        result: Err(Failure::new(FailureKind::Internal, format!("warm protocol error: {msg}"))),
                         logs: self.take_logs(),
                     },
                     false,
@@ -178,17 +173,10 @@ impl WarmProcess {
                     Ok(Ok(s)) => exit_failure(s),
                     _ => Failure::new(FailureKind::Trap, "the warm process stopped answering"),
                 };
-                failure.message =
-                    format!("warm process ended before answering: {}", failure.message);
+                failure.message = format!("warm process ended before answering: {}", failure.message);
                 // Give the stderr reader a moment to collect the last words.
                 tokio::task::yield_now().await;
-                (
-                    RunOutcome {
-                        result: Err(failure),
-                        logs: self.take_logs(),
-                    },
-                    false,
-                )
+                (RunOutcome { result: Err(failure), logs: self.take_logs() }, false)
             }
             Err(_) => {
                 self.kill().await;
@@ -216,6 +204,20 @@ fn truncate(s: &str) -> String {
     s.chars().take(120).collect()
 }
 
+/// One invocation for [`WarmPool::run`].
+pub struct WarmRequest<'a> {
+    /// Which function version the process serves.
+    pub key: &'a str,
+    pub dir: &'a Path,
+    pub cmd: &'a str,
+    pub env: &'a [(String, String)],
+    pub id: &'a str,
+    pub input: &'a [u8],
+    pub limits: Limits,
+    pub caps: OutputCaps,
+    pub cancel: &'a CancellationToken,
+}
+
 /// Idle warm processes by key (function version). A slot takes one out, uses
 /// it, and puts it back; at most `max_idle` are kept per key.
 pub struct WarmPool {
@@ -225,24 +227,11 @@ pub struct WarmPool {
 
 impl WarmPool {
     pub fn new(max_idle: usize) -> Self {
-        WarmPool {
-            idle: Mutex::new(HashMap::new()),
-            max_idle: max_idle.max(1),
-        }
+        WarmPool { idle: Mutex::new(HashMap::new()), max_idle: max_idle.max(1) }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn run(
-        &self,
-        key: &str,
-        dir: &Path,
-        cmd: &str,
-        env: &[(String, String)],
-        id: &str,
-        input: &[u8],
-        limits: Limits,
-        caps: OutputCaps,
-    ) -> RunOutcome {
+    pub async fn run(&self, r: WarmRequest<'_>) -> RunOutcome {
+        let WarmRequest { key, dir, cmd, env, id, input, limits, caps, cancel } = r;
         let taken = self.idle.lock().unwrap().get_mut(key).and_then(Vec::pop);
         let mut proc = match taken {
             Some(p) => p,
@@ -250,16 +239,13 @@ impl WarmPool {
                 Ok(p) => p,
                 Err(e) => {
                     return RunOutcome {
-                        result: Err(Failure::new(
-                            FailureKind::Internal,
-                            format!("cannot start '{cmd}': {e}"),
-                        )),
+                        result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))),
                         logs: Vec::new(),
                     };
                 }
             },
         };
-        let (outcome, alive) = proc.invoke(id, input, limits, caps).await;
+        let (outcome, alive) = proc.invoke(id, input, limits, caps, cancel).await;
         if alive {
             let mut idle = self.idle.lock().unwrap();
             let list = idle.entry(key.to_string()).or_default();
@@ -305,50 +291,36 @@ while True:
 
     #[tokio::test]
     async fn serves_many_invocations_from_one_process_and_recovers() {
-        if std::process::Command::new("python3")
-            .arg("-c")
-            .arg("pass")
-            .status()
-            .is_err()
-        {
+        if std::process::Command::new("python3").arg("-c").arg("pass").status().is_err() {
             panic!("python3 is required for this test");
         }
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("srv.py"), ECHO_SERVER).unwrap();
         let pool = WarmPool::new(2);
         let caps = OutputCaps::default();
-        let limits = Limits {
-            timeout_ms: 2000,
-            memory_mb: 512,
-        };
+        let limits = Limits { timeout_ms: 2000, memory_mb: 512 };
+        let cancel = CancellationToken::new();
         let run = |input: &'static [u8]| {
-            pool.run(
-                "k",
-                d.path(),
-                "python3 srv.py",
-                &[],
-                "id",
+            pool.run(WarmRequest {
+                key: "k",
+                dir: d.path(),
+                cmd: "python3 srv.py",
+                env: &[],
+                id: "id",
                 input,
                 limits,
                 caps,
-            )
+                cancel: &cancel,
+            })
         };
         assert_eq!(run(b"a").await.result, Ok(b"1:a".to_vec()));
         let second = run(b"b").await;
-        assert_eq!(
-            second.result,
-            Ok(b"2:b".to_vec()),
-            "the same process serves the second call"
-        );
+        assert_eq!(second.result, Ok(b"2:b".to_vec()), "the same process serves the second call");
         assert_eq!(second.logs, b"log 2\n");
         let died = run(b"die").await;
         let f = died.result.unwrap_err();
         assert!(f.message.contains("status 7"), "{}", f.message);
-        assert_eq!(
-            run(b"c").await.result,
-            Ok(b"1:c".to_vec()),
-            "a fresh process replaces the dead one"
-        );
+        assert_eq!(run(b"c").await.result, Ok(b"1:c".to_vec()), "a fresh process replaces the dead one");
         let hung = run(b"hang").await;
         assert_eq!(hung.result.unwrap_err().kind, FailureKind::Timeout);
         assert_eq!(run(b"d").await.result, Ok(b"1:d".to_vec()));

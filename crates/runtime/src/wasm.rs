@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
+use tokio_util::sync::CancellationToken;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -24,6 +25,7 @@ const MAX_GUEST_MEMORY: usize = 4 << 30;
 pub struct Host {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
+    cancelled: bool,
 }
 
 struct MemoryLimiter {
@@ -32,24 +34,14 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
         }
         Ok(true)
     }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -100,22 +92,14 @@ impl WasmRuntime {
         }
         // The ticker drives timeouts; it stops when the engine is dropped.
         let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("stratus-wasm-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })?;
-        Ok(Arc::new(WasmRuntime {
-            engine,
-            linker,
-            cache_dir,
-            modules: Mutex::new(HashMap::new()),
-            engine_hash,
-        }))
+        std::thread::Builder::new().name("stratus-wasm-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(Arc::new(WasmRuntime { engine, linker, cache_dir, modules: Mutex::new(HashMap::new()), engine_hash }))
     }
 
     /// Checks that `bytes` is a WASI command module this runtime can run.
@@ -131,18 +115,11 @@ impl WasmRuntime {
 
     /// The compiled module for `digest`: from memory, from the disk cache, or
     /// compiled from the bytes `fetch` returns.
-    pub fn load(
-        &self,
-        digest: &str,
-        fetch: impl FnOnce() -> Result<Vec<u8>, Error>,
-    ) -> Result<Arc<WasmModule>, Error> {
+    pub fn load(&self, digest: &str, fetch: impl FnOnce() -> Result<Vec<u8>, Error>) -> Result<Arc<WasmModule>, Error> {
         if let Some(m) = self.modules.lock().unwrap().get(digest) {
             return Ok(m.clone());
         }
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_hash)));
+        let cached = self.cache_dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_hash)));
         let module = match cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `Module::serialize` of an engine
             // with the same compatibility hash, into our own cache directory.
@@ -152,28 +129,22 @@ impl WasmRuntime {
             },
             None => self.compile(&fetch()?, cached.as_ref())?,
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
         let m = Arc::new(WasmModule { pre });
-        self.modules
-            .lock()
-            .unwrap()
-            .insert(digest.to_string(), m.clone());
+        self.modules.lock().unwrap().insert(digest.to_string(), m.clone());
         Ok(m)
     }
 
     fn compile(&self, bytes: &[u8], cache: Option<&PathBuf>) -> Result<Module, Error> {
         if !bytes.starts_with(b"\0asm") {
-            return Err(Error::InvalidWasm(
-                "not a WebAssembly binary (missing \\0asm header)".into(),
-            ));
+            return Err(Error::InvalidWasm("not a WebAssembly binary (missing \\0asm header)".into()));
         }
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
+        let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
         if module.get_export("_start").is_none() {
-            return Err(Error::InvalidWasm("the module exports no _start function (build a WASI command, e.g. --target wasm32-wasip1 with a main)".into()));
+            return Err(Error::InvalidWasm(
+                "the module exports no _start function (build a WASI command, e.g. --target wasm32-wasip1 with a main)"
+                    .into(),
+            ));
         }
         for import in module.imports() {
             if import.module() != "wasi_snapshot_preview1" {
@@ -204,6 +175,7 @@ impl WasmRuntime {
         env: &[(String, String)],
         limits: Limits,
         caps: OutputCaps,
+        cancel: &CancellationToken,
     ) -> RunOutcome {
         let stdout = CappedPipe::new(caps.max_output, true);
         let stderr = CappedPipe::new(caps.max_logs, false);
@@ -214,23 +186,24 @@ impl WasmRuntime {
             .envs(env)
             .arg("main")
             .build_p1();
-        let max_bytes = (limits.memory_mb as usize)
-            .saturating_mul(1 << 20)
-            .min(MAX_GUEST_MEMORY);
-        let mut store = Store::new(
-            &self.engine,
-            Host {
-                wasi,
-                limiter: MemoryLimiter {
-                    max_bytes,
-                    denied: false,
-                },
-            },
-        );
+        let max_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20).min(MAX_GUEST_MEMORY);
+        let host = Host { wasi, limiter: MemoryLimiter { max_bytes, denied: false }, cancelled: false };
+        let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limiter);
-        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Checked on every epoch tick: the timeout, and cancellation.
+        let deadline = std::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
+        let cancel = cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if cancel.is_cancelled() {
+                ctx.data_mut().cancelled = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
 
         let result = module
             .pre
@@ -238,6 +211,7 @@ impl WasmRuntime {
             .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
             .and_then(|start| start.call(&mut store, ()));
         let memory_denied = store.data().limiter.denied;
+        let cancelled = store.data().cancelled;
         drop(store);
 
         let (out, _) = stdout.take();
@@ -249,6 +223,7 @@ impl WasmRuntime {
             Ok(()) => Ok(out),
             // `proc_exit(0)` ends the guest through an error that means success.
             Err(e) if matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0))) => Ok(out),
+            Err(_) if cancelled => Err(Failure::new(FailureKind::Cancelled, "cancelled")),
             Err(e) => Err(classify(&e, memory_denied, limits)),
         };
         RunOutcome { result, logs }
@@ -264,20 +239,14 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: Limits) -> Failure
     if let Some(trap) = e.downcast_ref::<Trap>()
         && *trap == Trap::Interrupt
     {
-        return Failure::new(
-            FailureKind::Timeout,
-            format!("timed out after {} ms", limits.timeout_ms),
-        );
+        return Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms));
     }
     let text = format!("{e:#}");
     if text.contains(OUTPUT_LIMIT_MSG) {
         return Failure::new(FailureKind::OutputLimit, "output limit exceeded");
     }
     if memory_denied {
-        return Failure::new(
-            FailureKind::OutOfMemory,
-            format!("out of memory: the limit is {} MiB", limits.memory_mb),
-        );
+        return Failure::new(FailureKind::OutOfMemory, format!("out of memory: the limit is {} MiB", limits.memory_mb));
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return Failure::new(FailureKind::Trap, format!("wasm trap: {trap}"));

@@ -6,6 +6,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::scheduler::{Finished, Scheduler};
+use crate::{api_jobs, api_objects, api_workers};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -20,8 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::{
-    Clock, DEFAULT_PROJECT, Function, FunctionSpec, Id, Invocation, InvocationState, Limits,
-    Runtime, validate_name,
+    Clock, DEFAULT_PROJECT, Function, FunctionSpec, Id, Invocation, InvocationState, Limits, Runtime, validate_name,
 };
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_store::StateStore;
@@ -46,16 +46,10 @@ impl FunctionCache {
         (at.elapsed() < FUNCTION_TTL).then(|| f.clone())
     }
     fn put(&self, f: Arc<Function>) {
-        self.0.lock().unwrap().insert(
-            (f.project.clone(), f.name.clone()),
-            (std::time::Instant::now(), f),
-        );
+        self.0.lock().unwrap().insert((f.project.clone(), f.name.clone()), (std::time::Instant::now(), f));
     }
     fn forget(&self, project: &str, name: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .remove(&(project.to_string(), name.to_string()));
+        self.0.lock().unwrap().remove(&(project.to_string(), name.to_string()));
     }
 }
 
@@ -69,6 +63,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub max_body: usize,
     pub slots: usize,
+    pub lease_timeout: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -77,34 +72,38 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact).get(get_artifact))
         .route(
-            "/v1/artifacts/{digest}",
-            put(put_artifact).head(head_artifact),
+            "/v1/objects/{bucket}/{*key}",
+            put(api_objects::put_object)
+                .get(api_objects::get_object)
+                .head(api_objects::head_object)
+                .delete(api_objects::delete_object),
         )
+        .route("/v1/objects/{bucket}", get(api_objects::list_bucket))
+        .route("/v1/jobs", post(api_jobs::create_job).get(api_jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(api_jobs::get_job))
+        .route("/v1/jobs/{id}/results", get(api_jobs::job_results))
+        .route("/v1/jobs/{id}/events", get(api_jobs::job_events))
+        .route("/v1/jobs/{id}/cancel", post(api_jobs::cancel_job))
+        .route("/v1/workers", post(api_workers::register).get(api_workers::list))
+        .route("/v1/workers/{id}/heartbeat", post(api_workers::heartbeat))
+        .route("/v1/workers/{id}/lease", post(api_workers::lease))
+        .route("/v1/workers/{id}/complete", post(api_workers::complete))
         .route("/v1/functions", get(list_functions))
-        .route(
-            "/v1/functions/{name}",
-            put(deploy).get(get_function).delete(delete_function),
-        )
+        .route("/v1/functions/{name}", put(deploy).get(get_function).delete(delete_function))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/invocations", get(list_invocations))
         .route("/v1/invocations/{id}", get(get_invocation))
         .route("/v1/invocations/{id}/output", get(get_output))
         .route("/v1/invocations/{id}/logs", get(get_logs))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
-async fn count_requests(
-    State(st): State<AppState>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn count_requests(State(st): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
     let res = next.run(req).await;
     let m = &st.scheduler.metrics;
     m.http_requests.fetch_add(1, Relaxed);
@@ -126,24 +125,21 @@ impl FromRequest<AppState> for Body {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(Body(b)),
-            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge(state.max_body))
-            }
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(state.max_body)),
             Err(r) => Err(ApiError::BadRequest(r.body_text())),
         }
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-fn parse_id(s: &str) -> ApiResult<Id> {
+pub(crate) fn parse_id(s: &str) -> ApiResult<Id> {
     s.parse().map_err(ApiError::from)
 }
 
-fn project() -> &'static str {
+pub(crate) fn project() -> &'static str {
     DEFAULT_PROJECT
 }
 
@@ -153,10 +149,7 @@ async fn healthz() -> Json<Value> {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let (queued, running) = st.scheduler.depth();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.scheduler.metrics.render(queued, running, st.slots),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.scheduler.metrics.render(queued, running, st.slots))
 }
 
 async fn openapi() -> Json<Value> {
@@ -164,11 +157,7 @@ async fn openapi() -> Json<Value> {
 }
 
 fn check_digest(digest: &str) -> ApiResult<()> {
-    if digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
@@ -191,16 +180,42 @@ async fn put_artifact(
     }
     let size = body.len();
     st.objects.put(&Key::artifact(&digest), body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"digest": digest, "size": size})),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({"digest": digest, "size": size}))))
 }
 
-async fn head_artifact(
-    State(st): State<AppState>,
-    Path(digest): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn get_artifact(State(st): State<AppState>, Path(digest): Path<String>) -> ApiResult<Response> {
+    check_digest(&digest)?;
+    let bytes = st.objects.get(&Key::artifact(&digest)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `?wait=SECONDS`, capped at [`MAX_WAIT`].
+pub(crate) fn wait_param(q: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    match q.get("wait") {
+        None => Ok(None),
+        Some(v) => Ok(Some(
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds")))?,
+        )),
+    }
+}
+
+/// `?limit=N`, 1 to 1000, default 50.
+pub(crate) fn limit_param(q: &HashMap<String, String>) -> ApiResult<u32> {
+    match q.get("limit") {
+        None => Ok(50),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit '{v}': use 1 to 1000"))),
+    }
+}
+
+async fn head_artifact(State(st): State<AppState>, Path(digest): Path<String>) -> ApiResult<StatusCode> {
     check_digest(&digest)?;
     match st.objects.head(&Key::artifact(&digest)).await? {
         Some(_) => Ok(StatusCode::OK),
@@ -259,10 +274,7 @@ async fn deploy(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let f = st
-        .store
-        .put_function(project(), &name, &spec, st.clock.now_ms())
-        .await?;
+    let f = st.store.put_function(project(), &name, &spec, st.clock.now_ms()).await?;
     st.functions.forget(project(), &name);
     tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(function_json(&f))))
@@ -285,12 +297,10 @@ fn function_json(f: &Function) -> Value {
 
 async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<Value>> {
     let fs = st.store.list_functions(project()).await?;
-    Ok(Json(
-        json!({"functions": fs.iter().map(function_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"functions": fs.iter().map(function_json).collect::<Vec<_>>()})))
 }
 
-async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
+pub(crate) async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
     validate_name("function name", name)?;
     if let Some(f) = st.functions.get(project(), name) {
         return Ok(f);
@@ -305,27 +315,17 @@ async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
     Ok(f)
 }
 
-async fn get_function(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     validate_name("function name", &name)?;
     let f = st.store.get_function(project(), &name, None).await?;
     let f = f.ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
     Ok(Json(function_json(&f)))
 }
 
-async fn delete_function(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     validate_name("function name", &name)?;
     st.functions.forget(project(), &name);
-    if st
-        .store
-        .delete_function(project(), &name, st.clock.now_ms())
-        .await?
-    {
+    if st.store.delete_function(project(), &name, st.clock.now_ms()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("function '{name}' not found")))
@@ -336,9 +336,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
     match q.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("" | "true" | "1") => Ok(true),
-        Some(v) => Err(ApiError::BadRequest(format!(
-            "invalid {name}: '{v}' is not true or false"
-        ))),
+        Some(v) => Err(ApiError::BadRequest(format!("invalid {name}: '{v}' is not true or false"))),
     }
 }
 
@@ -350,32 +348,19 @@ async fn invoke(
 ) -> ApiResult<Response> {
     let is_async = flag(&q, "async")?;
     if let Some(k) = q.keys().find(|k| k.as_str() != "async") {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter '{k}'"
-        )));
+        return Err(ApiError::BadRequest(format!("unknown query parameter '{k}'")));
     }
     let f = load_function(&st, &name).await?;
-    let mut submitted = st
-        .scheduler
-        .submit(f, vec![input.to_vec()], !is_async)
-        .await?;
+    let mut submitted = st.scheduler.submit(f, vec![input.to_vec()], !is_async).await?;
     let (id, rx) = submitted.pop().expect("one submitted");
     if is_async {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"id": id, "state": "queued"})),
-        )
-            .into_response());
+        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "queued"}))).into_response());
     }
     match tokio::time::timeout(MAX_WAIT, rx.expect("watched")).await {
         Ok(Ok(finished)) => Ok(sync_response(&finished)),
         _ => {
             st.scheduler.forget_watch(id);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "state": "running"})),
-            )
-                .into_response())
+            Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "running"}))).into_response())
         }
     }
 }
@@ -389,33 +374,18 @@ fn logs_tail(logs: &[u8]) -> String {
 fn sync_response(f: &Finished) -> Response {
     let inv = &f.invocation;
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "x-stratus-invocation-id",
-        HeaderValue::from_str(&inv.id.to_string()).expect("uuid is ascii"),
-    );
+    headers.insert("x-stratus-invocation-id", HeaderValue::from_str(&inv.id.to_string()).expect("uuid is ascii"));
     headers.insert("x-stratus-function-version", HeaderValue::from(inv.version));
     if inv.state == InvocationState::Succeeded {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        return (
-            StatusCode::OK,
-            headers,
-            f.output.clone().unwrap_or_default(),
-        )
-            .into_response();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return (StatusCode::OK, headers, f.output.clone().unwrap_or_default()).into_response();
     }
     let (status, code) = match inv.state {
         InvocationState::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "function_timed_out"),
         InvocationState::Cancelled => (StatusCode::CONFLICT, "cancelled"),
         _ => (StatusCode::BAD_GATEWAY, "function_failed"),
     };
-    let message = inv
-        .error
-        .as_ref()
-        .map(|e| e.message.clone())
-        .unwrap_or_else(|| inv.state.to_string());
+    let message = inv.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| inv.state.to_string());
     let body = json!({
         "error": {"code": code, "message": message},
         "invocation": inv,
@@ -441,13 +411,8 @@ async fn list_invocations(
     if let Some(f) = function {
         validate_name("function", f)?;
     }
-    let list = st
-        .store
-        .list_invocations(project(), function, before, limit)
-        .await?;
-    let next = (list.len() == limit as usize)
-        .then(|| list.last().map(|i| i.id))
-        .flatten();
+    let list = st.store.list_invocations(project(), function, before, limit).await?;
+    let next = (list.len() == limit as usize).then(|| list.last().map(|i| i.id)).flatten();
     Ok(Json(json!({"invocations": list, "next_before": next})))
 }
 
@@ -471,9 +436,7 @@ async fn get_invocation(
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds"))
-                })?,
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds")))?,
         ),
     };
     // Watch before reading, so a finish in between is not missed.
@@ -491,8 +454,7 @@ async fn get_invocation(
     }
     let attempts = st.store.list_attempts(id).await?;
     let mut v = serde_json::to_value(&inv).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["attempt_history"] =
-        serde_json::to_value(attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["attempt_history"] = serde_json::to_value(attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(v))
 }
 
@@ -500,21 +462,10 @@ async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     let id = parse_id(&id)?;
     let inv = find_invocation(&st, id).await?;
     if inv.state != InvocationState::Succeeded {
-        return Err(ApiError::Conflict(format!(
-            "invocation '{id}' has no output: it is {}",
-            inv.state
-        )));
+        return Err(ApiError::Conflict(format!("invocation '{id}' has no output: it is {}", inv.state)));
     }
-    let p = st
-        .store
-        .get_payloads(project(), id)
-        .await?
-        .unwrap_or_default();
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        p.output.unwrap_or_default(),
-    )
-        .into_response())
+    let p = st.store.get_payloads(project(), id).await?.unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], p.output.unwrap_or_default()).into_response())
 }
 
 async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -524,9 +475,5 @@ async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResu
         .get_payloads(project(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        p.logs.unwrap_or_default(),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], p.logs.unwrap_or_default()).into_response())
 }

@@ -19,6 +19,10 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -31,6 +35,8 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -46,11 +52,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
     }
 }
 
@@ -73,9 +75,7 @@ impl From<stratus_store::Error> for ApiError {
 impl From<stratus_blob::Error> for ApiError {
     fn from(e: stratus_blob::Error) -> Self {
         match e {
-            stratus_blob::Error::NotFound(k) => {
-                ApiError::NotFound(format!("object '{k}' not found"))
-            }
+            stratus_blob::Error::NotFound(k) => ApiError::NotFound(format!("object '{k}' not found")),
             stratus_blob::Error::InvalidKey { .. } => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }

@@ -40,31 +40,15 @@ impl Metrics {
             "Invocations accepted.",
             self.invocations_submitted.load(Relaxed),
         );
-        counter(
-            "stratus_attempts_started_total",
-            "Attempts started by workers.",
-            self.attempts_started.load(Relaxed),
-        );
-        counter(
-            "stratus_attempts_retried_total",
-            "Failed attempts queued again.",
-            self.attempts_retried.load(Relaxed),
-        );
+        counter("stratus_attempts_started_total", "Attempts started by workers.", self.attempts_started.load(Relaxed));
+        counter("stratus_attempts_retried_total", "Failed attempts queued again.", self.attempts_retried.load(Relaxed));
         counter(
             "stratus_stale_completions_total",
             "Duplicate or late completions ignored.",
             self.stale_completions.load(Relaxed),
         );
-        counter(
-            "stratus_http_requests_total",
-            "HTTP requests served.",
-            self.http_requests.load(Relaxed),
-        );
-        counter(
-            "stratus_http_errors_total",
-            "HTTP requests answered with 4xx or 5xx.",
-            self.http_errors.load(Relaxed),
-        );
+        counter("stratus_http_requests_total", "HTTP requests served.", self.http_requests.load(Relaxed));
+        counter("stratus_http_errors_total", "HTTP requests answered with 4xx or 5xx.", self.http_errors.load(Relaxed));
         let _ = writeln!(
             s,
             "# HELP stratus_invocations_finished_total Invocations finished, by state.\n# TYPE stratus_invocations_finished_total counter"
@@ -75,25 +59,13 @@ impl Metrics {
             ("timed_out", &self.finished_timed_out),
             ("cancelled", &self.finished_cancelled),
         ] {
-            let _ = writeln!(
-                s,
-                "stratus_invocations_finished_total{{state=\"{state}\"}} {}",
-                c.load(Relaxed)
-            );
+            let _ = writeln!(s, "stratus_invocations_finished_total{{state=\"{state}\"}} {}", c.load(Relaxed));
         }
         let mut gauge = |name: &str, help: &str, v: usize| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(
-            "stratus_queue_depth",
-            "Invocations waiting for a worker on this server.",
-            queued,
-        );
-        gauge(
-            "stratus_running",
-            "Attempts running on workers of this server.",
-            running,
-        );
+        gauge("stratus_queue_depth", "Invocations waiting for a worker on this server.", queued);
+        gauge("stratus_running", "Attempts running on workers of this server.", running);
         gauge("stratus_worker_slots", "Local worker slots.", slots);
         s
     }

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     pub caps: OutputCaps,
+    /// A remote worker silent for this long is lost; its attempts run again.
+    pub lease_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -41,6 +43,7 @@ impl NodeConfig {
             objects_url: None,
             max_body: 64 << 20,
             caps: OutputCaps::default(),
+            lease_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -64,6 +67,10 @@ pub enum NodeError {
 }
 
 pub struct Node;
+
+/// Tasks a local slot takes at a time: enough to amortise the queue, few
+/// enough that the other slots are not starved.
+const LOCAL_BATCH: usize = 8;
 
 /// Holds an exclusive lock on the data directory for the life of the node.
 struct DirLock(#[allow(dead_code)] std::fs::File);
@@ -119,14 +126,11 @@ impl Node {
         let cache = config.data_dir.join("cache");
         let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
         let metrics = Arc::new(Metrics::default());
-        let (scheduler, writer) = Scheduler::start(store.clone(), clock.clone(), metrics).await?;
+        let (scheduler, tasks) = Scheduler::start(store.clone(), clock.clone(), metrics, config.lease_timeout).await?;
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| NodeError::Listen(config.listen, e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| NodeError::Listen(config.listen, e))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         let state = AppState {
             functions: Default::default(),
             scheduler: scheduler.clone(),
@@ -136,25 +140,17 @@ impl Node {
             clock: clock.clone(),
             max_body: config.max_body,
             slots: config.slots,
+            lease_timeout: config.lease_timeout,
         };
         let app = api::router(state);
 
         let slots = if config.slots > 0 {
-            let executor = Arc::new(Executor::new(
-                worker_name(),
-                wasm,
-                objects,
-                cache,
-                config.slots,
-                config.caps,
-                clock,
-            ));
+            let name = worker_name();
+            let host = name.split('/').next().unwrap_or_default().to_string();
+            scheduler.register_worker(&name, &host, config.slots, true);
+            let executor = Arc::new(Executor::new(name, wasm, objects, cache, config.slots, config.caps, clock));
             let source: Arc<dyn TaskSource> = scheduler.clone();
-            Some(tokio::spawn(stratus_worker::run_slots(
-                executor,
-                source,
-                config.slots,
-            )))
+            Some(tokio::spawn(stratus_worker::run_slots(executor, source, config.slots, LOCAL_BATCH)))
         } else {
             None
         };
@@ -177,16 +173,14 @@ impl Node {
         tracing::info!("shutting down: finishing running invocations");
         scheduler.close();
         if let Some(slots) = slots
-            && tokio::time::timeout(Duration::from_secs(10), slots)
-                .await
-                .is_err()
+            && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
         {
-            tracing::warn!(
-                "running invocations did not finish in 10 s; they will run again on the next start"
-            );
+            tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
         }
         scheduler.flush().await;
-        writer.abort();
+        for t in tasks {
+            t.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

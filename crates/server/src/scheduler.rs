@@ -1,30 +1,43 @@
-//! The scheduler: the in-process queue, durable in the state store.
+//! The scheduler: the queue of work, durable in the state store, and the
+//! registry of the workers that lease from it.
 //!
 //! An invocation is first written to the store (that is the moment it is
-//! accepted), then put on the in-memory queue. Slots take tasks from the
-//! queue; completions go through one writer task that records them in
-//! batches (one transaction for many completions), decides retries with the
-//! pure [`stratus_core::machine`], and only then wakes whoever waits for the
-//! result. After a restart the queue is rebuilt from the store, and attempts
-//! that were running when the process died are run again.
+//! accepted), then queued in memory. Memory holds a bounded window of each
+//! lane (direct invocations, and the map tasks of jobs); the rest stays in the
+//! store and is paged in, in id order, as the window drains. Everything up to
+//! a lane's cursor that is queued in the store is in memory, so nothing is
+//! dispatched twice and nothing is skipped.
+//!
+//! Completions go through one writer task that records them in batches (one
+//! transaction for many), decides retries with [`stratus_core::machine`] and
+//! job progress with [`stratus_core::job`], and only then wakes whoever waits.
+//! After a restart the lanes are paged in again from the store, and attempts
+//! that were running when the process died run again.
 
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use stratus_core::clock::Millis;
+use stratus_core::job::{self, JobDecision};
 use stratus_core::machine::{self, Backoff, Decision};
-use stratus_core::{Clock, Completion, Function, Id, Invocation, InvocationState, Task, new_id};
-use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, NewInvocation, StateStore};
-use stratus_worker::TaskSource;
+use stratus_core::{
+    Clock, Completion, Failure, FailureKind, Function, Id, Invocation, InvocationState, Job, JobState, Partition, Task,
+    new_id,
+};
+use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, Lane, NewInvocation, StateStore};
+use stratus_worker::{Leased, TaskSource};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How long an attempt's start is held before it is written on its own.
 const START_HOLD: Duration = Duration::from_millis(20);
+/// Entries of one lane kept in memory.
+const WINDOW: usize = 8192;
 
 /// A finished invocation, handed to waiters.
 #[derive(Debug, Clone)]
@@ -39,14 +52,41 @@ struct Entry {
     task: Task,
 }
 
+struct Inflight {
+    entry: Entry,
+    worker: String,
+    started_at: Millis,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct LaneQueue {
+    ready: VecDeque<Entry>,
+    /// Highest id paged in (or pushed); see the module doc.
+    cursor: Option<Id>,
+    /// The store may hold queued entries beyond the cursor.
+    backlog: bool,
+    refilling: bool,
+}
+
 #[derive(Default)]
 struct Queue {
-    ready: VecDeque<Entry>,
+    direct: LaneQueue,
+    tasks: LaneQueue,
     /// Retries waiting for their backoff, by due time.
     delayed: BinaryHeap<Reverse<(Millis, u64)>>,
     delayed_entries: HashMap<u64, Entry>,
     seq: u64,
     closed: bool,
+}
+
+impl Queue {
+    fn lane(&mut self, lane: Lane) -> &mut LaneQueue {
+        match lane {
+            Lane::Direct => &mut self.direct,
+            Lane::Tasks => &mut self.tasks,
+        }
+    }
 }
 
 enum Write {
@@ -55,170 +95,266 @@ enum Write {
     Flush(oneshot::Sender<()>),
 }
 
+/// A worker as the registry knows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub slots: usize,
+    pub local: bool,
+    pub registered_at: Millis,
+    pub last_heartbeat: Millis,
+    pub state: &'static str,
+    pub running: usize,
+}
+
 pub struct Scheduler {
+    me: Weak<Scheduler>,
     store: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     backoff: Backoff,
     queue: Mutex<Queue>,
     notify: Notify,
-    inflight: Mutex<HashMap<Id, Entry>>,
+    refill: Notify,
+    /// Serialises inserting and queueing per lane, so cursors only move forward.
+    direct_lock: tokio::sync::Mutex<()>,
+    tasks_lock: tokio::sync::Mutex<()>,
+    inflight: Mutex<HashMap<Id, Inflight>>,
     waiters: Mutex<HashMap<Id, Vec<oneshot::Sender<Arc<Finished>>>>>,
+    job_waiters: Mutex<HashMap<Id, Vec<oneshot::Sender<()>>>>,
+    workers: Mutex<HashMap<String, WorkerInfo>>,
+    functions: Mutex<HashMap<(String, String, u32), Arc<Function>>>,
     writes: mpsc::UnboundedSender<Write>,
+    lease_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
+fn lane_of(inv: &Invocation) -> Lane {
+    if inv.task_index.is_some() { Lane::Tasks } else { Lane::Direct }
+}
+
 impl Scheduler {
-    /// Builds the scheduler, rebuilds the queue from the store, and starts
-    /// the writer task (returned, so the node owns it).
+    /// Builds the scheduler, restores what a previous run left, and starts
+    /// its tasks (returned, so the node owns them).
     pub async fn start(
         store: Arc<dyn StateStore>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-    ) -> Result<(Arc<Self>, JoinHandle<()>), stratus_store::Error> {
+        lease_timeout: Duration,
+    ) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), stratus_store::Error> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let s = Arc::new(Scheduler {
+        let s = Arc::new_cyclic(|me| Scheduler {
+            me: me.clone(),
             store,
             clock,
             backoff: Backoff::default(),
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            refill: Notify::new(),
+            direct_lock: Default::default(),
+            tasks_lock: Default::default(),
             inflight: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            job_waiters: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
             writes: tx,
+            lease_timeout,
             metrics,
         });
-        s.recover().await?;
-        let writer = tokio::spawn(s.clone().write_loop(rx));
-        Ok((s, writer))
+        let rerun = s.store.requeue_running().await?;
+        if rerun > 0 {
+            tracing::info!(rerun, "attempts that were running at the last stop will run again");
+        }
+        {
+            let mut q = s.queue.lock().unwrap();
+            q.direct.backlog = true;
+            q.tasks.backlog = true;
+        }
+        let tasks = vec![
+            tokio::spawn(s.clone().write_loop(rx)),
+            tokio::spawn(s.clone().refill_loop()),
+            tokio::spawn(s.clone().watchdog_loop()),
+        ];
+        s.refill.notify_one();
+        s.recover_jobs().await?;
+        Ok((s, tasks))
     }
 
-    async fn recover(&self) -> Result<(), stratus_store::Error> {
-        let rerun = self.store.requeue_running().await?;
-        let mut functions: HashMap<(String, String, u32), Arc<Function>> = HashMap::new();
-        let mut after = None;
-        let mut n = 0u64;
+    fn arc(&self) -> Arc<Scheduler> {
+        self.me.upgrade().expect("scheduler alive")
+    }
+
+    async fn function(
+        &self,
+        project: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Arc<Function>>, stratus_store::Error> {
+        let key = (project.to_string(), name.to_string(), version);
+        if let Some(f) = self.functions.lock().unwrap().get(&key) {
+            return Ok(Some(f.clone()));
+        }
+        let Some(f) = self.store.get_function(project, name, Some(version)).await? else { return Ok(None) };
+        let f = Arc::new(f);
+        self.functions.lock().unwrap().insert(key, f.clone());
+        Ok(Some(f))
+    }
+
+    // ---- queueing ----------------------------------------------------------
+
+    fn push_ready(&self, lane: Lane, entries: Vec<Entry>) {
+        let mut q = self.queue.lock().unwrap();
+        let l = q.lane(lane);
+        for e in entries {
+            l.cursor = Some(e.invocation.id);
+            l.ready.push_back(e);
+        }
+        drop(q);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    fn push_delayed(&self, entry: Entry, not_before: Millis) {
+        let mut q = self.queue.lock().unwrap();
+        q.seq += 1;
+        let seq = q.seq;
+        q.delayed.push(Reverse((not_before, seq)));
+        q.delayed_entries.insert(seq, entry);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Queues entries just inserted (under the lane's lock): in memory if the
+    /// window has room and nothing waits in the store before them.
+    fn enqueue_new(&self, lane: Lane, entries: Vec<Entry>) {
+        let mut q = self.queue.lock().unwrap();
+        let l = q.lane(lane);
+        if !l.backlog && l.ready.len() + entries.len() <= WINDOW {
+            drop(q);
+            self.push_ready(lane, entries);
+        } else {
+            l.backlog = true;
+            drop(q);
+            self.refill.notify_one();
+        }
+    }
+
+    async fn refill_loop(self: Arc<Self>) {
         loop {
-            let page = self.store.queued(after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.invocation.id);
+            self.refill.notified().await;
+            for lane in [Lane::Direct, Lane::Tasks] {
+                if let Err(e) = self.refill_lane(lane).await {
+                    tracing::error!(error = %e, "paging queued work from the store failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.refill.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn refill_lane(&self, lane: Lane) -> Result<(), stratus_store::Error> {
+        let _guard = match lane {
+            Lane::Direct => self.direct_lock.lock().await,
+            Lane::Tasks => self.tasks_lock.lock().await,
+        };
+        loop {
+            let (cursor, room) = {
+                let mut q = self.queue.lock().unwrap();
+                let l = q.lane(lane);
+                if !l.backlog || l.ready.len() > WINDOW / 2 {
+                    l.refilling = false;
+                    return Ok(());
+                }
+                l.refilling = true;
+                (l.cursor, WINDOW - l.ready.len())
+            };
+            let page = self.store.queued_in(Some(lane), cursor, room as u32).await?;
+            let full = page.len() == room;
+            let now = self.clock.now_ms();
+            let mut ready = Vec::with_capacity(page.len());
+            let mut last = None;
             for p in page {
                 let inv = p.invocation;
-                let key = (inv.project.clone(), inv.function.clone(), inv.version);
-                let f = match functions.get(&key) {
-                    Some(f) => f.clone(),
-                    None => match self
-                        .store
-                        .get_function(&inv.project, &inv.function, Some(inv.version))
-                        .await?
-                    {
-                        Some(f) => {
-                            let f = Arc::new(f);
-                            functions.insert(key, f.clone());
-                            f
-                        }
-                        None => {
-                            tracing::error!(id = %inv.id, function = %inv.function, "queued invocation of an unknown function version; left queued");
-                            continue;
-                        }
-                    },
+                last = Some(inv.id);
+                let Some(f) = self.function(&inv.project, &inv.function, inv.version).await? else {
+                    tracing::error!(id = %inv.id, function = %inv.function, "queued invocation of an unknown function version; left queued");
+                    continue;
                 };
                 let task = Task {
                     invocation: inv.id,
                     attempt: inv.attempts + 1,
                     function: f,
                     input: p.input,
-                    extra_env: Vec::new(),
+                    partition: p.partition,
+                    job: inv.job_id,
                 };
-                self.push(
-                    Entry {
-                        invocation: inv,
-                        task,
-                    },
-                    p.not_before,
-                );
-                n += 1;
+                let entry = Entry { invocation: inv, task };
+                if p.not_before > now {
+                    self.push_delayed(entry, p.not_before);
+                } else {
+                    ready.push(entry);
+                }
+            }
+            {
+                let mut q = self.queue.lock().unwrap();
+                let l = q.lane(lane);
+                if let Some(last) = last {
+                    l.cursor = Some(last);
+                }
+                if !full {
+                    l.backlog = false;
+                }
+                for e in ready {
+                    l.ready.push_back(e);
+                }
+            }
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+            if !full {
+                let mut q = self.queue.lock().unwrap();
+                q.lane(lane).refilling = false;
+                return Ok(());
             }
         }
-        if n > 0 {
-            tracing::info!(
-                queued = n,
-                rerun,
-                "recovered queued invocations from the state store"
-            );
-        }
-        Ok(())
-    }
-
-    fn push(&self, entry: Entry, not_before: Millis) {
-        let mut q = self.queue.lock().unwrap();
-        if not_before > self.clock.now_ms() {
-            q.seq += 1;
-            let seq = q.seq;
-            q.delayed.push(Reverse((not_before, seq)));
-            q.delayed_entries.insert(seq, entry);
-        } else {
-            q.ready.push_back(entry);
-        }
-        drop(q);
-        self.notify.notify_one();
     }
 
     /// Accepts invocations of `function`: durable in the store before this
-    /// returns, then queued. With `wait`, also returns a receiver for each
-    /// result.
+    /// returns, then queued. With `wait`, also returns a receiver for each result.
     pub async fn submit(
         &self,
         function: Arc<Function>,
         inputs: Vec<Vec<u8>>,
         wait: bool,
     ) -> Result<Vec<(Id, Option<oneshot::Receiver<Arc<Finished>>>)>, stratus_store::Error> {
+        let _guard = self.direct_lock.lock().await;
         let now = self.clock.now_ms();
         let new: Vec<NewInvocation> = inputs
             .into_iter()
             .map(|input| NewInvocation {
-                invocation: Invocation {
-                    id: new_id(),
-                    project: function.project.clone(),
-                    function: function.name.clone(),
-                    version: function.version,
-                    state: InvocationState::Queued,
-                    attempts: 0,
-                    max_attempts: function.spec.retries + 1,
-                    job_id: None,
-                    task_index: None,
-                    queued_at: now,
-                    started_at: None,
-                    finished_at: None,
-                    worker: None,
-                    error: None,
-                },
+                invocation: new_invocation(&function, now, None, None),
                 input,
+                partition: None,
             })
             .collect();
         self.store.insert_invocations(&new).await?;
-        self.metrics
-            .invocations_submitted
-            .fetch_add(new.len() as u64, Relaxed);
+        self.metrics.invocations_submitted.fetch_add(new.len() as u64, Relaxed);
         let mut out = Vec::with_capacity(new.len());
+        let mut entries = Vec::with_capacity(new.len());
         for n in new {
             let id = n.invocation.id;
-            let rx = wait.then(|| self.watch(id));
+            out.push((id, wait.then(|| self.watch(id))));
             let task = Task {
                 invocation: id,
                 attempt: 1,
                 function: function.clone(),
                 input: n.input,
-                extra_env: Vec::new(),
+                partition: None,
+                job: None,
             };
-            self.push(
-                Entry {
-                    invocation: n.invocation,
-                    task,
-                },
-                now,
-            );
-            out.push((id, rx));
+            entries.push(Entry { invocation: n.invocation, task });
         }
+        self.enqueue_new(Lane::Direct, entries);
         Ok(out)
     }
 
@@ -240,6 +376,21 @@ impl Scheduler {
         }
     }
 
+    /// A receiver that fires when the job ends (here).
+    pub fn watch_job(&self, id: Id) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.job_waiters.lock().unwrap().entry(id).or_default().push(tx);
+        rx
+    }
+
+    fn job_ended(&self, id: Id) {
+        if let Some(list) = self.job_waiters.lock().unwrap().remove(&id) {
+            for tx in list {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     /// Stops handing out tasks; slots finish what they run and return.
     pub fn close(&self) {
         self.queue.lock().unwrap().closed = true;
@@ -248,13 +399,13 @@ impl Scheduler {
 
     pub fn depth(&self) -> (usize, usize) {
         let q = self.queue.lock().unwrap();
-        let queued = q.ready.len() + q.delayed_entries.len();
+        let queued = q.direct.ready.len() + q.tasks.ready.len() + q.delayed_entries.len();
         drop(q);
         (queued, self.inflight.lock().unwrap().len())
     }
 
-    /// Takes the next runnable entry, or says how long to wait for one.
-    fn take(&self) -> Result<Option<Entry>, Option<Duration>> {
+    /// Takes up to `max` runnable entries, or says how long to wait for one.
+    fn take(&self, max: usize) -> Result<Option<Vec<Entry>>, Option<Duration>> {
         let mut q = self.queue.lock().unwrap();
         if q.closed {
             return Ok(None);
@@ -266,17 +417,358 @@ impl Scheduler {
             }
             q.delayed.pop();
             if let Some(e) = q.delayed_entries.remove(&seq) {
-                q.ready.push_back(e);
+                let lane = lane_of(&e.invocation);
+                q.lane(lane).ready.push_front(e);
             }
         }
-        match q.ready.pop_front() {
-            Some(e) => Ok(Some(e)),
-            None => Err(q
-                .delayed
-                .peek()
-                .map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64))),
+        // Take several only when there is plenty, so no slot sits idle while
+        // another holds a batch of long tasks.
+        let available = q.direct.ready.len() + q.tasks.ready.len();
+        let max = max.min((available / 8).max(1));
+        let mut out = Vec::new();
+        // Direct invocations first: an interactive call does not wait behind a big map.
+        while out.len() < max {
+            match q.direct.ready.pop_front().or_else(|| q.tasks.ready.pop_front()) {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        let mut wake_refill = false;
+        for lane in [Lane::Direct, Lane::Tasks] {
+            let l = q.lane(lane);
+            if l.backlog && !l.refilling && l.ready.len() <= WINDOW / 2 {
+                l.refilling = true;
+                wake_refill = true;
+            }
+        }
+        let more = !q.direct.ready.is_empty() || !q.tasks.ready.is_empty();
+        let next_due = q.delayed.peek().map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64));
+        drop(q);
+        if wake_refill {
+            self.refill.notify_one();
+        }
+        if out.is_empty() {
+            return Err(next_due);
+        }
+        if more {
+            self.notify.notify_one();
+        }
+        Ok(Some(out))
+    }
+
+    // ---- jobs ------------------------------------------------------------
+
+    /// Creates a job from task rows streamed into the returned sender by the
+    /// caller (each row: input bytes or a partition). The job is durable, and
+    /// queued, when the returned future resolves.
+    pub async fn create_job(
+        &self,
+        function: Arc<Function>,
+        reduce: Option<Arc<Function>>,
+        mut rows: mpsc::Receiver<Result<TaskSpec, String>>,
+    ) -> Result<Job, stratus_store::Error> {
+        let _guard = self.tasks_lock.lock().await;
+        let now = self.clock.now_ms();
+        let job = Job {
+            id: new_id(),
+            project: function.project.clone(),
+            function: function.name.clone(),
+            version: function.version,
+            reduce_function: reduce.as_ref().map(|r| r.name.clone()),
+            reduce_version: reduce.as_ref().map(|r| r.version),
+            state: JobState::Running,
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            created_at: now,
+            finished_at: None,
+            reduce_invocation: None,
+            error: None,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let job_id = job.id;
+        let f = function.clone();
+        let feeder = tokio::spawn(async move {
+            let mut index = 0u64;
+            let mut batch = Vec::with_capacity(1024);
+            loop {
+                let next = rows.recv().await;
+                let end = match next {
+                    Some(Ok(spec)) => {
+                        let mut inv = new_invocation(&f, now, Some(job_id), Some(index));
+                        inv.id = new_id();
+                        index += 1;
+                        let (input, partition) = match spec {
+                            TaskSpec::Input(b) => (b, None),
+                            TaskSpec::Partition(p) => (Vec::new(), Some(p)),
+                        };
+                        batch.push(NewInvocation { invocation: inv, input, partition });
+                        None
+                    }
+                    Some(Err(why)) => Some(JobRows::Abort(why)),
+                    None => Some(JobRows::Commit),
+                };
+                if (batch.len() >= 1024 || (end.is_some() && !batch.is_empty()))
+                    && tx.send(JobRows::Rows(std::mem::take(&mut batch))).await.is_err()
+                {
+                    return;
+                }
+                if let Some(end) = end {
+                    let _ = tx.send(end).await;
+                    return;
+                }
+            }
+        });
+        let created = self.store.create_job(&job, rx).await;
+        feeder.abort();
+        let job = created?;
+        self.metrics.invocations_submitted.fetch_add(job.total, Relaxed);
+        {
+            let mut q = self.queue.lock().unwrap();
+            q.tasks.backlog = true;
+        }
+        self.refill.notify_one();
+        if job.total == 0 {
+            self.on_job_progress(job.clone()).await;
+        }
+        Ok(job)
+    }
+
+    /// Cancels a job: queued tasks never start, running ones are killed.
+    pub async fn cancel_job(&self, job: &Job) -> Result<u64, stratus_store::Error> {
+        let _guard = self.tasks_lock.lock().await;
+        let n = self.store.cancel_job(job.id, self.clock.now_ms()).await?;
+        {
+            let mut q = self.queue.lock().unwrap();
+            q.tasks.ready.retain(|e| e.task.job != Some(job.id));
+            q.direct.ready.retain(|e| e.task.job != Some(job.id));
+            q.delayed_entries.retain(|_, e| e.task.job != Some(job.id));
+        }
+        for f in self.inflight.lock().unwrap().values() {
+            if f.entry.task.job == Some(job.id) {
+                f.cancel.cancel();
+            }
+        }
+        self.job_ended(job.id);
+        Ok(n)
+    }
+
+    async fn recover_jobs(&self) -> Result<(), stratus_store::Error> {
+        for job in self.store.active_jobs().await? {
+            match job.state {
+                JobState::Running => self.on_job_progress(job).await,
+                JobState::Reducing => {
+                    let Some(rid) = job.reduce_invocation else { continue };
+                    if let Some(inv) = self.store.get_invocation(&job.project, rid).await?
+                        && inv.state.is_terminal()
+                    {
+                        self.finish_reduce(&job, &inv).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_job_progress(&self, job: Job) {
+        match job::on_progress(&job) {
+            JobDecision::Wait => {}
+            JobDecision::Finish(state, error) => {
+                let update = JobUpdate { finished_at: Some(self.clock.now_ms()), error, ..Default::default() };
+                match self.store.set_job_state(job.id, &[JobState::Running], state, update).await {
+                    Ok(_) => self.job_ended(job.id),
+                    Err(e) => tracing::error!(job = %job.id, error = %e, "cannot record the end of a job"),
+                }
+            }
+            JobDecision::StartReduce => {
+                // Reading every output may take a while: not on the writer.
+                let me = self.arc();
+                tokio::spawn(async move {
+                    if let Err(e) = me.start_reduce(&job).await {
+                        tracing::error!(job = %job.id, error = %e, "cannot start the reducer");
+                        let update = JobUpdate {
+                            finished_at: Some(me.clock.now_ms()),
+                            error: Some(format!("cannot start the reducer: {e}")),
+                            ..Default::default()
+                        };
+                        let _ = me.store.set_job_state(job.id, &[JobState::Running], JobState::Failed, update).await;
+                        me.job_ended(job.id);
+                    }
+                });
+            }
         }
     }
+
+    async fn start_reduce(&self, job: &Job) -> Result<(), stratus_store::Error> {
+        let (Some(name), Some(version)) = (&job.reduce_function, job.reduce_version) else { return Ok(()) };
+        let Some(reducer) = self.function(&job.project, name, version).await? else {
+            return Err(stratus_store::Error::Aborted(format!("reducer '{name}' version {version} is gone")));
+        };
+        let mut input = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.store.job_results(job.id, from, 5000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.index + 1;
+            for r in page {
+                input.extend_from_slice(r.output.as_deref().unwrap_or_default());
+                input.push(b'\n');
+            }
+        }
+        let _guard = self.direct_lock.lock().await;
+        let inv = new_invocation(&reducer, self.clock.now_ms(), Some(job.id), None);
+        let row = NewInvocation { invocation: inv.clone(), input: input.clone(), partition: None };
+        let update = JobUpdate { reduce_invocation: Some(inv.id), insert: Some(row), ..Default::default() };
+        if self.store.set_job_state(job.id, &[JobState::Running], JobState::Reducing, update).await? {
+            let task =
+                Task { invocation: inv.id, attempt: 1, function: reducer, input, partition: None, job: Some(job.id) };
+            self.enqueue_new(Lane::Direct, vec![Entry { invocation: inv, task }]);
+        }
+        Ok(())
+    }
+
+    async fn finish_reduce(&self, job: &Job, reducer: &Invocation) {
+        let (state, error) = match reducer.state {
+            InvocationState::Succeeded => (JobState::Succeeded, None),
+            InvocationState::Cancelled => (JobState::Cancelled, None),
+            s => (
+                JobState::Failed,
+                Some(format!("the reducer {s}: {}", reducer.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""))),
+            ),
+        };
+        let update = JobUpdate { finished_at: Some(self.clock.now_ms()), error, ..Default::default() };
+        match self.store.set_job_state(job.id, &[JobState::Reducing], state, update).await {
+            Ok(_) => self.job_ended(job.id),
+            Err(e) => tracing::error!(job = %job.id, error = %e, "cannot record the end of a job"),
+        }
+    }
+
+    // ---- workers ---------------------------------------------------------
+
+    /// Registers a worker; returns its id.
+    pub fn register_worker(&self, name: &str, host: &str, slots: usize, local: bool) -> String {
+        let now = self.clock.now_ms();
+        let id = if local { name.to_string() } else { format!("{name}-{}", &new_id().to_string()[24..]) };
+        let info = WorkerInfo {
+            id: id.clone(),
+            host: host.to_string(),
+            slots,
+            local,
+            registered_at: now,
+            last_heartbeat: now,
+            state: "alive",
+            running: 0,
+        };
+        self.workers.lock().unwrap().insert(id.clone(), info);
+        tracing::info!(worker = %id, host, slots, "worker registered");
+        id
+    }
+
+    /// Records a heartbeat; returns the ids of its tasks to cancel, or `None`
+    /// if the worker is unknown or was declared lost (it must register again).
+    pub fn heartbeat(&self, worker: &str) -> Option<Vec<Id>> {
+        let mut workers = self.workers.lock().unwrap();
+        let w = workers.get_mut(worker)?;
+        if w.state != "alive" {
+            return None;
+        }
+        w.last_heartbeat = self.clock.now_ms();
+        drop(workers);
+        let inflight = self.inflight.lock().unwrap();
+        Some(
+            inflight.iter().filter(|(_, f)| f.worker == worker && f.cancel.is_cancelled()).map(|(id, _)| *id).collect(),
+        )
+    }
+
+    /// Attempts of a job running now.
+    pub fn job_running(&self, job: Id) -> usize {
+        self.inflight.lock().unwrap().values().filter(|f| f.entry.task.job == Some(job)).count()
+    }
+
+    pub fn is_alive(&self, worker: &str) -> bool {
+        self.workers.lock().unwrap().get(worker).is_some_and(|w| w.state == "alive")
+    }
+
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for f in self.inflight.lock().unwrap().values() {
+            *running.entry(f.worker.clone()).or_default() += 1;
+        }
+        let now = self.clock.now_ms();
+        let mut list: Vec<WorkerInfo> = self
+            .workers
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .map(|mut w| {
+                w.running = running.get(&w.id).copied().unwrap_or(0);
+                if w.local {
+                    w.last_heartbeat = now;
+                }
+                w
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Declares workers that missed their heartbeats lost, and puts their
+    /// attempts back in the queue.
+    async fn watchdog_loop(self: Arc<Self>) {
+        let period = (self.lease_timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(period).await;
+            let now = self.clock.now_ms();
+            let lost: Vec<String> = {
+                let mut workers = self.workers.lock().unwrap();
+                workers
+                    .values_mut()
+                    .filter(|w| {
+                        !w.local && w.state == "alive" && now - w.last_heartbeat > self.lease_timeout.as_millis() as i64
+                    })
+                    .map(|w| {
+                        w.state = "lost";
+                        w.id.clone()
+                    })
+                    .collect()
+            };
+            for worker in lost {
+                let orphans: Vec<(Id, u32, Millis)> = self
+                    .inflight
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, f)| f.worker == worker)
+                    .map(|(id, f)| (*id, f.entry.task.attempt, f.started_at))
+                    .collect();
+                tracing::warn!(%worker, attempts = orphans.len(), "worker lost: no heartbeat; its attempts run again elsewhere");
+                for (id, attempt, started_at) in orphans {
+                    let _ = self.writes.send(Write::End(Completion {
+                        invocation: id,
+                        attempt,
+                        worker: worker.clone(),
+                        started_at,
+                        finished_at: now,
+                        result: Err(Failure::new(FailureKind::Lost, format!("worker {worker} was lost"))),
+                        logs: Vec::new(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Leases up to `max` tasks to `worker`, waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Vec<Leased> {
+        match tokio::time::timeout(wait, self.next(worker, max)).await {
+            Ok(Some(tasks)) => tasks,
+            _ => Vec::new(),
+        }
+    }
+
+    // ---- the writer --------------------------------------------------------
 
     /// The writer: records attempt starts and ends in batches. A start is
     /// held back for [`START_HOLD`]: most short attempts end within it, and
@@ -308,8 +800,7 @@ impl Scheduler {
                 }
             }
             if !ends.is_empty() {
-                let ended: std::collections::HashSet<(Id, u32)> =
-                    ends.iter().map(|c| (c.invocation, c.attempt)).collect();
+                let ended: HashSet<(Id, u32)> = ends.iter().map(|c| (c.invocation, c.attempt)).collect();
                 held.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
             }
             let mut due = Vec::new();
@@ -335,18 +826,9 @@ impl Scheduler {
         }
     }
 
-    async fn write_records(&self, mut starts: Vec<AttemptStart>, ends: Vec<Completion>) {
-        // A start whose end is in the same batch needs no write of its own.
-        if !ends.is_empty() && !starts.is_empty() {
-            let ended: std::collections::HashSet<(Id, u32)> =
-                ends.iter().map(|c| (c.invocation, c.attempt)).collect();
-            starts.retain(|s| !ended.contains(&(s.id, s.attempt)));
-        }
+    async fn write_records(&self, starts: Vec<AttemptStart>, ends: Vec<Completion>) {
         if !starts.is_empty() {
-            retry_forever("record attempt starts", || {
-                self.store.start_attempts(&starts)
-            })
-            .await;
+            retry_forever("record attempt starts", || self.store.start_attempts(&starts)).await;
         }
         if ends.is_empty() {
             return;
@@ -357,35 +839,20 @@ impl Scheduler {
         {
             let inflight = self.inflight.lock().unwrap();
             for c in &ends {
-                let max_attempts = inflight
-                    .get(&c.invocation)
-                    .map(|e| e.invocation.max_attempts)
-                    .unwrap_or(1);
-                let decision = machine::on_attempt_end(
-                    &c.result.as_ref().map(|_| ()),
-                    c.attempt,
-                    max_attempts,
-                    now,
-                    self.backoff,
-                );
+                let max_attempts = inflight.get(&c.invocation).map(|f| f.entry.invocation.max_attempts).unwrap_or(1);
+                let decision =
+                    machine::on_attempt_end(&c.result.as_ref().map(|_| ()), c.attempt, max_attempts, now, self.backoff);
+                let logs = c.logs.clone();
                 let outcome = match (&decision, &c.result) {
-                    (Decision::Finish(state), Ok(out)) => EndOutcome::Finish {
-                        state: *state,
-                        output: Some(out.clone()),
-                        error: None,
-                        logs: c.logs.clone(),
-                    },
-                    (Decision::Finish(state), Err(f)) => EndOutcome::Finish {
-                        state: *state,
-                        output: None,
-                        error: Some(f.clone()),
-                        logs: c.logs.clone(),
-                    },
-                    (Decision::Retry { not_before }, Err(f)) => EndOutcome::Requeue {
-                        not_before: *not_before,
-                        error: f.clone(),
-                        logs: c.logs.clone(),
-                    },
+                    (Decision::Finish(state), Ok(out)) => {
+                        EndOutcome::Finish { state: *state, output: Some(out.clone()), error: None, logs }
+                    }
+                    (Decision::Finish(state), Err(f)) => {
+                        EndOutcome::Finish { state: *state, output: None, error: Some(f.clone()), logs }
+                    }
+                    (Decision::Retry { not_before }, Err(f)) => {
+                        EndOutcome::Requeue { not_before: *not_before, error: f.clone(), logs }
+                    }
                     (Decision::Retry { .. }, Ok(_)) => unreachable!("success never retries"),
                 };
                 records.push(AttemptEnd {
@@ -399,15 +866,14 @@ impl Scheduler {
                 decisions.push(decision);
             }
         }
-        let applied =
-            retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
-        for ((c, decision), applied) in ends.into_iter().zip(decisions).zip(applied) {
-            let entry = self.inflight.lock().unwrap().remove(&c.invocation);
+        let report = retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
+        for ((c, decision), applied) in ends.into_iter().zip(decisions).zip(report.applied) {
             if !applied {
                 self.metrics.stale_completions.fetch_add(1, Relaxed);
                 continue;
             }
-            let Some(mut entry) = entry else { continue };
+            let Some(f) = self.inflight.lock().unwrap().remove(&c.invocation) else { continue };
+            let mut entry = f.entry;
             match decision {
                 Decision::Finish(state) => {
                     self.metrics.finished(state);
@@ -422,14 +888,17 @@ impl Scheduler {
                         Err(f) => (None, Some(f)),
                     };
                     inv.error = error;
-                    let finished = Arc::new(Finished {
-                        invocation: entry.invocation,
-                        output,
-                        logs: c.logs,
-                    });
+                    let is_reducer = inv.job_id.is_some() && inv.task_index.is_none();
+                    let finished = Arc::new(Finished { invocation: entry.invocation, output, logs: c.logs });
                     if let Some(list) = self.waiters.lock().unwrap().remove(&c.invocation) {
                         for tx in list {
                             let _ = tx.send(finished.clone());
+                        }
+                    }
+                    if is_reducer {
+                        let job_id = finished.invocation.job_id.expect("reducer has a job");
+                        if let Ok(Some(job)) = self.store.get_job(&finished.invocation.project, job_id).await {
+                            self.finish_reduce(&job, &finished.invocation).await;
                         }
                     }
                 }
@@ -437,10 +906,39 @@ impl Scheduler {
                     self.metrics.attempts_retried.fetch_add(1, Relaxed);
                     entry.invocation.attempts = c.attempt;
                     entry.task.attempt = c.attempt + 1;
-                    self.push(entry, not_before);
+                    self.push_delayed(entry, not_before);
                 }
             }
         }
+        for job in report.jobs {
+            self.on_job_progress(job).await;
+        }
+    }
+}
+
+/// One task of a job, as its creator describes it.
+#[derive(Debug, Clone)]
+pub enum TaskSpec {
+    Input(Vec<u8>),
+    Partition(Partition),
+}
+
+fn new_invocation(f: &Function, now: Millis, job: Option<Id>, index: Option<u64>) -> Invocation {
+    Invocation {
+        id: new_id(),
+        project: f.project.clone(),
+        function: f.name.clone(),
+        version: f.version,
+        state: InvocationState::Queued,
+        attempts: 0,
+        max_attempts: f.spec.retries + 1,
+        job_id: job,
+        task_index: index,
+        queued_at: now,
+        started_at: None,
+        finished_at: None,
+        worker: None,
+        error: None,
     }
 }
 
@@ -466,29 +964,35 @@ where
 
 #[async_trait]
 impl TaskSource for Scheduler {
-    async fn next(&self, worker: &str) -> Option<Task> {
+    async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             // Registered before looking at the queue, so neither a push nor
             // `close` between the look and the wait is missed.
             notified.as_mut().enable();
-            match self.take() {
-                Ok(Some(entry)) => {
-                    let task = entry.task.clone();
-                    self.metrics.attempts_started.fetch_add(1, Relaxed);
-                    let _ = self.writes.send(Write::Start(AttemptStart {
-                        id: task.invocation,
-                        attempt: task.attempt,
-                        worker: worker.to_string(),
-                        started_at: self.clock.now_ms(),
-                    }));
-                    self.inflight.lock().unwrap().insert(task.invocation, entry);
-                    // Another slot may be waiting while more work is ready.
-                    if !self.queue.lock().unwrap().ready.is_empty() {
-                        self.notify.notify_one();
+            match self.take(max) {
+                Ok(Some(entries)) => {
+                    let now = self.clock.now_ms();
+                    let mut out = Vec::with_capacity(entries.len());
+                    let mut inflight = self.inflight.lock().unwrap();
+                    for entry in entries {
+                        let task = entry.task.clone();
+                        let cancel = CancellationToken::new();
+                        let _ = self.writes.send(Write::Start(AttemptStart {
+                            id: task.invocation,
+                            attempt: task.attempt,
+                            worker: worker.to_string(),
+                            started_at: now,
+                        }));
+                        inflight.insert(
+                            task.invocation,
+                            Inflight { entry, worker: worker.to_string(), started_at: now, cancel: cancel.clone() },
+                        );
+                        out.push(Leased { task, cancel });
                     }
-                    return Some(task);
+                    self.metrics.attempts_started.fetch_add(out.len() as u64, Relaxed);
+                    return Some(out);
                 }
                 Ok(None) => return None,
                 Err(None) => notified.await,

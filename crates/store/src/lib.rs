@@ -14,7 +14,9 @@ mod sqlite;
 use async_trait::async_trait;
 use std::sync::Arc;
 use stratus_core::clock::Millis;
-use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState};
+use stratus_core::{
+    Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -24,14 +26,14 @@ pub enum Error {
     Db(String),
     #[error("database migration {version} failed: {message}")]
     Migrate { version: u32, message: String },
-    #[error(
-        "the database schema is version {found}, newer than this binary knows ({known}); upgrade stratus"
-    )]
+    #[error("the database schema is version {found}, newer than this binary knows ({known}); upgrade stratus")]
     TooNew { found: u32, known: u32 },
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("unsupported state store URL '{0}': use sqlite://PATH")]
     UnsupportedUrl(String),
+    #[error("job creation aborted: {0}")]
+    Aborted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -41,6 +43,36 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct NewInvocation {
     pub invocation: Invocation,
     pub input: Vec<u8>,
+    pub partition: Option<Partition>,
+}
+
+/// What the producer of a job's tasks sends to [`StateStore::create_job`].
+#[derive(Debug)]
+pub enum JobRows {
+    Rows(Vec<NewInvocation>),
+    /// Roll back: nothing of the job is kept.
+    Abort(String),
+    /// Every row was sent: commit.
+    Commit,
+}
+
+/// The result of one task of a job.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    pub index: u64,
+    pub invocation: Id,
+    pub state: InvocationState,
+    pub output: Option<Vec<u8>>,
+    pub error: Option<Failure>,
+}
+
+/// What [`StateStore::end_attempts`] did.
+#[derive(Debug, Clone, Default)]
+pub struct EndReport {
+    /// Per end: applied, or ignored as a duplicate / late report.
+    pub applied: Vec<bool>,
+    /// The jobs whose map counters changed, as they are now.
+    pub jobs: Vec<Job>,
 }
 
 /// The start of an attempt, as leased by a worker.
@@ -66,18 +98,9 @@ pub struct AttemptEnd {
 #[derive(Debug, Clone)]
 pub enum EndOutcome {
     /// The invocation is finished in `state`.
-    Finish {
-        state: InvocationState,
-        output: Option<Vec<u8>>,
-        error: Option<Failure>,
-        logs: Vec<u8>,
-    },
+    Finish { state: InvocationState, output: Option<Vec<u8>>, error: Option<Failure>, logs: Vec<u8> },
     /// The attempt failed and the invocation goes back to the queue.
-    Requeue {
-        not_before: Millis,
-        error: Failure,
-        logs: Vec<u8>,
-    },
+    Requeue { not_before: Millis, error: Failure, logs: Vec<u8> },
 }
 
 /// An invocation waiting to be run, as read back for dispatch.
@@ -85,6 +108,7 @@ pub enum EndOutcome {
 pub struct PendingInvocation {
     pub invocation: Invocation,
     pub input: Vec<u8>,
+    pub partition: Option<Partition>,
     pub not_before: Millis,
 }
 
@@ -98,21 +122,10 @@ pub struct Payloads {
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Stores a new version of a function (version = previous highest + 1).
-    async fn put_function(
-        &self,
-        project: &str,
-        name: &str,
-        spec: &FunctionSpec,
-        now: Millis,
-    ) -> Result<Function>;
+    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function>;
     /// The latest live version, or the given version even if deleted since
     /// (invocations keep running the version they were created for).
-    async fn get_function(
-        &self,
-        project: &str,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<Option<Function>>;
+    async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>>;
     /// The latest version of each live function, by name.
     async fn list_functions(&self, project: &str) -> Result<Vec<Function>>;
     /// Marks every version deleted; false if there was no live function.
@@ -134,16 +147,54 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Records attempts as started; each applies only to a queued invocation.
     async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()>;
-    /// Records attempt ends in one transaction; returns, per end, whether it
-    /// was applied (false for duplicates and late reports).
-    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<Vec<bool>>;
+    /// Records attempt ends in one transaction, with the counters of the jobs
+    /// they belong to; says which ends applied (not duplicates or late).
+    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport>;
 
     /// After a restart: running invocations go back to the queue. Returns how many.
     async fn requeue_running(&self) -> Result<u64>;
-    /// Queued invocations in id order, after `after`, at most `limit`.
-    async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>>;
+    /// Queued invocations in id order, after `after`, at most `limit`; of
+    /// one lane when `lane` is given.
+    async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
+        self.queued_in(None, after, limit).await
+    }
+    async fn queued_in(&self, lane: Option<Lane>, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>>;
+    /// Jobs that are running or reducing.
+    async fn active_jobs(&self) -> Result<Vec<Job>>;
     /// Number of invocations per state.
     async fn count_by_state(&self) -> Result<Vec<(InvocationState, u64)>>;
+
+    /// Creates a job and its tasks in one transaction, from rows streamed by
+    /// the caller; `total` is counted from the rows. Nothing is kept unless
+    /// [`JobRows::Commit`] arrives.
+    async fn create_job(&self, job: &Job, rows: tokio::sync::mpsc::Receiver<JobRows>) -> Result<Job>;
+    async fn get_job(&self, project: &str, id: Id) -> Result<Option<Job>>;
+    async fn list_jobs(&self, project: &str, before: Option<Id>, limit: u32) -> Result<Vec<Job>>;
+    /// Moves a job from one of `from` to `to`; false if it was in none of them.
+    async fn set_job_state(&self, id: Id, from: &[JobState], to: JobState, update: JobUpdate) -> Result<bool>;
+    /// Results of a job's map tasks in input order, from index `from`.
+    async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>>;
+    /// Cancels a job's queued tasks (and the job); returns how many tasks.
+    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64>;
+}
+
+/// The two queues the scheduler pages separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Invocations made one by one, and reducers.
+    Direct,
+    /// Map tasks of jobs.
+    Tasks,
+}
+
+/// Fields set with a job's state.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    pub finished_at: Option<Millis>,
+    pub error: Option<String>,
+    pub reduce_invocation: Option<Id>,
+    /// A reducer invocation to insert in the same transaction.
+    pub insert: Option<NewInvocation>,
 }
 
 /// Opens the state store named by `url` (`sqlite://PATH`).

@@ -6,8 +6,8 @@
 //! statements in one transaction, not 1,000 round trips.
 
 use crate::{
-    AttemptEnd, AttemptStart, EndOutcome, Error, NewInvocation, Payloads, PendingInvocation,
-    Result, StateStore,
+    AttemptEnd, AttemptStart, EndOutcome, EndReport, Error, JobRows, JobUpdate, Lane, NewInvocation, Payloads,
+    PendingInvocation, Result, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -16,17 +16,18 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use stratus_core::clock::Millis;
 use stratus_core::{
-    Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState,
+    Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
 };
 
 /// Numbered migrations; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql")), (2, include_str!("../migrations/sqlite/0002_jobs.sql"))];
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub struct SqliteStore {
-    writer: mpsc::Sender<Job>,
-    readers: mpsc::Sender<Job>,
+    writer: mpsc::Sender<DbJob>,
+    readers: mpsc::Sender<DbJob>,
 }
 
 impl From<rusqlite::Error> for Error {
@@ -57,17 +58,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     if current > known {
-        return Err(Error::TooNew {
-            found: current,
-            known,
-        });
+        return Err(Error::TooNew { found: current, known });
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql).map_err(|e| Error::Migrate {
-            version: *version,
-            message: e.to_string(),
-        })?;
+        tx.execute_batch(sql).map_err(|e| Error::Migrate { version: *version, message: e.to_string() })?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "applied state store migration");
@@ -75,11 +70,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn spawn_thread(
-    name: &str,
-    mut conn: Connection,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-) -> Result<()> {
+fn spawn_thread(name: &str, mut conn: Connection, rx: Arc<Mutex<mpsc::Receiver<DbJob>>>) -> Result<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -114,16 +105,13 @@ impl SqliteStore {
         let mut sync = "normal".to_string();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("synchronous", v)) if ["off", "normal", "full", "extra"].contains(&v) => {
-                    sync = v.to_string()
-                }
+                Some(("synchronous", v)) if ["off", "normal", "full", "extra"].contains(&v) => sync = v.to_string(),
                 _ => return Err(Error::UnsupportedUrl(url.to_string())),
             }
         }
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Db(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Db(format!("{}: {e}", dir.display())))?;
         }
         let (p, s) = (path.clone(), sync.clone());
         let writer_conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
@@ -133,21 +121,14 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Db(e.to_string()))??;
-        let (wtx, wrx) = mpsc::channel::<Job>();
+        let (wtx, wrx) = mpsc::channel::<DbJob>();
         spawn_thread("stratus-sqlite-w", writer_conn, Arc::new(Mutex::new(wrx)))?;
-        let (rtx, rrx) = mpsc::channel::<Job>();
+        let (rtx, rrx) = mpsc::channel::<DbJob>();
         let rrx = Arc::new(Mutex::new(rrx));
         for i in 0..2 {
-            spawn_thread(
-                &format!("stratus-sqlite-r{i}"),
-                open_conn(&path, &sync, true)?,
-                rrx.clone(),
-            )?;
+            spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
-        Ok(SqliteStore {
-            writer: wtx,
-            readers: rtx,
-        })
+        Ok(SqliteStore { writer: wtx, readers: rtx })
     }
 
     async fn call<R: Send + 'static>(
@@ -156,14 +137,12 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c| {
+        let job: DbJob = Box::new(move |c| {
             let _ = tx.send(f(c));
         });
         let chan = if write { &self.writer } else { &self.readers };
-        chan.send(job)
-            .map_err(|_| Error::Db("database thread stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Db("database thread stopped".into()))?
+        chan.send(job).map_err(|_| Error::Db("database thread stopped".into()))?;
+        rx.await.map_err(|_| Error::Db("database thread stopped".into()))?
     }
 }
 
@@ -173,23 +152,13 @@ fn id_bytes(id: Id) -> [u8; 16] {
 
 fn id_from(bytes: Vec<u8>) -> rusqlite::Result<Id> {
     let arr: [u8; 16] = bytes.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Blob,
-            "id is not 16 bytes".into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, "id is not 16 bytes".into())
     })?;
     Ok(Id::from_bytes(arr))
 }
 
 fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> rusqlite::Error + '_ {
-    move |e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("{what}: {e}").into(),
-        )
-    }
+    move |e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("{what}: {e}").into())
 }
 
 fn failure_json(f: &Failure) -> String {
@@ -197,8 +166,7 @@ fn failure_json(f: &Failure) -> String {
 }
 
 fn failure_from(s: Option<String>) -> rusqlite::Result<Option<Failure>> {
-    s.map(|s| serde_json::from_str(&s).map_err(corrupt("error record")))
-        .transpose()
+    s.map(|s| serde_json::from_str(&s).map_err(corrupt("error record"))).transpose()
 }
 
 fn state_from(s: String) -> rusqlite::Result<InvocationState> {
@@ -240,20 +208,79 @@ fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
     })
 }
 
+fn insert_rows(tx: &rusqlite::Transaction, rows: &[NewInvocation]) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
+         task_index, queued_at, not_before, input, partition) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
+    )?;
+    for n in rows {
+        let i = &n.invocation;
+        let partition = n.partition.as_ref().map(|p| serde_json::to_string(p).expect("partition serialises"));
+        st.execute(params![
+            id_bytes(i.id),
+            i.project,
+            i.function,
+            i.version,
+            i.state.as_str(),
+            i.attempts,
+            i.max_attempts,
+            i.job_id.map(id_bytes),
+            i.task_index.map(|x| x as i64),
+            i.queued_at,
+            n.input,
+            partition,
+        ])?;
+    }
+    Ok(())
+}
+
+fn partition_from(s: Option<String>) -> rusqlite::Result<Option<Partition>> {
+    s.map(|s| serde_json::from_str(&s).map_err(corrupt("partition"))).transpose()
+}
+
+const JOB_COLUMNS: &str = "id, project, function, version, reduce_function, reduce_version, state, total, succeeded, \
+     failed, cancelled, created_at, finished_at, reduce_invocation, error";
+
+fn job_from(r: &Row) -> rusqlite::Result<Job> {
+    let state: String = r.get("state")?;
+    let reduce_inv: Option<Vec<u8>> = r.get("reduce_invocation")?;
+    Ok(Job {
+        id: id_from(r.get("id")?)?,
+        project: r.get("project")?,
+        function: r.get("function")?,
+        version: r.get("version")?,
+        reduce_function: r.get("reduce_function")?,
+        reduce_version: r.get("reduce_version")?,
+        state: state.parse().map_err(corrupt("job state"))?,
+        total: r.get::<_, i64>("total")? as u64,
+        succeeded: r.get::<_, i64>("succeeded")? as u64,
+        failed: r.get::<_, i64>("failed")? as u64,
+        cancelled: r.get::<_, i64>("cancelled")? as u64,
+        created_at: r.get("created_at")?,
+        finished_at: r.get("finished_at")?,
+        reduce_invocation: reduce_inv.map(id_from).transpose()?,
+        error: r.get("error")?,
+    })
+}
+
+fn read_job(c: &Connection, id: [u8; 16]) -> rusqlite::Result<Option<Job>> {
+    c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![id], job_from)
+        .optional()
+}
+
 #[async_trait]
 impl StateStore for SqliteStore {
-    async fn put_function(
-        &self,
-        project: &str,
-        name: &str,
-        spec: &FunctionSpec,
-        now: Millis,
-    ) -> Result<Function> {
+    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
         let (project, name, spec) = (project.to_string(), name.to_string(), spec.clone());
         self.call(true, move |c| {
             let tx = c.transaction()?;
-            let max: Option<u32> = tx.query_row("SELECT MAX(version) FROM functions WHERE project = ?1 AND name = ?2", params![project, name], |r| r.get(0))?;
+            let max: Option<u32> = tx.query_row(
+                "SELECT MAX(version) FROM functions WHERE project = ?1 AND name = ?2",
+                params![project, name],
+                |r| r.get(0),
+            )?;
             let version = max.unwrap_or(0) + 1;
             tx.execute(
                 "INSERT INTO functions (project, name, version, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -265,12 +292,7 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn get_function(
-        &self,
-        project: &str,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<Option<Function>> {
+    async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>> {
         let (project, name) = (project.to_string(), name.to_string());
         self.call(false, move |c| {
             let f = match version {
@@ -317,28 +339,7 @@ impl StateStore for SqliteStore {
         let new = new.to_vec();
         self.call(true, move |c| {
             let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
-                     task_index, queued_at, not_before, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
-                )?;
-                for n in &new {
-                    let i = &n.invocation;
-                    st.execute(params![
-                        id_bytes(i.id),
-                        i.project,
-                        i.function,
-                        i.version,
-                        i.state.as_str(),
-                        i.attempts,
-                        i.max_attempts,
-                        i.job_id.map(id_bytes),
-                        i.task_index.map(|x| x as i64),
-                        i.queued_at,
-                        n.input,
-                    ])?;
-                }
-            }
+            insert_rows(&tx, &new)?;
             tx.commit()?;
             Ok(())
         })
@@ -360,25 +361,16 @@ impl StateStore for SqliteStore {
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>> {
         let project = project.to_string();
         self.call(false, move |c| {
-            Ok(c.prepare_cached(
-                "SELECT output, logs FROM invocations WHERE id = ?1 AND project = ?2",
-            )?
-            .query_row(params![id_bytes(id), project], |r| {
-                Ok(Payloads {
-                    output: r.get(0)?,
-                    logs: r.get(1)?,
-                })
-            })
-            .optional()?)
+            Ok(c.prepare_cached("SELECT output, logs FROM invocations WHERE id = ?1 AND project = ?2")?
+                .query_row(params![id_bytes(id), project], |r| Ok(Payloads { output: r.get(0)?, logs: r.get(1)? }))
+                .optional()?)
         })
         .await
     }
 
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
         self.call(false, move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT * FROM attempts WHERE invocation_id = ?1 ORDER BY attempt",
-            )?;
+            let mut st = c.prepare_cached("SELECT * FROM attempts WHERE invocation_id = ?1 ORDER BY attempt")?;
             let rows = st.query_map(params![id_bytes(id)], |r| {
                 Ok(Attempt {
                     attempt: r.get("attempt")?,
@@ -433,22 +425,27 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<Vec<bool>> {
+    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport> {
         let ends = ends.to_vec();
         self.call(true, move |c| {
             let tx = c.transaction()?;
             let mut applied = Vec::with_capacity(ends.len());
+            let mut touched: Vec<[u8; 16]> = Vec::new();
             {
                 // The guard: still on this attempt (or queued for it, when the
                 // start was never recorded) and not finished.
                 let mut update = tx.prepare_cached(
                     "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
                      started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
-                     WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2))",
+                     WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
+                     RETURNING job_id, task_index",
                 )?;
                 let mut attempt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                let mut count = tx.prepare_cached(
+                    "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
                 )?;
                 for e in &ends {
                     let id = id_bytes(e.id);
@@ -458,45 +455,82 @@ impl StateStore for SqliteStore {
                     };
                     let err_json = error.map(failure_json);
                     let finished_at = not_before.is_none().then_some(e.finished_at);
-                    let n = update.execute(params![state.as_str(), e.attempt, output, err_json, logs, e.worker, e.started_at, finished_at, not_before, id])?;
-                    let ok = n > 0;
-                    if ok {
-                        let attempt_state = match &e.outcome {
-                            EndOutcome::Finish { state, .. } => *state,
-                            EndOutcome::Requeue { error, .. } if error.kind == FailureKind::Timeout => InvocationState::TimedOut,
-                            EndOutcome::Requeue { .. } => InvocationState::Failed,
+                    let row: Option<(Option<Vec<u8>>, Option<i64>)> = update
+                        .query_row(
+                            params![state.as_str(), e.attempt, output, err_json, logs, e.worker, e.started_at, finished_at, not_before, id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let Some((job, index)) = row else {
+                        applied.push(false);
+                        continue;
+                    };
+                    let attempt_state = match &e.outcome {
+                        EndOutcome::Finish { state, .. } => *state,
+                        EndOutcome::Requeue { error, .. } if error.kind == FailureKind::Timeout => InvocationState::TimedOut,
+                        EndOutcome::Requeue { .. } => InvocationState::Failed,
+                    };
+                    attempt.execute(params![id, e.attempt, e.worker, e.started_at, e.finished_at, attempt_state.as_str(), err_json])?;
+                    if let (Some(job), Some(_), EndOutcome::Finish { state, .. }) = (job, index, &e.outcome) {
+                        let (ok, failed, cancelled) = match state {
+                            InvocationState::Succeeded => (1, 0, 0),
+                            InvocationState::Cancelled => (0, 0, 1),
+                            _ => (0, 1, 0),
                         };
-                        attempt.execute(params![id, e.attempt, e.worker, e.started_at, e.finished_at, attempt_state.as_str(), err_json])?;
+                        count.execute(params![ok, failed, cancelled, job])?;
+                        let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;
+                        if !touched.contains(&job) {
+                            touched.push(job);
+                        }
                     }
-                    applied.push(ok);
+                    applied.push(true);
                 }
             }
+            let jobs = touched.into_iter().map(|j| read_job(&tx, j)).collect::<rusqlite::Result<Vec<_>>>()?.into_iter().flatten().collect();
             tx.commit()?;
-            Ok(applied)
+            Ok(EndReport { applied, jobs })
         })
         .await
     }
 
     async fn requeue_running(&self) -> Result<u64> {
-        self.call(true, |c| {
-            Ok(c.execute(
-                "UPDATE invocations SET state = 'queued' WHERE state = 'running'",
-                [],
-            )? as u64)
+        self.call(
+            true,
+            |c| Ok(c.execute("UPDATE invocations SET state = 'queued' WHERE state = 'running'", [])? as u64),
+        )
+        .await
+    }
+
+    async fn queued_in(&self, lane: Option<Lane>, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
+        self.call(true, move |c| {
+            let after = after.map(|a| id_bytes(a).to_vec()).unwrap_or_default();
+            let lane = match lane {
+                None => "",
+                Some(Lane::Direct) => "AND task_index IS NULL",
+                Some(Lane::Tasks) => "AND task_index IS NOT NULL",
+            };
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS}, input, partition, not_before FROM invocations \
+                 WHERE state = 'queued' {lane} AND id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok(PendingInvocation {
+                    invocation: invocation_from(r)?,
+                    input: r.get("input")?,
+                    partition: partition_from(r.get("partition")?)?,
+                    not_before: r.get("not_before")?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
 
-    async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
-        self.call(true, move |c| {
-            let after = after.map(|a| id_bytes(a).to_vec()).unwrap_or_default();
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {INVOCATION_COLUMNS}, input, not_before FROM invocations WHERE state = 'queued' AND id > ?1 \
-                 ORDER BY id LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![after, limit], |r| {
-                Ok(PendingInvocation { invocation: invocation_from(r)?, input: r.get("input")?, not_before: r.get("not_before")? })
-            })?;
+    async fn active_jobs(&self) -> Result<Vec<Job>> {
+        self.call(false, |c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('running', 'reducing')"))?;
+            let rows = st.query_map([], job_from)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -504,12 +538,122 @@ impl StateStore for SqliteStore {
 
     async fn count_by_state(&self) -> Result<Vec<(InvocationState, u64)>> {
         self.call(false, |c| {
-            let mut st =
-                c.prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state")?;
-            let rows = st.query_map([], |r| {
-                Ok((state_from(r.get(0)?)?, r.get::<_, i64>(1)? as u64))
+            let mut st = c.prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state")?;
+            let rows = st.query_map([], |r| Ok((state_from(r.get(0)?)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_job(&self, job: &Job, mut rows: tokio::sync::mpsc::Receiver<JobRows>) -> Result<Job> {
+        let mut job = job.clone();
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            let mut total = 0u64;
+            loop {
+                match rows.blocking_recv() {
+                    Some(JobRows::Rows(batch)) => {
+                        total += batch.len() as u64;
+                        insert_rows(&tx, &batch)?;
+                    }
+                    Some(JobRows::Commit) => break,
+                    Some(JobRows::Abort(why)) => return Err(Error::Aborted(why)),
+                    None => return Err(Error::Aborted("the request ended before the job was complete".into())),
+                }
+            }
+            job.total = total;
+            tx.execute(
+                "INSERT INTO jobs (id, project, function, version, reduce_function, reduce_version, state, total, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![id_bytes(job.id), job.project, job.function, job.version, job.reduce_function, job.reduce_version, job.state.as_str(), total as i64, job.created_at],
+            )?;
+            tx.commit()?;
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn get_job(&self, project: &str, id: Id) -> Result<Option<Job>> {
+        let project = project.to_string();
+        self.call(false, move |c| Ok(read_job(c, id_bytes(id))?.filter(|j| j.project == project))).await
+    }
+
+    async fn list_jobs(&self, project: &str, before: Option<Id>, limit: u32) -> Result<Vec<Job>> {
+        let project = project.to_string();
+        self.call(false, move |c| {
+            let before = before.map(|b| id_bytes(b).to_vec()).unwrap_or_else(|| vec![0xff; 17]);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE project = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![project, before, limit], job_from)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_job_state(&self, id: Id, from: &[JobState], to: JobState, update: JobUpdate) -> Result<bool> {
+        let from: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            let Some(job) = read_job(&tx, id_bytes(id))? else { return Ok(false) };
+            if !from.contains(&job.state.as_str()) {
+                return Ok(false);
+            }
+            if let Some(row) = &update.insert {
+                insert_rows(&tx, std::slice::from_ref(row))?;
+            }
+            tx.execute(
+                "UPDATE jobs SET state = ?1, finished_at = COALESCE(?2, finished_at), error = COALESCE(?3, error), \
+                 reduce_invocation = COALESCE(?4, reduce_invocation) WHERE id = ?5",
+                params![
+                    to.as_str(),
+                    update.finished_at,
+                    update.error,
+                    update.reduce_invocation.map(id_bytes),
+                    id_bytes(id)
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>> {
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT task_index, id, state, output, error FROM invocations WHERE job_id = ?1 AND task_index >= ?2 \
+                 ORDER BY task_index LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![id_bytes(job), from as i64, limit], |r| {
+                Ok(TaskResult {
+                    index: r.get::<_, i64>(0)? as u64,
+                    invocation: id_from(r.get(1)?)?,
+                    state: state_from(r.get(2)?)?,
+                    output: r.get(3)?,
+                    error: failure_from(r.get(4)?)?,
+                })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64> {
+        self.call(true, move |c| {
+            let tx = c.transaction()?;
+            let err = failure_json(&Failure::new(FailureKind::Cancelled, "the job was cancelled"));
+            let n = tx.execute(
+                "UPDATE invocations SET state = 'cancelled', finished_at = ?1, error = ?2 WHERE job_id = ?3 AND state = 'queued'",
+                params![now, err, id_bytes(id)],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET cancelled = cancelled + ?1, state = CASE WHEN state IN ('running', 'reducing') THEN 'cancelled' ELSE state END, \
+                 finished_at = COALESCE(finished_at, ?2) WHERE id = ?3",
+                params![n as i64, now, id_bytes(id)],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
         })
         .await
     }

@@ -2,10 +2,9 @@
 //! SQLite always runs. (PostgreSQL joins with the distributed mode.)
 
 use std::sync::Arc;
-use stratus_core::{
-    Failure, FailureKind, FunctionSpec, Invocation, InvocationState, Limits, Runtime, new_id,
-};
-use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, NewInvocation, StateStore};
+use stratus_core::{Failure, FailureKind, FunctionSpec, Invocation, InvocationState, Limits, Runtime, new_id};
+use stratus_core::{Job, JobState};
+use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, NewInvocation, StateStore};
 
 fn spec() -> FunctionSpec {
     FunctionSpec {
@@ -36,18 +35,12 @@ fn new_inv(f: &str, max_attempts: u32, now: i64) -> NewInvocation {
             error: None,
         },
         input: format!("input-{now}").into_bytes(),
+        partition: None,
     }
 }
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
-    AttemptEnd {
-        id,
-        attempt,
-        worker: "w1".into(),
-        started_at: 10,
-        finished_at: 20,
-        outcome,
-    }
+    AttemptEnd { id, attempt, worker: "w1".into(), started_at: 10, finished_at: 20, outcome }
 }
 
 fn finish_ok(out: &[u8]) -> EndOutcome {
@@ -63,43 +56,17 @@ async fn functions_are_versioned_and_deleted(s: Arc<dyn StateStore>) {
     let v1 = s.put_function("p", "f", &spec(), 1).await.unwrap();
     let v2 = s.put_function("p", "f", &spec(), 2).await.unwrap();
     assert_eq!((v1.version, v2.version), (1, 2));
-    assert_eq!(
-        s.get_function("p", "f", None)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        2
-    );
-    assert_eq!(
-        s.get_function("p", "f", Some(1)).await.unwrap().unwrap(),
-        v1
-    );
-    assert!(
-        s.get_function("other", "f", None).await.unwrap().is_none(),
-        "projects are separate"
-    );
+    assert_eq!(s.get_function("p", "f", None).await.unwrap().unwrap().version, 2);
+    assert_eq!(s.get_function("p", "f", Some(1)).await.unwrap().unwrap(), v1);
+    assert!(s.get_function("other", "f", None).await.unwrap().is_none(), "projects are separate");
     s.put_function("p", "g", &spec(), 3).await.unwrap();
-    let names: Vec<_> = s
-        .list_functions("p")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| (f.name, f.version))
-        .collect();
+    let names: Vec<_> = s.list_functions("p").await.unwrap().into_iter().map(|f| (f.name, f.version)).collect();
     assert_eq!(names, [("f".to_string(), 2), ("g".to_string(), 1)]);
     assert!(s.delete_function("p", "f", 4).await.unwrap());
     assert!(!s.delete_function("p", "f", 5).await.unwrap());
     assert!(s.get_function("p", "f", None).await.unwrap().is_none());
-    assert!(
-        s.get_function("p", "f", Some(2)).await.unwrap().is_some(),
-        "old versions stay readable"
-    );
-    assert_eq!(
-        s.put_function("p", "f", &spec(), 6).await.unwrap().version,
-        3,
-        "versions are never reused"
-    );
+    assert!(s.get_function("p", "f", Some(2)).await.unwrap().is_some(), "old versions stay readable");
+    assert_eq!(s.put_function("p", "f", &spec(), 6).await.unwrap().version, 3, "versions are never reused");
 }
 
 async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
@@ -107,42 +74,16 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let b = new_inv("f", 2, 101);
     s.insert_invocations(&[a.clone(), b.clone()]).await.unwrap();
     let (ia, ib) = (a.invocation.id, b.invocation.id);
-    assert_eq!(
-        s.get_invocation("p", ia).await.unwrap().unwrap().state,
-        InvocationState::Queued
-    );
-    assert!(
-        s.get_invocation("q", ia).await.unwrap().is_none(),
-        "projects are separate"
-    );
+    assert_eq!(s.get_invocation("p", ia).await.unwrap().unwrap().state, InvocationState::Queued);
+    assert!(s.get_invocation("q", ia).await.unwrap().is_none(), "projects are separate");
 
-    s.start_attempts(&[AttemptStart {
-        id: ia,
-        attempt: 1,
-        worker: "w1".into(),
-        started_at: 10,
-    }])
-    .await
-    .unwrap();
+    s.start_attempts(&[AttemptStart { id: ia, attempt: 1, worker: "w1".into(), started_at: 10 }]).await.unwrap();
     let running = s.get_invocation("p", ia).await.unwrap().unwrap();
-    assert_eq!(
-        (running.state, running.attempts),
-        (InvocationState::Running, 1)
-    );
+    assert_eq!((running.state, running.attempts), (InvocationState::Running, 1));
 
     // First completion applies; a duplicate and a late one change nothing.
-    assert_eq!(
-        s.end_attempts(&[end(ia, 1, finish_ok(b"out"))])
-            .await
-            .unwrap(),
-        [true]
-    );
-    assert_eq!(
-        s.end_attempts(&[end(ia, 1, finish_ok(b"other"))])
-            .await
-            .unwrap(),
-        [false]
-    );
+    assert_eq!(s.end_attempts(&[end(ia, 1, finish_ok(b"out"))]).await.unwrap().applied, [true]);
+    assert_eq!(s.end_attempts(&[end(ia, 1, finish_ok(b"other"))]).await.unwrap().applied, [false]);
     let done = s.get_invocation("p", ia).await.unwrap().unwrap();
     assert_eq!(done.state, InvocationState::Succeeded);
     let p = s.get_payloads("p", ia).await.unwrap().unwrap();
@@ -151,52 +92,28 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
 
     // Requeue, then a stale report of the first attempt, then the second attempt.
     let fail = Failure::new(FailureKind::Exit, "exit 1");
-    let requeue = EndOutcome::Requeue {
-        not_before: 500,
-        error: fail.clone(),
-        logs: vec![],
-    };
+    let requeue = EndOutcome::Requeue { not_before: 500, error: fail.clone(), logs: vec![] };
     assert_eq!(
-        s.end_attempts(&[end(ib, 1, requeue.clone())])
-            .await
-            .unwrap(),
+        s.end_attempts(&[end(ib, 1, requeue.clone())]).await.unwrap().applied,
         [true],
         "an end without a recorded start applies"
     );
     assert_eq!(
-        s.end_attempts(&[end(ib, 1, requeue)]).await.unwrap(),
+        s.end_attempts(&[end(ib, 1, requeue)]).await.unwrap().applied,
         [false],
         "the same attempt cannot end twice"
     );
     let q = s.queued(None, 10).await.unwrap();
     assert_eq!(q.len(), 1);
-    assert_eq!(
-        (
-            q[0].invocation.id,
-            q[0].not_before,
-            q[0].invocation.attempts
-        ),
-        (ib, 500, 1)
-    );
-    let last = EndOutcome::Finish {
-        state: InvocationState::Failed,
-        output: None,
-        error: Some(fail),
-        logs: vec![],
-    };
-    assert_eq!(s.end_attempts(&[end(ib, 2, last)]).await.unwrap(), [true]);
+    assert_eq!((q[0].invocation.id, q[0].not_before, q[0].invocation.attempts), (ib, 500, 1));
+    let last = EndOutcome::Finish { state: InvocationState::Failed, output: None, error: Some(fail), logs: vec![] };
+    assert_eq!(s.end_attempts(&[end(ib, 2, last)]).await.unwrap().applied, [true]);
     let failed = s.get_invocation("p", ib).await.unwrap().unwrap();
-    assert_eq!(
-        (failed.state, failed.attempts),
-        (InvocationState::Failed, 2)
-    );
+    assert_eq!((failed.state, failed.attempts), (InvocationState::Failed, 2));
     assert_eq!(failed.error.unwrap().message, "exit 1");
     let history = s.list_attempts(ib).await.unwrap();
     assert_eq!(
-        history
-            .iter()
-            .map(|a| (a.attempt, a.state))
-            .collect::<Vec<_>>(),
+        history.iter().map(|a| (a.attempt, a.state)).collect::<Vec<_>>(),
         [(1, InvocationState::Failed), (2, InvocationState::Failed)]
     );
 }
@@ -206,12 +123,7 @@ async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {
     s.insert_invocations(&news).await.unwrap();
     let starts: Vec<_> = news[..3]
         .iter()
-        .map(|n| AttemptStart {
-            id: n.invocation.id,
-            attempt: 1,
-            worker: "w".into(),
-            started_at: 1,
-        })
+        .map(|n| AttemptStart { id: n.invocation.id, attempt: 1, worker: "w".into(), started_at: 1 })
         .collect();
     s.start_attempts(&starts).await.unwrap();
     assert_eq!(s.queued(None, 100).await.unwrap().len(), 22);
@@ -227,21 +139,106 @@ async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {
     assert_eq!(seen.len(), 25);
     assert_eq!(
         seen,
-        news.iter()
-            .map(|n| (n.invocation.id, n.input.clone()))
-            .collect::<Vec<_>>(),
+        news.iter().map(|n| (n.invocation.id, n.input.clone())).collect::<Vec<_>>(),
         "id order, inputs intact"
     );
     let listed = s.list_invocations("p", Some("f"), None, 5).await.unwrap();
     assert_eq!(listed.len(), 5);
     assert_eq!(listed[0].id, news[24].invocation.id, "newest first");
-    let next = s
-        .list_invocations("p", Some("f"), Some(listed[4].id), 100)
-        .await
-        .unwrap();
+    let next = s.list_invocations("p", Some("f"), Some(listed[4].id), 100).await.unwrap();
     assert_eq!(next.len(), 20);
     let counts = s.count_by_state().await.unwrap();
     assert_eq!(counts, [(InvocationState::Queued, 25)]);
+}
+
+fn job(now: i64) -> Job {
+    Job {
+        id: new_id(),
+        project: "p".into(),
+        function: "f".into(),
+        version: 1,
+        reduce_function: None,
+        reduce_version: None,
+        state: JobState::Running,
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        cancelled: 0,
+        created_at: now,
+        finished_at: None,
+        reduce_invocation: None,
+        error: None,
+    }
+}
+
+fn job_task(j: &Job, index: u64) -> NewInvocation {
+    let mut n = new_inv("f", 1, index as i64);
+    n.invocation.job_id = Some(j.id);
+    n.invocation.task_index = Some(index);
+    n
+}
+
+async fn jobs_count_results_and_cancel(s: Arc<dyn StateStore>) {
+    // A job streamed in batches; nothing is visible before the commit.
+    let j = job(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let tasks: Vec<_> = (0..10).map(|i| job_task(&j, i)).collect();
+    let sender = {
+        let tasks = tasks.clone();
+        tokio::spawn(async move {
+            for chunk in tasks.chunks(4) {
+                tx.send(JobRows::Rows(chunk.to_vec())).await.unwrap();
+            }
+            tx.send(JobRows::Commit).await.unwrap();
+        })
+    };
+    let created = s.create_job(&j, rx).await.unwrap();
+    sender.await.unwrap();
+    assert_eq!(created.total, 10);
+    assert_eq!(s.get_job("p", j.id).await.unwrap().unwrap().total, 10);
+    assert!(s.get_job("other", j.id).await.unwrap().is_none());
+
+    // An aborted job leaves nothing.
+    let k = job(2);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(JobRows::Rows(vec![job_task(&k, 0)])).await.unwrap();
+    tx.send(JobRows::Abort("bad line 2".into())).await.unwrap();
+    assert!(s.create_job(&k, rx).await.is_err());
+    assert!(s.get_job("p", k.id).await.unwrap().is_none());
+    assert_eq!(s.queued(None, 100).await.unwrap().len(), 10);
+
+    // Counters move exactly once per task.
+    let ok = |i: usize| end(tasks[i].invocation.id, 1, finish_ok(format!("out-{i}").as_bytes()));
+    let report = s.end_attempts(&[ok(3), ok(1), ok(3)]).await.unwrap();
+    assert_eq!(report.applied, [true, true, false]);
+    assert_eq!(report.jobs.len(), 1);
+    assert_eq!((report.jobs[0].succeeded, report.jobs[0].failed), (2, 0));
+    let failed = EndOutcome::Finish {
+        state: InvocationState::Failed,
+        output: None,
+        error: Some(Failure::new(FailureKind::Exit, "x")),
+        logs: vec![],
+    };
+    let report = s.end_attempts(&[end(tasks[0].invocation.id, 1, failed)]).await.unwrap();
+    assert_eq!((report.jobs[0].succeeded, report.jobs[0].failed), (2, 1));
+
+    let results = s.job_results(j.id, 0, 3).await.unwrap();
+    assert_eq!(results.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 2], "input order");
+    assert_eq!(results[1].output.as_deref(), Some(&b"out-1"[..]));
+    assert_eq!(results[0].state, InvocationState::Failed);
+    assert_eq!(results[2].state, InvocationState::Queued);
+    assert_eq!(s.job_results(j.id, 8, 100).await.unwrap().len(), 2);
+
+    // Cancel: the 7 queued tasks are cancelled, the finished ones stay.
+    assert_eq!(s.cancel_job(j.id, 9).await.unwrap(), 7);
+    let after = s.get_job("p", j.id).await.unwrap().unwrap();
+    assert_eq!((after.state, after.cancelled, after.done()), (JobState::Cancelled, 7, 10));
+    assert!(s.queued(None, 100).await.unwrap().is_empty());
+
+    // State moves are guarded.
+    let update = JobUpdate { finished_at: Some(10), ..Default::default() };
+    assert!(!s.set_job_state(j.id, &[JobState::Running], JobState::Succeeded, update.clone()).await.unwrap());
+    assert!(s.set_job_state(j.id, &[JobState::Cancelled], JobState::Cancelled, update).await.unwrap());
 }
 
 macro_rules! conformance {
@@ -259,6 +256,11 @@ macro_rules! conformance {
                 completions_are_recorded_once(s).await;
             }
             #[tokio::test]
+            async fn jobs() {
+                let (_guard, s) = $open.await;
+                jobs_count_results_and_cancel(s).await;
+            }
+            #[tokio::test]
             async fn restart() {
                 let (_guard, s) = $open.await;
                 restart_requeues_running_and_pages_the_queue(s).await;
@@ -269,9 +271,7 @@ macro_rules! conformance {
 
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn StateStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let s = stratus_store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
+    let s = stratus_store::open(&format!("sqlite://{}/state.db", dir.path().display())).await.unwrap();
     (dir, s)
 }
 
@@ -287,9 +287,5 @@ async fn sqlite_reopens_with_data_and_refuses_bad_urls() {
     let s = stratus_store::open(&url).await.unwrap();
     assert!(s.get_function("p", "f", None).await.unwrap().is_some());
     assert!(stratus_store::open("mysql://x").await.is_err());
-    assert!(
-        stratus_store::open(&format!("{url}?synchronous=sometimes"))
-            .await
-            .is_err()
-    );
+    assert!(stratus_store::open(&format!("{url}?synchronous=sometimes")).await.is_err());
 }

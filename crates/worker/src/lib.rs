@@ -2,9 +2,13 @@
 //!
 //! A worker does not know where its tasks come from: [`TaskSource`] is the
 //! in-process queue when it runs inside `stratus up`, and the server's HTTP
-//! API when it runs as its own process. The [`Executor`] turns a task into a
-//! completion: it fetches the artifact (cached by content hash), compiles or
-//! unpacks it once, and runs it.
+//! API when it runs as its own process (`stratus worker`). The [`Executor`]
+//! turns a task into a completion: it fetches the artifact (cached by content
+//! hash), compiles or unpacks it once, reads the task's object partition when
+//! it has one, and runs it.
+
+mod partition;
+pub mod remote;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,15 +16,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::{Clock, Completion, Failure, FailureKind, Runtime, Task};
-use stratus_runtime::warm::WarmPool;
+use stratus_runtime::warm::{WarmPool, WarmRequest};
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_runtime::{OutputCaps, RunOutcome, bundle, process};
+use tokio_util::sync::CancellationToken;
+
+pub use partition::read_partition;
+
+/// A task handed to a slot, with the signal that cancels it.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub task: Task,
+    pub cancel: CancellationToken,
+}
 
 /// Where tasks come from and completions go.
 #[async_trait]
 pub trait TaskSource: Send + Sync + 'static {
-    /// The next task for a slot; `None` when the worker should stop.
-    async fn next(&self, worker: &str) -> Option<Task>;
+    /// Between one and `max` tasks for a slot; `None` when the worker should stop.
+    async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>>;
     /// Reports the end of an attempt.
     async fn complete(&self, completion: Completion);
 }
@@ -34,6 +48,14 @@ pub struct Executor {
     bundles_dir: PathBuf,
     caps: OutputCaps,
     clock: Arc<dyn Clock>,
+}
+
+fn failed(f: Failure) -> RunOutcome {
+    RunOutcome { result: Err(f), logs: Vec::new() }
+}
+
+fn internal(msg: impl Into<String>) -> Failure {
+    Failure::new(FailureKind::Internal, msg)
 }
 
 impl Executor {
@@ -58,18 +80,21 @@ impl Executor {
     }
 
     async fn fetch(&self, digest: &str) -> Result<Bytes, Failure> {
-        self.objects.get(&Key::artifact(digest)).await.map_err(|e| {
-            Failure::new(
-                FailureKind::Internal,
-                format!("cannot fetch artifact {digest}: {e}"),
-            )
-        })
+        self.objects
+            .get(&Key::artifact(digest))
+            .await
+            .map_err(|e| internal(format!("cannot fetch artifact {digest}: {e}")))
     }
 
     /// Runs one attempt and says how it ended.
-    pub async fn execute(&self, task: Task) -> Completion {
+    pub async fn execute(&self, leased: Leased) -> Completion {
         let started_at = self.clock.now_ms();
-        let outcome = self.run(&task).await;
+        let Leased { task, cancel } = leased;
+        let outcome = if cancel.is_cancelled() {
+            failed(Failure::new(FailureKind::Cancelled, "cancelled before it started"))
+        } else {
+            self.run(&task, &cancel).await
+        };
         Completion {
             invocation: task.invocation,
             attempt: task.attempt,
@@ -81,20 +106,24 @@ impl Executor {
         }
     }
 
-    async fn run(&self, task: &Task) -> RunOutcome {
+    async fn run(&self, task: &Task, cancel: &CancellationToken) -> RunOutcome {
         let f = &task.function;
-        let mut env: Vec<(String, String)> = f
-            .spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut env: Vec<(String, String)> = f.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("STRATUS_FUNCTION".into(), f.name.clone()));
         env.push(("STRATUS_FUNCTION_VERSION".into(), f.version.to_string()));
-        env.extend(task.extra_env.iter().cloned());
-        let failed = |f: Failure| RunOutcome {
-            result: Err(f),
-            logs: Vec::new(),
+        if let Some(job) = task.job {
+            env.push(("STRATUS_JOB_ID".into(), job.to_string()));
+        }
+        let input = match &task.partition {
+            None => task.input.clone(),
+            Some(p) => match read_partition(self.objects.as_ref(), &f.project, p).await {
+                Ok((bytes, range)) => {
+                    env.push(("STRATUS_OBJECT".into(), p.object.clone()));
+                    env.push(("STRATUS_RANGE".into(), format!("{}-{}", range.start, range.end)));
+                    bytes
+                }
+                Err(e) => return failed(e),
+            },
         };
         let digest = &f.spec.artifact;
         match &f.spec.runtime {
@@ -109,32 +138,18 @@ impl Executor {
                         };
                         let wasm = self.wasm.clone();
                         let d = digest.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            wasm.load(&d, || Ok(bytes.to_vec()))
-                        })
-                        .await
-                        {
+                        match tokio::task::spawn_blocking(move || wasm.load(&d, || Ok(bytes.to_vec()))).await {
                             Ok(Ok(m)) => m,
-                            Ok(Err(e)) => {
-                                return failed(Failure::new(FailureKind::Internal, e.to_string()));
-                            }
-                            Err(e) => {
-                                return failed(Failure::new(FailureKind::Internal, e.to_string()));
-                            }
+                            Ok(Err(e)) => return failed(internal(e.to_string())),
+                            Err(e) => return failed(internal(e.to_string())),
                         }
                     }
                 };
                 let wasm = self.wasm.clone();
-                let input = task.input.clone();
-                let (limits, caps) = (f.spec.limits, self.caps);
-                tokio::task::spawn_blocking(move || wasm.run(&module, input, &env, limits, caps))
+                let (limits, caps, cancel) = (f.spec.limits, self.caps, cancel.clone());
+                tokio::task::spawn_blocking(move || wasm.run(&module, input, &env, limits, caps, &cancel))
                     .await
-                    .unwrap_or_else(|e| {
-                        failed(Failure::new(
-                            FailureKind::Internal,
-                            format!("wasm worker thread: {e}"),
-                        ))
-                    })
+                    .unwrap_or_else(|e| failed(internal(format!("wasm worker thread: {e}"))))
             }
             Runtime::Process { cmd, warm } => {
                 let dir = self.bundles_dir.join(digest);
@@ -144,47 +159,31 @@ impl Executor {
                         Err(e) => return failed(e),
                     };
                     let d = dir.clone();
-                    let unpacked =
-                        tokio::task::spawn_blocking(move || bundle::unpack_once(&bytes, &d)).await;
-                    match unpacked {
+                    match tokio::task::spawn_blocking(move || bundle::unpack_once(&bytes, &d)).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            return failed(Failure::new(
-                                FailureKind::Internal,
-                                format!("cannot unpack bundle: {e}"),
-                            ));
-                        }
-                        Err(e) => {
-                            return failed(Failure::new(FailureKind::Internal, e.to_string()));
-                        }
+                        Ok(Err(e)) => return failed(internal(format!("cannot unpack bundle: {e}"))),
+                        Err(e) => return failed(internal(e.to_string())),
                     }
                 }
                 if *warm {
                     let key = format!("{}/{}/{}", f.project, f.name, f.version);
                     let id = task.invocation.to_string();
                     self.warm
-                        .run(
-                            &key,
-                            &dir,
+                        .run(WarmRequest {
+                            key: &key,
+                            dir: &dir,
                             cmd,
-                            &env,
-                            &id,
-                            &task.input,
-                            f.spec.limits,
-                            self.caps,
-                        )
+                            env: &env,
+                            id: &id,
+                            input: &input,
+                            limits: f.spec.limits,
+                            caps: self.caps,
+                            cancel,
+                        })
                         .await
                 } else {
                     env.push(("STRATUS_INVOCATION_ID".into(), task.invocation.to_string()));
-                    process::run(
-                        &dir,
-                        cmd,
-                        &env,
-                        task.input.clone(),
-                        f.spec.limits,
-                        self.caps,
-                    )
-                    .await
+                    process::run(&dir, cmd, &env, input, f.spec.limits, self.caps, cancel).await
                 }
             }
         }
@@ -192,15 +191,18 @@ impl Executor {
 }
 
 /// Runs `slots` slot loops until the source says stop; returns when all
-/// slots have finished their current task.
-pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slots: usize) {
+/// slots have finished their current task. Each slot takes up to `batch`
+/// tasks at a time.
+pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slots: usize, batch: usize) {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..slots {
         let (ex, src) = (executor.clone(), source.clone());
         set.spawn(async move {
-            while let Some(task) = src.next(&ex.name).await {
-                let c = ex.execute(task).await;
-                src.complete(c).await;
+            while let Some(tasks) = src.next(&ex.name, batch).await {
+                for leased in tasks {
+                    let c = ex.execute(leased).await;
+                    src.complete(c).await;
+                }
             }
         });
     }

@@ -58,10 +58,7 @@ pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&fs)?);
             } else {
-                println!(
-                    "{:<32} {:>7} {:<8} {:>10} {:>8}",
-                    "NAME", "VERSION", "RUNTIME", "TIMEOUT", "MEMORY"
-                );
+                println!("{:<32} {:>7} {:<8} {:>10} {:>8}", "NAME", "VERSION", "RUNTIME", "TIMEOUT", "MEMORY");
                 for f in fs {
                     println!(
                         "{:<32} {:>7} {:<8} {:>9}s {:>6}Mi",
@@ -99,10 +96,9 @@ fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     println!("version:  {}", f.version);
     match &f.runtime {
         Runtime::Wasm => println!("runtime:  wasm"),
-        Runtime::Process { cmd, warm } => println!(
-            "runtime:  process{}\ncommand:  {cmd}",
-            if *warm { " (warm)" } else { "" }
-        ),
+        Runtime::Process { cmd, warm } => {
+            println!("runtime:  process{}\ncommand:  {cmd}", if *warm { " (warm)" } else { "" })
+        }
     }
     println!("artifact: {}", f.artifact);
     println!("timeout:  {}s", f.timeout_ms as f64 / 1000.0);
@@ -118,23 +114,16 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
     stratus_core::validate_name("function name", &a.name)?;
     let (runtime, bytes) = match (&a.wasm, &a.dir, &a.cmd) {
         (Some(path), None, None) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             (Runtime::Wasm, bytes)
         }
         (None, Some(dir), Some(cmd)) => {
             if cmd.trim().is_empty() {
                 bail!("--cmd is empty: give the command to run, e.g. --cmd \"python3 main.py\"");
             }
-            let bytes = stratus_runtime::bundle::pack_dir(dir)
-                .with_context(|| format!("cannot bundle {}", dir.display()))?;
-            (
-                Runtime::Process {
-                    cmd: cmd.clone(),
-                    warm: a.warm,
-                },
-                bytes,
-            )
+            let bytes =
+                stratus_runtime::bundle::pack_dir(dir).with_context(|| format!("cannot bundle {}", dir.display()))?;
+            (Runtime::Process { cmd: cmd.clone(), warm: a.warm }, bytes)
         }
         (None, Some(_), None) => bail!("a process function needs --cmd"),
         _ => bail!("give either --wasm FILE or --dir DIR --cmd CMD"),

@@ -38,14 +38,10 @@ fn read_input(spec: Option<&str>) -> anyhow::Result<Vec<u8>> {
         None => Ok(Vec::new()),
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read stdin")?;
+            std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
             Ok(buf)
         }
-        Some(s) if s.starts_with('@') => {
-            std::fs::read(&s[1..]).with_context(|| format!("cannot read {}", &s[1..]))
-        }
+        Some(s) if s.starts_with('@') => std::fs::read(&s[1..]).with_context(|| format!("cannot read {}", &s[1..])),
         Some(s) => Ok(s.as_bytes().to_vec()),
     }
 }
@@ -65,15 +61,8 @@ fn write_output(bytes: &[u8]) -> anyhow::Result<()> {
 /// why, and the end of its stderr. Other errors go up to `main`.
 fn report(e: Error) -> anyhow::Result<ExitCode> {
     match e {
-        Error::FunctionFailed {
-            invocation,
-            message,
-            logs_tail,
-        } => {
-            eprintln!(
-                "error: invocation {} of {} {}: {message}",
-                invocation.id, invocation.function, invocation.state
-            );
+        Error::FunctionFailed { invocation, message, logs_tail } => {
+            eprintln!("error: invocation {} of {} {}: {message}", invocation.id, invocation.function, invocation.state);
             if !logs_tail.is_empty() {
                 eprintln!("--- stderr (last {} bytes) ---", logs_tail.len());
                 eprint!("{logs_tail}");
@@ -108,7 +97,12 @@ pub async fn invoke(ctx: &Ctx, a: InvokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn wait(ctx: &Ctx, a: IdArg) -> anyhow::Result<ExitCode> {
-    match ctx.client.wait(parse_id(&a.id)?).await {
+    let id = parse_id(&a.id)?;
+    // Ids of invocations and jobs share one space: a job id waits for the job.
+    if ctx.client.get_invocation(id, None).await.is_err() && ctx.client.get_job(id, None, 0).await.is_ok() {
+        return super::jobs::finish(ctx, id).await;
+    }
+    match ctx.client.wait(id).await {
         Ok(out) => {
             write_output(&out)?;
             Ok(ExitCode::SUCCESS)
@@ -155,41 +149,25 @@ pub async fn show(ctx: &Ctx, a: IdArg) -> anyhow::Result<ExitCode> {
             at.state,
             at.worker,
             at.finished_at - at.started_at,
-            at.error
-                .as_ref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
+            at.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list(ctx: &Ctx, a: ListArgs) -> anyhow::Result<ExitCode> {
-    let list = ctx
-        .client
-        .list_invocations(a.function.as_deref(), a.limit)
-        .await?;
+    let list = ctx.client.list_invocations(a.function.as_deref(), a.limit).await?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<36}  {:<24} {:>4}  {:<10} {:>8}",
-        "ID", "FUNCTION", "VER", "STATE", "MS"
-    );
+    println!("{:<36}  {:<24} {:>4}  {:<10} {:>8}", "ID", "FUNCTION", "VER", "STATE", "MS");
     for i in list {
         let dur = match (i.started_at, i.finished_at) {
             (Some(s), Some(f)) => (f - s).to_string(),
             _ => "-".into(),
         };
-        println!(
-            "{:<36}  {:<24} {:>4}  {:<10} {:>8}",
-            i.id,
-            i.function,
-            i.version,
-            i.state.as_str(),
-            dur
-        );
+        println!("{:<36}  {:<24} {:>4}  {:<10} {:>8}", i.id, i.function, i.version, i.state.as_str(), dur);
     }
     Ok(ExitCode::SUCCESS)
 }

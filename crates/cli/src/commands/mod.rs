@@ -2,25 +2,19 @@
 
 mod functions;
 mod invocations;
+mod jobs;
 mod node;
+mod objects;
+mod workers;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "stratus",
-    version,
-    about = "Self-hosted serverless functions, jobs and workflows in one binary"
-)]
+#[command(name = "stratus", version, about = "Self-hosted serverless functions, jobs and workflows in one binary")]
 pub struct Cli {
     /// Server URL for client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "STRATUS_URL",
-        default_value = "http://127.0.0.1:7878"
-    )]
+    #[arg(long, global = true, env = "STRATUS_URL", default_value = "http://127.0.0.1:7878")]
     server: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -48,6 +42,18 @@ enum Command {
     Show(invocations::IdArg),
     /// List recent invocations.
     Invocations(invocations::ListArgs),
+    /// Store, fetch, list and delete objects.
+    #[command(subcommand)]
+    Object(objects::ObjectCommand),
+    /// Run a function over many inputs or over objects (map / map_reduce).
+    Map(jobs::MapArgs),
+    /// Show, list, cancel jobs and read their results.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
+    /// Join a server as a worker and run its tasks.
+    Worker(workers::WorkerArgs),
+    /// List the workers a server knows.
+    Workers,
 }
 
 pub struct Ctx {
@@ -56,10 +62,7 @@ pub struct Ctx {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx {
-        client: stratus_client::Client::new(&cli.server),
-        json: cli.json,
-    };
+    let ctx = Ctx { client: stratus_client::Client::new(&cli.server), json: cli.json };
     match cli.command {
         Command::Up(a) => node::up(a).await,
         Command::Server(a) => node::server(a).await,
@@ -69,5 +72,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => invocations::logs(&ctx, a).await,
         Command::Show(a) => invocations::show(&ctx, a).await,
         Command::Invocations(a) => invocations::list(&ctx, a).await,
+        Command::Object(c) => objects::run(&ctx, c).await,
+        Command::Map(a) => jobs::map(&ctx, a).await,
+        Command::Job(c) => jobs::job(&ctx, c).await,
+        Command::Worker(a) => workers::worker(&ctx, a).await,
+        Command::Workers => workers::list(&ctx).await,
     }
 }

@@ -20,6 +20,9 @@ pub struct NodeArgs {
     /// Object store URL (default: file://DATA_DIR/objects).
     #[arg(long, env = "STRATUS_OBJECTS")]
     objects: Option<String>,
+    /// A remote worker silent for this long is declared lost (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = crate::parse::duration_ms)]
+    lease_timeout: u64,
     /// Largest request body accepted (e.g. 64M).
     #[arg(long, default_value = "64M", value_parser = crate::parse::memory_mb)]
     max_body: u64,
@@ -40,9 +43,8 @@ pub struct ServerArgs {
     node: NodeArgs,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -51,7 +53,7 @@ fn init_logging() {
         .init();
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     tokio::select! {
@@ -66,6 +68,7 @@ async fn run_node(args: NodeArgs, slots: usize) -> anyhow::Result<ExitCode> {
     config.state_url = args.state;
     config.objects_url = args.objects;
     config.max_body = (args.max_body as usize) << 20;
+    config.lease_timeout = std::time::Duration::from_millis(args.lease_timeout);
     Node::run(
         config,
         |addr| {
@@ -79,11 +82,7 @@ async fn run_node(args: NodeArgs, slots: usize) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
-    let slots = a.slots.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     run_node(a.node, slots).await
 }
 

@@ -11,24 +11,14 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_stratus");
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Builds a wasm32-wasip1 crate (once per test process) and returns the module.
 fn build_wasm(manifest_dir: &Path, artifact: &str) -> PathBuf {
     let target = repo_root().join("target/guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
         .arg(manifest_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
@@ -47,20 +37,14 @@ fn build_wasm(manifest_dir: &Path, artifact: &str) -> PathBuf {
 /// The test guest (see tests/guest/src/main.rs).
 pub fn guest_wasm() -> PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        build_wasm(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest"),
-            "stratus-testfn.wasm",
-        )
-    })
-    .clone()
+    P.get_or_init(|| build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest"), "stratus-testfn.wasm"))
+        .clone()
 }
 
 /// The README's Rust example.
 pub fn hello_wasm() -> PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| build_wasm(&repo_root().join("examples/hello-wasm"), "hello-wasm.wasm"))
-        .clone()
+    P.get_or_init(|| build_wasm(&repo_root().join("examples/hello-wasm"), "hello-wasm.wasm")).clone()
 }
 
 pub struct Server {
@@ -86,19 +70,13 @@ impl Server {
             .spawn()
             .expect("stratus starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line
             .trim()
             .strip_prefix("stratus listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Server {
-            child,
-            url,
-            data_dir,
-        }
+        Server { child, url, data_dir }
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -122,18 +100,11 @@ impl Server {
     }
 
     pub fn http(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap()
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let res = self
-            .http()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .unwrap();
+        let res = self.http().get(format!("{}{path}", self.url)).send().unwrap();
         assert!(res.status().is_success(), "GET {path}: {}", res.status());
         res.json().unwrap()
     }
@@ -175,15 +146,8 @@ impl Drop for Server {
 
 pub fn cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("STRATUS_URL", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.args(args).env("STRATUS_URL", url).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().unwrap();
     if let Some(data) = stdin {
         use std::io::Write;

@@ -1,0 +1,78 @@
+//! `stratus worker` (join a server) and `stratus workers` (list them).
+
+use super::Ctx;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use stratus_core::SystemClock;
+use stratus_runtime::OutputCaps;
+use stratus_runtime::wasm::WasmRuntime;
+use stratus_worker::remote::{HttpSource, RemoteObjects};
+use stratus_worker::{Executor, TaskSource};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Task slots (default: the number of cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Where compiled modules and unpacked bundles are cached.
+    #[arg(long, env = "STRATUS_WORKER_DIR", default_value = "./.stratus-worker")]
+    data_dir: PathBuf,
+    /// Worker name (default: HOST/PID).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub async fn worker(ctx: &Ctx, a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    super::node::init_logging();
+    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let host = hostname();
+    let name = a.name.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let stop = CancellationToken::new();
+    let (source, reporter) = HttpSource::connect(ctx.client.clone(), &name, &host, slots, stop.clone()).await?;
+    println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
+    let wasm = WasmRuntime::new(slots as u32 + 2, Some(a.data_dir.join("cache/wasm")))?;
+    let objects: Arc<dyn stratus_blob::ObjectStore> = Arc::new(RemoteObjects(ctx.client.clone()));
+    let executor = Arc::new(Executor::new(
+        source.id(),
+        wasm,
+        objects,
+        a.data_dir.join("cache"),
+        slots,
+        OutputCaps::default(),
+        Arc::new(SystemClock),
+    ));
+    let src: Arc<dyn TaskSource> = source.clone();
+    let run = tokio::spawn(stratus_worker::run_slots(executor, src, slots, 4));
+    super::node::shutdown_signal().await;
+    tracing::info!("stopping: finishing running tasks");
+    stop.cancel();
+    let _ = run.await;
+    drop(source);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reporter).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let workers = ctx.client.list_workers().await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", "ID", "HOST", "SLOTS", "RUNNING", "HEARTBEAT", "STATE");
+    for w in workers {
+        let ago = format!("{:.1}s ago", (now - w.last_heartbeat).max(0) as f64 / 1000.0);
+        println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", w.id, w.host, w.slots, w.running, ago, w.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,300 @@
+//! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
+
+use crate::api::{AppState, load_function, parse_id, project};
+use crate::api_objects::list_objects;
+use crate::error::{ApiError, ApiResult};
+use crate::scheduler::TaskSpec;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use stratus_core::wire::TaskResultView;
+use stratus_core::{Function, Id, Job, Partition};
+use tokio::sync::mpsc;
+
+/// The JSON body of `POST /v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    function: String,
+    reduce: Option<String>,
+    inputs: Option<Vec<Value>>,
+    /// `bucket/prefix`: one task per object, or per chunk with `chunk_size`.
+    objects: Option<String>,
+    chunk_size: Option<u64>,
+}
+
+async fn functions(
+    st: &AppState,
+    name: &str,
+    reduce: Option<&str>,
+) -> ApiResult<(Arc<Function>, Option<Arc<Function>>)> {
+    let f = load_function(st, name).await?;
+    let r = match reduce {
+        Some(r) => Some(load_function(st, r).await?),
+        None => None,
+    };
+    Ok((f, r))
+}
+
+pub async fn create_job(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"));
+    let (tx, rx) = mpsc::channel::<Result<TaskSpec, String>>(1024);
+    let (f, r) = if ndjson {
+        let name =
+            q.get("function").ok_or_else(|| ApiError::BadRequest("missing query parameter 'function'".into()))?;
+        let fs = functions(&st, name, q.get("reduce").map(String::as_str)).await?;
+        tokio::spawn(feed_ndjson(body, tx, st.max_body));
+        fs
+    } else {
+        let bytes =
+            axum::body::to_bytes(body, st.max_body).await.map_err(|_| ApiError::PayloadTooLarge(st.max_body))?;
+        let req: JobRequest =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        let fs = functions(&st, &req.function, req.reduce.as_deref()).await?;
+        let specs = match (req.inputs, req.objects) {
+            (Some(inputs), None) => {
+                if req.chunk_size.is_some() {
+                    return Err(ApiError::BadRequest("chunk_size goes with objects".into()));
+                }
+                inputs.into_iter().map(|v| TaskSpec::Input(v.to_string().into_bytes())).collect()
+            }
+            (None, Some(objects)) => partitions(&st, &objects, req.chunk_size).await?,
+            _ => return Err(ApiError::BadRequest("give exactly one of 'inputs' and 'objects'".into())),
+        };
+        tokio::spawn(async move {
+            for s in specs {
+                if tx.send(Ok(s)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        fs
+    };
+    let job = st.scheduler.create_job(f, r, rx).await.map_err(|e| match e {
+        stratus_store::Error::Aborted(why) => ApiError::BadRequest(why),
+        other => other.into(),
+    })?;
+    tracing::info!(job = %job.id, function = %job.function, tasks = job.total, "job created");
+    Ok((StatusCode::CREATED, Json(job_json(&st, &job))))
+}
+
+/// Streams NDJSON lines into task specs; a line that is not JSON aborts the job.
+async fn feed_ndjson(body: Body, tx: mpsc::Sender<Result<TaskSpec, String>>, max_line: usize) {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut line_no = 0u64;
+    let send_line = |line: &[u8], line_no: u64| -> Option<Result<TaskSpec, String>> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            return None;
+        }
+        match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            Ok(_) => Some(Ok(TaskSpec::Input(line.to_vec()))),
+            Err(e) => Some(Err(format!("line {line_no} of the inputs is not valid JSON: {e}"))),
+        }
+    };
+    loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+                    line_no += 1;
+                    let item = send_line(&buf[start..start + i], line_no);
+                    start += i + 1;
+                    if let Some(item) = item {
+                        let stop = item.is_err();
+                        if tx.send(item).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                }
+                buf.drain(..start);
+                if buf.len() > max_line {
+                    let _ = tx
+                        .send(Err(format!("line {} of the inputs is longer than {max_line} bytes", line_no + 1)))
+                        .await;
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(Err(format!("reading the request body: {e}"))).await;
+                return;
+            }
+            None => break,
+        }
+    }
+    if let Some(item) = send_line(&buf, line_no + 1) {
+        let _ = tx.send(item).await;
+    }
+}
+
+/// The tasks of a map over `bucket/prefix`.
+async fn partitions(st: &AppState, objects: &str, chunk: Option<u64>) -> ApiResult<Vec<TaskSpec>> {
+    let (bucket, prefix) = objects.split_once('/').unwrap_or((objects, ""));
+    if chunk == Some(0) {
+        return Err(ApiError::BadRequest("chunk_size must be at least 1 byte".into()));
+    }
+    let list = list_objects(st, bucket, prefix).await?;
+    if list.is_empty() {
+        return Err(ApiError::BadRequest(format!("no objects match '{objects}'")));
+    }
+    let mut out = Vec::new();
+    for m in list {
+        match chunk {
+            Some(c) if m.size > 0 => {
+                let mut start = 0;
+                while start < m.size {
+                    let end = (start + c).min(m.size);
+                    out.push(TaskSpec::Partition(Partition {
+                        object: m.key.clone(),
+                        start,
+                        end,
+                        size: m.size,
+                        lines: true,
+                    }));
+                    start = end;
+                }
+            }
+            _ => out.push(TaskSpec::Partition(Partition {
+                object: m.key.clone(),
+                start: 0,
+                end: m.size,
+                size: m.size,
+                lines: false,
+            })),
+        }
+    }
+    Ok(out)
+}
+
+fn job_json(st: &AppState, job: &Job) -> Value {
+    let running = if job.state.is_terminal() { 0 } else { st.scheduler.job_running(job.id) as u64 };
+    let queued =
+        if job.state == stratus_core::JobState::Running { job.total.saturating_sub(job.done() + running) } else { 0 };
+    let mut v = serde_json::to_value(job).expect("job serialises");
+    v["running"] = json!(running);
+    v["queued"] = json!(queued);
+    v
+}
+
+async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
+    let id = parse_id(id)?;
+    st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
+}
+
+pub async fn get_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let parsed: Id = parse_id(&id)?;
+    let wait = crate::api::wait_param(&q)?;
+    let rx = wait.map(|_| st.scheduler.watch_job(parsed));
+    let mut job = find_job(&st, &id).await?;
+    if let (Some(rx), Some(wait)) = (rx, wait)
+        && !job.state.is_terminal()
+    {
+        let _ = tokio::time::timeout(wait, rx).await;
+        job = find_job(&st, &id).await?;
+    }
+    let mut v = job_json(&st, &job);
+    if let Some(n) = q.get("failures") {
+        let n: usize = n.parse().map_err(|_| ApiError::BadRequest(format!("invalid failures '{n}'")))?;
+        v["failures"] = json!(failures(&st, &job, n).await?);
+    }
+    Ok(Json(v))
+}
+
+async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResultView>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while job.failed > 0 && out.len() < n {
+        let page = st.store.job_results(job.id, from, 5000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.index + 1;
+        for r in page {
+            if matches!(r.state, stratus_core::InvocationState::Failed | stratus_core::InvocationState::TimedOut)
+                && out.len() < n
+            {
+                out.push(TaskResultView::new(r.index, r.invocation, r.state, None, r.error));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list_jobs(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let limit = crate::api::limit_param(&q)?;
+    let before = q.get("before").map(|s| parse_id(s)).transpose()?;
+    let jobs = st.store.list_jobs(project(), before, limit).await?;
+    Ok(Json(json!({"jobs": jobs.iter().map(|j| job_json(&st, j)).collect::<Vec<_>>()})))
+}
+
+pub async fn job_results(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let job = find_job(&st, &id).await?;
+    let from: u64 = match q.get("from") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'")))?,
+    };
+    let limit = crate::api::limit_param(&q)?;
+    let page = st.store.job_results(job.id, from, limit).await?;
+    let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.index + 1)).flatten();
+    let results: Vec<TaskResultView> =
+        page.into_iter().map(|r| TaskResultView::new(r.index, r.invocation, r.state, r.output, r.error)).collect();
+    let mut v = json!({"results": results, "next": next});
+    if let Some(rid) = job.reduce_invocation
+        && let Some(p) = st.store.get_payloads(project(), rid).await?
+    {
+        v["reduce_output"] = json!(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
+    }
+    Ok(Json(v))
+}
+
+pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let job = find_job(&st, &id).await?;
+    let stream = futures::stream::unfold((st, job.id, false), |(st, id, done)| async move {
+        if done {
+            return None;
+        }
+        let job = st.store.get_job(project(), id).await.ok().flatten()?;
+        let ended = job.state.is_terminal();
+        let event = Event::default().event("progress").data(job_json(&st, &job).to_string());
+        if !ended {
+            let rx = st.scheduler.watch_job(id);
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
+        }
+        Some((Ok::<_, std::convert::Infallible>(event), (st, id, ended)))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let job = find_job(&st, &id).await?;
+    if job.state.is_terminal() {
+        return Err(ApiError::Conflict(format!("job '{}' is already {}", job.id, job.state)));
+    }
+    let n = st.scheduler.cancel_job(&job).await?;
+    Ok(Json(json!({"id": job.id, "cancelled_queued": n})))
+}

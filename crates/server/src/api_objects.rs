@@ -1,0 +1,120 @@
+//! `/v1/objects/{bucket}/{key...}`: user objects, streamed both ways.
+
+use crate::api::{AppState, project};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use std::collections::HashMap;
+use stratus_blob::Key;
+use stratus_core::validate_name;
+
+/// The user-facing key `bucket/key`, validated.
+pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
+    validate_name("bucket", bucket)?;
+    Ok(Key::new(format!("{bucket}/{key}"))?)
+}
+
+pub async fn put_object(
+    State(st): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let object = object_key(&bucket, &key)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
+    let size = st.objects.put_stream(&Key::user(project(), &object), stream).await?;
+    Ok((StatusCode::CREATED, Json(json!({"key": object.as_str(), "size": size}))))
+}
+
+fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
+    let Some(v) = headers.get(header::RANGE) else { return Ok(None) };
+    let bad = || ApiError::BadRequest("invalid Range header: use bytes=START-END".into());
+    let v = v.to_str().map_err(|_| bad())?;
+    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.parse().map_err(|_| bad())?;
+    let end: u64 = if b.is_empty() { size } else { b.parse::<u64>().map_err(|_| bad())? + 1 };
+    if start >= end || end > size {
+        return Err(ApiError::RangeNotSatisfiable(format!("range {spec} is outside the object's {size} bytes")));
+    }
+    Ok(Some(start..end))
+}
+
+pub async fn get_object(
+    State(st): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let object = object_key(&bucket, &key)?;
+    let internal = Key::user(project(), &object);
+    let meta =
+        st.objects.head(&internal).await?.ok_or_else(|| ApiError::NotFound(format!("object '{object}' not found")))?;
+    let range = parse_range(&headers, meta.size)?;
+    let (_, stream) = st.objects.get_stream(&internal, range.clone()).await?;
+    let len = range.as_ref().map(|r| r.end - r.start).unwrap_or(meta.size);
+    let mut res = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(r) = &range {
+        res = res
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, meta.size));
+    }
+    res.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub async fn head_object(
+    State(st): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let object = object_key(&bucket, &key)?;
+    match st.objects.head(&Key::user(project(), &object)).await? {
+        Some(m) => Ok(([(header::CONTENT_LENGTH, m.size.to_string())], ()).into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+pub async fn delete_object(
+    State(st): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let object = object_key(&bucket, &key)?;
+    if st.objects.delete(&Key::user(project(), &object)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("object '{object}' not found")))
+    }
+}
+
+/// Objects of a bucket whose key (after `bucket/`) starts with `prefix`.
+pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResult<Vec<stratus_blob::ObjectMeta>> {
+    validate_name("bucket", bucket)?;
+    let base = Key::user(project(), &Key::new(bucket.to_string())?);
+    let strip = format!("p/{}/", project());
+    let all = st.objects.list(Some(&base)).await?;
+    let want = format!("{bucket}/{prefix}");
+    Ok(all
+        .into_iter()
+        .filter_map(|mut m| {
+            m.key = m.key.strip_prefix(&strip)?.to_string();
+            m.key.starts_with(&want).then_some(m)
+        })
+        .collect())
+}
+
+pub async fn list_bucket(
+    State(st): State<AppState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
+    let list = list_objects(&st, &bucket, prefix).await?;
+    let objects: Vec<_> =
+        list.iter().map(|m| json!({"key": m.key, "size": m.size, "last_modified": m.last_modified})).collect();
+    Ok(Json(json!({"objects": objects})))
+}

@@ -1,0 +1,81 @@
+//! `/v1/workers`: registration, leases, heartbeats and completions of
+//! workers that run in their own process.
+
+use crate::api::{AppState, Body, parse_json};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+use stratus_core::wire::{WireCompletion, WireTask};
+use stratus_worker::TaskSource;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    name: String,
+    host: String,
+    slots: usize,
+}
+
+pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
+    let r: Register = parse_json(&body)?;
+    if r.slots == 0 || r.slots > 4096 {
+        return Err(ApiError::BadRequest("invalid slots: 1 to 4096".into()));
+    }
+    if r.name.is_empty() || r.name.len() > 200 || r.name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::BadRequest("invalid worker name".into()));
+    }
+    let id = st.scheduler.register_worker(&r.name, &r.host, r.slots, false);
+    let lease_ms = st.lease_timeout.as_millis() as u64;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": lease_ms / 4}))))
+}
+
+pub async fn list(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({"workers": st.scheduler.workers()}))
+}
+
+fn lost(id: &str) -> ApiError {
+    ApiError::Gone(format!("worker '{id}' is unknown or was declared lost; register again"))
+}
+
+pub async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
+    Ok(Json(json!({"cancel": cancel})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lease {
+    max: usize,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+pub async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
+    let l: Lease = parse_json(&body)?;
+    st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
+    let wait = Duration::from_millis(l.wait_ms.min(30_000));
+    let leased = st.scheduler.lease(&id, l.max.clamp(1, 256), wait).await;
+    let tasks: Vec<WireTask> = leased.iter().map(|t| WireTask::from(&t.task)).collect();
+    Ok(Json(json!({"tasks": tasks})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Complete {
+    completions: Vec<WireCompletion>,
+}
+
+pub async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
+    let c: Complete = parse_json(&body)?;
+    // A lost worker's late results are recorded only if still current; the
+    // store's guard decides, so they are passed on either way.
+    for w in c.completions {
+        st.scheduler.complete(w.into_completion(&id)).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,246 @@
+//! A worker in its own process: leases tasks from a server over HTTP,
+//! heartbeats, and reports completions in batches.
+
+use crate::{Leased, TaskSource};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stratus_blob::{ByteStream, Key, ObjectMeta, ObjectStore};
+use stratus_client::{Client, Error as ClientError, WireCompletion};
+use stratus_core::{Completion, Id, Task};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub struct HttpSource {
+    client: Client,
+    name: String,
+    host: String,
+    slots: usize,
+    id: Mutex<String>,
+    heartbeat: Duration,
+    tokens: Mutex<HashMap<Id, CancellationToken>>,
+    completions: mpsc::UnboundedSender<Completion>,
+    stop: CancellationToken,
+}
+
+fn gone(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { status: 410, .. })
+}
+
+impl HttpSource {
+    /// Registers with the server and starts the heartbeat and reporting
+    /// tasks. The worker stops taking tasks when `stop` is cancelled; the
+    /// returned handle finishes once every completion has been delivered.
+    pub async fn connect(
+        client: Client,
+        name: &str,
+        host: &str,
+        slots: usize,
+        stop: CancellationToken,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), ClientError> {
+        let reg = client.register_worker(name, host, slots).await?;
+        tracing::info!(worker = %reg.id, server = client.base_url(), "registered");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let me = Arc::new(HttpSource {
+            client,
+            name: name.to_string(),
+            host: host.to_string(),
+            slots,
+            id: Mutex::new(reg.id),
+            heartbeat: Duration::from_millis(reg.heartbeat_ms.max(50)),
+            tokens: Mutex::new(HashMap::new()),
+            completions: tx,
+            stop,
+        });
+        tokio::spawn(me.clone().heartbeat_loop());
+        let reporter = tokio::spawn(me.clone().report_loop(rx));
+        Ok((me, reporter))
+    }
+
+    pub fn id(&self) -> String {
+        self.id.lock().unwrap().clone()
+    }
+
+    async fn reregister(&self) {
+        loop {
+            match self.client.register_worker(&self.name, &self.host, self.slots).await {
+                Ok(reg) => {
+                    tracing::warn!(worker = %reg.id, "the server had declared this worker lost; registered again");
+                    *self.id.lock().unwrap() = reg.id;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.heartbeat) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            match self.client.heartbeat(&self.id()).await {
+                Ok(cancel) => {
+                    let tokens = self.tokens.lock().unwrap();
+                    for id in cancel {
+                        if let Some(t) = tokens.get(&id) {
+                            t.cancel();
+                        }
+                    }
+                }
+                Err(e) if gone(&e) => self.reregister().await,
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Sends completions in batches; a batch that cannot be delivered is
+    /// retried until it is (the server's guard makes repeats harmless).
+    async fn report_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            let wire: Vec<WireCompletion> = batch.iter().map(WireCompletion::from_completion).collect();
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match self.client.complete(&self.id(), &wire).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot report completions; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+}
+
+#[async_trait]
+impl TaskSource for HttpSource {
+    async fn next(&self, _worker: &str, max: usize) -> Option<Vec<Leased>> {
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            let id = self.id();
+            let leased = tokio::select! {
+                r = self.client.lease(&id, max, Duration::from_secs(10)) => r,
+                _ = self.stop.cancelled() => return None,
+            };
+            match leased {
+                Ok(tasks) if tasks.is_empty() => continue,
+                Ok(tasks) => {
+                    let mut tokens = self.tokens.lock().unwrap();
+                    return Some(
+                        tasks
+                            .into_iter()
+                            .map(|w| {
+                                let task: Task = w.into();
+                                let cancel = CancellationToken::new();
+                                tokens.insert(task.invocation, cancel.clone());
+                                Leased { task, cancel }
+                            })
+                            .collect(),
+                    );
+                }
+                Err(e) if gone(&e) => self.reregister().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = self.stop.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, completion: Completion) {
+        self.tokens.lock().unwrap().remove(&completion.invocation);
+        let _ = self.completions.send(completion);
+    }
+}
+
+/// The server's object API as a read-only [`ObjectStore`], for workers that
+/// reach objects through the server.
+pub struct RemoteObjects(pub Client);
+
+fn remote_err(e: ClientError) -> stratus_blob::Error {
+    match e {
+        ClientError::Api { status: 404, message, .. } => stratus_blob::Error::NotFound(message),
+        other => stratus_blob::Error::Backend(other.to_string()),
+    }
+}
+
+/// Maps an internal key to its API path: `_stratus/artifacts/D` or `p/default/bucket/key`.
+enum Remote<'a> {
+    Artifact(&'a str),
+    Object(&'a str),
+}
+
+fn remote(key: &Key) -> stratus_blob::Result<Remote<'_>> {
+    let k = key.as_str();
+    if let Some(d) = k.strip_prefix("_stratus/artifacts/") {
+        return Ok(Remote::Artifact(d));
+    }
+    if let Some(rest) = k.strip_prefix("p/")
+        && let Some((_project, object)) = rest.split_once('/')
+    {
+        return Ok(Remote::Object(object));
+    }
+    Err(stratus_blob::Error::Backend(format!("{k} is not readable through the server")))
+}
+
+#[async_trait]
+impl ObjectStore for RemoteObjects {
+    async fn put(&self, key: &Key, _data: Bytes) -> stratus_blob::Result<()> {
+        Err(stratus_blob::Error::Backend(format!("{key}: workers do not write objects through the server")))
+    }
+    async fn put_stream(&self, key: &Key, _data: ByteStream) -> stratus_blob::Result<u64> {
+        Err(stratus_blob::Error::Backend(format!("{key}: workers do not write objects through the server")))
+    }
+    async fn get(&self, key: &Key) -> stratus_blob::Result<Bytes> {
+        match remote(key)? {
+            Remote::Artifact(d) => self.0.artifact(d).await.map_err(remote_err),
+            Remote::Object(o) => {
+                let res = self.0.object_range(o, None).await.map_err(remote_err)?;
+                res.bytes().await.map_err(|e| stratus_blob::Error::Backend(e.to_string()))
+            }
+        }
+    }
+    async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> stratus_blob::Result<(ObjectMeta, ByteStream)> {
+        let Remote::Object(o) = remote(key)? else {
+            let b = self.get(key).await?;
+            let meta = ObjectMeta { key: key.to_string(), size: b.len() as u64, last_modified: 0 };
+            return Ok((meta, futures::stream::once(async move { Ok(b) }).boxed()));
+        };
+        let range = range.filter(|r| r.start < r.end);
+        let res = self.0.object_range(o, range).await.map_err(remote_err)?;
+        let size = res.content_length().unwrap_or(0);
+        let meta = ObjectMeta { key: key.to_string(), size, last_modified: 0 };
+        let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
+        Ok((meta, stream))
+    }
+    async fn head(&self, key: &Key) -> stratus_blob::Result<Option<ObjectMeta>> {
+        match self.get_stream(key, None).await {
+            Ok((m, _)) => Ok(Some(m)),
+            Err(stratus_blob::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn list(&self, _prefix: Option<&Key>) -> stratus_blob::Result<Vec<ObjectMeta>> {
+        Err(stratus_blob::Error::Backend("workers do not list objects".into()))
+    }
+    async fn delete(&self, key: &Key) -> stratus_blob::Result<bool> {
+        Err(stratus_blob::Error::Backend(format!("{key}: workers do not delete objects")))
+    }
+}
