@@ -424,7 +424,7 @@ impl Scheduler {
         // Take several only when there is plenty, so no slot sits idle while
         // another holds a batch of long tasks.
         let available = q.direct.ready.len() + q.tasks.ready.len();
-        let max = max.min((available / 8).max(1));
+        let max = if available >= 256 { max.min(available / 64) } else { 1 };
         let mut out = Vec::new();
         // Direct invocations first: an interactive call does not wait behind a big map.
         while out.len() < max {

@@ -91,7 +91,7 @@ fn progress(j: &JobInfo, elapsed: Duration) {
     let job = &j.job;
     let done = job.done();
     let width = 30;
-    let filled = if job.total == 0 { width } else { (done * width as u64 / job.total) as usize };
+    let filled = (done * width as u64).checked_div(job.total).map_or(width, |f| f as usize);
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let eta = if rate > 0.0 { format!("{:.0}s", (job.total - done) as f64 / rate) } else { "-".into() };
     eprint!(

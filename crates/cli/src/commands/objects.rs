@@ -19,7 +19,21 @@ pub enum ObjectCommand {
     Rm { key: String },
 }
 
+/// Checks a `BUCKET/KEY` before it becomes a URL (where `..` would be folded away).
+fn check(key: &str) -> anyhow::Result<()> {
+    stratus_blob::Key::new(key.to_string())?;
+    let bucket = key.split('/').next().unwrap_or_default();
+    stratus_core::validate_name("bucket", bucket)?;
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, cmd: ObjectCommand) -> anyhow::Result<ExitCode> {
+    match &cmd {
+        ObjectCommand::Put { key, .. } | ObjectCommand::Get { key, .. } | ObjectCommand::Rm { key } => check(key)?,
+        ObjectCommand::Ls { prefix } => {
+            stratus_core::validate_name("bucket", prefix.split('/').next().unwrap_or_default())?
+        }
+    }
     match cmd {
         ObjectCommand::Put { key, file } => {
             let body = if file == "-" {

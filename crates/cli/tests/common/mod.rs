@@ -163,3 +163,101 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// A `stratus worker` process joined to a server.
+pub struct Worker {
+    pub child: Child,
+    pub id: String,
+}
+
+impl Worker {
+    pub fn start(url: &str, dir: &Path, slots: usize) -> Worker {
+        let mut child = Command::new(BIN)
+            .args(["worker", "--server", url, "--slots", &slots.to_string(), "--data-dir"])
+            .arg(dir)
+            .env("STRATUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let id = line
+            .strip_prefix("stratus worker ")
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("unexpected worker line {line:?}"))
+            .to_string();
+        Worker { child, id }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.signal(18); // SIGCONT, in case it was stopped
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process function that blocks until the file `$GO` exists, then echoes
+/// its input. Returns the directory to deploy.
+pub fn gate_function(dir: &Path) -> PathBuf {
+    let f = dir.join("gate-fn");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(f.join("gate.sh"), "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    f
+}
+
+/// Writes `n` JSON string inputs `"t-0"` .. and returns the file.
+pub fn inputs_file(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join(format!("inputs-{n}.jsonl"));
+    let text: String = (0..n).map(|i| format!("\"t-{i}\"\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Checks that a finished job has exactly one succeeded result per input,
+/// in order, each the echo of its input.
+pub fn assert_all_echoed(s: &Server, job: &str, n: usize) {
+    let results = s.get_json(&format!("/v1/jobs/{job}/results?limit=1000"));
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(results.len(), n);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["output"], format!("\"t-{i}\""), "{r}");
+    }
+    let job = s.get_json(&format!("/v1/jobs/{job}"));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["succeeded"], n, "counted exactly once: {job}");
+}
+
+/// Sends a request exactly as written (no URL normalisation, unlike an HTTP
+/// client library); returns the status code.
+pub fn raw_status(url: &str, method: &str, path: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad response {resp:?}"))
+}
