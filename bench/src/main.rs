@@ -6,6 +6,7 @@
 
 mod core_bench;
 mod http;
+mod map_bench;
 mod node;
 mod stats;
 
@@ -30,6 +31,12 @@ struct Cli {
 enum Cmd {
     /// Invoke round trips and idle memory.
     Core,
+    /// Map throughput (100k and 1M no-op tasks) and server peak memory.
+    Map,
+    /// Word count map_reduce over text in object storage.
+    Wordcount,
+    /// Everything above.
+    All,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +44,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out)?;
     match cli.cmd {
         Cmd::Core => core_bench::run(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Map => map_bench::run_map(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Wordcount => map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out),
+        Cmd::All => {
+            core_bench::run(&cli.stratus, cli.quick, &cli.out)?;
+            map_bench::run_map(&cli.stratus, cli.quick, &cli.out)?;
+            map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out)
+        }
     }
 }

@@ -70,7 +70,7 @@ pub struct Node;
 
 /// Tasks a local slot takes at a time: enough to amortise the queue, few
 /// enough that the other slots are not starved.
-const LOCAL_BATCH: usize = 8;
+const LOCAL_BATCH: usize = 32;
 
 /// Holds an exclusive lock on the data directory for the life of the node.
 struct DirLock(#[allow(dead_code)] std::fs::File);

@@ -430,7 +430,8 @@ impl StateStore for SqliteStore {
         self.call(true, move |c| {
             let tx = c.transaction()?;
             let mut applied = Vec::with_capacity(ends.len());
-            let mut touched: Vec<[u8; 16]> = Vec::new();
+            // Per job: (succeeded, failed, cancelled) added by this batch.
+            let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
             {
                 // The guard: still on this attempt (or queued for it, when the
                 // start was never recorded) and not finished.
@@ -443,9 +444,6 @@ impl StateStore for SqliteStore {
                 let mut attempt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                let mut count = tx.prepare_cached(
-                    "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
                 )?;
                 for e in &ends {
                     let id = id_bytes(e.id);
@@ -477,16 +475,34 @@ impl StateStore for SqliteStore {
                             InvocationState::Cancelled => (0, 0, 1),
                             _ => (0, 1, 0),
                         };
-                        count.execute(params![ok, failed, cancelled, job])?;
                         let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;
-                        if !touched.contains(&job) {
-                            touched.push(job);
+                        match touched.iter_mut().find(|(j, _)| *j == job) {
+                            Some((_, c)) => {
+                                c.0 += ok;
+                                c.1 += failed;
+                                c.2 += cancelled;
+                            }
+                            None => touched.push((job, (ok, failed, cancelled))),
                         }
                     }
                     applied.push(true);
                 }
             }
-            let jobs = touched.into_iter().map(|j| read_job(&tx, j)).collect::<rusqlite::Result<Vec<_>>>()?.into_iter().flatten().collect();
+            {
+                let mut count = tx.prepare_cached(
+                    "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
+                )?;
+                for (job, (ok, failed, cancelled)) in &touched {
+                    count.execute(params![ok, failed, cancelled, job])?;
+                }
+            }
+            let jobs = touched
+                .into_iter()
+                .map(|(j, _)| read_job(&tx, j))
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             tx.commit()?;
             Ok(EndReport { applied, jobs })
         })

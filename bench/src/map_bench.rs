@@ -1,0 +1,192 @@
+//! Map throughput and server memory, and word count over object storage.
+
+use crate::http::Conn;
+use crate::node::{Node, TempDir, build_guest};
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn wait_job(url: &str, id: &str) -> Result<Value> {
+    let mut conn = Conn::open(url)?;
+    loop {
+        let r = conn.request("GET", &format!("/v1/jobs/{id}?wait=30"), b"")?;
+        ensure!(r.status == 200, "GET job: {}", r.status);
+        let v: Value = serde_json::from_slice(&r.body)?;
+        if ["succeeded", "failed", "cancelled"].contains(&v["state"].as_str().unwrap_or("")) {
+            return Ok(v);
+        }
+    }
+}
+
+/// Checks every result: task i's output is i.
+fn verify_echo(url: &str, id: &str, n: u64) -> Result<()> {
+    let mut conn = Conn::open(url)?;
+    let mut from = 0u64;
+    while from < n {
+        let r = conn.request("GET", &format!("/v1/jobs/{id}/results?from={from}&limit=1000"), b"")?;
+        let v: Value = serde_json::from_slice(&r.body)?;
+        let results = v["results"].as_array().context("results")?;
+        ensure!(!results.is_empty(), "results end early at {from}");
+        for r in results {
+            let i = r["index"].as_u64().context("index")?;
+            ensure!(
+                r["status"] == "succeeded" && r["output"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(i),
+                "wrong result for task {i}: {r}"
+            );
+        }
+        from += results.len() as u64;
+    }
+    Ok(())
+}
+
+/// Runs a map of `n` no-op wasm tasks; returns (seconds, tasks/s, peak RSS MiB).
+pub fn map_noop(bin: &Path, n: u64, verify: bool) -> Result<(f64, f64, f64)> {
+    let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
+    let node = Node::up(bin, &["--slots", "2"])?;
+    node.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap()])?;
+    let dir = TempDir::new("inputs")?;
+    let inputs = dir.0.join("inputs.jsonl");
+    let mut text = String::with_capacity(n as usize * 8);
+    for i in 0..n {
+        text.push_str(&i.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&inputs, text)?;
+    let t = Instant::now();
+    let id = node.cli(&["map", "noop", "--inputs", inputs.to_str().unwrap(), "--detach"])?.trim().to_string();
+    let job = wait_job(&node.url, &id)?;
+    let secs = t.elapsed().as_secs_f64();
+    ensure!(job["state"] == "succeeded" && job["succeeded"] == n, "job did not succeed: {job}");
+    let peak = peak_rss_mib(node.child.id())?;
+    if verify {
+        verify_echo(&node.url, &id, n)?;
+    }
+    Ok((secs, n as f64 / secs, peak))
+}
+
+pub fn run_map(bin: &Path, quick: bool, out: &Path) -> Result<()> {
+    let sizes: Vec<u64> = if quick { vec![10_000] } else { vec![100_000, 1_000_000] };
+    let mut figures = Vec::new();
+    for n in sizes {
+        let reps = if quick || n >= 1_000_000 { 1 } else { 3 };
+        for rep in 0..reps {
+            let (secs, rate, peak) = map_noop(bin, n, n <= 100_000)?;
+            println!(
+                "map of {n} no-op wasm tasks, run {}: {secs:.2} s, {rate:.0} tasks/s, server peak RSS {peak:.0} MiB",
+                rep + 1
+            );
+            figures.push(json!({"tasks": n, "seconds": secs, "tasks_per_s": rate, "peak_rss_mib": peak}));
+        }
+    }
+    std::fs::write(out.join("map.json"), serde_json::to_string_pretty(&json!({"benchmark": "map", "runs": figures}))?)?;
+    Ok(())
+}
+
+/// Deterministic text of about `bytes` bytes.
+pub fn gen_text(bytes: usize) -> Vec<u8> {
+    let words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+        "tempor",
+        "incididunt",
+        "ut",
+        "labore",
+        "et",
+        "dolore",
+        "magna",
+        "aliqua",
+        "stratus",
+    ];
+    let mut out = Vec::with_capacity(bytes + 100);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while out.len() < bytes {
+        let n = 4 + (x % 12) as usize;
+        for k in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+            out.push(if k + 1 == n { b'\n' } else { b' ' });
+        }
+    }
+    out
+}
+
+pub fn run_wordcount(bin: &Path, quick: bool, out: &Path) -> Result<()> {
+    let size_mib = if quick { 64 } else { 1024 };
+    let chunk = if quick { "8MiB" } else { "64MiB" };
+    let dir = TempDir::new("wc")?;
+    let file = dir.0.join("text.txt");
+    let text = gen_text(size_mib << 20);
+    std::fs::write(&file, &text)?;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for w in text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+        *expected.entry(String::from_utf8_lossy(w).into_owned()).or_default() += 1;
+    }
+    drop(text);
+    let node = Node::up(bin, &["--slots", "2"])?;
+    node.cli(&["object", "put", "corpus/text.txt", file.to_str().unwrap()])?;
+    node.cli(&[
+        "fn",
+        "deploy",
+        "wc-map",
+        "--dir",
+        "examples/wordcount",
+        "--cmd",
+        "python3 mapper.py",
+        "--memory",
+        "2G",
+    ])?;
+    node.cli(&[
+        "fn",
+        "deploy",
+        "wc-reduce",
+        "--dir",
+        "examples/wordcount",
+        "--cmd",
+        "python3 reducer.py",
+        "--memory",
+        "2G",
+    ])?;
+    let t = Instant::now();
+    let result =
+        node.cli(&["map", "wc-map", "--objects", "corpus/", "--chunk-size", chunk, "--reduce", "wc-reduce"])?;
+    let secs = t.elapsed().as_secs_f64();
+    let got: BTreeMap<String, u64> = serde_json::from_str(result.trim())?;
+    ensure!(got == expected, "word count differs from the direct count");
+    let mbs = (size_mib as f64 * 1.048576) / secs;
+    println!(
+        "word count map_reduce over {size_mib} MiB in object storage, chunks of {chunk}, Python mapper and reducer: {secs:.2} s, {mbs:.0} MB/s (result checked)"
+    );
+    std::fs::write(
+        out.join("wordcount.json"),
+        serde_json::to_string_pretty(
+            &json!({"benchmark": "wordcount", "size_mib": size_mib, "chunk": chunk, "seconds": secs, "mb_per_s": mbs}),
+        )?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds Stratus and the examples, starts `stratus up` on a scratch data
+# directory, deploys and invokes the examples, runs a map_reduce, and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip1 >/dev/null
+cargo build --release --bin stratus
+cargo build --release --target wasm32-wasip1 --manifest-path examples/hello-wasm/Cargo.toml
+S=$PWD/target/release/stratus
+data=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+"$S" up --listen 127.0.0.1:0 --data-dir "$data/state" > "$data/up.out" &
+pid=$!
+until grep -q "listening on" "$data/up.out" 2>/dev/null; do sleep 0.1; done
+export STRATUS_URL=$(sed -n 's/^stratus listening on //p' "$data/up.out")
+echo "stratus up is serving $STRATUS_URL"
+set -x
+"$S" fn deploy hello --wasm examples/hello-wasm/target/wasm32-wasip1/release/hello-wasm.wasm
+"$S" invoke hello Ada; echo
+"$S" fn deploy count --dir examples/python-hello --cmd "python3 main.py"
+echo "one two three" | "$S" invoke count -; echo
+"$S" fn deploy wc --dir examples/shell-wc --cmd ./run.sh
+"$S" invoke wc "some words here"
+"$S" fn deploy hash --dir examples/python-warm --cmd "python3 main.py" --warm
+"$S" invoke hash abc; echo
+id=$("$S" invoke hello --async Grace); "$S" wait "$id"; echo; "$S" logs "$id"
+printf '"a"\n"b"\n"c"\n' > "$data/inputs.jsonl"
+"$S" map hello --inputs "$data/inputs.jsonl"
+"$S" object put corpus/readme.txt README.md
+"$S" fn deploy wc-map --dir examples/wordcount --cmd "python3 mapper.py"
+"$S" fn deploy wc-reduce --dir examples/wordcount --cmd "python3 reducer.py"
+"$S" map wc-map --objects corpus/ --chunk-size 1KiB --reduce wc-reduce | head -c 300; echo
+"$S" fn list
+"$S" workers
