@@ -52,12 +52,32 @@ fn invoke_over_http_sync_async_and_read_back() {
 #[test]
 fn every_documented_operation_is_served_with_a_documented_status() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let s = Server::start(tmp.path(), &["--slots", "3"]);
     let guest = guest_wasm();
     s.ok(&["fn", "deploy", "t", "--wasm", guest.to_str().unwrap()]);
     let id = s.ok(&["invoke", "t", "--async", "x"]).trim().to_string();
     s.ok(&["wait", &id]);
     let digest = s.get_json("/v1/functions/t")["artifact"].as_str().unwrap().to_string();
+    let job =
+        s.ok(&["map", "t", "--inputs", inputs_file(tmp.path(), 3).to_str().unwrap(), "--detach"]).trim().to_string();
+    s.ok(&["wait", &job]);
+    let gate = gate_function(tmp.path());
+    let never = format!("GO={}", tmp.path().join("never").display());
+    s.ok(&["fn", "deploy", "g", "--dir", gate.to_str().unwrap(), "--cmd", "./gate.sh", "--env", &never]);
+    // One task that blocks: the job stays running (and cancellable) while
+    // the other slots serve the requests below.
+    let running =
+        s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 1).to_str().unwrap(), "--detach"]).trim().to_string();
+    s.ok(&["object", "put", "bk/some/key", guest.to_str().unwrap()]);
+    let worker: serde_json::Value = s
+        .http()
+        .post(format!("{}/v1/workers", s.url))
+        .body(r#"{"name":"w","host":"h","slots":1}"#)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let worker = worker["id"].as_str().unwrap().to_string();
 
     let doc = s.get_json("/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
@@ -68,11 +88,38 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             if method == "parameters" {
                 continue;
             }
-            let concrete = path.replace("{name}", "t").replace("{id}", &id).replace("{digest}", &digest);
+            let the_id = if path.starts_with("/v1/jobs/{id}/cancel") {
+                &running
+            } else if path.starts_with("/v1/jobs") {
+                &job
+            } else if path.starts_with("/v1/workers") {
+                &worker
+            } else {
+                &id
+            };
+            let concrete = path
+                .replace("{name}", "t")
+                .replace("{id}", the_id)
+                .replace("{digest}", &digest)
+                .replace("{bucket}", "bk")
+                .replace("{key}", "some/key");
             let url = format!("{}{concrete}", s.url);
             let req = match method.as_str() {
+                "get" if path.ends_with("/events") => {
+                    // The job is over: the stream sends its state and ends.
+                    let res = http.get(&url).send().unwrap();
+                    assert_eq!(res.status(), 200);
+                    assert!(res.text().unwrap().contains("event: progress"));
+                    checked += 1;
+                    continue;
+                }
                 "get" => http.get(&url),
                 "head" => http.head(&url),
+                "post" if path == "/v1/jobs" => http.post(&url).body(r#"{"function":"t","inputs":[1]}"#),
+                "post" if path == "/v1/workers" => http.post(&url).body(r#"{"name":"w2","host":"h","slots":1}"#),
+                "post" if path.ends_with("/lease") => http.post(&url).body(r#"{"max":1,"wait_ms":0}"#),
+                "post" if path.ends_with("/complete") => http.post(&url).body(r#"{"completions":[]}"#),
+                "post" if path.ends_with("/heartbeat") || path.ends_with("/cancel") => http.post(&url),
                 "post" => http.post(&url).body("x"),
                 // Re-deploy the same artifact / re-upload the same bytes: valid requests.
                 "put" if path.starts_with("/v1/functions") => {
@@ -92,5 +139,5 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             checked += 1;
         }
     }
-    assert!(checked >= 12, "checked {checked} operations");
+    assert!(checked >= 28, "checked {checked} operations");
 }

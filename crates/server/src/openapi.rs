@@ -12,6 +12,10 @@ fn name_param() -> Value {
     json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}})
 }
 
+fn bucket_param() -> Value {
+    json!({"name": "bucket", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}})
+}
+
 fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}})
 }
@@ -71,7 +75,57 @@ pub fn document() -> Value {
             "/v1/invocations/{id}/output": {"get": {"summary": "The output bytes of a succeeded invocation", "parameters": [id_param()],
                 "responses": {"200": {"description": "output", "content": {"application/octet-stream": {}}}, "400": err(), "404": err(), "409": err()}}},
             "/v1/invocations/{id}/logs": {"get": {"summary": "The captured stderr of an invocation", "parameters": [id_param()],
-                "responses": {"200": {"description": "logs", "content": {"text/plain": {}}}, "400": err(), "404": err()}}}
+                "responses": {"200": {"description": "logs", "content": {"text/plain": {}}}, "400": err(), "404": err()}}},
+            "/v1/objects/{bucket}": {"get": {"summary": "List a bucket's objects",
+                "parameters": [bucket_param(), {"name": "prefix", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "objects", "content": {"application/json": {"schema": {"type": "object",
+                    "properties": {"objects": {"type": "array", "items": {"$ref": "#/components/schemas/Object"}}}}}}}, "400": err()}}},
+            "/v1/objects/{bucket}/{key}": {
+                "parameters": [bucket_param(), {"name": "key", "in": "path", "required": true, "description": "may contain '/'; no '.' or '..' segments", "schema": {"type": "string"}}],
+                "put": {"summary": "Store an object (streamed)", "requestBody": {"content": {"application/octet-stream": {}}},
+                        "responses": {"201": {"description": "stored"}, "400": err()}},
+                "get": {"summary": "Read an object (streamed; Range: bytes=A-B gives 206)",
+                        "responses": {"200": {"description": "the object", "content": {"application/octet-stream": {}}},
+                                      "206": {"description": "a range"}, "400": err(), "404": err(), "416": err()}},
+                "head": {"summary": "An object's size", "responses": {"200": {"description": "exists"}, "404": {"description": "missing"}}},
+                "delete": {"summary": "Delete an object", "responses": {"204": {"description": "deleted"}, "400": err(), "404": err()}}
+            },
+            "/v1/jobs": {
+                "post": {"summary": "Create a map (or map_reduce) job",
+                         "description": "JSON body: {function, reduce?, inputs: [...]} or {function, reduce?, objects: 'bucket/prefix', chunk_size?}. Or an application/x-ndjson body of inputs, one JSON value per line, with function and reduce in the query.",
+                         "parameters": [{"name": "function", "in": "query", "schema": {"type": "string"}}, {"name": "reduce", "in": "query", "schema": {"type": "string"}}],
+                         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}, "application/x-ndjson": {}}},
+                         "responses": {"201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}, "400": err(), "404": err(), "413": err()}},
+                "get": {"summary": "List jobs, newest first", "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}, {"name": "before", "in": "query", "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "jobs"}, "400": err()}}
+            },
+            "/v1/jobs/{id}": {"get": {"summary": "A job with its counters",
+                "parameters": [id_param(), {"name": "wait", "in": "query", "schema": {"type": "number"}}, {"name": "failures", "in": "query", "description": "include up to N failed tasks", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}, "400": err(), "404": err()}}},
+            "/v1/jobs/{id}/results": {"get": {"summary": "Task results in input order",
+                "parameters": [id_param(), {"name": "from", "in": "query", "schema": {"type": "integer"}}, {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "a page of results (and the reducer's output)"}, "400": err(), "404": err()}}},
+            "/v1/jobs/{id}/events": {"get": {"summary": "Progress as server-sent events until the job ends", "parameters": [id_param()],
+                "responses": {"200": {"description": "text/event-stream of 'progress' events", "content": {"text/event-stream": {}}}, "400": err(), "404": err()}}},
+            "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a job: queued tasks never start, running ones are killed", "parameters": [id_param()],
+                "responses": {"200": {"description": "cancelled"}, "400": err(), "404": err(), "409": err()}}},
+            "/v1/workers": {
+                "post": {"summary": "Register a worker", "requestBody": {"content": {"application/json": {"schema": {"type": "object",
+                            "properties": {"name": {"type": "string"}, "host": {"type": "string"}, "slots": {"type": "integer"}}}}}},
+                         "responses": {"201": {"description": "registered: {id, lease_timeout_ms, heartbeat_ms}"}, "400": err()}},
+                "get": {"summary": "List workers", "responses": {"200": {"description": "workers with host, slots, running, last heartbeat, state"}}}
+            },
+            "/v1/workers/{id}/heartbeat": {"post": {"summary": "Keep a worker's leases; answers the ids of its tasks to cancel",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{cancel: [ids]}"}, "410": err()}}},
+            "/v1/workers/{id}/lease": {"post": {"summary": "Lease up to max tasks, waiting up to wait_ms for one",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"max": {"type": "integer"}, "wait_ms": {"type": "integer"}}}}}},
+                "responses": {"200": {"description": "{tasks: [...]}"}, "400": err(), "410": err()}}},
+            "/v1/workers/{id}/complete": {"post": {"summary": "Report attempt ends (a duplicate or late one changes nothing)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"completions": {"type": "array"}}}}}},
+                "responses": {"204": {"description": "accepted"}, "400": err()}}}
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
@@ -100,6 +154,17 @@ pub fn document() -> Value {
                 "queued_at": {"type": "integer"}, "started_at": {"type": "integer"}, "finished_at": {"type": "integer"},
                 "worker": {"type": "string"}, "error": {"$ref": "#/components/schemas/Failure"},
                 "attempt_history": {"type": "array", "items": {"type": "object"}}}},
+            "Object": {"type": "object", "properties": {"key": {"type": "string"}, "size": {"type": "integer"}, "last_modified": {"type": "integer"}}},
+            "JobRequest": {"type": "object", "required": ["function"], "additionalProperties": false, "properties": {
+                "function": {"type": "string"}, "reduce": {"type": "string"},
+                "inputs": {"type": "array", "description": "each value's JSON text is a task's stdin"},
+                "objects": {"type": "string", "description": "bucket/prefix"}, "chunk_size": {"type": "integer", "minimum": 1}}},
+            "Job": {"type": "object", "properties": {
+                "id": {"type": "string"}, "function": {"type": "string"}, "version": {"type": "integer"},
+                "reduce_function": {"type": "string"}, "state": {"enum": ["running", "reducing", "succeeded", "failed", "cancelled"]},
+                "total": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "cancelled": {"type": "integer"},
+                "running": {"type": "integer"}, "queued": {"type": "integer"},
+                "created_at": {"type": "integer"}, "finished_at": {"type": "integer"}, "reduce_invocation": {"type": "string"}, "error": {"type": "string"}}},
             "FunctionError": {"type": "object", "properties": {
                 "error": {"type": "object"}, "invocation": {"$ref": "#/components/schemas/Invocation"}, "logs_tail": {"type": "string"}}}
         }}
