@@ -1,25 +1,12 @@
 //! Map throughput and server memory, and word count over object storage.
 
 use crate::http::Conn;
-use crate::node::{Node, TempDir, build_guest};
+use crate::node::{Node, TempDir, build_guest, proc_status_mib};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
-}
 
 fn wait_job(url: &str, id: &str) -> Result<Value> {
     let mut conn = Conn::open(url)?;
@@ -72,7 +59,7 @@ pub fn map_noop(bin: &Path, n: u64, verify: bool) -> Result<(f64, f64, f64)> {
     let job = wait_job(&node.url, &id)?;
     let secs = t.elapsed().as_secs_f64();
     ensure!(job["state"] == "succeeded" && job["succeeded"] == n, "job did not succeed: {job}");
-    let peak = peak_rss_mib(node.child.id())?;
+    let peak = proc_status_mib(node.child.id(), "VmHWM")?;
     if verify {
         verify_echo(&node.url, &id, n)?;
     }

@@ -75,11 +75,16 @@ impl Drop for Node {
 
 /// Resident memory of a process, in MiB.
 pub fn rss_mib(pid: u32) -> Result<f64> {
+    proc_status_mib(pid, "VmRSS")
+}
+
+/// A memory field of /proc/PID/status (`VmRSS`, `VmHWM` = peak RSS), in MiB.
+pub fn proc_status_mib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS")?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .context("no such field")?
         .trim()
         .trim_end_matches("kB")
         .trim()

@@ -398,14 +398,7 @@ async fn list_invocations(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit '{v}': use 1 to 1000")))?,
-    };
+    let limit = limit_param(&q)?;
     let before = q.get("before").map(|s| parse_id(s)).transpose()?;
     let function = q.get("function").map(String::as_str);
     if let Some(f) = function {
@@ -429,16 +422,7 @@ async fn get_invocation(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    let wait = match q.get("wait") {
-        None => None,
-        Some(v) => Some(
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
-                .ok_or_else(|| ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds")))?,
-        ),
-    };
+    let wait = wait_param(&q)?;
     // Watch before reading, so a finish in between is not missed.
     let rx = wait.map(|_| st.scheduler.watch(id));
     let mut inv = find_invocation(&st, id).await?;
