@@ -9,7 +9,7 @@ cargo build --release --target wasm32-wasip1 --manifest-path examples/hello-wasm
 S=$PWD/target/release/stratus
 data=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
-"$S" up --listen 127.0.0.1:0 --data-dir "$data/state" > "$data/up.out" &
+STRATUS_LOG=warn "$S" up --listen 127.0.0.1:0 --data-dir "$data/state" > "$data/up.out" &
 pid=$!
 until grep -q "listening on" "$data/up.out" 2>/dev/null; do sleep 0.1; done
 export STRATUS_URL=$(sed -n 's/^stratus listening on //p' "$data/up.out")
