@@ -214,7 +214,7 @@ fn worker_running(s: &Server) -> Vec<(String, u64, String)> {
 #[test]
 fn a_worker_killed_mid_job_loses_its_leases_and_the_job_completes() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "1s"]);
+    let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "2s"]);
     let mut a = Worker::start(&s.url, &tmp.path().join("wa"), 2);
     let b = Worker::start(&s.url, &tmp.path().join("wb"), 2);
     let gate = gate_function(tmp.path());
@@ -232,7 +232,10 @@ fn a_worker_killed_mid_job_loses_its_leases_and_the_job_completes() {
     ]);
     let id =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 40).to_str().unwrap(), "--detach"]).trim().to_string();
-    s.eventually("both workers hold tasks", || worker_running(&s).iter().all(|(_, n, _)| *n == 2));
+    s.eventually("both workers hold tasks", || {
+        let alive: Vec<_> = worker_running(&s).into_iter().filter(|(_, _, st)| st == "alive").collect();
+        alive.len() == 2 && alive.iter().all(|(_, n, _)| *n == 2)
+    });
     a.kill9();
     s.eventually("worker a declared lost", || worker_running(&s).iter().any(|(w, _, st)| *w == a.id && st == "lost"));
     std::fs::write(&go, b"").unwrap();
@@ -245,7 +248,7 @@ fn a_worker_killed_mid_job_loses_its_leases_and_the_job_completes() {
 #[test]
 fn a_stalled_worker_is_treated_as_lost_and_its_late_results_ignored() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "1s"]);
+    let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "2s"]);
     let a = Worker::start(&s.url, &tmp.path().join("wa"), 2);
     let gate = gate_function(tmp.path());
     let go = tmp.path().join("go");
