@@ -14,6 +14,7 @@
 pub mod bundle;
 mod capped;
 pub mod process;
+pub mod spawn;
 pub mod warm;
 pub mod wasm;
 

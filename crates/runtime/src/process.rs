@@ -5,13 +5,12 @@
 //! death signal (a killed worker takes its functions with it), and only the
 //! environment the platform and the function declare.
 
+use crate::spawn::{Spec, spawn};
 use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 /// The PATH a process function gets unless it declares its own.
@@ -57,41 +56,25 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
-/// Builds the command for `cmd` in `dir` with exactly `env` (plus a default
-/// PATH when `env` has none).
-pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Command {
-    let argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
+/// The spawn spec for `cmd` in `dir` with exactly `env` (plus a default
+/// PATH when `env` has none, and `LANG`).
+pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Spec {
+    let mut argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
     let program =
         if argv[0].contains('/') && !argv[0].starts_with('/') { dir.join(&argv[0]) } else { argv[0].clone().into() };
-    let mut c = Command::new(program);
-    c.args(&argv[1..])
-        .current_dir(dir)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut full = Vec::with_capacity(env.len() + 2);
     if !env.iter().any(|(k, _)| k == "PATH") {
-        c.env("PATH", DEFAULT_PATH);
+        full.push(("PATH".to_string(), DEFAULT_PATH.to_string()));
     }
-    c.env("LANG", "C.UTF-8");
-    for (k, v) in env {
-        c.env(k, v);
+    full.push(("LANG".to_string(), "C.UTF-8".to_string()));
+    full.extend(env.iter().cloned());
+    Spec {
+        program,
+        args: argv.split_off(1),
+        dir: dir.to_path_buf(),
+        env: full,
+        memory_bytes: memory_mb.saturating_mul(1 << 20),
     }
-    let bytes = memory_mb.saturating_mul(1 << 20);
-    // SAFETY: only async-signal-safe calls (prctl, setrlimit) between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
-            if bytes > 0 {
-                libc::setrlimit(libc::RLIMIT_AS, &lim);
-            }
-            Ok(())
-        });
-    }
-    c
 }
 
 /// Kills the whole process group led by `pid`.
@@ -156,7 +139,7 @@ pub async fn run(
     caps: OutputCaps,
     cancel: &CancellationToken,
 ) -> RunOutcome {
-    let mut child = match command(dir, cmd, env, limits.memory_mb).spawn() {
+    let mut child = match spawn(&command(dir, cmd, env, limits.memory_mb)) {
         Ok(c) => c,
         Err(e) => {
             return RunOutcome {
@@ -165,7 +148,7 @@ pub async fn run(
             };
         }
     };
-    let pid = child.id();
+    let pid = Some(child.id());
     let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");

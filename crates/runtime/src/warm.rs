@@ -14,6 +14,7 @@
 //! invocation and is replaced for the next one.
 
 use crate::process::{command, exit_failure, kill_group};
+use crate::spawn::{Child, spawn};
 use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 pub const PROTOCOL: &str = "STRATUS/1";
@@ -35,8 +36,8 @@ struct LogBuf {
 
 pub struct WarmProcess {
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    stdin: pipe::Sender,
+    stdout: BufReader<pipe::Receiver>,
     logs: Arc<Mutex<LogBuf>>,
 }
 
@@ -50,7 +51,7 @@ impl WarmProcess {
     ) -> std::io::Result<Self> {
         let mut env = env.to_vec();
         env.push(("STRATUS_WARM".into(), "1".into()));
-        let mut child = command(dir, cmd, &env, limits.memory_mb).spawn()?;
+        let mut child = spawn(&command(dir, cmd, &env, limits.memory_mb))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut stderr = child.stderr.take().expect("piped");
@@ -195,7 +196,7 @@ impl WarmProcess {
     }
 
     pub async fn kill(&mut self) {
-        kill_group(self.child.id());
+        kill_group(Some(self.child.id()));
         let _ = self.child.wait().await;
     }
 }

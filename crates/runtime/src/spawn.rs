@@ -1,0 +1,357 @@
+//! Starting a function's process without forking the server.
+//!
+//! The standard library forks the whole (multi-threaded, large) server when a
+//! command needs set-up in the child (`pre_exec`), which made a cold process
+//! function several times dearer than a bare `posix_spawn`. This module does
+//! what glibc's `posix_spawn` does — `clone(CLONE_VM | CLONE_VFORK)`, so no
+//! page table is copied and the caller's thread sleeps until the child has
+//! called `execve` — and runs the set-up `posix_spawn` cannot express in the
+//! child: its own process group, a parent death signal, and an address-space
+//! limit. The exit is observed through a pidfd, so no `SIGCHLD` handling is
+//! involved and no other part of the process can reap our child.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+/// What to run: program, arguments, working directory, the complete
+/// environment, and the address-space limit in bytes (0 = none).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub memory_bytes: u64,
+}
+
+/// A running child: the leader of its own process group, with piped stdio.
+pub struct Child {
+    pid: u32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+/// Everything the child touches, prepared before `clone`: the child may not
+/// allocate, lock or unwind, it only makes system calls.
+struct ChildArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    dir: *const libc::c_char,
+    fds: [RawFd; 3],
+    memory_bytes: u64,
+    mask: libc::sigset_t,
+    errno: libc::c_int,
+}
+
+const CHILD_STACK: usize = 64 << 10;
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the `ChildArgs` of the suspended parent thread
+    // (CLONE_VFORK); only async-signal-safe system calls follow.
+    unsafe {
+        let a = &mut *(arg as *mut ChildArgs);
+        // Handlers belong to the server: the child starts from the defaults
+        // (its own copy of the table, as there is no CLONE_SIGHAND), SIGPIPE
+        // included, before the caller's signal mask is restored.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+                && old.sa_sigaction != libc::SIG_DFL
+            {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        let fail = |a: &mut ChildArgs| -> ! {
+            a.errno = *libc::__errno_location();
+            libc::_exit(127)
+        };
+        if libc::setpgid(0, 0) != 0 {
+            fail(a);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if a.memory_bytes > 0 {
+            let lim =
+                libc::rlimit { rlim_cur: a.memory_bytes as libc::rlim_t, rlim_max: a.memory_bytes as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                fail(a);
+            }
+        }
+        for (target, &fd) in a.fds.iter().enumerate() {
+            // The parent made sure every pipe end is above 2, so these never clobber each other.
+            if libc::dup2(fd, target as RawFd) < 0 {
+                fail(a);
+            }
+        }
+        if libc::chdir(a.dir) != 0 {
+            fail(a);
+        }
+        libc::execve(a.path, a.argv, a.envp);
+        fail(a)
+    }
+}
+
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a command or environment"))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// A pipe whose ends are close-on-exec and above the standard descriptors;
+/// `parent_reads` picks which end stays with us (made non-blocking).
+fn pipe_pair(parent_reads: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: plain syscalls on descriptors we own from here on.
+    unsafe {
+        cvt(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+        let mut owned = fds.map(|fd| OwnedFd::from_raw_fd(fd));
+        for o in owned.iter_mut() {
+            if o.as_raw_fd() < 3 {
+                let moved = cvt(libc::fcntl(o.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3))?;
+                *o = OwnedFd::from_raw_fd(moved);
+            }
+        }
+        let [r, w] = owned;
+        let (parent, child) = if parent_reads { (r, w) } else { (w, r) };
+        let flags = cvt(libc::fcntl(parent.as_raw_fd(), libc::F_GETFL))?;
+        cvt(libc::fcntl(parent.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        Ok((parent, child))
+    }
+}
+
+/// Finds `program` on `path` the way `execvp` would.
+fn resolve(program: &Path, path: Option<&str>) -> io::Result<PathBuf> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(program.to_path_buf());
+    }
+    for dir in path.unwrap_or(crate::process::DEFAULT_PATH).split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        let c = cstr(candidate.as_os_str().as_bytes())?;
+        // SAFETY: a valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found on PATH", program.display())))
+}
+
+/// Starts `spec` with piped stdin, stdout and stderr.
+pub fn spawn(spec: &Spec) -> io::Result<Child> {
+    let path_var = spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let program = resolve(&spec.program, path_var)?;
+    let path = cstr(program.as_os_str().as_bytes())?;
+    let mut argv_c = vec![cstr(spec.program.as_os_str().as_bytes())?];
+    for a in &spec.args {
+        argv_c.push(cstr(a.as_bytes())?);
+    }
+    let env_c = spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<io::Result<Vec<_>>>()?;
+    let argv: Vec<*const libc::c_char> =
+        argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> =
+        env_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let dir = cstr(spec.dir.as_os_str().as_bytes())?;
+
+    let (stdin_w, stdin_r) = pipe_pair(false)?;
+    let (stdout_r, stdout_w) = pipe_pair(true)?;
+    let (stderr_r, stderr_w) = pipe_pair(true)?;
+
+    // SAFETY: sigset and clone follow the posix_spawn recipe: every signal is
+    // blocked in this thread while the child shares our memory, the child's
+    // stack outlives it (we are suspended until it execs or exits), and every
+    // pointer in `args` stays valid until `clone` returns.
+    unsafe {
+        let mut args = ChildArgs {
+            path: path.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            dir: dir.as_ptr(),
+            fds: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
+            memory_bytes: spec.memory_bytes,
+            mask: std::mem::zeroed(),
+            errno: 0,
+        };
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args.mask);
+        let mut stack = vec![0u128; CHILD_STACK / 16];
+        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        let mut pidfd: libc::c_int = -1;
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            &mut args as *mut ChildArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        );
+        let clone_err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
+        drop(stack);
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd);
+        if args.errno != 0 {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            let e = io::Error::from_raw_os_error(args.errno);
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", program.display())));
+        }
+        drop((stdin_r, stdout_w, stderr_w));
+        Ok(Child {
+            pid: pid as u32,
+            pidfd: Some(AsyncFd::register_with_interest(pidfd, Interest::READABLE)?),
+            stdin: Some(pipe::Sender::from_owned_fd_unchecked(stdin_w)?),
+            stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout_r)?),
+            stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr_r)?),
+        })
+    }
+}
+
+fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: our own child.
+    let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    match r {
+        0 => Ok(None),
+        r if r < 0 => Err(io::Error::last_os_error()),
+        _ => Ok(Some(ExitStatus::from_raw(status))),
+    }
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit and reaps it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let Some(fd) = self.pidfd.as_ref() else {
+            return Err(io::Error::other("the child was already reaped"));
+        };
+        let status = reap(self.pid, fd).await?;
+        self.pidfd = None;
+        Ok(status)
+    }
+}
+
+async fn reap(pid: u32, pidfd: &AsyncFd<OwnedFd>) -> io::Result<ExitStatus> {
+    loop {
+        let mut guard = pidfd.readable().await?;
+        if let Some(status) = try_reap(pid)? {
+            return Ok(status);
+        }
+        guard.clear_ready();
+    }
+}
+
+impl Drop for Child {
+    /// A child dropped while running is killed (with its group) and reaped
+    /// in the background, never left as a zombie.
+    fn drop(&mut self) {
+        let Some(fd) = self.pidfd.take() else { return };
+        crate::process::kill_group(Some(self.pid));
+        let pid = self.pid;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                // If the runtime is shutting down this future is dropped
+                // unrun; the process is dead and the kernel reaps it when
+                // the server exits.
+                h.spawn(async move {
+                    let _ = reap(pid, &fd).await;
+                });
+            }
+            Err(_) => {
+                // SAFETY: our own child, already sent SIGKILL.
+                unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn spec(program: &str, args: &[&str], memory_bytes: u64) -> Spec {
+        Spec {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: "/".into(),
+            env: vec![("PATH".into(), crate::process::DEFAULT_PATH.into())],
+            memory_bytes,
+        }
+    }
+
+    async fn output(s: &Spec) -> (String, ExitStatus) {
+        let mut c = spawn(s).unwrap();
+        drop(c.stdin.take());
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        (out, c.wait().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn child_leads_its_group_with_the_memory_limit_and_clean_signal_state() {
+        let (stat, status) = output(&spec("cat", &["/proc/self/stat"], 0)).await;
+        assert!(status.success());
+        let f: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+        let pid = stat.split(' ').next().unwrap();
+        assert_eq!(f[2], pid, "process group id = pid: {stat}");
+
+        let (limit, _) = output(&spec("sh", &["-c", "ulimit -v"], 256 << 20)).await;
+        assert_eq!(limit.trim(), (256 * 1024).to_string(), "RLIMIT_AS in KiB");
+
+        let (status, _) = output(&spec("cat", &["/proc/self/status"], 0)).await;
+        let field = |name: &str| {
+            let v = status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim();
+            u64::from_str_radix(v, 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "no signal blocked");
+        assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE not ignored");
+    }
+
+    #[tokio::test]
+    async fn unknown_program_and_bad_directory_are_errors_and_exit_codes_are_kept() {
+        let e = spawn(&spec("no-such-program-xyz", &[], 0)).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let mut s = spec("true", &[], 0);
+        s.dir = "/no/such/dir".into();
+        assert!(spawn(&s).is_err());
+        let (_, status) = output(&spec("sh", &["-c", "exit 5"], 0)).await;
+        assert_eq!(status.code(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_child_is_killed() {
+        let c = spawn(&spec("sleep", &["300"], 0)).unwrap();
+        // SAFETY: plain syscalls; our own pidfd to watch the child's end.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, c.id() as libc::pid_t, 0) as libc::c_int;
+            assert!(fd >= 0);
+            drop(c);
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            assert_eq!(libc::poll(&mut p, 1, 30_000), 1, "the dropped child exits (long before sleep 300 ends)");
+            libc::close(fd);
+        }
+    }
+}
