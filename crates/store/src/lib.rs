@@ -1,14 +1,15 @@
 //! The state store: functions, invocations and their attempts.
 //!
 //! [`StateStore`] is the trait the scheduler and the API use; it speaks only
-//! in `stratus-core` types. Each engine implements it (SQLite here, the
-//! embedded default), and every implementation passes the same conformance
-//! suite in `tests/`.
+//! in `stratus-core` types. Each engine implements it — SQLite, the embedded
+//! default, and PostgreSQL, for several servers sharing one database — and
+//! every implementation passes the same conformance suite in `tests/`.
 //!
 //! Completions are idempotent: an attempt's end is recorded only while the
 //! invocation is still on that attempt and not finished, so a duplicate or a
 //! late report changes nothing.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use stratus_core::{
     Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +32,10 @@ pub enum Error {
     TooNew { found: u32, known: u32 },
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
-    #[error("unsupported state store URL '{0}': use sqlite://PATH")]
+    #[error("unsupported state store URL '{0}': use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
+    #[error("invalid state store URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
     #[error("job creation aborted: {0}")]
     Aborted(String),
 }
@@ -197,10 +201,14 @@ pub struct JobUpdate {
     pub insert: Option<NewInvocation>,
 }
 
-/// Opens the state store named by `url` (`sqlite://PATH`).
+/// Opens the state store named by `url`: `sqlite://PATH` (see
+/// [`SqliteStore::open`]) or `postgres://USER@HOST/DATABASE` (also
+/// `postgresql://`; see [`PostgresStore`] for its parameters).
 pub async fn open(url: &str) -> Result<Arc<dyn StateStore>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(Error::UnsupportedUrl(url.to_string()))
     }

@@ -1,10 +1,13 @@
-//! The state store conformance suite. Every engine runs the same checks;
-//! SQLite always runs. (PostgreSQL joins with the distributed mode.)
+//! The state store conformance suite. Every engine runs the same checks:
+//! SQLite on a temporary file, PostgreSQL on a fresh schema of the server
+//! named by `STRATUS_TEST_POSTGRES` (see `common`), which must be reachable.
+
+mod common;
 
 use std::sync::Arc;
 use stratus_core::{Failure, FailureKind, FunctionSpec, Invocation, InvocationState, Limits, Runtime, new_id};
 use stratus_core::{Job, JobState};
-use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, NewInvocation, StateStore};
+use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, Lane, NewInvocation, StateStore};
 
 fn spec() -> FunctionSpec {
     FunctionSpec {
@@ -241,6 +244,157 @@ async fn jobs_count_results_and_cancel(s: Arc<dyn StateStore>) {
     assert!(s.set_job_state(j.id, &[JobState::Cancelled], JobState::Cancelled, update).await.unwrap());
 }
 
+/// Sends `tasks` to `create_job` in batches of the given sizes, then commits.
+async fn stream_job(s: &Arc<dyn StateStore>, j: &Job, tasks: Vec<NewInvocation>, sizes: &[usize]) -> Job {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sizes = sizes.to_vec();
+    let sender = tokio::spawn(async move {
+        let mut rest = tasks;
+        for size in sizes.into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let tail = rest.split_off(size.min(rest.len()));
+            tx.send(JobRows::Rows(std::mem::replace(&mut rest, tail))).await.unwrap();
+        }
+        tx.send(JobRows::Commit).await.unwrap();
+    });
+    let created = s.create_job(j, rx).await.unwrap();
+    sender.await.unwrap();
+    created
+}
+
+async fn large_jobs_stream_and_reduce(s: Arc<dyn StateStore>) {
+    const N: u64 = 20_000;
+    let mut j = job(1);
+    j.reduce_function = Some("r".into());
+    j.reduce_version = Some(1);
+    let tasks: Vec<_> = (0..N).map(|i| job_task(&j, i)).collect();
+    let created = stream_job(&s, &j, tasks.clone(), &[1, 999, 5_000, 3_000]).await;
+    assert_eq!(created.total, N);
+    assert_eq!(s.count_by_state().await.unwrap(), [(InvocationState::Queued, N)]);
+    assert!(s.queued_in(Some(Lane::Direct), None, 10).await.unwrap().is_empty(), "tasks are not direct work");
+
+    // Page the tasks lane; inputs come back intact, in id (= index) order.
+    let (mut after, mut seen) = (None, 0u64);
+    loop {
+        let page = s.queued_in(Some(Lane::Tasks), after, 4_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.invocation.id);
+        for p in &page {
+            assert_eq!(p.invocation.task_index, Some(seen));
+            assert_eq!(p.input, tasks[seen as usize].input);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, N);
+
+    // Every task ends in batches of 32 (a tenth fail); the counters follow.
+    let fail = Failure::new(FailureKind::Exit, "x");
+    let mut last = None;
+    for chunk in tasks.chunks(32) {
+        let ends: Vec<_> = chunk
+            .iter()
+            .map(|t| {
+                let i = t.invocation.task_index.unwrap();
+                let outcome = if i % 10 == 0 {
+                    EndOutcome::Finish {
+                        state: InvocationState::Failed,
+                        output: None,
+                        error: Some(fail.clone()),
+                        logs: vec![],
+                    }
+                } else {
+                    finish_ok(&i.to_be_bytes())
+                };
+                end(t.invocation.id, 1, outcome)
+            })
+            .collect();
+        let report = s.end_attempts(&ends).await.unwrap();
+        assert!(report.applied.iter().all(|a| *a));
+        last = report.jobs.into_iter().next();
+    }
+    let last = last.unwrap();
+    assert_eq!((last.succeeded, last.failed, last.done()), (N - N / 10, N / 10, N));
+    let results = s.job_results(j.id, N - 2, 10).await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1].output.as_deref(), Some(&(N - 1).to_be_bytes()[..]));
+
+    // The reducer is inserted with the move to reducing, and only once.
+    let reducer = new_inv("r", 1, 2);
+    let update = JobUpdate {
+        reduce_invocation: Some(reducer.invocation.id),
+        insert: Some(reducer.clone()),
+        ..Default::default()
+    };
+    assert!(s.set_job_state(j.id, &[JobState::Running], JobState::Reducing, update.clone()).await.unwrap());
+    assert!(!s.set_job_state(j.id, &[JobState::Running], JobState::Reducing, update).await.unwrap());
+    let direct = s.queued_in(Some(Lane::Direct), None, 10).await.unwrap();
+    assert_eq!(direct.iter().map(|p| p.invocation.id).collect::<Vec<_>>(), [reducer.invocation.id]);
+    let now = s.get_job("p", j.id).await.unwrap().unwrap();
+    assert_eq!((now.state, now.reduce_invocation), (JobState::Reducing, Some(reducer.invocation.id)));
+    assert_eq!(s.active_jobs().await.unwrap().len(), 1);
+    let done = JobUpdate { finished_at: Some(3), ..Default::default() };
+    assert!(s.set_job_state(j.id, &[JobState::Reducing], JobState::Succeeded, done).await.unwrap());
+    assert!(s.active_jobs().await.unwrap().is_empty());
+    let listed = s.list_jobs("p", None, 10).await.unwrap();
+    assert_eq!((listed.len(), listed[0].finished_at), (1, Some(3)));
+}
+
+async fn end_batches_apply_in_order(s: Arc<dyn StateStore>) {
+    // Two jobs and a direct invocation ended in one batch, with the same
+    // invocation twice: a requeue and then its next attempt.
+    let (j1, j2) = (job(1), job(2));
+    let t1: Vec<_> = (0..3).map(|i| job_task(&j1, i)).collect();
+    let t2: Vec<_> = (0..2).map(|i| job_task(&j2, i)).collect();
+    stream_job(&s, &j1, t1.clone(), &[3]).await;
+    stream_job(&s, &j2, t2.clone(), &[2]).await;
+    let direct = new_inv("f", 2, 5);
+    s.insert_invocations(std::slice::from_ref(&direct)).await.unwrap();
+    let d = direct.invocation.id;
+    s.start_attempts(&[
+        AttemptStart { id: d, attempt: 1, worker: "w1".into(), started_at: 1 },
+        AttemptStart { id: d, attempt: 7, worker: "w2".into(), started_at: 2 },
+    ])
+    .await
+    .unwrap();
+    let started = s.get_invocation("p", d).await.unwrap().unwrap();
+    assert_eq!((started.attempts, started.worker.as_deref()), (1, Some("w1")), "the first start of a batch counts");
+
+    let requeue =
+        EndOutcome::Requeue { not_before: 50, error: Failure::new(FailureKind::Timeout, "slow"), logs: vec![] };
+    let cancelled = EndOutcome::Finish {
+        state: InvocationState::Cancelled,
+        output: None,
+        error: Some(Failure::new(FailureKind::Cancelled, "c")),
+        logs: vec![],
+    };
+    let report = s
+        .end_attempts(&[
+            end(t2[0].invocation.id, 1, finish_ok(b"a")),
+            end(d, 1, requeue),
+            end(t1[0].invocation.id, 1, cancelled),
+            end(d, 2, finish_ok(b"d")),
+            end(t2[0].invocation.id, 1, finish_ok(b"again")),
+            end(t1[1].invocation.id, 1, finish_ok(b"b")),
+            end(d, 2, finish_ok(b"late")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(report.applied, [true, true, true, true, false, true, false]);
+    let jobs: Vec<_> = report.jobs.iter().map(|j| (j.id, j.succeeded, j.failed, j.cancelled)).collect();
+    assert_eq!(jobs, [(j2.id, 1, 0, 0), (j1.id, 1, 0, 1)], "jobs in the order the batch first touched them");
+    let inv = s.get_invocation("p", d).await.unwrap().unwrap();
+    assert_eq!((inv.state, inv.attempts), (InvocationState::Succeeded, 2));
+    assert_eq!(s.get_payloads("p", d).await.unwrap().unwrap().output.as_deref(), Some(&b"d"[..]));
+    let history: Vec<_> = s.list_attempts(d).await.unwrap().into_iter().map(|a| (a.attempt, a.state)).collect();
+    assert_eq!(history, [(1, InvocationState::TimedOut), (2, InvocationState::Succeeded)]);
+    assert_eq!(s.get_payloads("p", t2[0].invocation.id).await.unwrap().unwrap().output.as_deref(), Some(&b"a"[..]));
+    assert!(s.end_attempts(&[]).await.unwrap().applied.is_empty());
+    s.start_attempts(&[]).await.unwrap();
+    s.insert_invocations(&[]).await.unwrap();
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -261,6 +415,16 @@ macro_rules! conformance {
                 jobs_count_results_and_cancel(s).await;
             }
             #[tokio::test]
+            async fn large_jobs() {
+                let (_guard, s) = $open.await;
+                large_jobs_stream_and_reduce(s).await;
+            }
+            #[tokio::test]
+            async fn end_batches() {
+                let (_guard, s) = $open.await;
+                end_batches_apply_in_order(s).await;
+            }
+            #[tokio::test]
             async fn restart() {
                 let (_guard, s) = $open.await;
                 restart_requeues_running_and_pages_the_queue(s).await;
@@ -276,6 +440,7 @@ async fn sqlite() -> (tempfile::TempDir, Arc<dyn StateStore>) {
 }
 
 conformance!(sqlite_engine, sqlite());
+conformance!(postgres_engine, common::postgres());
 
 #[tokio::test]
 async fn sqlite_reopens_with_data_and_refuses_bad_urls() {
