@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 const WARM_NOOP: &str = "import sys\nfrom stratus_warm import serve\nserve(lambda data, inv: b'')\n";
 
-fn invoke_latencies(url: &str, function: &str, warmup: usize, n: usize) -> Result<Latency> {
+pub fn invoke_latencies(url: &str, function: &str, warmup: usize, n: usize) -> Result<Latency> {
     let mut conn = Conn::open(url)?;
     let path = format!("/v1/functions/{function}/invoke");
     for _ in 0..warmup {

@@ -3,7 +3,9 @@
 //! `stratus-bench core` — the core figures: sync invoke round trip of a no-op
 //! wasm function, of a warm and a cold process function, a bare fork+exec
 //! beside them, and the idle resident memory of `stratus up`.
+//! `stratus-bench compare` — the same workloads on Stratus and its peers.
 
+mod compare;
 mod core_bench;
 mod http;
 mod map_bench;
@@ -37,6 +39,16 @@ enum Cmd {
     Wordcount,
     /// Everything above.
     All,
+    /// The same workloads on Stratus and its peers (Lithops, Ray, Prefect,
+    /// plain Python) in one run, with a table of figures and ratios.
+    Compare {
+        /// Only these peers (comma-separated: ray,prefect,lithops-v1,lithops-v2).
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Write the table into docs/benchmarks.md.
+        #[arg(long)]
+        write_docs: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +58,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Core => core_bench::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Map => map_bench::run_map(&cli.stratus, cli.quick, &cli.out),
         Cmd::Wordcount => map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Compare { peers, write_docs } => {
+            compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
+        }
         Cmd::All => {
             core_bench::run(&cli.stratus, cli.quick, &cli.out)?;
             map_bench::run_map(&cli.stratus, cli.quick, &cli.out)?;

@@ -105,3 +105,56 @@ pub fn build_guest(manifest_dir: &Path, artifact: &str) -> Result<PathBuf> {
     }
     Ok(target.join("wasm32-wasip1/release").join(artifact))
 }
+
+/// Samples the summed resident memory of a process and all its descendants
+/// every 50 ms on a background thread; [`TreeRss::stop`] gives the peak.
+pub struct TreeRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<f64>,
+}
+
+impl TreeRss {
+    pub fn start(root: u32) -> TreeRss {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(tree_rss_mib(root));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            peak.max(tree_rss_mib(root))
+        });
+        TreeRss { stop, handle }
+    }
+
+    pub fn stop(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or(0.0)
+    }
+}
+
+/// The summed RSS of `root` and its descendants, in MiB.
+fn tree_rss_mib(root: u32) -> f64 {
+    let mut parent = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The fields after the command name (which may hold spaces): state, ppid, ...
+        let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.insert(pid, ppid);
+        }
+    }
+    let in_tree = |mut pid: u32| loop {
+        if pid == root {
+            return true;
+        }
+        match parent.get(&pid) {
+            Some(&p) if p != 0 && p != pid => pid = p,
+            _ => return false,
+        }
+    };
+    parent.keys().filter(|&&p| in_tree(p)).filter_map(|&p| rss_mib(p).ok()).sum()
+}

@@ -1,8 +1,10 @@
 """Word count mapper: counts the words of its input (a chunk of text) and
 prints the counts as one JSON object."""
-import collections
 import json
+import os
 import sys
 
-counts = collections.Counter(sys.stdin.buffer.read().decode("utf-8", "replace").split())
-json.dump(counts, sys.stdout, separators=(",", ":"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wc  # noqa: E402
+
+json.dump(wc.count(sys.stdin.buffer.read()), sys.stdout, separators=(",", ":"))
