@@ -1,9 +1,12 @@
 //! Object storage: bundles, wasm modules, user data, large outputs.
 //!
 //! [`ObjectStore`] is the trait the rest of Stratus uses; [`open`] picks the
-//! implementation from a URL (`file://DIR` now, `s3://` for the distributed
-//! mode). Objects are addressed by a validated [`Key`]; reads and writes
-//! stream, so an object never has to sit whole in memory.
+//! implementation from a URL: `file://DIR` (the embedded default) or
+//! `s3://BUCKET[/PREFIX]?endpoint=…` (any S3 store: AWS, MinIO, Garage, …).
+//! Objects are addressed by a validated [`Key`]; reads and writes stream, so
+//! an object never has to sit whole in memory.
+
+pub mod testing;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,8 +23,10 @@ pub enum Error {
     NotFound(String),
     #[error("invalid key '{key}': {reason}")]
     InvalidKey { key: String, reason: &'static str },
-    #[error("unsupported object store URL '{0}': use file://DIR")]
+    #[error("unsupported object store URL '{0}': use file://DIR or s3://BUCKET[/PREFIX]?endpoint=URL")]
     UnsupportedUrl(String),
+    #[error("invalid object store URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
     #[error("object store error: {0}")]
     Backend(String),
     #[error("read error while storing an object: {0}")]
@@ -118,15 +123,53 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &Key) -> Result<bool>;
 }
 
-/// Opens the object store named by `url`.
+/// Opens the object store named by `url`: `file://DIR`, or
+/// `s3://BUCKET[/PREFIX]` with these optional query parameters —
+/// `endpoint` (an S3-compatible server; path-style requests, plain `http://`
+/// allowed), `region` (default `us-east-1`), `access_key_id`,
+/// `secret_access_key`, `session_token`. Parameters not given come from the
+/// usual `AWS_*` environment variables. The bucket must exist.
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
     if let Some(dir) = url.strip_prefix("file://") {
         std::fs::create_dir_all(dir)?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Ok(Arc::new(Adapter(Arc::new(fs))))
+    } else if url.starts_with("s3://") {
+        open_s3(url)
     } else {
-        Err(Error::UnsupportedUrl(url.to_string()))
+        Err(Error::UnsupportedUrl(stratus_core::url::redact(url)))
     }
+}
+
+fn open_s3(url: &str) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::aws::AmazonS3Builder;
+    let shown = stratus_core::url::redact(url);
+    let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("no bucket name".into()))?;
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_region("us-east-1");
+    for (k, v) in parsed.query_pairs() {
+        b = match k.as_ref() {
+            "endpoint" => {
+                let allow_http = v.starts_with("http://");
+                b.with_endpoint(v.as_ref()).with_allow_http(allow_http).with_virtual_hosted_style_request(false)
+            }
+            "region" => b.with_region(v.as_ref()),
+            "access_key_id" => b.with_access_key_id(v.as_ref()),
+            "secret_access_key" => b.with_secret_access_key(v.as_ref()),
+            "session_token" => b.with_token(v.as_ref()),
+            other => return Err(invalid(format!("unknown parameter '{other}'"))),
+        };
+    }
+    let prefix = parsed.path().trim_matches('/');
+    if !prefix.is_empty() {
+        Key::new(prefix).map_err(|e| invalid(e.to_string()))?;
+    }
+    let s3: Arc<dyn object_store::ObjectStore> = Arc::new(b.build().map_err(|e| invalid(e.to_string()))?);
+    if prefix.is_empty() {
+        return Ok(Arc::new(Adapter(s3)));
+    }
+    Ok(Arc::new(Adapter(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))))
 }
 
 /// Implements [`ObjectStore`] over any `object_store` backend.
@@ -215,27 +258,5 @@ mod tests {
         for bad in ["", "/etc/passwd", "a/../b", "..", "a//b", "a/./b", "a\\b", "a\nb", "a/"] {
             assert!(Key::new(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn local_store_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&format!("file://{}", dir.path().display())).unwrap();
-        let k = Key::new("b/x/one").unwrap();
-        store.put(&k, Bytes::from_static(b"hello world")).await.unwrap();
-        assert_eq!(store.get(&k).await.unwrap(), Bytes::from_static(b"hello world"));
-        let (m, s) = store.get_stream(&k, Some(6..11)).await.unwrap();
-        assert_eq!(m.size, 11);
-        let part: Vec<Bytes> = s.try_collect().await.unwrap();
-        assert_eq!(part.concat(), b"world");
-        let big = futures::stream::iter((0..20).map(|i| Ok(Bytes::from(vec![i as u8; 1 << 20])))).boxed();
-        let k2 = Key::new("b/big").unwrap();
-        assert_eq!(store.put_stream(&k2, big).await.unwrap(), 20 << 20);
-        assert_eq!(store.head(&k2).await.unwrap().unwrap().size, 20 << 20);
-        let listed = store.list(Some(&Key::new("b").unwrap())).await.unwrap();
-        assert_eq!(listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["b/big", "b/x/one"]);
-        assert!(store.delete(&k).await.unwrap());
-        assert!(!store.delete(&k).await.unwrap());
-        assert!(matches!(store.get(&k).await, Err(Error::NotFound(_))));
     }
 }

@@ -3,6 +3,7 @@
 //! runs, and prints the error chain once.
 
 mod commands;
+mod config;
 mod parse;
 
 use clap::Parser;

@@ -326,6 +326,11 @@ pub struct Registration {
     pub id: String,
     pub lease_timeout_ms: u64,
     pub heartbeat_ms: u64,
+    /// The object store's URL, with its credentials, when workers should use
+    /// it directly (S3); absent when objects are local to the server. Never
+    /// print or log it unredacted.
+    #[serde(default)]
+    pub objects: Option<String>,
 }
 
 /// Where a map job's tasks come from.

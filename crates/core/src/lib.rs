@@ -13,6 +13,7 @@ pub mod job;
 pub mod machine;
 pub mod model;
 pub mod names;
+pub mod url;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};

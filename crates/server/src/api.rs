@@ -64,6 +64,9 @@ pub struct AppState {
     pub max_body: usize,
     pub slots: usize,
     pub lease_timeout: Duration,
+    /// The object store URL handed to remote workers at registration, when
+    /// they can reach it themselves (not for `file://`).
+    pub shared_objects: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -31,7 +31,11 @@ pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult
     }
     let id = st.scheduler.register_worker(&r.name, &r.host, r.slots, false);
     let lease_ms = st.lease_timeout.as_millis() as u64;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": lease_ms / 4}))))
+    let mut reg = json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": lease_ms / 4});
+    if let Some(url) = &st.shared_objects {
+        reg["objects"] = json!(url);
+    }
+    Ok((StatusCode::CREATED, Json(reg)))
 }
 
 pub async fn list(State(st): State<AppState>) -> Json<Value> {

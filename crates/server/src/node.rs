@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use stratus_core::url::redact;
 use stratus_core::{Clock, SystemClock};
 use stratus_runtime::OutputCaps;
 use stratus_runtime::wasm::WasmRuntime;
@@ -141,6 +142,7 @@ impl Node {
             max_body: config.max_body,
             slots: config.slots,
             lease_timeout: config.lease_timeout,
+            shared_objects: (!objects_url.starts_with("file://")).then(|| objects_url.clone()),
         };
         let app = api::router(state);
 
@@ -183,17 +185,5 @@ impl Node {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// A URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }

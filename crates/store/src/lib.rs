@@ -123,8 +123,19 @@ pub struct Payloads {
     pub logs: Option<Vec<u8>>,
 }
 
+/// The schema version a store found when it was opened, and the version it
+/// upgraded it to (equal when nothing was pending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersion {
+    pub found: u32,
+    pub now: u32,
+}
+
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
+    /// What opening the store did to its schema.
+    fn schema(&self) -> SchemaVersion;
+
     /// Stores a new version of a function (version = previous highest + 1).
     async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function>;
     /// The latest live version, or the given version even if deleted since
@@ -210,6 +221,6 @@ pub async fn open(url: &str) -> Result<Arc<dyn StateStore>> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
-        Err(Error::UnsupportedUrl(url.to_string()))
+        Err(Error::UnsupportedUrl(stratus_core::url::redact(url)))
     }
 }

@@ -21,7 +21,7 @@
 
 use crate::{
     AttemptEnd, AttemptStart, EndOutcome, EndReport, Error, JobRows, JobUpdate, Lane, NewInvocation, Payloads,
-    PendingInvocation, Result, StateStore, TaskResult,
+    PendingInvocation, Result, SchemaVersion, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -135,30 +135,6 @@ where
     }
 }
 
-/// The URL as shown in messages: without its password, whether in the
-/// authority or a `password=` parameter.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}:***@{host}")
-        }
-        _ => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<&str> =
-                query.split('&').map(|p| if p.starts_with("password=") { "password=***" } else { p }).collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 fn valid_schema(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
@@ -177,7 +153,7 @@ struct Settings {
 
 impl Settings {
     fn parse(url: &str) -> Result<Settings> {
-        let shown = redact(url);
+        let shown = stratus_core::url::redact(url);
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(Error::UnsupportedUrl(shown));
         }
@@ -316,7 +292,7 @@ impl Pool {
 /// Applies the pending `migrations` in one transaction that holds an advisory
 /// lock, so servers starting together apply each one once. Returns the
 /// schema version now in force.
-async fn migrate(client: &mut Client, schema: Option<&str>, migrations: &[(u32, &str)]) -> Result<u32> {
+async fn migrate(client: &mut Client, schema: Option<&str>, migrations: &[(u32, &str)]) -> Result<SchemaVersion> {
     let tx = client.transaction().await?;
     match apply_migrations(&tx, schema, migrations).await {
         Ok(version) => {
@@ -332,7 +308,11 @@ async fn migrate(client: &mut Client, schema: Option<&str>, migrations: &[(u32, 
     }
 }
 
-async fn apply_migrations(tx: &Transaction<'_>, schema: Option<&str>, migrations: &[(u32, &str)]) -> Result<u32> {
+async fn apply_migrations(
+    tx: &Transaction<'_>,
+    schema: Option<&str>,
+    migrations: &[(u32, &str)],
+) -> Result<SchemaVersion> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE($2::text, current_schema()::text, '')))",
         &[&MIGRATION_LOCK, &schema],
@@ -364,11 +344,12 @@ async fn apply_migrations(tx: &Transaction<'_>, schema: Option<&str>, migrations
         tx.execute("INSERT INTO stratus_schema (version) VALUES ($1)", &[&(*version as i32)]).await?;
         tracing::info!(version, "applied state store migration");
     }
-    Ok(known.max(current))
+    Ok(SchemaVersion { found: current, now: known.max(current) })
 }
 
 pub struct PostgresStore {
     pool: Pool,
+    schema: SchemaVersion,
 }
 
 impl PostgresStore {
@@ -381,11 +362,11 @@ impl PostgresStore {
     pub(crate) async fn open_with(url: &str, migrations: &[(u32, &str)]) -> Result<Self> {
         let Settings { config, schema, pool_size, shown } = Settings::parse(url)?;
         let pool = Pool { config, shown, idle: Mutex::new(Vec::new()), permits: Semaphore::new(pool_size) };
-        {
+        let version = {
             let mut conn = pool.get().await?;
-            migrate(&mut conn.client, schema.as_deref(), migrations).await?;
-        }
-        Ok(PostgresStore { pool })
+            migrate(&mut conn.client, schema.as_deref(), migrations).await?
+        };
+        Ok(PostgresStore { pool, schema: version })
     }
 }
 
@@ -946,6 +927,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl StateStore for PostgresStore {
+    fn schema(&self) -> SchemaVersion {
+        self.schema
+    }
+
     async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
         let spec_json = spec_json.as_str();
@@ -1233,17 +1218,6 @@ mod tests {
         let schema = format!("t_{}", stratus_core::new_id().to_string().replace('-', ""));
         let sep = if base.contains('?') { '&' } else { '?' };
         (format!("{base}{sep}schema={schema}"), schema)
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("postgresql://h/db"), "postgresql://h/db");
-        assert_eq!(
-            redact("postgres://h/db?user=u&password=pw&schema=s"),
-            "postgres://h/db?user=u&password=***&schema=s"
-        );
     }
 
     #[test]

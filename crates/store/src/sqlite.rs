@@ -7,7 +7,7 @@
 
 use crate::{
     AttemptEnd, AttemptStart, EndOutcome, EndReport, Error, JobRows, JobUpdate, Lane, NewInvocation, Payloads,
-    PendingInvocation, Result, StateStore, TaskResult,
+    PendingInvocation, Result, SchemaVersion, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -28,6 +28,7 @@ type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct SqliteStore {
     writer: mpsc::Sender<DbJob>,
     readers: mpsc::Sender<DbJob>,
+    schema: SchemaVersion,
 }
 
 impl From<rusqlite::Error> for Error {
@@ -54,7 +55,7 @@ fn open_conn(path: &PathBuf, synchronous: &str, read_only: bool) -> Result<Conne
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+fn migrate(conn: &mut Connection) -> Result<SchemaVersion> {
     let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     if current > known {
@@ -67,7 +68,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.commit()?;
         tracing::info!(version, "applied state store migration");
     }
-    Ok(())
+    Ok(SchemaVersion { found: current, now: known.max(current) })
 }
 
 fn spawn_thread(name: &str, mut conn: Connection, rx: Arc<Mutex<mpsc::Receiver<DbJob>>>) -> Result<()> {
@@ -114,10 +115,10 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| Error::Db(format!("{}: {e}", dir.display())))?;
         }
         let (p, s) = (path.clone(), sync.clone());
-        let writer_conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let (writer_conn, schema) = tokio::task::spawn_blocking(move || -> Result<(Connection, SchemaVersion)> {
             let mut c = open_conn(&p, &s, false)?;
-            migrate(&mut c)?;
-            Ok(c)
+            let schema = migrate(&mut c)?;
+            Ok((c, schema))
         })
         .await
         .map_err(|e| Error::Db(e.to_string()))??;
@@ -128,7 +129,7 @@ impl SqliteStore {
         for i in 0..2 {
             spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
-        Ok(SqliteStore { writer: wtx, readers: rtx })
+        Ok(SqliteStore { writer: wtx, readers: rtx, schema })
     }
 
     async fn call<R: Send + 'static>(
@@ -271,6 +272,10 @@ fn read_job(c: &Connection, id: [u8; 16]) -> rusqlite::Result<Option<Job>> {
 
 #[async_trait]
 impl StateStore for SqliteStore {
+    fn schema(&self) -> SchemaVersion {
+        self.schema
+    }
+
     async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
         let (project, name, spec) = (project.to_string(), name.to_string(), spec.clone());

@@ -8,7 +8,7 @@ use common::{PgSchema, postgres_url, with_param};
 use std::sync::Arc;
 use std::time::Instant;
 use stratus_core::{FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Limits, Runtime, new_id};
-use stratus_store::{AttemptEnd, EndOutcome, Error, JobRows, NewInvocation, StateStore};
+use stratus_store::{AttemptEnd, EndOutcome, Error, JobRows, NewInvocation, SchemaVersion, StateStore};
 
 fn spec() -> FunctionSpec {
     FunctionSpec {
@@ -135,12 +135,14 @@ async fn servers_starting_together_migrate_once() {
     let opens: Vec<_> = (0..4)
         .map(|_| {
             let url = schema.url.clone();
-            async move { stratus_store::open(&url).await.map(drop) }
+            async move { stratus_store::open(&url).await.map(|s| s.schema()) }
         })
         .collect();
-    for s in futures_join(opens).await {
-        s.unwrap();
-    }
+    let mut versions: Vec<_> = futures_join(opens).await.into_iter().map(|s| s.unwrap()).collect();
+    versions.sort_by_key(|v| v.found);
+    let upgraded = SchemaVersion { found: 0, now: 1 };
+    let current = SchemaVersion { found: 1, now: 1 };
+    assert_eq!(versions, [upgraded, current, current, current], "one store applied the migration, each says so");
     let n: i64 = schema.client().await.query_one("SELECT COUNT(*) FROM stratus_schema", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
 }

@@ -25,6 +25,7 @@ pub struct HttpSource {
     tokens: Mutex<HashMap<Id, CancellationToken>>,
     completions: mpsc::UnboundedSender<Completion>,
     stop: CancellationToken,
+    objects: Option<String>,
 }
 
 fn gone(e: &ClientError) -> bool {
@@ -43,7 +44,8 @@ impl HttpSource {
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), ClientError> {
         let reg = client.register_worker(name, host, slots).await?;
-        tracing::info!(worker = %reg.id, server = client.base_url(), "registered");
+        let objects_shown = reg.objects.as_deref().map_or("through the server".into(), stratus_core::url::redact);
+        tracing::info!(worker = %reg.id, server = client.base_url(), objects = %objects_shown, "registered");
         let (tx, rx) = mpsc::unbounded_channel();
         let me = Arc::new(HttpSource {
             client,
@@ -55,10 +57,17 @@ impl HttpSource {
             tokens: Mutex::new(HashMap::new()),
             completions: tx,
             stop,
+            objects: reg.objects,
         });
         tokio::spawn(me.clone().heartbeat_loop());
         let reporter = tokio::spawn(me.clone().report_loop(rx));
         Ok((me, reporter))
+    }
+
+    /// The object store URL the server handed out at registration, when the
+    /// worker should reach the store itself; `None`: go through the server.
+    pub fn objects_url(&self) -> Option<&str> {
+        self.objects.as_deref()
     }
 
     pub fn id(&self) -> String {

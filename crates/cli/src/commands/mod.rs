@@ -13,9 +13,12 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "stratus", version, about = "Self-hosted serverless functions, jobs and workflows in one binary")]
 pub struct Cli {
-    /// Server URL for client commands.
-    #[arg(long, global = true, env = "STRATUS_URL", default_value = "http://127.0.0.1:7878")]
-    server: String,
+    /// Server URL for client commands and workers [default: http://127.0.0.1:7878].
+    #[arg(long, global = true, env = "STRATUS_URL")]
+    server: Option<String>,
+    /// Settings file (see docs/configuration.md); flags and environment win over it.
+    #[arg(long, global = true, env = "STRATUS_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -29,6 +32,8 @@ enum Command {
     Up(node::UpArgs),
     /// Run the control plane (API and scheduler) without local worker slots.
     Server(node::ServerArgs),
+    /// Upgrade the state store's schema (servers also do this when they start).
+    Migrate(node::MigrateArgs),
     /// Deploy, list, show and delete functions.
     #[command(subcommand, name = "fn")]
     Fn(functions::FnCommand),
@@ -62,10 +67,19 @@ pub struct Ctx {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx { client: stratus_client::Client::new(&cli.server), json: cli.json };
+    let file = match &cli.config {
+        Some(path) => crate::config::FileConfig::load(path)?,
+        None => Default::default(),
+    };
+    let server = cli
+        .server
+        .or_else(|| matches!(cli.command, Command::Worker(_)).then(|| file.worker.server.clone()).flatten())
+        .unwrap_or_else(|| "http://127.0.0.1:7878".into());
+    let ctx = Ctx { client: stratus_client::Client::new(&server), json: cli.json };
     match cli.command {
-        Command::Up(a) => node::up(a).await,
-        Command::Server(a) => node::server(a).await,
+        Command::Up(a) => node::up(a, &file).await,
+        Command::Server(a) => node::server(a, &file).await,
+        Command::Migrate(a) => node::migrate(a, &file, ctx.json).await,
         Command::Fn(c) => functions::run(&ctx, c).await,
         Command::Invoke(a) => invocations::invoke(&ctx, a).await,
         Command::Wait(a) => invocations::wait(&ctx, a).await,
@@ -75,7 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Object(c) => objects::run(&ctx, c).await,
         Command::Map(a) => jobs::map(&ctx, a).await,
         Command::Job(c) => jobs::job(&ctx, c).await,
-        Command::Worker(a) => workers::worker(&ctx, a).await,
+        Command::Worker(a) => workers::worker(&ctx, a, &file.worker).await,
         Command::Workers => workers::list(&ctx).await,
     }
 }

@@ -1,40 +1,68 @@
-//! `stratus up` and `stratus server`: the same node, with different roles.
+//! `stratus up` and `stratus server`: the same node, with different roles;
+//! and `stratus migrate`, which upgrades the state store's schema.
 
+use crate::config::FileConfig;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use stratus_server::{Node, NodeConfig};
 
+/// Where the state lives; shared by the node and `migrate`.
 #[derive(Args)]
-pub struct NodeArgs {
-    /// Address of the HTTP API.
-    #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
-    /// Where state, objects and caches live.
-    #[arg(long, env = "STRATUS_DATA_DIR", default_value = "./.stratus")]
-    data_dir: PathBuf,
-    /// State store URL (default: sqlite://DATA_DIR/state.db).
+pub struct StateArgs {
+    /// Where state, objects and caches live [default: ./.stratus].
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// State store URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://DATA_DIR/state.db].
     #[arg(long, env = "STRATUS_STATE")]
     state: Option<String>,
-    /// Object store URL (default: file://DATA_DIR/objects).
+}
+
+impl StateArgs {
+    fn data_dir(&self, file: &FileConfig) -> PathBuf {
+        self.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus".into())
+    }
+
+    fn state_url(&self, file: &FileConfig) -> String {
+        self.state
+            .clone()
+            .or_else(|| file.state.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir(file).join("state.db").display()))
+    }
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:7878].
+    #[arg(long, env = "STRATUS_LISTEN")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Object store URL: file://DIR or s3://BUCKET[/PREFIX]?endpoint=… [default: file://DATA_DIR/objects].
     #[arg(long, env = "STRATUS_OBJECTS")]
     objects: Option<String>,
-    /// A remote worker silent for this long is declared lost (e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = crate::parse::duration_ms)]
-    lease_timeout: u64,
-    /// Largest request body accepted (e.g. 64M).
-    #[arg(long, default_value = "64M", value_parser = crate::parse::memory_mb)]
-    max_body: u64,
+    /// A remote worker silent for this long is declared lost [default: 10s].
+    #[arg(long, env = "STRATUS_LEASE_TIMEOUT", value_parser = crate::parse::duration_ms)]
+    lease_timeout: Option<u64>,
+    /// Largest request body accepted [default: 64M].
+    #[arg(long, env = "STRATUS_MAX_BODY", value_parser = crate::parse::memory_mb)]
+    max_body: Option<u64>,
 }
 
 #[derive(Args)]
 pub struct UpArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// Local worker slots (default: the number of cores).
-    #[arg(long)]
+    /// Local worker slots [default: the number of cores].
+    #[arg(long, env = "STRATUS_SLOTS")]
     slots: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Args)]
@@ -62,13 +90,19 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn run_node(args: NodeArgs, slots: usize) -> anyhow::Result<ExitCode> {
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Result<ExitCode> {
     init_logging();
-    let mut config = NodeConfig::new(args.listen, args.data_dir, slots);
-    config.state_url = args.state;
-    config.objects_url = args.objects;
-    config.max_body = (args.max_body as usize) << 20;
-    config.lease_timeout = std::time::Duration::from_millis(args.lease_timeout);
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878)));
+    let mut config = NodeConfig::new(listen, args.state.data_dir(file), slots);
+    config.state_url = Some(args.state.state_url(file));
+    config.objects_url = args.objects.or_else(|| file.objects.clone());
+    config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
+    config.lease_timeout =
+        std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));
     Node::run(
         config,
         |addr| {
@@ -81,11 +115,28 @@ async fn run_node(args: NodeArgs, slots: usize) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
-    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    run_node(a.node, slots).await
+pub async fn up(a: UpArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let slots = a.slots.or(file.slots).unwrap_or_else(cores);
+    run_node(a.node, file, slots).await
 }
 
-pub async fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
-    run_node(a.node, 0).await
+pub async fn server(a: ServerArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    run_node(a.node, file, 0).await
+}
+
+/// Opens the state store, which applies pending migrations under the
+/// engine's lock, and says what it did.
+pub async fn migrate(a: MigrateArgs, file: &FileConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let url = a.state.state_url(file);
+    let shown = stratus_core::url::redact(&url);
+    let store = stratus_store::open(&url).await.map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let v = store.schema();
+    if json {
+        println!("{}", serde_json::json!({"state": shown, "found": v.found, "now": v.now}));
+    } else if v.found == v.now {
+        println!("{shown}: schema is at version {}; nothing to do", v.now);
+    } else {
+        println!("{shown}: schema upgraded from version {} to {}", v.found, v.now);
+    }
+    Ok(ExitCode::SUCCESS)
 }

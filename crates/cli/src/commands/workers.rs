@@ -1,6 +1,7 @@
 //! `stratus worker` (join a server) and `stratus workers` (list them).
 
 use super::Ctx;
+use crate::config::WorkerConfig;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// Task slots (default: the number of cores).
-    #[arg(long)]
+    /// Task slots [default: the number of cores].
+    #[arg(long, env = "STRATUS_SLOTS")]
     slots: Option<usize>,
-    /// Where compiled modules and unpacked bundles are cached.
-    #[arg(long, env = "STRATUS_WORKER_DIR", default_value = "./.stratus-worker")]
-    data_dir: PathBuf,
-    /// Worker name (default: HOST/PID).
-    #[arg(long)]
+    /// Where compiled modules and unpacked bundles are cached [default: ./.stratus-worker].
+    #[arg(long, env = "STRATUS_WORKER_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Worker name [default: HOST-PID].
+    #[arg(long, env = "STRATUS_WORKER_NAME")]
     name: Option<String>,
 }
 
@@ -31,21 +32,26 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-pub async fn worker(ctx: &Ctx, a: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Result<ExitCode> {
     super::node::init_logging();
-    let slots = a.slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let slots = a.slots.or(file.slots).unwrap_or_else(super::node::cores);
+    anyhow::ensure!(slots > 0, "--slots must be at least 1");
+    let data_dir = a.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus-worker".into());
     let host = hostname();
-    let name = a.name.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let name = a.name.or_else(|| file.name.clone()).unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let stop = CancellationToken::new();
     let (source, reporter) = HttpSource::connect(ctx.client.clone(), &name, &host, slots, stop.clone()).await?;
     println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
-    let wasm = WasmRuntime::new(slots as u32 + 2, Some(a.data_dir.join("cache/wasm")))?;
-    let objects: Arc<dyn stratus_blob::ObjectStore> = Arc::new(RemoteObjects(ctx.client.clone()));
+    let wasm = WasmRuntime::new(slots as u32 + 2, Some(data_dir.join("cache/wasm")))?;
+    let objects: Arc<dyn stratus_blob::ObjectStore> = match source.objects_url() {
+        Some(url) => stratus_blob::open(url)?,
+        None => Arc::new(RemoteObjects(ctx.client.clone())),
+    };
     let executor = Arc::new(Executor::new(
         source.id(),
         wasm,
         objects,
-        a.data_dir.join("cache"),
+        data_dir.join("cache"),
         slots,
         OutputCaps::default(),
         Arc::new(SystemClock),

@@ -60,10 +60,15 @@ impl Server {
     }
 
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
+        let mut args = vec!["up", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, data_dir.clone())
+    }
+
+    /// `stratus ARGS…` (a node command); waits for its first line.
+    pub fn spawn(args: &[&str], data_dir: PathBuf) -> Server {
         let mut child = Command::new(BIN)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(extra)
+            .args(args)
             .env("STRATUS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -172,12 +177,21 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(url: &str, dir: &Path, slots: usize) -> Worker {
+        Self::start_logged(url, dir, slots, None)
+    }
+
+    /// With `log`, the worker's info-level log goes to that file.
+    pub fn start_logged(url: &str, dir: &Path, slots: usize, log: Option<&Path>) -> Worker {
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(BIN)
             .args(["worker", "--server", url, "--slots", &slots.to_string(), "--data-dir"])
             .arg(dir)
-            .env("STRATUS_LOG", "warn")
+            .env("STRATUS_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("worker starts");
         let mut line = String::new();
