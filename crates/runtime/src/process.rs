@@ -5,7 +5,7 @@
 //! death signal (a killed worker takes its functions with it), and only the
 //! environment the platform and the function declare.
 
-use crate::spawn::{Spec, spawn};
+use crate::spawn::{Spec, spawn_with_input};
 use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::path::Path;
 use std::time::Duration;
@@ -88,20 +88,20 @@ pub fn kill_group(pid: Option<u32>) {
 }
 
 /// Reads up to `cap` bytes; returns the bytes and whether there was more.
+/// Reads straight into the growing buffer (nothing zeroed, nothing copied).
 pub(crate) async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 << 10];
     loop {
-        match r.read(&mut chunk).await {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().clamp(4 << 10, 1 << 20));
+        }
+        match r.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return (buf, false),
-            Ok(n) => {
-                if buf.len() + n > cap {
-                    let room = cap - buf.len();
-                    buf.extend_from_slice(&chunk[..room]);
-                    return (buf, true);
-                }
-                buf.extend_from_slice(&chunk[..n]);
+            Ok(_) if buf.len() > cap => {
+                buf.truncate(cap);
+                return (buf, true);
             }
+            Ok(_) => {}
         }
     }
 }
@@ -139,7 +139,7 @@ pub async fn run(
     caps: OutputCaps,
     cancel: &CancellationToken,
 ) -> RunOutcome {
-    let mut child = match spawn(&command(dir, cmd, env, limits.memory_mb)) {
+    let (mut child, written) = match spawn_with_input(&command(dir, cmd, env, limits.memory_mb), &input) {
         Ok(c) => c,
         Err(e) => {
             return RunOutcome {
@@ -149,12 +149,14 @@ pub async fn run(
         }
     };
     let pid = Some(child.id());
-    let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    // A function that does not read its input must not block us.
-    let writer = tokio::spawn(async move {
-        let _ = stdin.write_all(&input).await;
+    // What did not fit in the pipe is written on the side: a function that
+    // does not read its input must not block us.
+    let writer = child.stdin.take().map(|mut stdin| {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input[written..]).await;
+        })
     });
     let out = async {
         let (out, over) = read_capped(stdout, caps.max_output).await;
@@ -168,7 +170,9 @@ pub async fn run(
         r = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), all) => r.map(Some),
         _ = cancel.cancelled() => Ok(None),
     };
-    writer.abort();
+    if let Some(w) = writer {
+        w.abort();
+    }
     let outcome = match timed {
         Ok(None) => {
             kill_group(pid);

@@ -61,24 +61,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // (CLONE_VFORK); only async-signal-safe system calls follow.
     unsafe {
         let a = &mut *(arg as *mut ChildArgs);
-        // Handlers belong to the server: the child starts from the defaults
-        // (its own copy of the table, as there is no CLONE_SIGHAND), SIGPIPE
-        // included, before the caller's signal mask is restored.
+        // Every signal is blocked here (the parent blocked them before
+        // `clone`), and `execve` resets caught signals to their default, so
+        // the server's handlers can never run in this child: unlike glibc's
+        // `posix_spawn`, no pass over all 64 signals is needed. Ignored
+        // signals survive `execve`: SIGPIPE, which Rust ignores, is put back
+        // to its default. The caller's mask comes back just before
+        // `execve`, after `setpgid`: by then no one but the suspended parent
+        // knows this pid or group, so no handler can be entered in between.
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..65 {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
-                && old.sa_sigaction != libc::SIG_DFL
-            {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
-        libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
         let fail = |a: &mut ChildArgs| -> ! {
             a.errno = *libc::__errno_location();
             libc::_exit(127)
@@ -103,6 +96,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.dir) != 0 {
             fail(a);
         }
+        // The caller's mask, restored last, once the child is alone in its group.
+        libc::sigprocmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
         libc::execve(a.path, a.argv, a.envp);
         fail(a)
     }
@@ -156,6 +151,37 @@ fn resolve(program: &Path, path: Option<&str>) -> io::Result<PathBuf> {
 
 /// Starts `spec` with piped stdin, stdout and stderr.
 pub fn spawn(spec: &Spec) -> io::Result<Child> {
+    spawn_inner(spec, None).map(|(c, _)| c)
+}
+
+/// Starts `spec` with `input` already in its stdin pipe, as much of it as
+/// the pipe holds (64 KiB by default); returns how much that was. When it
+/// was all of it, stdin is closed (the child reads it, then end of file)
+/// and `Child::stdin` is `None`: most invocations then need no writer.
+pub fn spawn_with_input(spec: &Spec, input: &[u8]) -> io::Result<(Child, usize)> {
+    spawn_inner(spec, Some(input))
+}
+
+/// Writes as much of `data` as a non-blocking pipe takes now.
+fn fill(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: writing from a valid slice to a descriptor we own.
+        let n = unsafe { libc::write(fd.as_raw_fd(), data[done..].as_ptr().cast(), data.len() - done) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => break,
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+fn spawn_inner(spec: &Spec, input: Option<&[u8]>) -> io::Result<(Child, usize)> {
     let path_var = spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
     let program = resolve(&spec.program, path_var)?;
     let path = cstr(program.as_os_str().as_bytes())?;
@@ -173,6 +199,11 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
     let (stdin_w, stdin_r) = pipe_pair(false)?;
     let (stdout_r, stdout_w) = pipe_pair(true)?;
     let (stderr_r, stderr_w) = pipe_pair(true)?;
+    let written = match input {
+        Some(data) => fill(&stdin_w, data)?,
+        None => 0,
+    };
+    let close_stdin = input.is_some_and(|data| written == data.len());
 
     // SAFETY: sigset and clone follow the posix_spawn recipe: every signal is
     // blocked in this thread while the child shares our memory, the child's
@@ -192,8 +223,9 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args.mask);
-        let mut stack = vec![0u128; CHILD_STACK / 16];
-        let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+        // Not zeroed: the child writes its stack before reading it.
+        let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
+        let top = stack.as_mut_ptr().add(CHILD_STACK / 16) as *mut libc::c_void;
         let mut pidfd: libc::c_int = -1;
         let pid = libc::clone(
             child_main,
@@ -216,13 +248,15 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
             return Err(io::Error::new(e.kind(), format!("{}: {e}", program.display())));
         }
         drop((stdin_r, stdout_w, stderr_w));
-        Ok(Child {
+        let stdin = if close_stdin { None } else { Some(pipe::Sender::from_owned_fd_unchecked(stdin_w)?) };
+        let child = Child {
             pid: pid as u32,
             pidfd: Some(AsyncFd::register_with_interest(pidfd, Interest::READABLE)?),
-            stdin: Some(pipe::Sender::from_owned_fd_unchecked(stdin_w)?),
+            stdin,
             stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout_r)?),
             stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr_r)?),
-        })
+        };
+        Ok((child, written))
     }
 }
 
@@ -339,6 +373,37 @@ mod tests {
         assert!(spawn(&s).is_err());
         let (_, status) = output(&spec("sh", &["-c", "exit 5"], 0)).await;
         assert_eq!(status.code(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn input_is_put_in_the_pipe_and_the_rest_left_to_write() {
+        let mut c = spawn_with_input(&spec("cat", &[], 0), b"small input")
+            .map(|(c, n)| {
+                assert_eq!(n, 11);
+                c
+            })
+            .unwrap();
+        assert!(c.stdin.is_none(), "all of it fit: stdin closed");
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "small input");
+        assert!(c.wait().await.unwrap().success());
+
+        // More than a pipe holds: the rest goes through the writer.
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut c, n) = spawn_with_input(&spec("cat", &[], 0), &big).unwrap();
+        assert!(n > 0 && n < big.len(), "{n}");
+        let mut stdin = c.stdin.take().expect("left open for the rest");
+        let rest = big[n..].to_vec();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            stdin.write_all(&rest).await.unwrap();
+        });
+        let mut out = Vec::new();
+        c.stdout.take().unwrap().read_to_end(&mut out).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(out, big);
+        assert!(c.wait().await.unwrap().success());
     }
 
     #[tokio::test]

@@ -228,15 +228,40 @@ impl Scheduler {
     /// Queues entries just inserted (under the lane's lock): in memory if the
     /// window has room and nothing waits in the store before them.
     fn enqueue_new(&self, lane: Lane, entries: Vec<Entry>) {
-        let mut q = self.queue.lock().unwrap();
-        let l = q.lane(lane);
-        if !l.backlog && l.ready.len() + entries.len() <= WINDOW {
-            drop(q);
+        if self.fits(lane, entries.len()) {
             self.push_ready(lane, entries);
         } else {
-            l.backlog = true;
-            drop(q);
-            self.refill.notify_one();
+            self.mark_backlog(lane);
+        }
+    }
+
+    /// Whether `n` new entries can go straight into the lane's window.
+    fn fits(&self, lane: Lane, n: usize) -> bool {
+        let mut q = self.queue.lock().unwrap();
+        let l = q.lane(lane);
+        !l.backlog && l.ready.len() + n <= WINDOW
+    }
+
+    /// Leaves committed rows to the store, to be paged in.
+    fn mark_backlog(&self, lane: Lane) {
+        self.queue.lock().unwrap().lane(lane).backlog = true;
+        self.refill.notify_one();
+    }
+
+    /// Takes back direct invocations whose insert failed after they were
+    /// queued: out of the lane, cancelled if running, waiters dropped.
+    fn abandon(&self, ids: &HashSet<Id>) {
+        self.queue.lock().unwrap().direct.ready.retain(|e| !ids.contains(&e.invocation.id));
+        let mut inflight = self.inflight.lock().unwrap();
+        for id in ids {
+            if let Some(f) = inflight.remove(id) {
+                f.cancel.cancel();
+            }
+        }
+        drop(inflight);
+        let mut waiters = self.waiters.lock().unwrap();
+        for id in ids {
+            waiters.remove(id);
         }
     }
 
@@ -320,41 +345,58 @@ impl Scheduler {
     }
 
     /// Accepts invocations of `function`: durable in the store before this
-    /// returns, then queued. With `wait`, also returns a receiver for each result.
+    /// returns. With `wait`, also returns a receiver for each result.
+    ///
+    /// When the store orders its writes (SQLite's one writer), the entries
+    /// are queued as soon as their insert is ordered, so a slot starts them
+    /// while the insert commits: their end is written after the insert by
+    /// construction, and nothing is acknowledged before the commit. Should
+    /// the commit fail, they are taken back ([`Self::abandon`]). Entries
+    /// that do not fit in memory are left to be paged in, once committed.
     pub async fn submit(
         &self,
         function: Arc<Function>,
         inputs: Vec<Vec<u8>>,
         wait: bool,
     ) -> Result<Vec<(Id, Option<oneshot::Receiver<Arc<Finished>>>)>, stratus_store::Error> {
-        let _guard = self.direct_lock.lock().await;
+        let guard = self.direct_lock.lock().await;
         let now = self.clock.now_ms();
-        let new: Vec<NewInvocation> = inputs
-            .into_iter()
-            .map(|input| NewInvocation {
-                invocation: new_invocation(&function, now, None, None),
-                input,
-                partition: None,
-            })
-            .collect();
-        self.store.insert_invocations(&new).await?;
-        self.metrics.invocations_submitted.fetch_add(new.len() as u64, Relaxed);
-        let mut out = Vec::with_capacity(new.len());
-        let mut entries = Vec::with_capacity(new.len());
-        for n in new {
-            let id = n.invocation.id;
-            out.push((id, wait.then(|| self.watch(id))));
-            let task = Task {
-                invocation: id,
-                attempt: 1,
-                function: function.clone(),
-                input: n.input,
-                partition: None,
-                job: None,
-            };
-            entries.push(Entry { invocation: n.invocation, task });
+        let mut new = Vec::with_capacity(inputs.len());
+        let mut entries = Vec::with_capacity(inputs.len());
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let invocation = new_invocation(&function, now, None, None);
+            let id = invocation.id;
+            let task =
+                Task { invocation: id, attempt: 1, function: function.clone(), input, partition: None, job: None };
+            new.push(NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None });
+            entries.push(Entry { invocation, task });
         }
-        self.enqueue_new(Lane::Direct, entries);
+        let committed = self.store.insert_invocations_ordered(new).await?;
+        for e in &entries {
+            out.push((e.invocation.id, wait.then(|| self.watch(e.invocation.id))));
+        }
+        let n = entries.len() as u64;
+        if self.fits(Lane::Direct, entries.len()) {
+            let ids: HashSet<Id> = entries.iter().map(|e| e.invocation.id).collect();
+            self.push_ready(Lane::Direct, entries);
+            drop(guard);
+            if let Err(e) = committed.await {
+                self.abandon(&ids);
+                return Err(e);
+            }
+        } else {
+            // Paging reads the store: the rows must be there first, and no
+            // later submit may pass them meanwhile (hence under the lock).
+            let result = committed.await;
+            if result.is_err() {
+                self.abandon(&out.iter().map(|(id, _)| *id).collect());
+            }
+            result?;
+            self.mark_backlog(Lane::Direct);
+            drop(guard);
+        }
+        self.metrics.invocations_submitted.fetch_add(n, Relaxed);
         Ok(out)
     }
 

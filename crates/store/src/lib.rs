@@ -148,6 +148,16 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Inserts invocations in one transaction.
     async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()>;
+    /// Inserts invocations in one transaction, returning as soon as that
+    /// transaction is ordered before every write made through this store
+    /// after it, with a future that resolves once it is committed. A caller
+    /// may then start the work while the commit is under way, and must not
+    /// acknowledge it before the future says it is durable. Engines that
+    /// cannot order their writes (several connections) commit first.
+    async fn insert_invocations_ordered(&self, new: Vec<NewInvocation>) -> Result<Committed> {
+        self.insert_invocations(&new).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
@@ -192,6 +202,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Cancels a job's queued tasks (and the job); returns how many tasks.
     async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64>;
 }
+
+/// Resolves once an ordered write is committed; see
+/// [`StateStore::insert_invocations_ordered`].
+pub type Committed = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// The two queues the scheduler pages separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

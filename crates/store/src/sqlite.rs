@@ -137,13 +137,24 @@ impl SqliteStore {
         write: bool,
         f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
+        self.queue(write, f)?.await
+    }
+
+    /// Hands `f` to a database thread; the returned future gives its result.
+    /// Writes run one after another on the one writer thread, in the order
+    /// they were queued.
+    fn queue<R: Send + 'static>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: DbJob = Box::new(move |c| {
             let _ = tx.send(f(c));
         });
         let chan = if write { &self.writer } else { &self.readers };
         chan.send(job).map_err(|_| Error::Db("database thread stopped".into()))?;
-        rx.await.map_err(|_| Error::Db("database thread stopped".into()))?
+        Ok(async move { rx.await.map_err(|_| Error::Db("database thread stopped".into()))? })
     }
 }
 
@@ -341,14 +352,17 @@ impl StateStore for SqliteStore {
     }
 
     async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()> {
-        let new = new.to_vec();
-        self.call(true, move |c| {
+        self.insert_invocations_ordered(new.to_vec()).await?.await
+    }
+
+    async fn insert_invocations_ordered(&self, new: Vec<NewInvocation>) -> Result<crate::Committed> {
+        let committed = self.queue(true, move |c| {
             let tx = c.transaction()?;
             insert_rows(&tx, &new)?;
             tx.commit()?;
             Ok(())
-        })
-        .await
+        })?;
+        Ok(Box::pin(committed))
     }
 
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>> {

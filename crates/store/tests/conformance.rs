@@ -121,6 +121,26 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     );
 }
 
+/// Writes made after an ordered insert returns apply to its rows, whether
+/// or not the insert has committed yet; the commit then resolves.
+async fn ordered_inserts_come_before_later_writes(s: Arc<dyn StateStore>) {
+    let batch: Vec<_> = (0..50).map(|i| new_inv("f", 1, 1000 + i)).collect();
+    let ids: Vec<_> = batch.iter().map(|n| n.invocation.id).collect();
+    let committed = s.insert_invocations_ordered(batch).await.unwrap();
+    let starts: Vec<_> =
+        ids.iter().map(|&id| AttemptStart { id, attempt: 1, worker: "w1".into(), started_at: 5 }).collect();
+    s.start_attempts(&starts).await.unwrap();
+    let ends: Vec<_> = ids.iter().map(|&id| end(id, 1, finish_ok(b"early"))).collect();
+    let report = s.end_attempts(&ends).await.unwrap();
+    committed.await.unwrap();
+    assert_eq!(report.applied, vec![true; 50], "every end found its row");
+    for id in ids {
+        assert_eq!(s.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Succeeded);
+    }
+    // An empty batch is fine too.
+    s.insert_invocations_ordered(Vec::new()).await.unwrap().await.unwrap();
+}
+
 async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {
     let news: Vec<_> = (0..25).map(|i| new_inv("f", 1, i)).collect();
     s.insert_invocations(&news).await.unwrap();
@@ -418,6 +438,11 @@ macro_rules! conformance {
             async fn large_jobs() {
                 let (_guard, s) = $open.await;
                 large_jobs_stream_and_reduce(s).await;
+            }
+            #[tokio::test]
+            async fn ordered_inserts() {
+                let (_guard, s) = $open.await;
+                ordered_inserts_come_before_later_writes(s).await;
             }
             #[tokio::test]
             async fn end_batches() {
