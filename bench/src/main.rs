@@ -7,6 +7,7 @@
 
 mod compare;
 mod core_bench;
+mod distributed;
 mod http;
 mod map_bench;
 mod node;
@@ -37,7 +38,11 @@ enum Cmd {
     Map,
     /// Word count map_reduce over text in object storage.
     Wordcount,
-    /// Everything above.
+    /// The map and the word count on PostgreSQL + S3 with one server and
+    /// two worker processes, beside the embedded node (needs PostgreSQL and
+    /// s3s-fs, as the tests do).
+    Distributed,
+    /// Everything above but `distributed`.
     All,
     /// The same workloads on Stratus and its peers (Lithops, Ray, Prefect,
     /// plain Python) in one run, with a table of figures and ratios.
@@ -58,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Core => core_bench::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Map => map_bench::run_map(&cli.stratus, cli.quick, &cli.out),
         Cmd::Wordcount => map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Distributed => distributed::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Compare { peers, write_docs } => {
             compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
         }

@@ -63,13 +63,19 @@ pub fn run_map_job(node: &Node, function: &str, inputs: &[String], check: impl F
 /// Runs a map of `n` no-op wasm tasks, every result checked; returns
 /// (seconds, tasks/s, server peak RSS MiB).
 pub fn map_noop(bin: &Path, n: u64) -> Result<(f64, f64, f64)> {
-    let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
     let node = Node::up(bin, &["--slots", "2"])?;
-    node.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap()])?;
-    let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-    let secs = run_map_job(&node, "noop", &inputs, |i, out| out == i.to_string().as_bytes())?;
+    let secs = map_noop_on(&node, n)?;
     let peak = proc_status_mib(node.child.id(), "VmHWM")?;
     Ok((secs, n as f64 / secs, peak))
+}
+
+/// Deploys the no-op guest on `node` and maps it over `n` inputs, every
+/// result checked; returns the seconds of the job.
+pub fn map_noop_on(node: &Node, n: u64) -> Result<f64> {
+    let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
+    node.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap()])?;
+    let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    run_map_job(node, "noop", &inputs, |i, out| out == i.to_string().as_bytes())
 }
 
 pub fn run_map(bin: &Path, quick: bool, out: &Path) -> Result<()> {
@@ -129,20 +135,51 @@ pub fn gen_text(bytes: usize) -> Vec<u8> {
     out
 }
 
+/// A text file of about `size_mib` MiB and its word counts, counted here.
+pub struct Corpus {
+    _dir: TempDir,
+    pub file: std::path::PathBuf,
+    pub expected: BTreeMap<String, u64>,
+}
+
+impl Corpus {
+    pub fn new(size_mib: usize) -> Result<Corpus> {
+        let dir = TempDir::new("wc")?;
+        let file = dir.0.join("text.txt");
+        let text = gen_text(size_mib << 20);
+        std::fs::write(&file, &text)?;
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for w in text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+            *expected.entry(String::from_utf8_lossy(w).into_owned()).or_default() += 1;
+        }
+        Ok(Corpus { _dir: dir, file, expected })
+    }
+}
+
 pub fn run_wordcount(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let size_mib = if quick { 64 } else { 1024 };
     let chunk = if quick { "8MiB" } else { "64MiB" };
-    let dir = TempDir::new("wc")?;
-    let file = dir.0.join("text.txt");
-    let text = gen_text(size_mib << 20);
-    std::fs::write(&file, &text)?;
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for w in text.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
-        *expected.entry(String::from_utf8_lossy(w).into_owned()).or_default() += 1;
-    }
-    drop(text);
+    let corpus = Corpus::new(size_mib)?;
     let node = Node::up(bin, &["--slots", "2"])?;
-    node.cli(&["object", "put", "corpus/text.txt", file.to_str().unwrap()])?;
+    let secs = wordcount_on(&node, &corpus, chunk)?;
+    let mbs = (size_mib as f64 * 1.048576) / secs;
+    println!(
+        "word count map_reduce over {size_mib} MiB in object storage, chunks of {chunk}, Python mapper and reducer: {secs:.2} s, {mbs:.0} MB/s (result checked)"
+    );
+    std::fs::write(
+        out.join("wordcount.json"),
+        serde_json::to_string_pretty(
+            &json!({"benchmark": "wordcount", "size_mib": size_mib, "chunk": chunk, "seconds": secs, "mb_per_s": mbs}),
+        )?,
+    )?;
+    Ok(())
+}
+
+/// Uploads the corpus, deploys the Python word count and runs it as a
+/// map_reduce over `chunk`-sized pieces; checks the answer; returns the
+/// seconds of the job.
+pub fn wordcount_on(node: &Node, corpus: &Corpus, chunk: &str) -> Result<f64> {
+    node.cli(&["object", "put", "corpus/text.txt", corpus.file.to_str().unwrap()])?;
     node.cli(&[
         "fn",
         "deploy",
@@ -170,16 +207,6 @@ pub fn run_wordcount(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         node.cli(&["map", "wc-map", "--objects", "corpus/", "--chunk-size", chunk, "--reduce", "wc-reduce"])?;
     let secs = t.elapsed().as_secs_f64();
     let got: BTreeMap<String, u64> = serde_json::from_str(result.trim())?;
-    ensure!(got == expected, "word count differs from the direct count");
-    let mbs = (size_mib as f64 * 1.048576) / secs;
-    println!(
-        "word count map_reduce over {size_mib} MiB in object storage, chunks of {chunk}, Python mapper and reducer: {secs:.2} s, {mbs:.0} MB/s (result checked)"
-    );
-    std::fs::write(
-        out.join("wordcount.json"),
-        serde_json::to_string_pretty(
-            &json!({"benchmark": "wordcount", "size_mib": size_mib, "chunk": chunk, "seconds": secs, "mb_per_s": mbs}),
-        )?,
-    )?;
-    Ok(())
+    ensure!(got == corpus.expected, "word count differs from the direct count");
+    Ok(secs)
 }

@@ -10,6 +10,8 @@ pub struct Node {
     pub url: String,
     pub bin: PathBuf,
     _dir: TempDir,
+    /// `stratus worker` processes joined to this node.
+    workers: Vec<Child>,
 }
 
 /// A directory removed on drop.
@@ -49,7 +51,27 @@ impl Node {
         let Some(url) = line.trim().strip_prefix("stratus listening on ") else {
             bail!("unexpected first line from stratus up: {line:?}");
         };
-        Ok(Node { child, url: url.to_string(), bin: bin.to_path_buf(), _dir: dir })
+        Ok(Node { child, url: url.to_string(), bin: bin.to_path_buf(), _dir: dir, workers: Vec::new() })
+    }
+
+    /// Starts `n` `stratus worker` processes with `slots` slots each, joined
+    /// to this node; they stop with it.
+    pub fn add_workers(&mut self, n: usize, slots: usize) -> Result<()> {
+        for i in 0..n {
+            let mut child = Command::new(&self.bin)
+                .args(["worker", "--server", &self.url, "--slots", &slots.to_string(), "--data-dir"])
+                .arg(self._dir.0.join(format!("worker-{i}")))
+                .env("STRATUS_LOG", "warn")
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+            if !line.starts_with("stratus worker ") {
+                bail!("unexpected first line from stratus worker: {line:?}");
+            }
+            self.workers.push(child);
+        }
+        Ok(())
     }
 
     /// Runs a client command against this node; it must succeed.
@@ -68,6 +90,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -13,6 +13,11 @@ use stratus_worker::remote::{HttpSource, RemoteObjects};
 use stratus_worker::{Executor, TaskSource};
 use tokio_util::sync::CancellationToken;
 
+/// Tasks a slot leases at a time, at most: one HTTP round trip for many
+/// short tasks. The server hands out several only when its queue is long
+/// (a 64th of it), so a long task never holds others back from idle slots.
+const REMOTE_BATCH: usize = 32;
+
 #[derive(Args)]
 pub struct WorkerArgs {
     /// Task slots [default: the number of cores].
@@ -57,7 +62,7 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         Arc::new(SystemClock),
     ));
     let src: Arc<dyn TaskSource> = source.clone();
-    let run = tokio::spawn(stratus_worker::run_slots(executor, src, slots, 4));
+    let run = tokio::spawn(stratus_worker::run_slots(executor, src, slots, REMOTE_BATCH));
     super::node::shutdown_signal().await;
     tracing::info!("stopping: finishing running tasks");
     stop.cancel();
