@@ -3,44 +3,12 @@
 //! named by `STRATUS_TEST_POSTGRES` (see `common`), which must be reachable.
 
 mod common;
+use common::{job, job_task, new_inv, spec};
 
 use std::sync::Arc;
-use stratus_core::{Failure, FailureKind, FunctionSpec, Invocation, InvocationState, Limits, Runtime, new_id};
+use stratus_core::{Failure, FailureKind, InvocationState};
 use stratus_core::{Job, JobState};
 use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, Lane, NewInvocation, StateStore};
-
-fn spec() -> FunctionSpec {
-    FunctionSpec {
-        runtime: Runtime::Wasm,
-        artifact: "a".repeat(64),
-        env: Default::default(),
-        limits: Limits::default(),
-        retries: 0,
-    }
-}
-
-fn new_inv(f: &str, max_attempts: u32, now: i64) -> NewInvocation {
-    NewInvocation {
-        invocation: Invocation {
-            id: new_id(),
-            project: "p".into(),
-            function: f.into(),
-            version: 1,
-            state: InvocationState::Queued,
-            attempts: 0,
-            max_attempts,
-            job_id: None,
-            task_index: None,
-            queued_at: now,
-            started_at: None,
-            finished_at: None,
-            worker: None,
-            error: None,
-        },
-        input: format!("input-{now}").into_bytes(),
-        partition: None,
-    }
-}
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
     AttemptEnd { id, attempt, worker: "w1".into(), started_at: 10, finished_at: 20, outcome }
@@ -172,33 +140,6 @@ async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {
     assert_eq!(next.len(), 20);
     let counts = s.count_by_state().await.unwrap();
     assert_eq!(counts, [(InvocationState::Queued, 25)]);
-}
-
-fn job(now: i64) -> Job {
-    Job {
-        id: new_id(),
-        project: "p".into(),
-        function: "f".into(),
-        version: 1,
-        reduce_function: None,
-        reduce_version: None,
-        state: JobState::Running,
-        total: 0,
-        succeeded: 0,
-        failed: 0,
-        cancelled: 0,
-        created_at: now,
-        finished_at: None,
-        reduce_invocation: None,
-        error: None,
-    }
-}
-
-fn job_task(j: &Job, index: u64) -> NewInvocation {
-    let mut n = new_inv("f", 1, index as i64);
-    n.invocation.job_id = Some(j.id);
-    n.invocation.task_index = Some(index);
-    n
 }
 
 async fn jobs_count_results_and_cancel(s: Arc<dyn StateStore>) {

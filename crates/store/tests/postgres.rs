@@ -4,64 +4,11 @@
 
 mod common;
 
-use common::{PgSchema, postgres_url, with_param};
+use common::{PgSchema, job, job_task, postgres_url, spec, with_param};
 use std::sync::Arc;
 use std::time::Instant;
-use stratus_core::{FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Limits, Runtime, new_id};
+use stratus_core::{Id, InvocationState, Job};
 use stratus_store::{AttemptEnd, EndOutcome, Error, JobRows, NewInvocation, SchemaVersion, StateStore};
-
-fn spec() -> FunctionSpec {
-    FunctionSpec {
-        runtime: Runtime::Wasm,
-        artifact: "a".repeat(64),
-        env: Default::default(),
-        limits: Limits::default(),
-        retries: 0,
-    }
-}
-
-fn job() -> Job {
-    Job {
-        id: new_id(),
-        project: "p".into(),
-        function: "f".into(),
-        version: 1,
-        reduce_function: None,
-        reduce_version: None,
-        state: JobState::Running,
-        total: 0,
-        succeeded: 0,
-        failed: 0,
-        cancelled: 0,
-        created_at: 1,
-        finished_at: None,
-        reduce_invocation: None,
-        error: None,
-    }
-}
-
-fn task(j: &Job, index: u64) -> NewInvocation {
-    NewInvocation {
-        invocation: Invocation {
-            id: new_id(),
-            project: "p".into(),
-            function: "f".into(),
-            version: 1,
-            state: InvocationState::Queued,
-            attempts: 0,
-            max_attempts: 1,
-            job_id: Some(j.id),
-            task_index: Some(index),
-            queued_at: index as i64,
-            started_at: None,
-            finished_at: None,
-            worker: None,
-            error: None,
-        },
-        input: format!("line {index}").into_bytes(),
-        partition: None,
-    }
-}
 
 fn ok_end(id: Id) -> AttemptEnd {
     AttemptEnd {
@@ -81,8 +28,8 @@ fn ok_end(id: Id) -> AttemptEnd {
 
 /// Creates a job of `n` tasks, sent in batches of `batch`.
 async fn make_job(s: &dyn StateStore, n: u64, batch: usize) -> (Job, Vec<NewInvocation>) {
-    let j = job();
-    let tasks: Vec<_> = (0..n).map(|i| task(&j, i)).collect();
+    let j = job(1);
+    let tasks: Vec<_> = (0..n).map(|i| job_task(&j, i)).collect();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let rows = tasks.clone();
     let sender = tokio::spawn(async move {
@@ -187,13 +134,13 @@ async fn an_aborted_job_leaves_the_connection_usable() {
     let schema = PgSchema::new();
     // One connection: whatever runs after the abort runs on the same one.
     let s = stratus_store::open(&with_param(&schema.url, "pool_size", "1")).await.unwrap();
-    let j = job();
+    let j = job(1);
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tx.send(JobRows::Rows((0..100).map(|i| task(&j, i)).collect())).await.unwrap();
+    tx.send(JobRows::Rows((0..100).map(|i| job_task(&j, i)).collect())).await.unwrap();
     tx.send(JobRows::Abort("bad line".into())).await.unwrap();
     assert!(matches!(s.create_job(&j, rx).await, Err(Error::Aborted(_))));
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tx.send(JobRows::Rows(vec![task(&j, 0)])).await.unwrap();
+    tx.send(JobRows::Rows(vec![job_task(&j, 0)])).await.unwrap();
     drop(tx);
     assert!(matches!(s.create_job(&j, rx).await, Err(Error::Aborted(_))), "a request that ends early aborts");
     assert!(s.get_job("p", j.id).await.unwrap().is_none());
@@ -276,8 +223,8 @@ async fn timings() {
     ];
     for (name, s) in engines {
         const N: u64 = 100_000;
-        let j = job();
-        let tasks: Vec<_> = (0..N).map(|i| task(&j, i)).collect();
+        let j = job(1);
+        let tasks: Vec<_> = (0..N).map(|i| job_task(&j, i)).collect();
         let batches: Vec<Vec<NewInvocation>> = tasks.chunks(1_000).map(|c| c.to_vec()).collect();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let t = Instant::now();
@@ -347,8 +294,8 @@ async fn timings() {
 async fn database_errors_carry_the_servers_message() {
     let schema = PgSchema::new();
     let s = schema.open().await;
-    let j = job();
-    let mut tasks: Vec<_> = (0..3).map(|i| task(&j, i)).collect();
+    let j = job(1);
+    let mut tasks: Vec<_> = (0..3).map(|i| job_task(&j, i)).collect();
     tasks[2].invocation.id = tasks[0].invocation.id;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tx.send(JobRows::Rows(tasks)).await.unwrap();

@@ -7,7 +7,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::sync::Arc;
-use stratus_store::StateStore;
+use stratus_core::{FunctionSpec, Invocation, InvocationState, Job, JobState, Limits, Runtime, new_id};
+use stratus_store::{NewInvocation, StateStore};
 
 pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -94,4 +95,69 @@ pub async fn postgres() -> (PgSchema, Arc<dyn StateStore>) {
     let schema = PgSchema::new();
     let store = schema.open().await;
     (schema, store)
+}
+
+// ---- fixtures shared by the conformance suite and the PostgreSQL tests ----
+
+pub fn spec() -> FunctionSpec {
+    FunctionSpec {
+        runtime: Runtime::Wasm,
+        artifact: "a".repeat(64),
+        env: Default::default(),
+        limits: Limits::default(),
+        retries: 0,
+    }
+}
+
+/// A queued invocation of `f` in project `p`, queued at `now`.
+pub fn new_inv(f: &str, max_attempts: u32, now: i64) -> NewInvocation {
+    NewInvocation {
+        invocation: Invocation {
+            id: new_id(),
+            project: "p".into(),
+            function: f.into(),
+            version: 1,
+            state: InvocationState::Queued,
+            attempts: 0,
+            max_attempts,
+            job_id: None,
+            task_index: None,
+            queued_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+        },
+        input: format!("input-{now}").into_bytes(),
+        partition: None,
+    }
+}
+
+/// A running job of `f` in project `p`, with no tasks yet.
+pub fn job(now: i64) -> Job {
+    Job {
+        id: new_id(),
+        project: "p".into(),
+        function: "f".into(),
+        version: 1,
+        reduce_function: None,
+        reduce_version: None,
+        state: JobState::Running,
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        cancelled: 0,
+        created_at: now,
+        finished_at: None,
+        reduce_invocation: None,
+        error: None,
+    }
+}
+
+/// Task `index` of job `j`.
+pub fn job_task(j: &Job, index: u64) -> NewInvocation {
+    let mut n = new_inv("f", 1, index as i64);
+    n.invocation.job_id = Some(j.id);
+    n.invocation.task_index = Some(index);
+    n
 }
