@@ -102,3 +102,16 @@ fn migrate_on_postgres_and_errors_without_the_password() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unsupported state store URL"), "{}", stderr(&out));
 }
+
+#[test]
+fn help_never_shows_the_secrets_in_the_environment() {
+    let out = Command::new(BIN)
+        .args(["up", "--help"])
+        .env("STRATUS_STATE", "postgres://u:hunter2@db/x")
+        .env("STRATUS_OBJECTS", "s3://b?secret_access_key=hunter3")
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    assert!(help.contains("STRATUS_STATE") && help.contains("STRATUS_OBJECTS"), "{help}");
+    assert!(!help.contains("hunter2") && !help.contains("hunter3"), "{help}");
+}

@@ -15,7 +15,7 @@ pub struct StateArgs {
     #[arg(long, env = "STRATUS_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// State store URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://DATA_DIR/state.db].
-    #[arg(long, env = "STRATUS_STATE")]
+    #[arg(long, env = "STRATUS_STATE", hide_env_values = true)]
     state: Option<String>,
 }
 
@@ -40,7 +40,7 @@ pub struct NodeArgs {
     #[command(flatten)]
     state: StateArgs,
     /// Object store URL: file://DIR or s3://BUCKET[/PREFIX]?endpoint=… [default: file://DATA_DIR/objects].
-    #[arg(long, env = "STRATUS_OBJECTS")]
+    #[arg(long, env = "STRATUS_OBJECTS", hide_env_values = true)]
     objects: Option<String>,
     /// A remote worker silent for this long is declared lost [default: 10s].
     #[arg(long, env = "STRATUS_LEASE_TIMEOUT", value_parser = crate::parse::duration_ms)]
