@@ -3,9 +3,10 @@
 //! and two `stratus worker` processes — beside the embedded node (SQLite,
 //! local files, in-process slots) in the same run, on the same machine.
 //!
-//! Dispatch to the workers is the server's HTTP leases: the RabbitMQ broker
-//! (`stratus-broker`) is not wired into the scheduler yet, so these figures
-//! are PostgreSQL + S3, not PostgreSQL + RabbitMQ + S3.
+//! The distributed node runs twice per round: with the workers leasing
+//! tasks from the server over HTTP, and with the server dispatching them
+//! through the local RabbitMQ (`STRATUS_BENCH_AMQP`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`; a queue of its own per run).
 
 use crate::map_bench::{Corpus, map_noop_on, wordcount_on};
 use crate::node::Node;
@@ -48,13 +49,23 @@ impl Drop for Schema {
     }
 }
 
-/// `stratus up --slots 0` on PostgreSQL and S3, with two one-slot workers
-/// (the embedded node runs two slots: the same parallelism).
-fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str) -> Result<Node> {
+fn amqp() -> String {
+    std::env::var("STRATUS_BENCH_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `stratus up --slots 0` on PostgreSQL and S3 (and RabbitMQ with
+/// `broker`), with two one-slot workers (the embedded node runs two slots:
+/// the same parallelism).
+fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str, broker: bool) -> Result<Node> {
     let state = schema.url();
     let objects = s3.url(&format!("bench/{prefix}"));
-    let mut node = Node::up(bin, &["--slots", "0", "--state", &state, "--objects", &objects])
-        .context("starting the server on PostgreSQL and S3")?;
+    let mut args = vec!["--slots".to_string(), "0".into(), "--state".into(), state, "--objects".into(), objects];
+    if broker {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        args.extend(["--broker".into(), amqp(), "--broker-queue".into(), format!("bench.{prefix}.{nanos}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut node = Node::up(bin, &args).context("starting the server on PostgreSQL and S3")?;
     node.add_workers(2, 1)?;
     Ok(node)
 }
@@ -69,48 +80,57 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         let e_map = map_noop_on(&embedded, tasks)?;
         let e_wc = wordcount_on(&embedded, &corpus, chunk)?;
         drop(embedded);
-        let schema = Schema::new("dist");
-        let node = distributed_node(bin, &schema, &s3, &format!("run{rep}"))?;
-        let d_map = map_noop_on(&node, tasks)?;
-        let d_wc = wordcount_on(&node, &corpus, chunk)?;
-        drop(node);
+        let mut row = json!({"embedded": {"map_s": e_map, "wordcount_s": e_wc}});
+        for (key, broker) in [("leases", false), ("rabbitmq", true)] {
+            let schema = Schema::new("dist");
+            let node = distributed_node(bin, &schema, &s3, &format!("run{rep}{key}"), broker)?;
+            let d_map = map_noop_on(&node, tasks)?;
+            let d_wc = wordcount_on(&node, &corpus, chunk)?;
+            drop(node);
+            row[key] = json!({"map_s": d_map, "wordcount_s": d_wc});
+        }
+        let rate = |k: &str| tasks as f64 / row[k]["map_s"].as_f64().unwrap();
+        let mbs = |k: &str| size_mib as f64 * 1.048576 / row[k]["wordcount_s"].as_f64().unwrap();
         println!(
-            "run {}: map of {tasks} no-op tasks: embedded {:.0} tasks/s, PostgreSQL+S3 {:.0} tasks/s; \
-             word count {size_mib} MiB: embedded {:.1} MB/s, PostgreSQL+S3 {:.1} MB/s",
+            "run {}: map of {tasks} no-op tasks: embedded {:.0}, PostgreSQL+S3 with HTTP leases {:.0}, \
+             PostgreSQL+RabbitMQ+S3 {:.0} tasks/s; word count {size_mib} MiB: {:.1}, {:.1}, {:.1} MB/s",
             rep + 1,
-            tasks as f64 / e_map,
-            tasks as f64 / d_map,
-            size_mib as f64 * 1.048576 / e_wc,
-            size_mib as f64 * 1.048576 / d_wc,
+            rate("embedded"),
+            rate("leases"),
+            rate("rabbitmq"),
+            mbs("embedded"),
+            mbs("leases"),
+            mbs("rabbitmq"),
         );
-        rows.push(json!({"embedded": {"map_s": e_map, "wordcount_s": e_wc}, "distributed": {"map_s": d_map, "wordcount_s": d_wc}}));
+        rows.push(row);
     }
     let median = |f: &dyn Fn(&serde_json::Value) -> f64| {
         let mut v: Vec<f64> = rows.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let e_rate = tasks as f64 / median(&|r| r["embedded"]["map_s"].as_f64().unwrap());
-    let d_rate = tasks as f64 / median(&|r| r["distributed"]["map_s"].as_f64().unwrap());
-    let e_mbs = size_mib as f64 * 1.048576 / median(&|r| r["embedded"]["wordcount_s"].as_f64().unwrap());
-    let d_mbs = size_mib as f64 * 1.048576 / median(&|r| r["distributed"]["wordcount_s"].as_f64().unwrap());
+    let rate = |k: &str| tasks as f64 / median(&|r| r[k]["map_s"].as_f64().unwrap());
+    let mbs = |k: &str| size_mib as f64 * 1.048576 / median(&|r| r[k]["wordcount_s"].as_f64().unwrap());
+    let (e_rate, l_rate, r_rate) = (rate("embedded"), rate("leases"), rate("rabbitmq"));
+    let (e_mbs, l_mbs, r_mbs) = (mbs("embedded"), mbs("leases"), mbs("rabbitmq"));
     println!(
-        "\n| workload | embedded (SQLite, files, 2 slots) | PostgreSQL + S3, server + 2 workers × 1 slot | ratio |"
+        "\n| workload | embedded (SQLite, files, 2 slots) | PostgreSQL + S3, HTTP leases | PostgreSQL + RabbitMQ + S3 | \
+         RabbitMQ / embedded |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     println!(
-        "| map of {tasks} no-op wasm tasks | {e_rate:.0} tasks/s | {d_rate:.0} tasks/s | {:.2} |",
-        d_rate / e_rate
+        "| map of {tasks} no-op wasm tasks | {e_rate:.0} tasks/s | {l_rate:.0} tasks/s | {r_rate:.0} tasks/s | {:.2} |",
+        r_rate / e_rate
     );
     println!(
-        "| word count, {size_mib} MiB in {chunk} chunks (Python) | {e_mbs:.1} MB/s | {d_mbs:.1} MB/s | {:.2} |",
-        d_mbs / e_mbs
+        "| word count, {size_mib} MiB in {chunk} chunks (Python) | {e_mbs:.1} MB/s | {l_mbs:.1} MB/s | {r_mbs:.1} MB/s | {:.2} |",
+        r_mbs / e_mbs
     );
-    println!("(medians of {reps} run(s); dispatch over HTTP leases — RabbitMQ not wired in yet)");
+    println!("(medians of {reps} run(s); distributed: one server, two worker processes × 1 slot)");
     let doc = json!({
         "benchmark": "distributed", "tasks": tasks, "size_mib": size_mib, "chunk": chunk, "runs": rows,
-        "median": {"embedded_tasks_per_s": e_rate, "distributed_tasks_per_s": d_rate,
-                   "embedded_mb_per_s": e_mbs, "distributed_mb_per_s": d_mbs},
+        "median": {"embedded_tasks_per_s": e_rate, "leases_tasks_per_s": l_rate, "rabbitmq_tasks_per_s": r_rate,
+                   "embedded_mb_per_s": e_mbs, "leases_mb_per_s": l_mbs, "rabbitmq_mb_per_s": r_mbs},
     });
     std::fs::write(out.join("distributed.json"), serde_json::to_string_pretty(&doc)?)?;
     Ok(())

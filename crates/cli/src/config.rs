@@ -15,6 +15,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub state: Option<String>,
     pub objects: Option<String>,
+    pub broker: Option<String>,
+    pub broker_queue: Option<String>,
+    pub delivery_limit: Option<u32>,
     /// `up` only: local worker slots (0: none, remote workers only).
     pub slots: Option<usize>,
     pub lease_timeout: Option<String>,
@@ -47,6 +50,9 @@ impl FileConfig {
         }
         if let Some(m) = &config.max_body {
             crate::parse::memory_mb(m).map_err(|e| anyhow::anyhow!("config file {}: max_body: {e}", path.display()))?;
+        }
+        if config.delivery_limit.is_some_and(|n| !(1..=1000).contains(&n)) {
+            anyhow::bail!("config file {}: delivery_limit must be from 1 to 1000", path.display());
         }
         if config.worker.slots == Some(0) {
             anyhow::bail!("config file {}: worker.slots must be at least 1", path.display());
@@ -82,6 +88,9 @@ mod tests {
             data_dir = "/var/lib/stratus"
             state = "postgres://stratus@db/stratus"
             objects = "s3://b?endpoint=http://s3:9000"
+            broker = "amqp://guest:guest@mq:5672/%2f"
+            broker_queue = "team-a.work"
+            delivery_limit = 3
             slots = 3
             lease_timeout = "30s"
             max_body = "1G"
@@ -96,6 +105,8 @@ mod tests {
         assert_eq!(c.listen, Some("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(c.state.as_deref(), Some("postgres://stratus@db/stratus"));
         assert_eq!((c.lease_timeout_ms(), c.max_body_mb(), c.slots), (Some(30_000), Some(1024), Some(3)));
+        assert_eq!(c.broker.as_deref(), Some("amqp://guest:guest@mq:5672/%2f"));
+        assert_eq!((c.broker_queue.as_deref(), c.delivery_limit), (Some("team-a.work"), Some(3)));
         assert_eq!(c.worker.server.as_deref(), Some("http://control:7878"));
         assert_eq!((c.worker.slots, c.worker.name.as_deref()), (Some(8), Some("gpu-1")));
     }
@@ -108,6 +119,7 @@ mod tests {
             ("lease_timeout = 'soon'", "lease_timeout"),
             ("max_body = '0'", "max_body"),
             ("[worker]\nslots = 0", "worker.slots"),
+            ("delivery_limit = 0", "delivery_limit"),
             ("slots = -1", "invalid value"),
             ("listen = ", ""),
         ] {

@@ -331,6 +331,10 @@ pub struct Registration {
     /// print or log it unredacted.
     #[serde(default)]
     pub objects: Option<String>,
+    /// Where to take tasks from when the server dispatches through a broker;
+    /// absent: lease them from the server. The URL carries credentials.
+    #[serde(default)]
+    pub broker: Option<stratus_core::wire::WireBroker>,
 }
 
 /// Where a map job's tasks come from.

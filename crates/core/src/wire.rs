@@ -61,6 +61,23 @@ impl From<WireTask> for Task {
     }
 }
 
+/// A dispatch message on the broker's work queue: tasks a server hands to
+/// whichever worker takes the message. The worker acknowledges it once the
+/// server has recorded the results of all of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireDispatch {
+    pub tasks: Vec<WireTask>,
+}
+
+/// Where workers take their tasks from when the server dispatches through a
+/// message broker; part of the registration answer. The URL carries
+/// credentials: never print or log it unredacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireBroker {
+    pub url: String,
+    pub queue: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireCompletion {
     pub invocation: Id,

@@ -67,6 +67,8 @@ pub struct AppState {
     /// The object store URL handed to remote workers at registration, when
     /// they can reach it themselves (not for `file://`).
     pub shared_objects: Option<String>,
+    /// The broker workers consume dispatch messages from, when there is one.
+    pub broker: Option<stratus_core::wire::WireBroker>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 use stratus_core::wire::{WireCompletion, WireTask};
-use stratus_worker::TaskSource;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +33,9 @@ pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult
     let mut reg = json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": lease_ms / 4});
     if let Some(url) = &st.shared_objects {
         reg["objects"] = json!(url);
+    }
+    if let Some(broker) = &st.broker {
+        reg["broker"] = json!(broker);
     }
     Ok((StatusCode::CREATED, Json(reg)))
 }
@@ -77,9 +79,9 @@ struct Complete {
 pub async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
     let c: Complete = parse_json(&body)?;
     // A lost worker's late results are recorded only if still current; the
-    // store's guard decides, so they are passed on either way.
-    for w in c.completions {
-        st.scheduler.complete(w.into_completion(&id)).await;
-    }
+    // store's guard decides, so they are passed on either way. The answer
+    // waits until they are durable: a worker acknowledges its dispatch
+    // message on it.
+    st.scheduler.complete_durably(c.completions.into_iter().map(|w| w.into_completion(&id)).collect()).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub finished_timed_out: AtomicU64,
     pub finished_cancelled: AtomicU64,
     pub stale_completions: AtomicU64,
+    pub dispatch_messages: AtomicU64,
+    pub dead_lettered: AtomicU64,
     pub http_requests: AtomicU64,
     pub http_errors: AtomicU64,
 }
@@ -46,6 +48,16 @@ impl Metrics {
             "stratus_stale_completions_total",
             "Duplicate or late completions ignored.",
             self.stale_completions.load(Relaxed),
+        );
+        counter(
+            "stratus_dispatch_messages_total",
+            "Dispatch messages published to the broker.",
+            self.dispatch_messages.load(Relaxed),
+        );
+        counter(
+            "stratus_dead_lettered_tasks_total",
+            "Tasks of dispatch messages dead-lettered by the broker.",
+            self.dead_lettered.load(Relaxed),
         );
         counter("stratus_http_requests_total", "HTTP requests served.", self.http_requests.load(Relaxed));
         counter("stratus_http_errors_total", "HTTP requests answered with 4xx or 5xx.", self.http_errors.load(Relaxed));

@@ -5,17 +5,23 @@
 
 use crate::api::{self, AppState};
 use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{DispatchConfig, Scheduler};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_core::url::redact;
+use stratus_core::wire::WireBroker;
 use stratus_core::{Clock, SystemClock};
 use stratus_runtime::OutputCaps;
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_worker::{Executor, TaskSource};
+
+/// The broker's default work queue.
+pub const DEFAULT_QUEUE: &str = "stratus.work";
+/// Deliveries of a dispatch message before it is dead-lettered, by default.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -27,6 +33,13 @@ pub struct NodeConfig {
     pub state_url: Option<String>,
     /// `file://DIR`; default: `file://<data_dir>/objects`.
     pub objects_url: Option<String>,
+    /// `amqp://…`: remote workers take their tasks from this broker;
+    /// default: they lease them from the server over HTTP.
+    pub broker_url: Option<String>,
+    /// The broker's work queue (its dead letters go to `QUEUE.dead`).
+    pub broker_queue: String,
+    /// Deliveries of a dispatch message before it is dead-lettered.
+    pub delivery_limit: u32,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
     pub caps: OutputCaps,
@@ -42,6 +55,9 @@ impl NodeConfig {
             slots,
             state_url: None,
             objects_url: None,
+            broker_url: None,
+            broker_queue: DEFAULT_QUEUE.into(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_body: 64 << 20,
             caps: OutputCaps::default(),
             lease_timeout: Duration::from_secs(10),
@@ -59,6 +75,10 @@ pub enum NodeError {
     Store(#[from] stratus_store::Error),
     #[error(transparent)]
     Objects(#[from] stratus_blob::Error),
+    #[error(transparent)]
+    Broker(#[from] stratus_broker::Error),
+    #[error("--broker {0}: the in-process queue is the default; give a RabbitMQ URL (amqp://…) or none")]
+    InProcessBroker(String),
     #[error(transparent)]
     Runtime(#[from] stratus_runtime::Error),
     #[error("cannot listen on {0}: {1}")]
@@ -127,7 +147,23 @@ impl Node {
         let cache = config.data_dir.join("cache");
         let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
         let metrics = Arc::new(Metrics::default());
-        let (scheduler, tasks) = Scheduler::start(store.clone(), clock.clone(), metrics, config.lease_timeout).await?;
+        let (scheduler, mut tasks) =
+            Scheduler::start(store.clone(), clock.clone(), metrics, config.lease_timeout).await?;
+        let broker = match &config.broker_url {
+            None => None,
+            Some(url) if url == "memory://" || url == "memory" => {
+                return Err(NodeError::InProcessBroker(redact(url)));
+            }
+            Some(url) => {
+                let dispatch = DispatchConfig {
+                    url: url.clone(),
+                    queue: config.broker_queue.clone(),
+                    delivery_limit: config.delivery_limit,
+                };
+                tasks.extend(scheduler.start_dispatch(dispatch).await?);
+                Some(WireBroker { url: url.clone(), queue: config.broker_queue.clone() })
+            }
+        };
 
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
@@ -143,6 +179,7 @@ impl Node {
             slots: config.slots,
             lease_timeout: config.lease_timeout,
             shared_objects: (!objects_url.starts_with("file://")).then(|| objects_url.clone()),
+            broker,
         };
         let app = api::router(state);
 
@@ -164,7 +201,8 @@ impl Node {
         });
         let mut stop_http = stop_rx.clone();
         on_listen(addr);
-        tracing::info!(%addr, slots = config.slots, state = %redact(&state_url), objects = %redact(&objects_url), "stratus node started");
+        let dispatch = config.broker_url.as_deref().map_or("by HTTP leases".into(), redact);
+        tracing::info!(%addr, slots = config.slots, state = %redact(&state_url), objects = %redact(&objects_url), %dispatch, "stratus node started");
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_http.wait_for(|s| *s).await;

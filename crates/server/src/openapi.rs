@@ -112,7 +112,7 @@ pub fn document() -> Value {
             "/v1/workers": {
                 "post": {"summary": "Register a worker", "requestBody": {"content": {"application/json": {"schema": {"type": "object",
                             "properties": {"name": {"type": "string"}, "host": {"type": "string"}, "slots": {"type": "integer"}}}}}},
-                         "responses": {"201": {"description": "registered: {id, lease_timeout_ms, heartbeat_ms, objects?} — objects: the object store URL with its credentials, when workers should read it directly (S3)"}, "400": err()}},
+                         "responses": {"201": {"description": "registered: {id, lease_timeout_ms, heartbeat_ms, objects?, broker?} — objects: the object store URL with its credentials, when workers should read it directly (S3); broker: {url, queue}, when the server dispatches through RabbitMQ and workers should consume that queue instead of leasing"}, "400": err()}},
                 "get": {"summary": "List workers", "responses": {"200": {"description": "workers with host, slots, running, last heartbeat, state"}}}
             },
             "/v1/workers/{id}/heartbeat": {"post": {"summary": "Keep a worker's leases; answers the ids of its tasks to cancel",

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use stratus_core::clock::Millis;
@@ -33,6 +34,9 @@ use stratus_worker::{Leased, TaskSource};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+mod dispatch;
+pub use dispatch::DispatchConfig;
 
 /// How long an attempt's start is held before it is written on its own.
 const START_HOLD: Duration = Duration::from_millis(20);
@@ -91,8 +95,21 @@ impl Queue {
 
 enum Write {
     Start(AttemptStart),
-    End(Completion),
+    End(Completion, Ending),
+    /// Answers once everything sent before it is written, held starts included.
     Flush(oneshot::Sender<()>),
+    /// Answers once every end sent before it is written (held starts stay held).
+    Barrier(oneshot::Sender<()>),
+}
+
+/// How an attempt came to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Reported by whoever ran it (or by the watchdog, for a lost worker).
+    Reported,
+    /// Its dispatch message kept coming back from workers and was
+    /// dead-lettered: the invocation fails, whatever its retries.
+    DeadLettered,
 }
 
 /// A worker as the registry knows it.
@@ -126,6 +143,12 @@ pub struct Scheduler {
     functions: Mutex<HashMap<(String, String, u32), Arc<Function>>>,
     writes: mpsc::UnboundedSender<Write>,
     lease_timeout: Duration,
+    /// Attempts handed to the broker and not yet ended ([`dispatch`]).
+    outstanding: AtomicUsize,
+    /// Wakes the dispatcher when `outstanding` falls or workers register.
+    room: Notify,
+    /// Remote workers get their tasks from a broker, not by leasing.
+    brokered: AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -160,6 +183,9 @@ impl Scheduler {
             functions: Mutex::new(HashMap::new()),
             writes: tx,
             lease_timeout,
+            outstanding: AtomicUsize::new(0),
+            room: Notify::new(),
+            brokered: AtomicBool::new(false),
             metrics,
         });
         let rerun = s.store.requeue_running().await?;
@@ -254,7 +280,7 @@ impl Scheduler {
         self.queue.lock().unwrap().direct.ready.retain(|e| !ids.contains(&e.invocation.id));
         let mut inflight = self.inflight.lock().unwrap();
         for id in ids {
-            if let Some(f) = inflight.remove(id) {
+            if let Some(f) = self.remove_inflight(&mut inflight, id) {
                 f.cancel.cancel();
             }
         }
@@ -262,6 +288,21 @@ impl Scheduler {
         let mut waiters = self.waiters.lock().unwrap();
         for id in ids {
             waiters.remove(id);
+        }
+    }
+
+    /// Takes an attempt out of the in-flight map, keeping count of those the
+    /// broker holds.
+    fn remove_inflight(&self, inflight: &mut HashMap<Id, Inflight>, id: &Id) -> Option<Inflight> {
+        let f = inflight.remove(id)?;
+        self.forget_outstanding(&f);
+        Some(f)
+    }
+
+    fn forget_outstanding(&self, f: &Inflight) {
+        if f.worker == dispatch::BROKER && self.outstanding.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
+        {
+            self.room.notify_one();
         }
     }
 
@@ -447,7 +488,9 @@ impl Scheduler {
     }
 
     /// Takes up to `max` runnable entries, or says how long to wait for one.
-    fn take(&self, max: usize) -> Result<Option<Vec<Entry>>, Option<Duration>> {
+    /// A slot (`greedy` false) takes several only when there is plenty; the
+    /// dispatcher takes what it asks for. Also returns how many were runnable.
+    fn take(&self, max: usize, greedy: bool) -> Result<Option<(Vec<Entry>, usize)>, Option<Duration>> {
         let mut q = self.queue.lock().unwrap();
         if q.closed {
             return Ok(None);
@@ -466,7 +509,13 @@ impl Scheduler {
         // Take several only when there is plenty, so no slot sits idle while
         // another holds a batch of long tasks.
         let available = q.direct.ready.len() + q.tasks.ready.len();
-        let max = if available >= 256 { max.min(available / 64) } else { 1 };
+        let max = if greedy {
+            max
+        } else if available >= 256 {
+            max.min(available / 64)
+        } else {
+            1
+        };
         let mut out = Vec::new();
         // Direct invocations first: an interactive call does not wait behind a big map.
         while out.len() < max {
@@ -495,7 +544,7 @@ impl Scheduler {
         if more {
             self.notify.notify_one();
         }
-        Ok(Some(out))
+        Ok(Some((out, available)))
     }
 
     // ---- jobs ------------------------------------------------------------
@@ -704,6 +753,7 @@ impl Scheduler {
             running: 0,
         };
         self.workers.lock().unwrap().insert(id.clone(), info);
+        self.room.notify_one();
         tracing::info!(worker = %id, host, slots, "worker registered");
         id
     }
@@ -718,9 +768,18 @@ impl Scheduler {
         }
         w.last_heartbeat = self.clock.now_ms();
         drop(workers);
+        // Through a broker any worker may hold any dispatched attempt; each
+        // cancels those it runs.
+        let brokered = self.brokered.load(Relaxed);
         let inflight = self.inflight.lock().unwrap();
         Some(
-            inflight.iter().filter(|(_, f)| f.worker == worker && f.cancel.is_cancelled()).map(|(id, _)| *id).collect(),
+            inflight
+                .iter()
+                .filter(|(_, f)| {
+                    (f.worker == worker || (brokered && f.worker == dispatch::BROKER)) && f.cancel.is_cancelled()
+                })
+                .map(|(id, _)| *id)
+                .collect(),
         )
     }
 
@@ -788,18 +847,49 @@ impl Scheduler {
                     .collect();
                 tracing::warn!(%worker, attempts = orphans.len(), "worker lost: no heartbeat; its attempts run again elsewhere");
                 for (id, attempt, started_at) in orphans {
-                    let _ = self.writes.send(Write::End(Completion {
-                        invocation: id,
-                        attempt,
-                        worker: worker.clone(),
-                        started_at,
-                        finished_at: now,
-                        result: Err(Failure::new(FailureKind::Lost, format!("worker {worker} was lost"))),
-                        logs: Vec::new(),
-                    }));
+                    let _ = self.writes.send(Write::End(
+                        Completion {
+                            invocation: id,
+                            attempt,
+                            worker: worker.clone(),
+                            started_at,
+                            finished_at: now,
+                            result: Err(Failure::new(FailureKind::Lost, format!("worker {worker} was lost"))),
+                            logs: Vec::new(),
+                        },
+                        Ending::Reported,
+                    ));
                 }
             }
         }
+    }
+
+    /// Starts attempts of `entries` on `worker`: in flight, and their starts
+    /// on their way to the store.
+    fn start_attempts(&self, worker: &str, entries: Vec<Entry>) -> Vec<Leased> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut inflight = self.inflight.lock().unwrap();
+        for entry in entries {
+            let task = entry.task.clone();
+            let cancel = CancellationToken::new();
+            let _ = self.writes.send(Write::Start(AttemptStart {
+                id: task.invocation,
+                attempt: task.attempt,
+                worker: worker.to_string(),
+                started_at: now,
+            }));
+            let replaced = inflight.insert(
+                task.invocation,
+                Inflight { entry, worker: worker.to_string(), started_at: now, cancel: cancel.clone() },
+            );
+            if let Some(old) = replaced {
+                self.forget_outstanding(&old);
+            }
+            out.push(Leased { task, cancel });
+        }
+        self.metrics.attempts_started.fetch_add(out.len() as u64, Relaxed);
+        out
     }
 
     /// Leases up to `max` tasks to `worker`, waiting up to `wait` for one.
@@ -834,15 +924,17 @@ impl Scheduler {
             let now = tokio::time::Instant::now();
             let mut ends = Vec::new();
             let mut flushes = Vec::new();
+            let mut barriers = Vec::new();
             for w in batch.drain(..) {
                 match w {
                     Write::Start(s) => held.push_back((now, s)),
-                    Write::End(c) => ends.push(c),
+                    Write::End(c, how) => ends.push((c, how)),
                     Write::Flush(tx) => flushes.push(tx),
+                    Write::Barrier(tx) => barriers.push(tx),
                 }
             }
             if !ends.is_empty() {
-                let ended: HashSet<(Id, u32)> = ends.iter().map(|c| (c.invocation, c.attempt)).collect();
+                let ended: HashSet<(Id, u32)> = ends.iter().map(|(c, _)| (c.invocation, c.attempt)).collect();
                 held.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
             }
             let mut due = Vec::new();
@@ -854,7 +946,7 @@ impl Scheduler {
                 }
             }
             self.write_records(due, ends).await;
-            for tx in flushes {
+            for tx in flushes.into_iter().chain(barriers) {
                 let _ = tx.send(());
             }
         }
@@ -868,7 +960,18 @@ impl Scheduler {
         }
     }
 
-    async fn write_records(&self, starts: Vec<AttemptStart>, ends: Vec<Completion>) {
+    /// Records attempt ends and returns once they are durable.
+    pub async fn complete_durably(&self, completions: Vec<Completion>) {
+        for c in completions {
+            let _ = self.writes.send(Write::End(c, Ending::Reported));
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn write_records(&self, starts: Vec<AttemptStart>, ends: Vec<(Completion, Ending)>) {
         if !starts.is_empty() {
             retry_forever("record attempt starts", || self.store.start_attempts(&starts)).await;
         }
@@ -880,10 +983,18 @@ impl Scheduler {
         let mut decisions = Vec::with_capacity(ends.len());
         {
             let inflight = self.inflight.lock().unwrap();
-            for c in &ends {
+            for (c, how) in &ends {
                 let max_attempts = inflight.get(&c.invocation).map(|f| f.entry.invocation.max_attempts).unwrap_or(1);
-                let decision =
-                    machine::on_attempt_end(&c.result.as_ref().map(|_| ()), c.attempt, max_attempts, now, self.backoff);
+                let decision = match how {
+                    Ending::DeadLettered => Decision::Finish(InvocationState::Failed),
+                    Ending::Reported => machine::on_attempt_end(
+                        &c.result.as_ref().map(|_| ()),
+                        c.attempt,
+                        max_attempts,
+                        now,
+                        self.backoff,
+                    ),
+                };
                 let logs = c.logs.clone();
                 let outcome = match (&decision, &c.result) {
                     (Decision::Finish(state), Ok(out)) => {
@@ -909,12 +1020,19 @@ impl Scheduler {
             }
         }
         let report = retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
-        for ((c, decision), applied) in ends.into_iter().zip(decisions).zip(report.applied) {
+        for (((c, _), decision), applied) in ends.into_iter().zip(decisions).zip(report.applied) {
             if !applied {
                 self.metrics.stale_completions.fetch_add(1, Relaxed);
+                // The attempt is over all the same (its job was cancelled
+                // while its start was held, say): nothing else will end it.
+                let mut inflight = self.inflight.lock().unwrap();
+                if inflight.get(&c.invocation).is_some_and(|f| f.entry.task.attempt == c.attempt) {
+                    self.remove_inflight(&mut inflight, &c.invocation);
+                }
                 continue;
             }
-            let Some(f) = self.inflight.lock().unwrap().remove(&c.invocation) else { continue };
+            let removed = self.remove_inflight(&mut self.inflight.lock().unwrap(), &c.invocation);
+            let Some(f) = removed else { continue };
             let mut entry = f.entry;
             match decision {
                 Decision::Finish(state) => {
@@ -1013,29 +1131,8 @@ impl TaskSource for Scheduler {
             // Registered before looking at the queue, so neither a push nor
             // `close` between the look and the wait is missed.
             notified.as_mut().enable();
-            match self.take(max) {
-                Ok(Some(entries)) => {
-                    let now = self.clock.now_ms();
-                    let mut out = Vec::with_capacity(entries.len());
-                    let mut inflight = self.inflight.lock().unwrap();
-                    for entry in entries {
-                        let task = entry.task.clone();
-                        let cancel = CancellationToken::new();
-                        let _ = self.writes.send(Write::Start(AttemptStart {
-                            id: task.invocation,
-                            attempt: task.attempt,
-                            worker: worker.to_string(),
-                            started_at: now,
-                        }));
-                        inflight.insert(
-                            task.invocation,
-                            Inflight { entry, worker: worker.to_string(), started_at: now, cancel: cancel.clone() },
-                        );
-                        out.push(Leased { task, cancel });
-                    }
-                    self.metrics.attempts_started.fetch_add(out.len() as u64, Relaxed);
-                    return Some(out);
-                }
+            match self.take(max, false) {
+                Ok(Some((entries, _))) => return Some(self.start_attempts(worker, entries)),
                 Ok(None) => return None,
                 Err(None) => notified.await,
                 Err(Some(due)) => {
@@ -1046,6 +1143,6 @@ impl TaskSource for Scheduler {
     }
 
     async fn complete(&self, completion: Completion) {
-        let _ = self.writes.send(Write::End(completion));
+        let _ = self.writes.send(Write::End(completion, Ending::Reported));
     }
 }

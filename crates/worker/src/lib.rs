@@ -7,6 +7,7 @@
 //! hash), compiles or unpacks it once, reads the task's object partition when
 //! it has one, and runs it.
 
+pub mod brokered;
 mod partition;
 pub mod remote;
 

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use stratus_blob::{ByteStream, Key, ObjectMeta, ObjectStore};
 use stratus_client::{Client, Error as ClientError, WireCompletion};
+use stratus_core::wire::WireBroker;
 use stratus_core::{Completion, Id, Task};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,9 @@ pub struct HttpSource {
     completions: mpsc::UnboundedSender<Completion>,
     stop: CancellationToken,
     objects: Option<String>,
+    broker: Option<WireBroker>,
+    /// Told which attempts' results the server has made durable.
+    reported: OnceLock<mpsc::UnboundedSender<Vec<(Id, u32)>>>,
 }
 
 fn gone(e: &ClientError) -> bool {
@@ -45,7 +49,10 @@ impl HttpSource {
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), ClientError> {
         let reg = client.register_worker(name, host, slots).await?;
         let objects_shown = reg.objects.as_deref().map_or("through the server".into(), stratus_core::url::redact);
-        tracing::info!(worker = %reg.id, server = client.base_url(), objects = %objects_shown, "registered");
+        let tasks_shown = reg.broker.as_ref().map_or("leased from the server".into(), |b| {
+            format!("from queue {} on {}", b.queue, stratus_core::url::redact(&b.url))
+        });
+        tracing::info!(worker = %reg.id, server = client.base_url(), objects = %objects_shown, tasks = %tasks_shown, "registered");
         let (tx, rx) = mpsc::unbounded_channel();
         let me = Arc::new(HttpSource {
             client,
@@ -58,6 +65,8 @@ impl HttpSource {
             completions: tx,
             stop,
             objects: reg.objects,
+            broker: reg.broker,
+            reported: OnceLock::new(),
         });
         tokio::spawn(me.clone().heartbeat_loop());
         let reporter = tokio::spawn(me.clone().report_loop(rx));
@@ -68,6 +77,26 @@ impl HttpSource {
     /// worker should reach the store itself; `None`: go through the server.
     pub fn objects_url(&self) -> Option<&str> {
         self.objects.as_deref()
+    }
+
+    /// The broker to take tasks from, when the server dispatches through one.
+    pub fn broker(&self) -> Option<&WireBroker> {
+        self.broker.as_ref()
+    }
+
+    /// Has `tx` told of each batch of attempts whose results the server has
+    /// made durable. Set once.
+    pub(crate) fn on_reported(&self, tx: mpsc::UnboundedSender<Vec<(Id, u32)>>) {
+        let _ = self.reported.set(tx);
+    }
+
+    /// Makes `cancel` fire when the server asks for the attempt's cancellation.
+    pub(crate) fn track(&self, id: Id, cancel: CancellationToken) {
+        self.tokens.lock().unwrap().insert(id, cancel);
+    }
+
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
     }
 
     pub fn id(&self) -> String {
@@ -120,7 +149,12 @@ impl HttpSource {
             let mut delay = Duration::from_millis(100);
             loop {
                 match self.client.complete(&self.id(), &wire).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        if let Some(tx) = self.reported.get() {
+                            let _ = tx.send(batch.iter().map(|c| (c.invocation, c.attempt)).collect());
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot report completions; retrying");
                         tokio::time::sleep(delay).await;

@@ -42,6 +42,16 @@ pub struct NodeArgs {
     /// Object store URL: file://DIR or s3://BUCKET[/PREFIX]?endpoint=… [default: file://DATA_DIR/objects].
     #[arg(long, env = "STRATUS_OBJECTS", hide_env_values = true)]
     objects: Option<String>,
+    /// Message broker remote workers take their tasks from: amqp://USER:PASS@HOST:PORT/VHOST
+    /// [default: none; they lease tasks from the server over HTTP].
+    #[arg(long, env = "STRATUS_BROKER", hide_env_values = true)]
+    broker: Option<String>,
+    /// The broker's work queue; deployments sharing a broker use different ones [default: stratus.work].
+    #[arg(long, env = "STRATUS_BROKER_QUEUE")]
+    broker_queue: Option<String>,
+    /// Deliveries of a dispatch message before it is dead-lettered and its tasks fail [default: 5].
+    #[arg(long, env = "STRATUS_DELIVERY_LIMIT", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    delivery_limit: Option<u32>,
     /// A remote worker silent for this long is declared lost [default: 10s].
     #[arg(long, env = "STRATUS_LEASE_TIMEOUT", value_parser = crate::parse::duration_ms)]
     lease_timeout: Option<u64>,
@@ -100,6 +110,13 @@ async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Re
     let mut config = NodeConfig::new(listen, args.state.data_dir(file), slots);
     config.state_url = Some(args.state.state_url(file));
     config.objects_url = args.objects.or_else(|| file.objects.clone());
+    config.broker_url = args.broker.or_else(|| file.broker.clone());
+    if let Some(q) = args.broker_queue.or_else(|| file.broker_queue.clone()) {
+        config.broker_queue = q;
+    }
+    if let Some(n) = args.delivery_limit.or(file.delivery_limit) {
+        config.delivery_limit = n;
+    }
     config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
     config.lease_timeout =
         std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));

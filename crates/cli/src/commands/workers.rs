@@ -9,6 +9,7 @@ use std::sync::Arc;
 use stratus_core::SystemClock;
 use stratus_runtime::OutputCaps;
 use stratus_runtime::wasm::WasmRuntime;
+use stratus_worker::brokered::BrokerSource;
 use stratus_worker::remote::{HttpSource, RemoteObjects};
 use stratus_worker::{Executor, TaskSource};
 use tokio_util::sync::CancellationToken;
@@ -61,14 +62,24 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         OutputCaps::default(),
         Arc::new(SystemClock),
     ));
-    let src: Arc<dyn TaskSource> = source.clone();
+    let (src, acks): (Arc<dyn TaskSource>, _) = match source.broker() {
+        Some(broker) => {
+            let (s, acks) = BrokerSource::start(source.clone(), broker.clone(), slots);
+            (s, Some(acks))
+        }
+        None => (source.clone(), None),
+    };
     let run = tokio::spawn(stratus_worker::run_slots(executor, src, slots, REMOTE_BATCH));
     super::node::shutdown_signal().await;
-    tracing::info!("stopping: finishing running tasks");
+    tracing::info!("stopping: finishing the tasks taken");
     stop.cancel();
     let _ = run.await;
     drop(source);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reporter).await;
+    let grace = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(grace, reporter).await;
+    if let Some(acks) = acks {
+        let _ = tokio::time::timeout(grace, acks).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

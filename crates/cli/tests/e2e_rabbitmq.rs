@@ -1,0 +1,190 @@
+//! Dispatch through the real RabbitMQ on this machine (`STRATUS_TEST_AMQP`,
+//! default `amqp://guest:guest@127.0.0.1:5672/%2f`): `stratus up --slots 0
+//! --broker amqp://…` publishes tasks to a work queue that `stratus worker`
+//! processes consume. Each test uses its own queue. These tests fail, never
+//! skip, when RabbitMQ cannot be reached.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+fn amqp() -> String {
+    std::env::var("STRATUS_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A work queue no other test (or earlier run) uses.
+fn queue(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("test.{name}.{}.{nanos}", std::process::id())
+}
+
+fn broker_args(queue: &str) -> Vec<String> {
+    ["--slots", "0", "--broker", &amqp(), "--broker-queue", queue].iter().map(|s| s.to_string()).collect()
+}
+
+fn start(dir: &Path, queue: &str, extra: &[&str]) -> Server {
+    let mut args = broker_args(queue);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(dir, &args)
+}
+
+/// A process function that leaves a mark `$MARKS/WORKER_PID.PID` when it
+/// starts, blocks until `$GO` exists, then echoes its input.
+fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
+    let f = dir.join("mark-fn");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::write(
+        f.join("gate.sh"),
+        "#!/bin/sh\ntouch \"$MARKS/$PPID.$$\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let go = dir.join("go");
+    s.ok(&[
+        "fn",
+        "deploy",
+        "g",
+        "--dir",
+        f.to_str().unwrap(),
+        "--cmd",
+        "./gate.sh",
+        "--env",
+        &format!("GO={}", go.display()),
+        "--env",
+        &format!("MARKS={}", marks.display()),
+    ]);
+    (marks, go)
+}
+
+/// The worker processes that have started tasks.
+fn marked_workers(marks: &Path) -> HashSet<u32> {
+    std::fs::read_dir(marks)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_map_runs_on_two_workers_through_rabbitmq_and_survives_the_kill_of_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = queue("kill-worker");
+    let s = start(tmp.path(), &q, &[]);
+    let log = tmp.path().join("worker-a.log");
+    let mut a = Worker::start_logged(&s.url, &tmp.path().join("wa"), 2, Some(&log));
+    let b = Worker::start(&s.url, &tmp.path().join("wb"), 2);
+    let (marks, go) = marking_gate(&s, tmp.path());
+
+    let id =
+        s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 40).to_str().unwrap(), "--detach"]).trim().to_string();
+    let (pa, pb) = (a.child.id(), b.child.id());
+    s.eventually("both workers run tasks", || {
+        let w = marked_workers(&marks);
+        w.contains(&pa) && w.contains(&pb)
+    });
+    // A dies holding messages it never acknowledged: RabbitMQ gives them to B.
+    a.kill9();
+    std::fs::write(&go, b"").unwrap();
+    s.ok(&["wait", &id]);
+    assert_all_echoed(&s, &id, 40);
+
+    // The worker learnt the broker from the server, and logs it without the password.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&format!("from queue {q} on amqp://guest:***@")), "{text}");
+    let metrics = s.http().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
+    let published = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stratus_dispatch_messages_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(published >= 2, "the tasks went through the broker: {metrics}");
+}
+
+#[test]
+fn a_message_that_kills_every_worker_is_dead_lettered_and_its_invocation_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = queue("poison");
+    let s = start(tmp.path(), &q, &["--delivery-limit", "1"]);
+    let f = tmp.path().join("poison-fn");
+    std::fs::create_dir_all(&f).unwrap();
+    // Kills the worker running it, every time.
+    std::fs::write(f.join("run.sh"), "#!/bin/sh\nkill -9 $PPID\nsleep 5\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.ok(&["fn", "deploy", "poison", "--dir", f.to_str().unwrap(), "--cmd", "./run.sh", "--retries", "3"]);
+    let mut w = Worker::start(&s.url, &tmp.path().join("w"), 1);
+    let id = s.ok(&["invoke", "poison", "x", "--async"]).trim().to_string();
+    let status = w.child.wait().unwrap();
+    assert!(!status.success(), "the function killed its worker");
+
+    let out = s.cli(&["wait", &id]);
+    assert!(!out.status.success());
+    let shown: serde_json::Value = serde_json::from_str(&s.ok(&["show", &id, "--json"])).unwrap();
+    assert_eq!(shown["state"], "failed", "{shown}");
+    let error = shown["error"].to_string();
+    assert!(error.contains("dispatch message was delivered once without a result"), "{error}");
+
+    // The server keeps working: a healthy worker and function still run.
+    let _w2 = Worker::start(&s.url, &tmp.path().join("w2"), 1);
+    s.ok(&["fn", "deploy", "cat", "--wasm", guest_wasm().to_str().unwrap()]);
+    assert_eq!(s.ok(&["invoke", "cat", "echo:still here"]), "still here");
+}
+
+#[test]
+fn the_server_restarts_under_running_workers_and_the_map_completes_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = queue("restart");
+    let mut s = start(tmp.path(), &q, &["--lease-timeout", "2s"]);
+    let _a = Worker::start(&s.url, &tmp.path().join("wa"), 1);
+    let _b = Worker::start(&s.url, &tmp.path().join("wb"), 1);
+    let (marks, go) = marking_gate(&s, tmp.path());
+    let id =
+        s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 60).to_str().unwrap(), "--detach"]).trim().to_string();
+    s.eventually("both workers run tasks", || marked_workers(&marks).len() == 2);
+
+    s.kill9();
+    let (data, url) = (s.data_dir.clone(), s.url.clone());
+    drop(s);
+    let listen = url.trim_start_matches("http://").to_string();
+    let mut args: Vec<String> =
+        ["up", "--listen", &listen, "--data-dir", data.to_str().unwrap(), "--lease-timeout", "2s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(broker_args(&q));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::spawn(&args, data);
+    assert_eq!(s.url, url);
+    std::fs::write(&go, b"").unwrap();
+    s.ok(&["wait", &id]);
+    assert_all_echoed(&s, &id, 60);
+    s.eventually("both workers joined the new server", || {
+        let workers = s.get_json("/v1/workers");
+        workers["workers"].as_array().unwrap().iter().filter(|w| w["state"] == "alive").count() == 2
+    });
+}
+
+#[test]
+fn a_bad_broker_is_refused_at_start_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (url, says) in [
+        ("memory://", "the in-process queue is the default"),
+        ("amqp://guest:hunter2@127.0.0.1:1/%2f", "cannot connect to the message broker"),
+        ("kafka://x", "unsupported broker URL"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--slots", "0", "--data-dir"])
+            .arg(tmp.path().join("d"))
+            .args(["--broker", url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        let err = stderr(&out);
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

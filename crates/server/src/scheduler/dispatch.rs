@@ -1,0 +1,241 @@
+//! Dispatch through a message broker (`--broker amqp://…`).
+//!
+//! Without a broker, remote workers lease tasks from the server over HTTP.
+//! With one, the dispatcher takes runnable entries from the same queue the
+//! local slots use, starts their attempts on the pseudo-worker [`BROKER`],
+//! and publishes them, several tasks per message, to the work queue; it keeps
+//! at most a bounded number of attempts out at once, so a big map stays in
+//! the store and not in the broker. Workers consume the queue, run the tasks,
+//! report the results over HTTP (answered once they are durable) and only
+//! then acknowledge the message. A worker that dies holding a message has it
+//! redelivered to another; one that keeps coming back past the delivery
+//! limit is dead-lettered, and the dead-letter consumer here ends its tasks
+//! `failed`.
+
+use super::{Ending, Scheduler, Write};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use stratus_broker::{Broker, QueueSpec, dead_letter_queue};
+use stratus_core::wire::{WireDispatch, WireTask};
+use stratus_core::{Completion, Failure, FailureKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The worker name attempts dispatched through the broker run under until
+/// they end (the end records the worker that ran them).
+pub(crate) const BROKER: &str = "broker";
+/// Tasks per dispatch message, at most.
+const PER_MESSAGE: usize = 32;
+/// Attempts kept out per remote slot, and bounds on the total.
+const OUT_PER_SLOT: usize = 64;
+const OUT_MIN: usize = 256;
+const OUT_MAX: usize = 8192;
+
+/// How the scheduler reaches the broker.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// `amqp://…`, with credentials.
+    pub url: String,
+    /// The work queue (its dead letters go to `QUEUE.dead`).
+    pub queue: String,
+    /// Deliveries of a message before it is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+/// A broker connection opened on first use and again after it fails.
+struct Link {
+    config: DispatchConfig,
+    broker: Option<Arc<dyn Broker>>,
+}
+
+impl Link {
+    async fn get(&mut self) -> stratus_broker::Result<Arc<dyn Broker>> {
+        if let Some(b) = &self.broker {
+            return Ok(b.clone());
+        }
+        let b = stratus_broker::open(&self.config.url).await?;
+        b.declare(&QueueSpec::new(&self.config.queue, self.config.delivery_limit)).await?;
+        self.broker = Some(b.clone());
+        Ok(b)
+    }
+}
+
+impl Scheduler {
+    /// Connects to the broker, declares the work queue, and starts the
+    /// dispatcher and the dead-letter consumer. Fails if the broker cannot
+    /// be reached now (later failures are retried).
+    pub async fn start_dispatch(
+        self: &Arc<Self>,
+        config: DispatchConfig,
+    ) -> Result<Vec<JoinHandle<()>>, stratus_broker::Error> {
+        let mut link = Link { config: config.clone(), broker: None };
+        link.get().await?;
+        self.brokered.store(true, Relaxed);
+        let dead = Link { config, broker: None };
+        Ok(vec![tokio::spawn(self.clone().dispatch_loop(link)), tokio::spawn(self.clone().dead_letter_loop(dead))])
+    }
+
+    /// Entries ready to run now, in memory.
+    fn runnable(&self) -> usize {
+        let q = self.queue.lock().unwrap();
+        q.direct.ready.len() + q.tasks.ready.len()
+    }
+
+    /// Slots of the remote workers alive now.
+    fn remote_slots(&self) -> usize {
+        self.workers.lock().unwrap().values().filter(|w| !w.local && w.state == "alive").map(|w| w.slots).sum()
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, mut link: Link) {
+        loop {
+            let room_changed = self.room.notified();
+            tokio::pin!(room_changed);
+            room_changed.as_mut().enable();
+            let queued = self.notify.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+
+            let slots = self.remote_slots();
+            let limit = if slots == 0 { 0 } else { (slots * OUT_PER_SLOT).clamp(OUT_MIN, OUT_MAX) };
+            let out = self.outstanding.load(Relaxed);
+            let room = limit.saturating_sub(out);
+            // Refill in steps of a quarter, so messages stay full, unless
+            // everything runnable fits now.
+            if room == 0 || (out > 0 && room < limit / 4 && room < self.runnable()) {
+                room_changed.await;
+                continue;
+            }
+            match self.take(room, true) {
+                Ok(Some((entries, available))) => {
+                    // Small messages when there is little to do, so it
+                    // spreads over the workers; big ones for big maps.
+                    let per = (available / (slots * 4)).clamp(1, PER_MESSAGE);
+                    self.outstanding.fetch_add(entries.len(), Relaxed);
+                    let leased = self.start_attempts(BROKER, entries);
+                    let bodies: Vec<Bytes> = leased
+                        .chunks(per)
+                        .map(|chunk| {
+                            let tasks = chunk.iter().map(|l| WireTask::from(&l.task)).collect();
+                            Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise"))
+                        })
+                        .collect();
+                    self.metrics.dispatch_messages.fetch_add(bodies.len() as u64, Relaxed);
+                    if !self.publish(&mut link, bodies).await {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(None) => {
+                    tokio::select! {
+                        _ = queued => {}
+                        _ = room_changed => {}
+                    }
+                }
+                Err(Some(due)) => {
+                    let _ = tokio::time::timeout(due, queued).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes until the broker has stored the messages; false if the
+    /// scheduler closed meanwhile (the attempts then run again after the
+    /// next start, as running ones do).
+    async fn publish(&self, link: &mut Link, bodies: Vec<Bytes>) -> bool {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = match link.get().await {
+                Ok(b) => b.publish(&link.config.queue, bodies.clone()).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => {
+                    link.broker = None;
+                    tracing::error!(error = %e, "cannot publish dispatch messages; retrying");
+                    if self.queue.lock().unwrap().closed {
+                        return false;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Ends the tasks of dead-lettered messages `failed`.
+    async fn dead_letter_loop(self: Arc<Self>, mut link: Link) {
+        let queue = dead_letter_queue(&link.config.queue);
+        let limit = link.config.delivery_limit;
+        loop {
+            let subscription = match link.get().await {
+                Ok(b) => b.consume(&queue, 16).await,
+                Err(e) => Err(e),
+            };
+            let mut subscription = match subscription {
+                Ok(s) => s,
+                Err(e) => {
+                    link.broker = None;
+                    tracing::warn!(error = %e, queue, "cannot consume dead-lettered dispatch messages; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(delivery) = subscription.next().await {
+                let Ok(delivery) = delivery else { break };
+                match serde_json::from_slice::<WireDispatch>(&delivery.body) {
+                    Ok(message) => self.dead_lettered(message, limit).await,
+                    Err(e) => tracing::error!(error = %e, queue, "dropping an unreadable dead-lettered message"),
+                }
+                let _ = delivery.ack().await;
+            }
+            link.broker = None;
+        }
+    }
+
+    /// Records the tasks of a dead-lettered message as failed; returns once
+    /// that is durable. Those that ended meanwhile are left as they are.
+    async fn dead_lettered(&self, message: WireDispatch, limit: u32) {
+        let now = self.clock.now_ms();
+        let n = message.tasks.len();
+        {
+            let inflight = self.inflight.lock().unwrap();
+            for t in message.tasks {
+                let started_at = inflight.get(&t.invocation).map(|f| f.started_at).unwrap_or(now);
+                let why = format!(
+                    "its dispatch message was delivered {} without a result: \
+                     every worker that took it died or lost its connection",
+                    times(limit)
+                );
+                let _ = self.writes.send(Write::End(
+                    Completion {
+                        invocation: t.invocation,
+                        attempt: t.attempt,
+                        worker: BROKER.to_string(),
+                        started_at,
+                        finished_at: now,
+                        result: Err(Failure::new(FailureKind::Lost, why)),
+                        logs: Vec::new(),
+                    },
+                    Ending::DeadLettered,
+                ));
+            }
+        }
+        self.metrics.dead_lettered.fetch_add(n as u64, Relaxed);
+        tracing::warn!(tasks = n, "a dispatch message was dead-lettered; its tasks fail");
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(Write::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn times(n: u32) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
+    }
+}
