@@ -49,6 +49,32 @@ impl Drop for Schema {
     }
 }
 
+/// A work queue of its own for one run, deleted (with its dead-letter
+/// queue) on drop; drop it after the node.
+struct Queue(String);
+
+impl Queue {
+    fn new(tag: &str) -> Queue {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        Queue(format!("bench.{tag}.{nanos}"))
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(conn) = lapin::Connection::connect(&amqp(), Default::default()).await else { return };
+            if let Ok(channel) = conn.create_channel().await {
+                for q in [self.0.clone(), format!("{}.dead", self.0)] {
+                    let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
+                }
+            }
+            let _ = conn.close(200, "OK".into()).await;
+        });
+    }
+}
+
 fn amqp() -> String {
     std::env::var("STRATUS_BENCH_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
@@ -56,13 +82,12 @@ fn amqp() -> String {
 /// `stratus up --slots 0` on PostgreSQL and S3 (and RabbitMQ with
 /// `broker`), with two one-slot workers (the embedded node runs two slots:
 /// the same parallelism).
-fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str, broker: bool) -> Result<Node> {
+fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str, queue: Option<&Queue>) -> Result<Node> {
     let state = schema.url();
     let objects = s3.url(&format!("bench/{prefix}"));
     let mut args = vec!["--slots".to_string(), "0".into(), "--state".into(), state, "--objects".into(), objects];
-    if broker {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        args.extend(["--broker".into(), amqp(), "--broker-queue".into(), format!("bench.{prefix}.{nanos}")]);
+    if let Some(q) = queue {
+        args.extend(["--broker".into(), amqp(), "--broker-queue".into(), q.0.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut node = Node::up(bin, &args).context("starting the server on PostgreSQL and S3")?;
@@ -83,7 +108,8 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         let mut row = json!({"embedded": {"map_s": e_map, "wordcount_s": e_wc}});
         for (key, broker) in [("leases", false), ("rabbitmq", true)] {
             let schema = Schema::new("dist");
-            let node = distributed_node(bin, &schema, &s3, &format!("run{rep}{key}"), broker)?;
+            let queue = broker.then(|| Queue::new(&format!("run{rep}")));
+            let node = distributed_node(bin, &schema, &s3, &format!("run{rep}{key}"), queue.as_ref())?;
             let d_map = map_noop_on(&node, tasks)?;
             let d_wc = wordcount_on(&node, &corpus, chunk)?;
             drop(node);

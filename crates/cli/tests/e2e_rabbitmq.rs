@@ -13,10 +13,31 @@ fn amqp() -> String {
     std::env::var("STRATUS_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// A work queue no other test (or earlier run) uses.
-fn queue(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("test.{name}.{}.{nanos}", std::process::id())
+/// A work queue no other test (or earlier run) uses; it and its dead-letter
+/// queue are deleted from RabbitMQ when this is dropped. Declare it before
+/// the server and workers, so it is dropped after them.
+struct TestQueue(String);
+
+impl TestQueue {
+    fn new(name: &str) -> TestQueue {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        TestQueue(format!("test.{name}.{}.{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let Ok(conn) = lapin::Connection::connect(&amqp(), Default::default()).await else { return };
+            if let Ok(channel) = conn.create_channel().await {
+                for q in [self.0.clone(), format!("{}.dead", self.0)] {
+                    let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
+                }
+            }
+            let _ = conn.close(200, "OK".into()).await;
+        });
+    }
 }
 
 fn broker_args(queue: &str) -> Vec<String> {
@@ -72,8 +93,8 @@ fn marked_workers(marks: &Path) -> HashSet<u32> {
 #[test]
 fn a_map_runs_on_two_workers_through_rabbitmq_and_survives_the_kill_of_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let q = queue("kill-worker");
-    let s = start(tmp.path(), &q, &[]);
+    let q = TestQueue::new("kill-worker");
+    let s = start(tmp.path(), &q.0, &[]);
     let log = tmp.path().join("worker-a.log");
     let mut a = Worker::start_logged(&s.url, &tmp.path().join("wa"), 2, Some(&log));
     let b = Worker::start(&s.url, &tmp.path().join("wb"), 2);
@@ -94,7 +115,7 @@ fn a_map_runs_on_two_workers_through_rabbitmq_and_survives_the_kill_of_one() {
 
     // The worker learnt the broker from the server, and logs it without the password.
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains(&format!("from queue {q} on amqp://guest:***@")), "{text}");
+    assert!(text.contains(&format!("from queue {} on amqp://guest:***@", q.0)), "{text}");
     let metrics = s.http().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
     let published = metrics
         .lines()
@@ -107,8 +128,8 @@ fn a_map_runs_on_two_workers_through_rabbitmq_and_survives_the_kill_of_one() {
 #[test]
 fn a_message_that_kills_every_worker_is_dead_lettered_and_its_invocation_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let q = queue("poison");
-    let s = start(tmp.path(), &q, &["--delivery-limit", "1"]);
+    let q = TestQueue::new("poison");
+    let s = start(tmp.path(), &q.0, &["--delivery-limit", "1"]);
     let f = tmp.path().join("poison-fn");
     std::fs::create_dir_all(&f).unwrap();
     // Kills the worker running it, every time.
@@ -137,8 +158,8 @@ fn a_message_that_kills_every_worker_is_dead_lettered_and_its_invocation_fails()
 #[test]
 fn the_server_restarts_under_running_workers_and_the_map_completes_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let q = queue("restart");
-    let mut s = start(tmp.path(), &q, &["--lease-timeout", "2s"]);
+    let q = TestQueue::new("restart");
+    let mut s = start(tmp.path(), &q.0, &["--lease-timeout", "2s"]);
     let _a = Worker::start(&s.url, &tmp.path().join("wa"), 1);
     let _b = Worker::start(&s.url, &tmp.path().join("wb"), 1);
     let (marks, go) = marking_gate(&s, tmp.path());
@@ -155,7 +176,7 @@ fn the_server_restarts_under_running_workers_and_the_map_completes_exactly_once(
             .iter()
             .map(|s| s.to_string())
             .collect();
-    args.extend(broker_args(&q));
+    args.extend(broker_args(&q.0));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = Server::spawn(&args, data);
     assert_eq!(s.url, url);

@@ -40,6 +40,11 @@ pub use dispatch::DispatchConfig;
 
 /// How long an attempt's start is held before it is written on its own.
 const START_HOLD: Duration = Duration::from_millis(20);
+/// The same for attempts dispatched through the broker. Until it is
+/// written, such an attempt shows as queued; should the server restart
+/// meanwhile, it is dispatched again under the same attempt number, and the
+/// store keeps whichever result comes first.
+const BROKER_START_HOLD: Duration = Duration::from_secs(1);
 /// Entries of one lane kept in memory.
 const WINDOW: usize = 8192;
 
@@ -903,17 +908,21 @@ impl Scheduler {
     // ---- the writer --------------------------------------------------------
 
     /// The writer: records attempt starts and ends in batches. A start is
-    /// held back for [`START_HOLD`]: most short attempts end within it, and
-    /// then their start needs no write of its own (the end records both).
+    /// held back for [`START_HOLD`] ([`BROKER_START_HOLD`] when dispatched
+    /// through the broker, whose round trip is longer): most short attempts
+    /// end within it, and then their start needs no write of its own (the
+    /// end records both).
     async fn write_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Write>) {
         let mut batch = Vec::with_capacity(1024);
-        let mut held: VecDeque<(tokio::time::Instant, AttemptStart)> = VecDeque::new();
+        // Held starts by due time: leased ones, and brokered ones.
+        let mut held: [VecDeque<(tokio::time::Instant, AttemptStart)>; 2] = Default::default();
         loop {
-            let received = match held.front() {
-                Some((t, _)) => {
+            let next_due = held.iter().filter_map(|h| h.front().map(|(t, _)| *t)).min();
+            let received = match next_due {
+                Some(t) => {
                     tokio::select! {
                         n = rx.recv_many(&mut batch, 1024) => n,
-                        _ = tokio::time::sleep_until(*t + START_HOLD) => usize::MAX,
+                        _ = tokio::time::sleep_until(t) => usize::MAX,
                     }
                 }
                 None => rx.recv_many(&mut batch, 1024).await,
@@ -927,7 +936,8 @@ impl Scheduler {
             let mut barriers = Vec::new();
             for w in batch.drain(..) {
                 match w {
-                    Write::Start(s) => held.push_back((now, s)),
+                    Write::Start(s) if s.worker == dispatch::BROKER => held[1].push_back((now + BROKER_START_HOLD, s)),
+                    Write::Start(s) => held[0].push_back((now + START_HOLD, s)),
                     Write::End(c, how) => ends.push((c, how)),
                     Write::Flush(tx) => flushes.push(tx),
                     Write::Barrier(tx) => barriers.push(tx),
@@ -935,14 +945,18 @@ impl Scheduler {
             }
             if !ends.is_empty() {
                 let ended: HashSet<(Id, u32)> = ends.iter().map(|(c, _)| (c.invocation, c.attempt)).collect();
-                held.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
+                for h in &mut held {
+                    h.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
+                }
             }
             let mut due = Vec::new();
-            while let Some((t, _)) = held.front() {
-                if !flushes.is_empty() || *t + START_HOLD <= now {
-                    due.push(held.pop_front().expect("front exists").1);
-                } else {
-                    break;
+            for h in &mut held {
+                while let Some((t, _)) = h.front() {
+                    if !flushes.is_empty() || *t <= now {
+                        due.push(h.pop_front().expect("front exists").1);
+                    } else {
+                        break;
+                    }
                 }
             }
             self.write_records(due, ends).await;

@@ -1,8 +1,9 @@
 //! A worker that takes its tasks from the broker's work queue, for servers
 //! that dispatch through one (`stratus server --broker amqp://…`).
 //!
-//! It consumes dispatch messages with a prefetch of one more message than it
-//! has slots, hands their tasks to the slots, reports results to the server
+//! It consumes dispatch messages with a prefetch of two messages per slot
+//! and one more (so a slot has work while the results of the last message
+//! are being recorded), hands their tasks to the slots, reports results to the server
 //! through [`HttpSource`] (which answers once they are durable), and only
 //! then acknowledges a message — once every task in it has been reported. A
 //! worker that dies never acknowledges, so its messages go to another worker.
@@ -48,7 +49,7 @@ impl BrokerSource {
         http.on_reported(reported_tx);
         let held = Arc::new(Mutex::new(Held::default()));
         let stop = http.stopping().clone();
-        let prefetch = u16::try_from(slots + 1).unwrap_or(u16::MAX);
+        let prefetch = u16::try_from(slots * 2 + 1).unwrap_or(u16::MAX);
         tokio::spawn(consume_loop(broker, prefetch, held.clone(), task_tx, stop.clone()));
         let acks = tokio::spawn(ack_loop(held, reported_rx));
         (Arc::new(BrokerSource { http, tasks: tokio::sync::Mutex::new(task_rx), slots, stop }), acks)

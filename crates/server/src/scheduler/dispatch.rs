@@ -29,7 +29,7 @@ pub(crate) const BROKER: &str = "broker";
 /// Tasks per dispatch message, at most.
 const PER_MESSAGE: usize = 32;
 /// Attempts kept out per remote slot, and bounds on the total.
-const OUT_PER_SLOT: usize = 64;
+const OUT_PER_SLOT: usize = 256;
 const OUT_MIN: usize = 256;
 const OUT_MAX: usize = 8192;
 
