@@ -62,16 +62,7 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            let Ok(conn) = lapin::Connection::connect(&amqp(), Default::default()).await else { return };
-            if let Ok(channel) = conn.create_channel().await {
-                for q in [self.0.clone(), format!("{}.dead", self.0)] {
-                    let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
-                }
-            }
-            let _ = conn.close(200, "OK".into()).await;
-        });
+        stratus_broker::testing::delete_queue_blocking(&amqp(), &self.0);
     }
 }
 

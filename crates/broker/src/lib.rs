@@ -69,6 +69,7 @@
 mod memory;
 mod names;
 mod rabbitmq;
+pub mod testing;
 mod topic;
 
 use async_trait::async_trait;
