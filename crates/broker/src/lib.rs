@@ -156,6 +156,11 @@ pub trait Subscription: Send {
     /// The next delivery; `None` once the subscription or its connection has
     /// closed. Cancel-safe: a call dropped before it returns loses nothing.
     async fn next(&mut self) -> Option<Result<Delivery>>;
+    /// Asks for no more deliveries. Those already on their way still come
+    /// from [`next`](Subscription::next), which then returns `None`; what the
+    /// subscription holds stays settleable. For handing work back without it
+    /// counting as a delivery.
+    async fn cancel(&mut self) -> Result<()>;
 }
 
 /// A message handed to a subscription. Settle it with exactly one of

@@ -222,7 +222,7 @@ impl Broker for MemoryBroker {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Subscription>> {
         let (id, changed) = self.shared.lock().open_subscription(queue)?;
-        Ok(Box::new(MemorySubscription { shared: self.shared.clone(), id, prefetch, changed }))
+        Ok(Box::new(MemorySubscription { shared: self.shared.clone(), id, prefetch, changed, cancelled: false }))
     }
 
     async fn publish_event(&self, topic: &str, body: Bytes) -> Result<()> {
@@ -241,12 +241,17 @@ struct MemorySubscription {
     id: u64,
     prefetch: u16,
     changed: Arc<Notify>,
+    cancelled: bool,
 }
 
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Result<Delivery>> {
         loop {
+            // Nothing is on its way: deliveries are taken here.
+            if self.cancelled {
+                return None;
+            }
             // Registered before looking, so a change made in between still
             // wakes us.
             let mut changed = pin!(self.changed.notified());
@@ -258,6 +263,11 @@ impl Subscription for MemorySubscription {
             }
             changed.await;
         }
+    }
+
+    async fn cancel(&mut self) -> Result<()> {
+        self.cancelled = true;
+        Ok(())
     }
 }
 

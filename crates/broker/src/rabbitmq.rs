@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -252,6 +252,14 @@ impl Subscription for RabbitSubscription {
             }
             Err(e) => Err(Error::Broker(e.to_string())),
         })
+    }
+
+    async fn cancel(&mut self) -> Result<()> {
+        // lapin ends the consumer's stream after what was already delivered.
+        self.channel
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+            .await
+            .map_err(|e| Error::Broker(e.to_string()))
     }
 }
 

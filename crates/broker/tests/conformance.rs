@@ -359,6 +359,38 @@ async fn bad_names_are_refused(f: Fixture) {
     f.finish().await;
 }
 
+/// A consumer handing work back: after `cancel`, what was on its way still
+/// arrives, and what it never took goes to the next consumer uncounted.
+async fn cancel_hands_back_uncounted(f: Fixture) {
+    let b = f.broker.clone();
+    let q = f.queue("cancel", 5).await;
+    b.publish(&q, bodies(&["a", "b", "c", "d"])).await.unwrap();
+    let mut sub = b.consume(&q, 2).await.unwrap();
+    let a = recv(&mut sub).await;
+    assert_eq!(text(&a), "a");
+    sub.cancel().await.unwrap();
+    let mut taken = vec![a];
+    while let Some(d) = within("the end of a cancelled subscription", sub.next()).await {
+        taken.push(d.unwrap());
+    }
+    let n = taken.len();
+    assert!(n <= 2, "prefetch 2, {n} delivered");
+    let texts: Vec<String> = taken.iter().map(text).collect();
+    assert_eq!(texts, ["a", "b"][..n], "in order");
+    for d in taken {
+        d.ack().await.unwrap();
+    }
+    let mut next = b.consume(&q, 10).await.unwrap();
+    for expected in &["a", "b", "c", "d"][n..] {
+        let d = recv(&mut next).await;
+        assert_eq!((text(&d).as_str(), d.delivery_count), (*expected, 1), "a message never taken is not redelivered");
+        d.ack().await.unwrap();
+    }
+    drop(next);
+    drop(sub);
+    f.finish().await;
+}
+
 macro_rules! conformance {
     ($engine:ident) => {
         mod $engine {
@@ -371,7 +403,8 @@ macro_rules! conformance {
                 events_reach_matching_groups_only,
                 a_group_shares_its_events,
                 declare_is_idempotent_and_queues_must_exist,
-                bad_names_are_refused
+                bad_names_are_refused,
+                cancel_hands_back_uncounted
             );
         }
     };

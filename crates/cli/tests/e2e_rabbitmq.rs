@@ -116,6 +116,34 @@ fn a_map_runs_on_two_workers_through_rabbitmq_and_survives_the_kill_of_one() {
     assert!(published >= 2, "the tasks went through the broker: {metrics}");
 }
 
+/// A rolling restart: a worker stopped with SIGTERM finishes the task it
+/// runs and hands back the ones it holds but has not started, without that
+/// counting as a delivery (the limit here is one: a message that came back
+/// with the worker's connection would be dead-lettered and its tasks fail).
+#[test]
+fn a_worker_stopped_gracefully_hands_back_what_it_has_not_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new("hand-back");
+    let s = start(tmp.path(), &q.0, &["--delivery-limit", "1"]);
+    let log = tmp.path().join("worker-a.log");
+    let mut a = Worker::start_logged(&s.url, &tmp.path().join("wa"), 1, Some(&log));
+    let (marks, go) = marking_gate(&s, tmp.path());
+    let id =
+        s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 12).to_str().unwrap(), "--detach"]).trim().to_string();
+    s.eventually("the worker runs a task", || !marked_workers(&marks).is_empty());
+    a.signal(15); // SIGTERM
+    std::fs::write(&go, b"").unwrap();
+    assert!(a.child.wait().unwrap().success(), "a graceful stop");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("handed the tasks not started back to the work queue"), "{text}");
+
+    let _b = Worker::start(&s.url, &tmp.path().join("wb"), 1);
+    s.ok(&["wait", &id]);
+    assert_all_echoed(&s, &id, 12);
+    let metrics = s.http().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
+    assert!(metrics.contains("stratus_dead_lettered_tasks_total 0"), "{metrics}");
+}
+
 #[test]
 fn a_message_that_kills_every_worker_is_dead_lettered_and_its_invocation_fails() {
     let tmp = tempfile::tempdir().unwrap();

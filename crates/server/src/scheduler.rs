@@ -995,10 +995,30 @@ impl Scheduler {
         let now = self.clock.now_ms();
         let mut records = Vec::with_capacity(ends.len());
         let mut decisions = Vec::with_capacity(ends.len());
+        // A failure may be retried: how often, the store says for
+        // invocations not in memory here (reported after a restart, say).
+        let unknown: Vec<Id> = {
+            let inflight = self.inflight.lock().unwrap();
+            ends.iter()
+                .filter(|(c, how)| {
+                    c.result.is_err() && matches!(how, Ending::Reported) && !inflight.contains_key(&c.invocation)
+                })
+                .map(|(c, _)| c.invocation)
+                .collect()
+        };
+        let stored: HashMap<Id, u32> = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            retry_forever("read attempt limits", || self.store.max_attempts(&unknown)).await.into_iter().collect()
+        };
         {
             let inflight = self.inflight.lock().unwrap();
             for (c, how) in &ends {
-                let max_attempts = inflight.get(&c.invocation).map(|f| f.entry.invocation.max_attempts).unwrap_or(1);
+                let max_attempts = inflight
+                    .get(&c.invocation)
+                    .map(|f| f.entry.invocation.max_attempts)
+                    .or_else(|| stored.get(&c.invocation).copied())
+                    .unwrap_or(1);
                 let decision = match how {
                     Ending::DeadLettered => Decision::Finish(InvocationState::Failed),
                     Ending::Reported => machine::on_attempt_end(
@@ -1158,5 +1178,61 @@ impl TaskSource for Scheduler {
 
     async fn complete(&self, completion: Completion) {
         let _ = self.writes.send(Write::End(completion, Ending::Reported));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_core::SystemClock;
+
+    /// A server that restarted while a remote worker ran an attempt whose
+    /// start it had not written yet gets the failure of an invocation it does
+    /// not hold in memory: its retries still count.
+    #[tokio::test]
+    async fn a_failure_reported_after_a_restart_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store: Arc<dyn StateStore> = Arc::new(stratus_store::SqliteStore::open(&url).await.unwrap());
+        let id = new_id();
+        let invocation = Invocation {
+            id,
+            project: "p".into(),
+            function: "f".into(),
+            version: 1,
+            state: InvocationState::Queued,
+            attempts: 0,
+            max_attempts: 3,
+            job_id: None,
+            task_index: None,
+            queued_at: 0,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+        };
+        store.insert_invocations(&[NewInvocation { invocation, input: Vec::new(), partition: None }]).await.unwrap();
+        let (scheduler, _tasks) = Scheduler::start(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let failure = Failure::new(FailureKind::Exit, "exit status 1");
+        scheduler
+            .complete_durably(vec![Completion {
+                invocation: id,
+                attempt: 1,
+                worker: "w".into(),
+                started_at: 1,
+                finished_at: 2,
+                result: Err(failure),
+                logs: Vec::new(),
+            }])
+            .await;
+        let after = store.get_invocation("p", id).await.unwrap().unwrap();
+        assert_eq!((after.state, after.attempts), (InvocationState::Queued, 1), "two attempts are left");
     }
 }

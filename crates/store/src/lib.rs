@@ -161,6 +161,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
+    /// How many attempts each of these invocations may make, for those that
+    /// exist, in any project (for ends reported to a server that does not
+    /// hold the invocation in memory, after a restart say).
+    async fn max_attempts(&self, ids: &[Id]) -> Result<Vec<(Id, u32)>>;
     /// Newest first, at most `limit`, older than `before` when given.
     async fn list_invocations(
         &self,

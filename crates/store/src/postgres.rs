@@ -991,6 +991,18 @@ impl StateStore for PostgresStore {
         })
     }
 
+    async fn max_attempts(&self, ids: &[Id]) -> Result<Vec<(Id, u32)>> {
+        let uuids: Vec<_> = ids.iter().map(|id| id.as_uuid()).collect();
+        let mut c = self.pool.get().await?;
+        let st = c.stmt("SELECT id, max_attempts FROM invocations WHERE id = ANY($1)").await?;
+        c.client
+            .query(&st, &[&uuids])
+            .await?
+            .iter()
+            .map(|r| Ok((Id::from_uuid(r.try_get("id")?), to_u32(r.try_get("max_attempts")?, "max attempts")?)))
+            .collect()
+    }
+
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(LIST_ATTEMPTS).await?;

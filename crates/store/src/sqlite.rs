@@ -387,6 +387,21 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn max_attempts(&self, ids: &[Id]) -> Result<Vec<(Id, u32)>> {
+        let ids = ids.to_vec();
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached("SELECT max_attempts FROM invocations WHERE id = ?1")?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(n) = st.query_row(params![id_bytes(id)], |r| r.get::<_, u32>(0)).optional()? {
+                    out.push((id, n));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
         self.call(false, move |c| {
             let mut st = c.prepare_cached("SELECT * FROM attempts WHERE invocation_id = ?1 ORDER BY attempt")?;

@@ -47,6 +47,9 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let (ia, ib) = (a.invocation.id, b.invocation.id);
     assert_eq!(s.get_invocation("p", ia).await.unwrap().unwrap().state, InvocationState::Queued);
     assert!(s.get_invocation("q", ia).await.unwrap().is_none(), "projects are separate");
+    let mut limits = s.max_attempts(&[ib, stratus_core::new_id(), ia]).await.unwrap();
+    limits.sort_by_key(|(id, _)| *id != ia);
+    assert_eq!(limits, [(ia, 1), (ib, 2)], "unknown ids are left out");
 
     s.start_attempts(&[AttemptStart { id: ia, attempt: 1, worker: "w1".into(), started_at: 10 }]).await.unwrap();
     let running = s.get_invocation("p", ia).await.unwrap().unwrap();

@@ -8,23 +8,63 @@
 //! then acknowledges a message — once every task in it has been reported. A
 //! worker that dies never acknowledges, so its messages go to another worker.
 //! Heartbeats, cancellation and registration stay with [`HttpSource`].
+//!
+//! A worker asked to stop finishes the tasks its slots run and hands the
+//! others back: it cancels its consumer and publishes the tasks no slot took
+//! again before acknowledging their messages, so a rolling restart does not
+//! count against the delivery limit.
 
 use crate::remote::HttpSource;
 use crate::{Leased, TaskSource};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stratus_broker::Delivery;
-use stratus_core::wire::{WireBroker, WireDispatch};
-use stratus_core::{Completion, Id, Task};
-use tokio::sync::mpsc;
+use stratus_broker::{Broker, Delivery, Subscription};
+use stratus_core::wire::{WireBroker, WireDispatch, WireTask};
+use stratus_core::{Completion, Id, Runtime, Task};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A task waiting for a slot: which connection and message it came in.
+struct Queued {
+    generation: u64,
+    message: u64,
+    leased: Leased,
+}
+
+/// Tasks delivered and not taken by a slot yet.
+struct Buffered {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    /// Taken from `rx` but left for the next slot.
+    peeked: Option<Queued>,
+}
+
+impl Buffered {
+    fn try_next(&mut self) -> Option<Queued> {
+        self.peeked.take().or_else(|| self.rx.try_recv().ok())
+    }
+}
+
+type Buffer = Arc<tokio::sync::Mutex<Buffered>>;
+
+/// Tasks a slot may take several of at once: wasm ones with their input at
+/// hand, which take microseconds and would otherwise pay a hand-off each.
+/// Others go one per slot, so a stopping worker has only one running per
+/// slot and hands the rest back.
+fn batchable(task: &Task) -> bool {
+    task.partition.is_none() && task.function.spec.runtime == Runtime::Wasm
+}
+
 pub struct BrokerSource {
     http: Arc<HttpSource>,
-    tasks: tokio::sync::Mutex<mpsc::UnboundedReceiver<Leased>>,
+    tasks: Buffer,
+    /// The connection whose messages are held; tasks of earlier ones went
+    /// back to the queue with their connection.
+    generation: Arc<AtomicU64>,
     slots: usize,
     stop: CancellationToken,
 }
@@ -39,101 +79,210 @@ struct Held {
     by_attempt: HashMap<(Id, u32), Vec<u64>>,
 }
 
+impl Held {
+    /// Counts one task of message `seq` as done (reported or handed back);
+    /// returns the delivery once none is left.
+    fn done(&mut self, key: (Id, u32), seq: Option<u64>) -> Option<Delivery> {
+        let seqs = self.by_attempt.get_mut(&key)?;
+        let at = match seq {
+            Some(s) => seqs.iter().position(|x| *x == s)?,
+            None => 0,
+        };
+        let seq = seqs.remove(at);
+        if seqs.is_empty() {
+            self.by_attempt.remove(&key);
+        }
+        let (left, _) = self.messages.get_mut(&seq)?;
+        *left -= 1;
+        if *left == 0 { self.messages.remove(&seq).map(|(_, d)| d) } else { None }
+    }
+}
+
+/// What the consumer shares with the rest of the source.
+struct Consumer {
+    broker: WireBroker,
+    prefetch: u16,
+    held: Arc<Mutex<Held>>,
+    tasks: mpsc::UnboundedSender<Queued>,
+    buffer: Buffer,
+    generation: Arc<AtomicU64>,
+    stop: CancellationToken,
+    seq: u64,
+    /// Told (or dropped) once the work not started has been handed back.
+    handed_back: Option<oneshot::Sender<()>>,
+}
+
 impl BrokerSource {
     /// Starts consuming `broker`'s queue. The returned handle finishes once
-    /// `http` is dropped and every message whose tasks were all reported has
-    /// been acknowledged.
+    /// `http` is dropped, every message whose tasks were all reported has
+    /// been acknowledged, and (after a stop) the tasks no slot took have been
+    /// handed back.
     pub fn start(http: Arc<HttpSource>, broker: WireBroker, slots: usize) -> (Arc<Self>, JoinHandle<()>) {
         let (task_tx, task_rx) = mpsc::unbounded_channel();
         let (reported_tx, reported_rx) = mpsc::unbounded_channel();
         http.on_reported(reported_tx);
         let held = Arc::new(Mutex::new(Held::default()));
         let stop = http.stopping().clone();
-        let prefetch = u16::try_from(slots * 2 + 1).unwrap_or(u16::MAX);
-        tokio::spawn(consume_loop(broker, prefetch, held.clone(), task_tx, stop.clone()));
-        let acks = tokio::spawn(ack_loop(held, reported_rx));
-        (Arc::new(BrokerSource { http, tasks: tokio::sync::Mutex::new(task_rx), slots, stop }), acks)
+        let buffer: Buffer = Arc::new(tokio::sync::Mutex::new(Buffered { rx: task_rx, peeked: None }));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (handed_back_tx, handed_back) = oneshot::channel();
+        let consumer = Consumer {
+            broker,
+            prefetch: u16::try_from(slots * 2 + 1).unwrap_or(u16::MAX),
+            held: held.clone(),
+            tasks: task_tx,
+            buffer: buffer.clone(),
+            generation: generation.clone(),
+            stop: stop.clone(),
+            seq: 0,
+            handed_back: Some(handed_back_tx),
+        };
+        tokio::spawn(consumer.run());
+        let acks = tokio::spawn(async move {
+            ack_loop(held, reported_rx).await;
+            let _ = handed_back.await;
+        });
+        (Arc::new(BrokerSource { http, tasks: buffer, generation, slots, stop }), acks)
     }
 }
 
-async fn consume_loop(
-    broker: WireBroker,
-    prefetch: u16,
-    held: Arc<Mutex<Held>>,
-    tasks: mpsc::UnboundedSender<Leased>,
-    stop: CancellationToken,
-) {
-    let shown = stratus_core::url::redact(&broker.url);
-    let mut seq = 0u64;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let connect = async {
-            let b = stratus_broker::open(&broker.url).await?;
-            let s = b.consume(&broker.queue, prefetch).await?;
-            Ok::<_, stratus_broker::Error>((b, s))
-        };
-        let connected = tokio::select! {
-            r = connect => r,
-            _ = stop.cancelled() => return,
-        };
-        let (_broker, mut subscription) = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, broker = %shown, "cannot consume the work queue; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        delay = Duration::from_millis(100);
-        // What an earlier connection held went back to the queue with it.
-        *held.lock().unwrap() = Held::default();
+impl Consumer {
+    async fn run(mut self) {
+        let shown = stratus_core::url::redact(&self.broker.url);
+        let mut delay = Duration::from_millis(100);
         loop {
-            let next = tokio::select! {
-                d = subscription.next() => d,
-                _ = stop.cancelled() => {
-                    // Stop taking messages, but keep the connection: the
-                    // ones taken are acknowledged as their tasks finish.
-                    std::future::pending::<()>().await;
-                    return;
-                }
+            let connect = async {
+                let b = stratus_broker::open(&self.broker.url).await?;
+                let s = b.consume(&self.broker.queue, self.prefetch).await?;
+                Ok::<_, stratus_broker::Error>((b, s))
             };
-            let delivery = match next {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "the work queue subscription failed; reconnecting");
-                    break;
-                }
-                None => {
-                    tracing::warn!("the work queue subscription closed; reconnecting");
-                    break;
-                }
+            let connected = tokio::select! {
+                r = connect => r,
+                _ = self.stop.cancelled() => return,
             };
-            let message = match serde_json::from_slice::<WireDispatch>(&delivery.body) {
-                Ok(m) => m,
+            let (broker, mut subscription) = match connected {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(error = %e, "unreadable dispatch message: dead-lettered");
-                    let _ = delivery.dead_letter().await;
+                    tracing::warn!(error = %e, broker = %shown, "cannot consume the work queue; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            if message.tasks.is_empty() {
-                let _ = delivery.ack().await;
-                continue;
-            }
-            seq += 1;
-            {
-                let mut h = held.lock().unwrap();
-                for t in &message.tasks {
-                    h.by_attempt.entry((t.invocation, t.attempt)).or_default().push(seq);
+            delay = Duration::from_millis(100);
+            // What an earlier connection held went back to the queue with
+            // it: forget its messages, and have the slots skip its tasks.
+            *self.held.lock().unwrap() = Held::default();
+            let generation = self.generation.fetch_add(1, Relaxed) + 1;
+            loop {
+                let next = tokio::select! {
+                    d = subscription.next() => d,
+                    _ = self.stop.cancelled() => {
+                        self.hand_back(&*broker, &mut subscription, generation).await;
+                        if let Some(tx) = self.handed_back.take() {
+                            let _ = tx.send(());
+                        }
+                        // Keep the connection: the messages of the tasks
+                        // still running are acknowledged as they end.
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                };
+                match next {
+                    Some(Ok(d)) => self.accept(d, generation).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the work queue subscription failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("the work queue subscription closed; reconnecting");
+                        break;
+                    }
                 }
-                h.messages.insert(seq, (message.tasks.len(), delivery));
             }
-            for t in message.tasks {
-                let _ = tasks.send(Leased { task: Task::from(t), cancel: CancellationToken::new() });
+        }
+    }
+
+    /// Holds a delivered message and queues its tasks for the slots.
+    async fn accept(&mut self, delivery: Delivery, generation: u64) {
+        let message = match serde_json::from_slice::<WireDispatch>(&delivery.body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable dispatch message: dead-lettered");
+                let _ = delivery.dead_letter().await;
+                return;
+            }
+        };
+        if message.tasks.is_empty() {
+            let _ = delivery.ack().await;
+            return;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        {
+            let mut h = self.held.lock().unwrap();
+            for t in &message.tasks {
+                h.by_attempt.entry((t.invocation, t.attempt)).or_default().push(seq);
+            }
+            h.messages.insert(seq, (message.tasks.len(), delivery));
+        }
+        for t in message.tasks {
+            let leased = Leased { task: Task::from(t), cancel: CancellationToken::new() };
+            let _ = self.tasks.send(Queued { generation, message: seq, leased });
+        }
+    }
+
+    /// On stop: takes no more messages, and publishes the tasks no slot has
+    /// taken again, acknowledging each message once none of its tasks is
+    /// left here.
+    async fn hand_back(&mut self, broker: &dyn Broker, subscription: &mut Box<dyn Subscription>, generation: u64) {
+        if let Err(e) = subscription.cancel().await {
+            tracing::warn!(error = %e, "cannot cancel the work queue consumer; its messages return when it closes");
+            return;
+        }
+        // Deliveries already on their way still arrive.
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(5), subscription.next()).await {
+            self.accept(d, generation).await;
+        }
+        let mut untaken: Vec<Queued> = Vec::new();
+        {
+            let mut buffered = self.buffer.lock().await;
+            while let Some(q) = buffered.try_next() {
+                if q.generation == generation {
+                    untaken.push(q);
+                }
+            }
+        }
+        if !untaken.is_empty() {
+            // One message per message they came in: the server sized those.
+            let mut by_message: BTreeMap<u64, Vec<WireTask>> = BTreeMap::new();
+            for q in &untaken {
+                by_message.entry(q.message).or_default().push(WireTask::from(&q.leased.task));
+            }
+            let bodies: Vec<Bytes> = by_message
+                .into_values()
+                .map(|tasks| Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise")))
+                .collect();
+            match broker.publish(&self.broker.queue, bodies).await {
+                Ok(()) => {
+                    let done: Vec<Delivery> = {
+                        let mut h = self.held.lock().unwrap();
+                        untaken
+                            .iter()
+                            .filter_map(|q| h.done((q.leased.task.invocation, q.leased.task.attempt), Some(q.message)))
+                            .collect()
+                    };
+                    for d in done {
+                        let _ = d.ack().await;
+                    }
+                    tracing::info!(tasks = untaken.len(), "handed the tasks not started back to the work queue");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand tasks back; their messages return when this worker exits")
+                }
             }
         }
     }
@@ -142,23 +291,10 @@ async fn consume_loop(
 /// Acknowledges each message once the server has made all its results durable.
 async fn ack_loop(held: Arc<Mutex<Held>>, mut reported: mpsc::UnboundedReceiver<Vec<(Id, u32)>>) {
     while let Some(batch) = reported.recv().await {
-        let mut done = Vec::new();
-        {
+        let done: Vec<Delivery> = {
             let mut h = held.lock().unwrap();
-            for key in batch {
-                let Some(seqs) = h.by_attempt.get_mut(&key) else { continue };
-                let seq = seqs.remove(0);
-                if seqs.is_empty() {
-                    h.by_attempt.remove(&key);
-                }
-                if let Some((left, _)) = h.messages.get_mut(&seq) {
-                    *left -= 1;
-                    if *left == 0 {
-                        done.extend(h.messages.remove(&seq).map(|(_, d)| d));
-                    }
-                }
-            }
-        }
+            batch.into_iter().filter_map(|key| h.done(key, None)).collect()
+        };
         for delivery in done {
             if let Err(e) = delivery.ack().await {
                 tracing::warn!(error = %e, "cannot acknowledge a dispatch message; it will be delivered again");
@@ -170,31 +306,46 @@ async fn ack_loop(held: Arc<Mutex<Held>>, mut reported: mpsc::UnboundedReceiver<
 #[async_trait]
 impl TaskSource for BrokerSource {
     async fn next(&self, _worker: &str, max: usize) -> Option<Vec<Leased>> {
-        let mut rx = self.tasks.lock().await;
-        // A fair share of what is buffered, so one slot does not take a
-        // whole message while the others idle.
-        let share = max.min(rx.len().div_ceil(self.slots)).max(1);
-        let mut out = Vec::with_capacity(share);
-        if !self.stop.is_cancelled() {
-            tokio::select! {
-                _ = rx.recv_many(&mut out, share) => {}
-                _ = self.stop.cancelled() => {}
+        loop {
+            if self.stop.is_cancelled() {
+                // What no slot took is handed back to the queue.
+                return None;
             }
-        }
-        // Once stopping, run what was taken from the queue and no more.
-        while out.len() < share {
-            match rx.try_recv() {
-                Ok(l) => out.push(l),
-                Err(_) => break,
+            let mut b = self.tasks.lock().await;
+            let first = match b.peeked.take() {
+                Some(q) => q,
+                None => tokio::select! {
+                    q = b.rx.recv() => q?,
+                    _ = self.stop.cancelled() => continue,
+                },
+            };
+            let current = self.generation.load(Relaxed);
+            if first.generation != current {
+                continue;
             }
+            let mut out = vec![first.leased];
+            if batchable(&out[0].task) {
+                // A fair share of what is buffered, so one slot does not
+                // take a whole message while the others idle.
+                let share = max.min((b.rx.len() + 1).div_ceil(self.slots));
+                while out.len() < share {
+                    match b.try_next() {
+                        Some(q) if q.generation != current => {}
+                        Some(q) if batchable(&q.leased.task) => out.push(q.leased),
+                        Some(q) => {
+                            b.peeked = Some(q);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            drop(b);
+            for l in &out {
+                self.http.track(l.task.invocation, l.cancel.clone());
+            }
+            return Some(out);
         }
-        if out.is_empty() {
-            return None;
-        }
-        for l in &out {
-            self.http.track(l.task.invocation, l.cancel.clone());
-        }
-        Some(out)
     }
 
     async fn complete(&self, completion: Completion) {

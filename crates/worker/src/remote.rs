@@ -5,7 +5,7 @@ use crate::{Leased, TaskSource};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -16,20 +16,34 @@ use stratus_core::{Completion, Id, Task};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Told which attempts' (invocation, attempt) results are durable.
+type Reported = mpsc::UnboundedSender<Vec<(Id, u32)>>;
+
 pub struct HttpSource {
     client: Client,
     name: String,
     host: String,
     slots: usize,
-    id: Mutex<String>,
+    id: Arc<Mutex<String>>,
     heartbeat: Duration,
     tokens: Mutex<HashMap<Id, CancellationToken>>,
+    /// What the last heartbeat said to cancel: through a broker, a task may
+    /// arrive after the heartbeat that named it.
+    cancelled: Mutex<HashSet<Id>>,
     completions: mpsc::UnboundedSender<Completion>,
     stop: CancellationToken,
     objects: Option<String>,
     broker: Option<WireBroker>,
     /// Told which attempts' results the server has made durable.
-    reported: OnceLock<mpsc::UnboundedSender<Vec<(Id, u32)>>>,
+    reported: Arc<OnceLock<Reported>>,
+}
+
+/// Delivers completions; holds no [`HttpSource`], so it ends once the source
+/// is gone and every completion sent before has been delivered.
+struct Reporter {
+    client: Client,
+    id: Arc<Mutex<String>>,
+    reported: Arc<OnceLock<Reported>>,
 }
 
 fn gone(e: &ClientError) -> bool {
@@ -54,22 +68,26 @@ impl HttpSource {
         });
         tracing::info!(worker = %reg.id, server = client.base_url(), objects = %objects_shown, tasks = %tasks_shown, "registered");
         let (tx, rx) = mpsc::unbounded_channel();
+        let id = Arc::new(Mutex::new(reg.id));
+        let reported = Arc::new(OnceLock::new());
+        let reporter = Reporter { client: client.clone(), id: id.clone(), reported: reported.clone() };
         let me = Arc::new(HttpSource {
             client,
             name: name.to_string(),
             host: host.to_string(),
             slots,
-            id: Mutex::new(reg.id),
+            id,
             heartbeat: Duration::from_millis(reg.heartbeat_ms.max(50)),
             tokens: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(HashSet::new()),
             completions: tx,
             stop,
             objects: reg.objects,
             broker: reg.broker,
-            reported: OnceLock::new(),
+            reported,
         });
         tokio::spawn(me.clone().heartbeat_loop());
-        let reporter = tokio::spawn(me.clone().report_loop(rx));
+        let reporter = tokio::spawn(reporter.run(rx));
         Ok((me, reporter))
     }
 
@@ -86,12 +104,16 @@ impl HttpSource {
 
     /// Has `tx` told of each batch of attempts whose results the server has
     /// made durable. Set once.
-    pub(crate) fn on_reported(&self, tx: mpsc::UnboundedSender<Vec<(Id, u32)>>) {
+    pub(crate) fn on_reported(&self, tx: Reported) {
         let _ = self.reported.set(tx);
     }
 
-    /// Makes `cancel` fire when the server asks for the attempt's cancellation.
+    /// Makes `cancel` fire when the server asks for the attempt's
+    /// cancellation (at once if it already has).
     pub(crate) fn track(&self, id: Id, cancel: CancellationToken) {
+        if self.cancelled.lock().unwrap().contains(&id) {
+            cancel.cancel();
+        }
         self.tokens.lock().unwrap().insert(id, cancel);
     }
 
@@ -128,21 +150,28 @@ impl HttpSource {
             match self.client.heartbeat(&self.id()).await {
                 Ok(cancel) => {
                     let tokens = self.tokens.lock().unwrap();
-                    for id in cancel {
-                        if let Some(t) = tokens.get(&id) {
+                    for id in &cancel {
+                        if let Some(t) = tokens.get(id) {
                             t.cancel();
                         }
                     }
+                    *self.cancelled.lock().unwrap() = cancel.into_iter().collect();
                 }
                 Err(e) if gone(&e) => self.reregister().await,
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
     }
+}
+
+impl Reporter {
+    fn id(&self) -> String {
+        self.id.lock().unwrap().clone()
+    }
 
     /// Sends completions in batches; a batch that cannot be delivered is
     /// retried until it is (the server's guard makes repeats harmless).
-    async fn report_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Completion>) {
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 256).await > 0 {
             let wire: Vec<WireCompletion> = batch.iter().map(WireCompletion::from_completion).collect();

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use stratus_broker::{Broker, QueueSpec, dead_letter_queue};
 use stratus_core::wire::{WireDispatch, WireTask};
-use stratus_core::{Completion, Failure, FailureKind};
+use stratus_core::{Completion, Failure, FailureKind, Task};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,13 @@ use tokio::task::JoinHandle;
 pub(crate) const BROKER: &str = "broker";
 /// Tasks per dispatch message, at most.
 const PER_MESSAGE: usize = 32;
+/// The sum of the timeouts of the tasks in one message, at most (unless the
+/// message holds a single task). A worker acknowledges a message once all
+/// its tasks have ended, and RabbitMQ closes the channel of a consumer that
+/// holds a delivery unacknowledged for longer than its `consumer_timeout`
+/// (30 minutes by default): with at most `2 × slots + 1` messages
+/// prefetched, none waits much longer than three budgets.
+const MESSAGE_BUDGET_MS: u64 = 5 * 60 * 1000;
 /// Attempts kept out per remote slot, and bounds on the total.
 const OUT_PER_SLOT: usize = 256;
 const OUT_MIN: usize = 256;
@@ -93,9 +100,6 @@ impl Scheduler {
             let room_changed = self.room.notified();
             tokio::pin!(room_changed);
             room_changed.as_mut().enable();
-            let queued = self.notify.notified();
-            tokio::pin!(queued);
-            queued.as_mut().enable();
 
             let slots = self.remote_slots();
             let limit = if slots == 0 { 0 } else { (slots * OUT_PER_SLOT).clamp(OUT_MIN, OUT_MAX) };
@@ -107,6 +111,11 @@ impl Scheduler {
                 room_changed.await;
                 continue;
             }
+            // Only now listen for queued work: a dispatcher parked above
+            // must not hold a wake-up meant for a local slot.
+            let queued = self.notify.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
             match self.take(room, true) {
                 Ok(Some((entries, available))) => {
                     // Small messages when there is little to do, so it
@@ -114,13 +123,7 @@ impl Scheduler {
                     let per = (available / (slots * 4)).clamp(1, PER_MESSAGE);
                     self.outstanding.fetch_add(entries.len(), Relaxed);
                     let leased = self.start_attempts(BROKER, entries);
-                    let bodies: Vec<Bytes> = leased
-                        .chunks(per)
-                        .map(|chunk| {
-                            let tasks = chunk.iter().map(|l| WireTask::from(&l.task)).collect();
-                            Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise"))
-                        })
-                        .collect();
+                    let bodies = messages(leased.iter().map(|l| &l.task), per);
                     self.metrics.dispatch_messages.fetch_add(bodies.len() as u64, Relaxed);
                     if !self.publish(&mut link, bodies).await {
                         return;
@@ -232,10 +235,80 @@ impl Scheduler {
     }
 }
 
+/// Packs tasks into dispatch message bodies of at most `per` tasks whose
+/// timeouts add up to at most [`MESSAGE_BUDGET_MS`], in order.
+fn messages<'a>(tasks: impl Iterator<Item = &'a Task>, per: usize) -> Vec<Bytes> {
+    let mut bodies = Vec::new();
+    let mut chunk: Vec<WireTask> = Vec::with_capacity(per);
+    let mut budget = 0u64;
+    let mut flush = |chunk: &mut Vec<WireTask>| {
+        let tasks = std::mem::take(chunk);
+        bodies.push(Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise")));
+    };
+    for task in tasks {
+        let timeout = task.function.spec.limits.timeout_ms;
+        if !chunk.is_empty() && (chunk.len() >= per || budget + timeout > MESSAGE_BUDGET_MS) {
+            flush(&mut chunk);
+            budget = 0;
+        }
+        budget += timeout;
+        chunk.push(WireTask::from(task));
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk);
+    }
+    bodies
+}
+
 fn times(n: u32) -> String {
     match n {
         1 => "once".into(),
         2 => "twice".into(),
         n => format!("{n} times"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_core::{Function, FunctionSpec, Limits, Runtime, new_id};
+
+    fn task(timeout_ms: u64) -> Task {
+        let spec = FunctionSpec {
+            runtime: Runtime::Wasm,
+            artifact: "0".repeat(64),
+            env: Default::default(),
+            limits: Limits { timeout_ms, memory_mb: 64 },
+            retries: 0,
+        };
+        let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
+        Task {
+            invocation: new_id(),
+            attempt: 1,
+            function: Arc::new(function),
+            input: Vec::new(),
+            partition: None,
+            job: None,
+        }
+    }
+
+    fn sizes(bodies: &[Bytes]) -> Vec<usize> {
+        bodies.iter().map(|b| serde_json::from_slice::<WireDispatch>(b).unwrap().tasks.len()).collect()
+    }
+
+    #[test]
+    fn messages_hold_at_most_per_tasks() {
+        let tasks: Vec<Task> = (0..70).map(|_| task(1_000)).collect();
+        assert_eq!(sizes(&messages(tasks.iter(), 32)), [32, 32, 6]);
+    }
+
+    #[test]
+    fn long_tasks_travel_in_small_messages() {
+        // Two-minute tasks: two fit the five-minute budget, not three.
+        let tasks: Vec<Task> = (0..5).map(|_| task(120_000)).collect();
+        assert_eq!(sizes(&messages(tasks.iter(), 32)), [2, 2, 1]);
+        // A task longer than the budget goes alone.
+        let tasks = [task(3_600_000), task(1_000), task(1_000)];
+        assert_eq!(sizes(&messages(tasks.iter(), 32)), [1, 2]);
     }
 }
