@@ -154,6 +154,8 @@ pub struct Scheduler {
     room: Notify,
     /// Remote workers get their tasks from a broker, not by leasing.
     brokered: AtomicBool,
+    /// Run time seen per function version, for packing dispatch messages.
+    run_times: Mutex<dispatch::RunTimes>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -191,6 +193,7 @@ impl Scheduler {
             outstanding: AtomicUsize::new(0),
             room: Notify::new(),
             brokered: AtomicBool::new(false),
+            run_times: Mutex::new(dispatch::RunTimes::default()),
             metrics,
         });
         let rerun = s.store.requeue_running().await?;
@@ -1067,6 +1070,9 @@ impl Scheduler {
             }
             let removed = self.remove_inflight(&mut self.inflight.lock().unwrap(), &c.invocation);
             let Some(f) = removed else { continue };
+            if self.brokered.load(Relaxed) {
+                self.observe_run(&f.entry.task.function, &c.worker, c.finished_at - c.started_at);
+            }
             let mut entry = f.entry;
             match decision {
                 Decision::Finish(state) => {

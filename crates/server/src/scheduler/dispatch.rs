@@ -14,29 +14,72 @@
 
 use super::{Ending, Scheduler, Write};
 use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use stratus_broker::{Broker, QueueSpec, dead_letter_queue};
 use stratus_core::wire::{WireDispatch, WireTask};
-use stratus_core::{Completion, Failure, FailureKind, Task};
+use stratus_core::{Completion, Failure, FailureKind, Function, Task};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// A function version: (project, name, version).
+type RunKey = (String, String, u32);
+
+/// How long the attempts of each function version run, as seen in their
+/// ends: a mean over the first ones, then a moving average (so a function
+/// that starts to hang is seen within a few ends). The first end of a
+/// version on each worker is left out: it paid for fetching and compiling
+/// the code, and a compile of a quarter second would otherwise have the
+/// next thousands of microsecond tasks sent one per message.
+#[derive(Default)]
+pub(crate) struct RunTimes {
+    seen: HashMap<RunKey, (f64, u32)>,
+    warm: HashSet<(RunKey, String)>,
+}
+
+impl RunTimes {
+    fn observe(&mut self, key: RunKey, worker: &str, ms: f64) {
+        if !self.warm.contains(&(key.clone(), worker.to_string())) {
+            self.warm.insert((key, worker.to_string()));
+            return;
+        }
+        let (mean, n) = self.seen.entry(key).or_insert((0.0, 0));
+        *n = n.saturating_add(1);
+        let weight = (1.0 / f64::from(*n)).max(0.2);
+        *mean += weight * (ms - *mean);
+    }
+
+    fn expected(&self, key: &RunKey) -> Option<f64> {
+        self.seen.get(key).map(|(mean, _)| *mean)
+    }
+}
 
 /// The worker name attempts dispatched through the broker run under until
 /// they end (the end records the worker that ran them).
 pub(crate) const BROKER: &str = "broker";
-/// Tasks per dispatch message, at most.
-const PER_MESSAGE: usize = 32;
-/// The sum of the timeouts of the tasks in one message, at most (unless the
-/// message holds a single task). A worker acknowledges a message once all
-/// its tasks have ended, and RabbitMQ closes the channel of a consumer that
-/// holds a delivery unacknowledged for longer than its `consumer_timeout`
-/// (30 minutes by default): with at most `2 × slots + 1` messages
-/// prefetched, none waits much longer than three budgets.
-const MESSAGE_BUDGET_MS: u64 = 5 * 60 * 1000;
-/// Attempts kept out per remote slot, and bounds on the total.
-const OUT_PER_SLOT: usize = 256;
+/// Tasks per dispatch message, at most. Every message costs a publisher
+/// confirm, a delivery and an ack: for tasks of microseconds that is most
+/// of the work (100k no-op tasks: 32 per message 6k tasks/s, 256 per message
+/// 10k here).
+const PER_MESSAGE: usize = 256;
+/// The expected run time of the tasks in one message, at most (unless it
+/// holds a single task): tasks of microseconds share a message, so its cost
+/// is spread; tasks of a second or more go one per message, so they spread
+/// over the workers rather than queue behind each other in one. A worker
+/// acknowledges a message once all its tasks have ended, and RabbitMQ closes
+/// the channel of a consumer that holds one longer than its
+/// `consumer_timeout` (30 minutes by default): packing by observed run time
+/// keeps messages far below it, and a function that starts to hang is seen
+/// at its first timeout, after which its tasks go one per message.
+const MESSAGE_RUN_MS: f64 = 500.0;
+/// Attempts kept out per remote slot, and bounds on the total. Until a run
+/// time has been seen, only [`FIRST_OUT_PER_SLOT`] per slot: tasks of unseen
+/// functions go one per message, and a full window of those would be
+/// thousands of messages.
+const OUT_PER_SLOT: usize = 1024;
+const FIRST_OUT_PER_SLOT: usize = 2;
 const OUT_MIN: usize = 256;
 const OUT_MAX: usize = 8192;
 
@@ -84,6 +127,18 @@ impl Scheduler {
         Ok(vec![tokio::spawn(self.clone().dispatch_loop(link)), tokio::spawn(self.clone().dead_letter_loop(dead))])
     }
 
+    /// Records how long an attempt of `f` ran on `worker`.
+    pub(super) fn observe_run(&self, f: &Function, worker: &str, ms: i64) {
+        let key = (f.project.clone(), f.name.clone(), f.version);
+        self.run_times.lock().unwrap().observe(key, worker, ms.max(0) as f64);
+    }
+
+    /// How long a task is expected to run: as seen so far, else its timeout.
+    fn expected_run(&self, f: &Function) -> f64 {
+        let key = (f.project.clone(), f.name.clone(), f.version);
+        self.run_times.lock().unwrap().expected(&key).unwrap_or(f.spec.limits.timeout_ms as f64)
+    }
+
     /// Entries ready to run now, in memory.
     fn runnable(&self) -> usize {
         let q = self.queue.lock().unwrap();
@@ -102,7 +157,11 @@ impl Scheduler {
             room_changed.as_mut().enable();
 
             let slots = self.remote_slots();
-            let limit = if slots == 0 { 0 } else { (slots * OUT_PER_SLOT).clamp(OUT_MIN, OUT_MAX) };
+            let limit = match slots {
+                0 => 0,
+                _ if self.run_times.lock().unwrap().seen.is_empty() => slots * FIRST_OUT_PER_SLOT,
+                _ => (slots * OUT_PER_SLOT).clamp(OUT_MIN, OUT_MAX),
+            };
             let out = self.outstanding.load(Relaxed);
             let room = limit.saturating_sub(out);
             // Refill in steps of a quarter, so messages stay full, unless
@@ -123,7 +182,7 @@ impl Scheduler {
                     let per = (available / (slots * 4)).clamp(1, PER_MESSAGE);
                     self.outstanding.fetch_add(entries.len(), Relaxed);
                     let leased = self.start_attempts(BROKER, entries);
-                    let bodies = messages(leased.iter().map(|l| &l.task), per);
+                    let bodies = messages(leased.iter().map(|l| (&l.task, self.expected_run(&l.task.function))), per);
                     self.metrics.dispatch_messages.fetch_add(bodies.len() as u64, Relaxed);
                     if !self.publish(&mut link, bodies).await {
                         return;
@@ -235,23 +294,22 @@ impl Scheduler {
     }
 }
 
-/// Packs tasks into dispatch message bodies of at most `per` tasks whose
-/// timeouts add up to at most [`MESSAGE_BUDGET_MS`], in order.
-fn messages<'a>(tasks: impl Iterator<Item = &'a Task>, per: usize) -> Vec<Bytes> {
+/// Packs tasks, each with its expected run time, into dispatch message
+/// bodies of at most `per` tasks within [`MESSAGE_RUN_MS`], in order.
+fn messages<'a>(tasks: impl Iterator<Item = (&'a Task, f64)>, per: usize) -> Vec<Bytes> {
     let mut bodies = Vec::new();
     let mut chunk: Vec<WireTask> = Vec::with_capacity(per);
-    let mut budget = 0u64;
+    let mut run = 0.0;
     let mut flush = |chunk: &mut Vec<WireTask>| {
         let tasks = std::mem::take(chunk);
         bodies.push(Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise")));
     };
-    for task in tasks {
-        let timeout = task.function.spec.limits.timeout_ms;
-        if !chunk.is_empty() && (chunk.len() >= per || budget + timeout > MESSAGE_BUDGET_MS) {
+    for (task, expected) in tasks {
+        if !chunk.is_empty() && (chunk.len() >= per || run + expected > MESSAGE_RUN_MS) {
             flush(&mut chunk);
-            budget = 0;
+            run = 0.0;
         }
-        budget += timeout;
+        run += expected;
         chunk.push(WireTask::from(task));
     }
     if !chunk.is_empty() {
@@ -297,18 +355,36 @@ mod tests {
     }
 
     #[test]
-    fn messages_hold_at_most_per_tasks() {
-        let tasks: Vec<Task> = (0..70).map(|_| task(1_000)).collect();
-        assert_eq!(sizes(&messages(tasks.iter(), 32)), [32, 32, 6]);
+    fn quick_tasks_share_messages_of_at_most_per() {
+        let tasks: Vec<Task> = (0..70).map(|_| task(60_000)).collect();
+        assert_eq!(sizes(&messages(tasks.iter().map(|t| (t, 0.2)), 32)), [32, 32, 6]);
+        // Seen to run 100 ms: five fit the half-second budget.
+        assert_eq!(sizes(&messages(tasks.iter().take(12).map(|t| (t, 100.0)), 32)), [5, 5, 2]);
     }
 
     #[test]
-    fn long_tasks_travel_in_small_messages() {
-        // Two-minute tasks: two fit the five-minute budget, not three.
-        let tasks: Vec<Task> = (0..5).map(|_| task(120_000)).collect();
-        assert_eq!(sizes(&messages(tasks.iter(), 32)), [2, 2, 1]);
-        // A task longer than the budget goes alone.
+    fn run_times_leave_out_each_workers_first_end_and_follow_a_function_that_starts_to_hang() {
+        let key: RunKey = ("p".into(), "f".into(), 1);
+        let mut times = RunTimes::default();
+        times.observe(key.clone(), "w1", 250.0);
+        assert_eq!(times.expected(&key), None, "a first end on a worker compiled the code");
+        times.observe(key.clone(), "w2", 250.0);
+        times.observe(key.clone(), "w1", 1.0);
+        times.observe(key.clone(), "w2", 3.0);
+        assert_eq!(times.expected(&key), Some(2.0));
+        times.observe(key.clone(), "w1", 60_000.0);
+        assert!(times.expected(&key).unwrap() > MESSAGE_RUN_MS, "one timeout sends the next tasks one per message");
+        assert_eq!(times.expected(&("p".into(), "f".into(), 2)), None, "per version");
+    }
+
+    #[test]
+    fn slow_tasks_go_one_per_message() {
+        // Seen to run 300 ms: one fits the half-second budget, not two.
+        let tasks: Vec<Task> = (0..3).map(|_| task(60_000)).collect();
+        assert_eq!(sizes(&messages(tasks.iter().map(|t| (t, 300.0)), 32)), [1, 1, 1]);
+        // Never seen: expected to run to their timeout.
         let tasks = [task(3_600_000), task(1_000), task(1_000)];
-        assert_eq!(sizes(&messages(tasks.iter(), 32)), [1, 2]);
+        let with_timeouts = tasks.iter().map(|t| (t, t.function.spec.limits.timeout_ms as f64));
+        assert_eq!(sizes(&messages(with_timeouts, 32)), [1, 1, 1]);
     }
 }
