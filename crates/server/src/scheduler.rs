@@ -1071,7 +1071,7 @@ impl Scheduler {
             let removed = self.remove_inflight(&mut self.inflight.lock().unwrap(), &c.invocation);
             let Some(f) = removed else { continue };
             if self.brokered.load(Relaxed) {
-                self.observe_run(&f.entry.task.function, &c.worker, c.finished_at - c.started_at);
+                self.observe_run(&f.entry.task.function, &c.worker, c.finished_at.saturating_sub(c.started_at));
             }
             let mut entry = f.entry;
             match decision {

@@ -40,15 +40,22 @@ pub(crate) struct RunTimes {
 }
 
 impl RunTimes {
-    fn observe(&mut self, key: RunKey, worker: &str, ms: f64) {
+    /// Returns true when this is the first run time seen of the version.
+    fn observe(&mut self, key: RunKey, worker: &str, ms: f64) -> bool {
+        // Workers register under new ids and versions come and go: past
+        // these sizes, start learning afresh rather than grow.
+        if self.warm.len() >= 100_000 || self.seen.len() >= 10_000 {
+            *self = RunTimes::default();
+        }
         if !self.warm.contains(&(key.clone(), worker.to_string())) {
             self.warm.insert((key, worker.to_string()));
-            return;
+            return false;
         }
         let (mean, n) = self.seen.entry(key).or_insert((0.0, 0));
         *n = n.saturating_add(1);
         let weight = (1.0 / f64::from(*n)).max(0.2);
         *mean += weight * (ms - *mean);
+        *n == 1
     }
 
     fn expected(&self, key: &RunKey) -> Option<f64> {
@@ -70,14 +77,20 @@ const PER_MESSAGE: usize = 256;
 /// over the workers rather than queue behind each other in one. A worker
 /// acknowledges a message once all its tasks have ended, and RabbitMQ closes
 /// the channel of a consumer that holds one longer than its
-/// `consumer_timeout` (30 minutes by default): packing by observed run time
-/// keeps messages far below it, and a function that starts to hang is seen
-/// at its first timeout, after which its tasks go one per message.
+/// `consumer_timeout` (30 minutes by default). A function that starts to
+/// hang is seen at its first timeout, after which its tasks go one per
+/// message; but the messages already out then (or those of a function whose
+/// slow inputs are rare) may hold tens of tasks that run to their timeouts,
+/// and outlive it: RabbitMQ delivers them again, which counts toward the
+/// delivery limit (docs/configuration.md tells users to raise it).
 const MESSAGE_RUN_MS: f64 = 500.0;
-/// Attempts kept out per remote slot, and bounds on the total. Until a run
-/// time has been seen, only [`FIRST_OUT_PER_SLOT`] per slot: tasks of unseen
-/// functions go one per message, and a full window of those would be
-/// thousands of messages.
+/// The size of a message's inputs, at most (unless it holds a single
+/// task), well under RabbitMQ's `max_message_size` (16 MiB since 4.0).
+const MESSAGE_BYTES: usize = 8 << 20;
+/// Attempts kept out per remote slot, and bounds on the total. While the
+/// next task is of a version never seen to end, only [`FIRST_OUT_PER_SLOT`]
+/// per slot: tasks of unseen versions go one per message, and a full window
+/// of those would be thousands of messages.
 const OUT_PER_SLOT: usize = 1024;
 const FIRST_OUT_PER_SLOT: usize = 2;
 const OUT_MIN: usize = 256;
@@ -130,7 +143,21 @@ impl Scheduler {
     /// Records how long an attempt of `f` ran on `worker`.
     pub(super) fn observe_run(&self, f: &Function, worker: &str, ms: i64) {
         let key = (f.project.clone(), f.name.clone(), f.version);
-        self.run_times.lock().unwrap().observe(key, worker, ms.max(0) as f64);
+        if self.run_times.lock().unwrap().observe(key, worker, ms.max(0) as f64) {
+            // A dispatcher waiting for room may now send a full window.
+            self.room.notify_one();
+        }
+    }
+
+    /// Whether the next task to go out is of a version never seen to end.
+    fn next_unseen(&self) -> bool {
+        let key = {
+            let q = self.queue.lock().unwrap();
+            let Some(e) = q.direct.ready.front().or_else(|| q.tasks.ready.front()) else { return false };
+            let f = &e.task.function;
+            (f.project.clone(), f.name.clone(), f.version)
+        };
+        self.run_times.lock().unwrap().expected(&key).is_none()
     }
 
     /// How long a task is expected to run: as seen so far, else its timeout.
@@ -159,7 +186,7 @@ impl Scheduler {
             let slots = self.remote_slots();
             let limit = match slots {
                 0 => 0,
-                _ if self.run_times.lock().unwrap().seen.is_empty() => slots * FIRST_OUT_PER_SLOT,
+                _ if self.next_unseen() => slots * FIRST_OUT_PER_SLOT,
                 _ => (slots * OUT_PER_SLOT).clamp(OUT_MIN, OUT_MAX),
             };
             let out = self.outstanding.load(Relaxed);
@@ -295,21 +322,26 @@ impl Scheduler {
 }
 
 /// Packs tasks, each with its expected run time, into dispatch message
-/// bodies of at most `per` tasks within [`MESSAGE_RUN_MS`], in order.
+/// bodies of at most `per` tasks within [`MESSAGE_RUN_MS`] and
+/// [`MESSAGE_BYTES`], in order.
 fn messages<'a>(tasks: impl Iterator<Item = (&'a Task, f64)>, per: usize) -> Vec<Bytes> {
     let mut bodies = Vec::new();
     let mut chunk: Vec<WireTask> = Vec::with_capacity(per);
-    let mut run = 0.0;
+    let (mut run, mut bytes) = (0.0, 0);
     let mut flush = |chunk: &mut Vec<WireTask>| {
         let tasks = std::mem::take(chunk);
         bodies.push(Bytes::from(serde_json::to_vec(&WireDispatch { tasks }).expect("tasks serialise")));
     };
     for (task, expected) in tasks {
-        if !chunk.is_empty() && (chunk.len() >= per || run + expected > MESSAGE_RUN_MS) {
+        // Inputs travel in base64.
+        let size = task.input.len() / 3 * 4 + 512;
+        if !chunk.is_empty() && (chunk.len() >= per || run + expected > MESSAGE_RUN_MS || bytes + size > MESSAGE_BYTES)
+        {
             flush(&mut chunk);
-            run = 0.0;
+            (run, bytes) = (0.0, 0);
         }
         run += expected;
+        bytes += size;
         chunk.push(WireTask::from(task));
     }
     if !chunk.is_empty() {
@@ -375,6 +407,12 @@ mod tests {
         times.observe(key.clone(), "w1", 60_000.0);
         assert!(times.expected(&key).unwrap() > MESSAGE_RUN_MS, "one timeout sends the next tasks one per message");
         assert_eq!(times.expected(&("p".into(), "f".into(), 2)), None, "per version");
+    }
+
+    #[test]
+    fn big_inputs_split_messages_by_size() {
+        let tasks: Vec<Task> = (0..5).map(|_| Task { input: vec![7; 2 << 20], ..task(1_000) }).collect();
+        assert_eq!(sizes(&messages(tasks.iter().map(|t| (t, 0.1)), 256)), [2, 2, 1]);
     }
 
     #[test]
