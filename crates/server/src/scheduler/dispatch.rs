@@ -27,6 +27,10 @@ use tokio::task::JoinHandle;
 /// A function version: (project, name, version).
 type RunKey = (String, String, u32);
 
+fn run_key(f: &Function) -> RunKey {
+    (f.project.clone(), f.name.clone(), f.version)
+}
+
 /// How long the attempts of each function version run, as seen in their
 /// ends: a mean over the first ones, then a moving average (so a function
 /// that starts to hang is seen within a few ends). The first end of a
@@ -47,8 +51,7 @@ impl RunTimes {
         if self.warm.len() >= 100_000 || self.seen.len() >= 10_000 {
             *self = RunTimes::default();
         }
-        if !self.warm.contains(&(key.clone(), worker.to_string())) {
-            self.warm.insert((key, worker.to_string()));
+        if self.warm.insert((key.clone(), worker.to_string())) {
             return false;
         }
         let (mean, n) = self.seen.entry(key).or_insert((0.0, 0));
@@ -142,8 +145,7 @@ impl Scheduler {
 
     /// Records how long an attempt of `f` ran on `worker`.
     pub(super) fn observe_run(&self, f: &Function, worker: &str, ms: i64) {
-        let key = (f.project.clone(), f.name.clone(), f.version);
-        if self.run_times.lock().unwrap().observe(key, worker, ms.max(0) as f64) {
+        if self.run_times.lock().unwrap().observe(run_key(f), worker, ms.max(0) as f64) {
             // A dispatcher waiting for room may now send a full window.
             self.room.notify_one();
         }
@@ -154,16 +156,14 @@ impl Scheduler {
         let key = {
             let q = self.queue.lock().unwrap();
             let Some(e) = q.direct.ready.front().or_else(|| q.tasks.ready.front()) else { return false };
-            let f = &e.task.function;
-            (f.project.clone(), f.name.clone(), f.version)
+            run_key(&e.task.function)
         };
         self.run_times.lock().unwrap().expected(&key).is_none()
     }
 
     /// How long a task is expected to run: as seen so far, else its timeout.
     fn expected_run(&self, f: &Function) -> f64 {
-        let key = (f.project.clone(), f.name.clone(), f.version);
-        self.run_times.lock().unwrap().expected(&key).unwrap_or(f.spec.limits.timeout_ms as f64)
+        self.run_times.lock().unwrap().expected(&run_key(f)).unwrap_or(f.spec.limits.timeout_ms as f64)
     }
 
     /// Entries ready to run now, in memory.
