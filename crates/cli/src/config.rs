@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub slots: Option<usize>,
     pub lease_timeout: Option<String>,
     pub max_body: Option<String>,
+    pub advertise: Option<String>,
     #[serde(default)]
     pub worker: WorkerConfig,
 }
@@ -50,6 +51,10 @@ impl FileConfig {
         }
         if let Some(m) = &config.max_body {
             crate::parse::memory_mb(m).map_err(|e| anyhow::anyhow!("config file {}: max_body: {e}", path.display()))?;
+        }
+        if let Some(u) = &config.advertise {
+            crate::parse::server_url(u)
+                .map_err(|e| anyhow::anyhow!("config file {}: advertise: {e}", path.display()))?;
         }
         if config.delivery_limit.is_some_and(|n| !(1..=1000).contains(&n)) {
             anyhow::bail!("config file {}: delivery_limit must be from 1 to 1000", path.display());

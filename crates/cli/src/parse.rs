@@ -113,3 +113,12 @@ mod size_tests {
         assert!(super::bytes("big").is_err());
     }
 }
+
+/// A server's URL as others reach it: `http://HOST:PORT` (or https).
+pub fn server_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => Ok(s.trim_end_matches('/').to_string()),
+        _ => Err(format!("'{s}' is not a server URL: give http://HOST:PORT")),
+    }
+}

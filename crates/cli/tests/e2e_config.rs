@@ -83,13 +83,10 @@ fn migrate_upgrades_a_new_database_once_and_the_server_then_uses_it() {
 
 #[test]
 fn migrate_on_postgres_and_errors_without_the_password() {
-    let base =
-        std::env::var("STRATUS_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("mig_{}", stratus_core::new_id().as_uuid().simple());
-    let url = format!("{base}{}schema={schema}", if base.contains('?') { '&' } else { '?' });
+    let url = postgres_url(&format!("mig_{}", stratus_core::new_id().as_uuid().simple()));
     let out = stratus(&["migrate", "--state", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("schema upgraded from version 0 to 1"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("schema upgraded from version 0 to 2"), "{}", stdout(&out));
     let out = stratus(&["migrate", "--state", &url]);
     assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
 

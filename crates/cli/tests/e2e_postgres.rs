@@ -5,13 +5,6 @@
 mod common;
 use common::*;
 
-fn postgres_url(schema: &str) -> String {
-    let base =
-        std::env::var("STRATUS_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}schema={schema}")
-}
-
 #[test]
 fn functions_invocations_and_jobs_on_postgres_survive_a_kill() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,30 +6,7 @@
 
 mod common;
 use common::*;
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-fn amqp() -> String {
-    std::env::var("STRATUS_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A work queue no other test (or earlier run) uses; it and its dead-letter
-/// queue are deleted from RabbitMQ when this is dropped. Declare it before
-/// the server and workers, so it is dropped after them.
-struct TestQueue(String);
-
-impl TestQueue {
-    fn new(name: &str) -> TestQueue {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        TestQueue(format!("test.{name}.{}.{nanos}", std::process::id()))
-    }
-}
-
-impl Drop for TestQueue {
-    fn drop(&mut self) {
-        stratus_broker::testing::delete_queue_blocking(&amqp(), &self.0);
-    }
-}
+use std::path::Path;
 
 fn broker_args(queue: &str) -> Vec<String> {
     ["--slots", "0", "--broker", &amqp(), "--broker-queue", queue].iter().map(|s| s.to_string()).collect()
@@ -40,45 +17,6 @@ fn start(dir: &Path, queue: &str, extra: &[&str]) -> Server {
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start(dir, &args)
-}
-
-/// A process function that leaves a mark `$MARKS/WORKER_PID.PID` when it
-/// starts, blocks until `$GO` exists, then echoes its input.
-fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
-    let f = dir.join("mark-fn");
-    let marks = dir.join("marks");
-    std::fs::create_dir_all(&f).unwrap();
-    std::fs::create_dir_all(&marks).unwrap();
-    std::fs::write(
-        f.join("gate.sh"),
-        "#!/bin/sh\ntouch \"$MARKS/$PPID.$$\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(f.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let go = dir.join("go");
-    s.ok(&[
-        "fn",
-        "deploy",
-        "g",
-        "--dir",
-        f.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", go.display()),
-        "--env",
-        &format!("MARKS={}", marks.display()),
-    ]);
-    (marks, go)
-}
-
-/// The worker processes that have started tasks.
-fn marked_workers(marks: &Path) -> HashSet<u32> {
-    std::fs::read_dir(marks)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse().ok())
-        .collect()
 }
 
 #[test]

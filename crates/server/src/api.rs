@@ -1,4 +1,4 @@
-//! The HTTP API under `/v1`, plus `/healthz` and `/metrics`.
+//! The HTTP API under `/v1`, plus `/metrics` (`/healthz` is [`crate::front`]'s).
 //!
 //! Every body is parsed and validated here, at the edge; the scheduler and
 //! the store only ever see valid values. Errors answer with the JSON body
@@ -74,7 +74,6 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact).get(get_artifact))
@@ -146,10 +145,6 @@ pub(crate) fn parse_id(s: &str) -> ApiResult<Id> {
 
 pub(crate) fn project() -> &'static str {
     DEFAULT_PROJECT
-}
-
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {

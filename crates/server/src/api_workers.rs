@@ -30,7 +30,10 @@ pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult
     }
     let id = st.scheduler.register_worker(&r.name, &r.host, r.slots, false);
     let lease_ms = st.lease_timeout.as_millis() as u64;
-    let mut reg = json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": lease_ms / 4});
+    // At least every 2 s, however long the lease: a server that takes over
+    // from a leader that died knows its workers once they beat again.
+    let heartbeat_ms = (lease_ms / 4).min(2000);
+    let mut reg = json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": heartbeat_ms});
     if let Some(url) = &st.shared_objects {
         reg["objects"] = json!(url);
     }

@@ -7,6 +7,7 @@ pub mod api_jobs;
 pub mod api_objects;
 pub mod api_workers;
 pub mod error;
+pub mod front;
 pub mod metrics;
 pub mod node;
 pub mod openapi;

@@ -4,18 +4,21 @@
 //! different roles switched on.
 
 use crate::api::{self, AppState};
+use crate::front::Front;
 use crate::metrics::Metrics;
 use crate::scheduler::{DispatchConfig, Scheduler};
 use std::future::Future;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_core::url::redact;
 use stratus_core::wire::WireBroker;
-use stratus_core::{Clock, SystemClock};
+use stratus_core::{Clock, SystemClock, new_id};
 use stratus_runtime::OutputCaps;
 use stratus_runtime::wasm::WasmRuntime;
+use stratus_store::Seat;
 use stratus_worker::{Executor, TaskSource};
 
 /// The broker's default work queue.
@@ -44,7 +47,12 @@ pub struct NodeConfig {
     pub max_body: usize,
     pub caps: OutputCaps,
     /// A remote worker silent for this long is lost; its attempts run again.
+    /// Also the lease of the leading server among several on one database.
     pub lease_timeout: Duration,
+    /// This server's URL as other servers reach it, when several share a
+    /// database; default: `http://` and the listening address (the host
+    /// name when listening on all interfaces).
+    pub advertise: Option<String>,
 }
 
 impl NodeConfig {
@@ -61,6 +69,7 @@ impl NodeConfig {
             max_body: 64 << 20,
             caps: OutputCaps::default(),
             lease_timeout: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }
@@ -113,20 +122,70 @@ fn lock_dir(dir: &std::path::Path) -> Result<DirLock, NodeError> {
 }
 
 fn worker_name() -> String {
+    format!("{}/{}", host_name(), std::process::id())
+}
+
+/// What a leading server runs; see [`crate::front`].
+struct Leading {
+    scheduler: Arc<Scheduler>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    slots: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The backends and parts a node builds once, whichever role it plays.
+struct Parts {
+    store: Arc<dyn stratus_store::StateStore>,
+    objects: Arc<dyn stratus_blob::ObjectStore>,
+    objects_url: String,
+    wasm: Arc<WasmRuntime>,
+    cache: PathBuf,
+    clock: Arc<dyn Clock>,
+}
+
+fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         String::from_utf8_lossy(&buf[..end]).into_owned()
     } else {
         "localhost".into()
-    };
-    format!("{host}/{}", std::process::id())
+    }
+}
+
+/// The id of the server whose data directory this is (created on first use):
+/// only one process at a time holds the directory ([`lock_dir`]).
+fn server_id(dir: &std::path::Path) -> Result<stratus_core::Id, NodeError> {
+    let path = dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            if let Ok(id) = text.trim().parse() {
+                return Ok(id);
+            }
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(NodeError::DataDir(path, e)),
+        Err(_) => {}
+    }
+    let id = new_id();
+    let tmp = dir.join("server-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| NodeError::DataDir(path, e))?;
+    Ok(id)
+}
+
+fn advertised(config: &NodeConfig, addr: SocketAddr) -> String {
+    match &config.advertise {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None if addr.ip().is_unspecified() => format!("http://{}:{}", host_name(), addr.port()),
+        None => format!("http://{addr}"),
+    }
 }
 
 impl Node {
     /// Runs until `shutdown` resolves. `on_listen` is called with the bound
-    /// address once the API accepts connections.
+    /// address once the API accepts connections (forwarded to the leading
+    /// server, when another server on the same database leads).
     pub async fn run(
         config: NodeConfig,
         on_listen: impl FnOnce(SocketAddr),
@@ -142,18 +201,108 @@ impl Node {
             .objects_url
             .clone()
             .unwrap_or_else(|| format!("file://{}", config.data_dir.join("objects").display()));
+        if let Some(url) = &config.broker_url
+            && (url == "memory://" || url == "memory")
+        {
+            return Err(NodeError::InProcessBroker(redact(url)));
+        }
         let store = stratus_store::open(&state_url).await?;
         let objects = stratus_blob::open(&objects_url)?;
         let cache = config.data_dir.join("cache");
         let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
+        let parts = Parts { store, objects, objects_url, wasm, cache, clock };
+
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
+        let server = server_id(&config.data_dir)?;
+        let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() });
+        let lease = config.lease_timeout;
+        // The same server restarted takes its lease back at once.
+        let mut leading = match parts.store.lead(front.seat(), lease, true).await? {
+            None => Some(Self::start_leading(&config, &parts, &front).await?),
+            Some(holder) => {
+                tracing::info!(leader = %holder.url, "another server leads: forwarding requests to it, ready to take over");
+                front.follow(&holder);
+                None
+            }
+        };
+
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut stop_http = stop_rx.clone();
+        on_listen(addr);
+        let dispatch = config.broker_url.as_deref().map_or("by HTTP leases".into(), redact);
+        tracing::info!(%addr, advertise = %front.seat().url, slots = config.slots, state = %redact(&state_url), objects = %redact(&parts.objects_url), %dispatch, "stratus node started");
+        let http = tokio::spawn(
+            axum::serve(listener, front.router())
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.wait_for(|s| *s).await;
+                })
+                .into_future(),
+        );
+
+        // Renew the lease while leading; try to take it while standing by
+        // (at least every second, so a resignation is seen at once).
+        let period = (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop_rx.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            match parts.store.lead(front.seat(), lease, false).await {
+                Ok(None) if leading.is_none() => {
+                    tracing::warn!("the leading server's lease ran out: taking over");
+                    leading = Some(Self::start_leading(&config, &parts, &front).await?);
+                }
+                Ok(None) => {}
+                Ok(Some(holder)) if leading.is_some() => {
+                    // Another server took over while this one could not
+                    // renew: two must never drive the queue. Everything
+                    // acknowledged is in the store; the new leader carries on.
+                    tracing::error!(leader = %holder.url, "another server took the lead: stopping at once");
+                    std::process::exit(3);
+                }
+                Ok(Some(holder)) => front.follow(&holder),
+                Err(e) => tracing::warn!(error = %e, "cannot renew or check the leader's lease; retrying"),
+            }
+        }
+        match http.await {
+            Ok(served) => served.map_err(NodeError::Serve)?,
+            Err(e) => return Err(NodeError::Serve(std::io::Error::other(e))),
+        }
+
+        if let Some(leading) = leading {
+            tracing::info!("shutting down: finishing running invocations");
+            leading.scheduler.close();
+            if let Some(slots) = leading.slots
+                && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
+            {
+                tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
+            }
+            leading.scheduler.flush().await;
+            for t in leading.tasks {
+                t.abort();
+            }
+            if let Err(e) = parts.store.resign(front.seat()).await {
+                tracing::warn!(error = %e, "cannot give up the lead; a standby takes over when the lease runs out");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Starts the scheduler (recovering what the last leader left), the
+    /// dispatcher and the local slots, and serves the API from then on.
+    async fn start_leading(config: &NodeConfig, parts: &Parts, front: &Front) -> Result<Leading, NodeError> {
         let metrics = Arc::new(Metrics::default());
         let (scheduler, mut tasks) =
-            Scheduler::start(store.clone(), clock.clone(), metrics, config.lease_timeout).await?;
+            Scheduler::start(parts.store.clone(), parts.clock.clone(), metrics, config.lease_timeout).await?;
         let broker = match &config.broker_url {
             None => None,
-            Some(url) if url == "memory://" || url == "memory" => {
-                return Err(NodeError::InProcessBroker(redact(url)));
-            }
             Some(url) => {
                 let dispatch = DispatchConfig {
                     url: url.clone(),
@@ -164,64 +313,38 @@ impl Node {
                 Some(WireBroker { url: url.clone(), queue: config.broker_queue.clone() })
             }
         };
-
-        let listener =
-            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         let state = AppState {
             functions: Default::default(),
             scheduler: scheduler.clone(),
-            store,
-            objects: objects.clone(),
-            wasm: wasm.clone(),
-            clock: clock.clone(),
+            store: parts.store.clone(),
+            objects: parts.objects.clone(),
+            wasm: parts.wasm.clone(),
+            clock: parts.clock.clone(),
             max_body: config.max_body,
             slots: config.slots,
             lease_timeout: config.lease_timeout,
-            shared_objects: (!objects_url.starts_with("file://")).then(|| objects_url.clone()),
+            shared_objects: (!parts.objects_url.starts_with("file://")).then(|| parts.objects_url.clone()),
             broker,
         };
-        let app = api::router(state);
-
+        front.lead(api::router(state));
         let slots = if config.slots > 0 {
             let name = worker_name();
             let host = name.split('/').next().unwrap_or_default().to_string();
             scheduler.register_worker(&name, &host, config.slots, true);
-            let executor = Arc::new(Executor::new(name, wasm, objects, cache, config.slots, config.caps, clock));
+            let executor = Arc::new(Executor::new(
+                name,
+                parts.wasm.clone(),
+                parts.objects.clone(),
+                parts.cache.clone(),
+                config.slots,
+                config.caps,
+                parts.clock.clone(),
+            ));
             let source: Arc<dyn TaskSource> = scheduler.clone();
             Some(tokio::spawn(stratus_worker::run_slots(executor, source, config.slots, LOCAL_BATCH)))
         } else {
             None
         };
-
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let mut stop_http = stop_rx.clone();
-        on_listen(addr);
-        let dispatch = config.broker_url.as_deref().map_or("by HTTP leases".into(), redact);
-        tracing::info!(%addr, slots = config.slots, state = %redact(&state_url), objects = %redact(&objects_url), %dispatch, "stratus node started");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(NodeError::Serve)?;
-
-        tracing::info!("shutting down: finishing running invocations");
-        scheduler.close();
-        if let Some(slots) = slots
-            && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
-        {
-            tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
-        }
-        scheduler.flush().await;
-        for t in tasks {
-            t.abort();
-        }
-        tracing::info!("stopped");
-        Ok(())
+        Ok(Leading { scheduler, tasks, slots })
     }
 }

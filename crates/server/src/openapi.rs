@@ -26,7 +26,7 @@ pub fn document() -> Value {
         "info": {"title": "Stratus API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Deploy functions, invoke them, and read their invocations."},
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {"get": {"summary": "Liveness, answered by this server itself", "responses": {"200": {"description": "{status: ok, role: leader | standby | starting, leader?: URL} — a standby forwards every other request to the leader"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
             "/v1/artifacts/{digest}": {

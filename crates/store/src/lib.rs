@@ -180,6 +180,23 @@ pub trait StateStore: Send + Sync + 'static {
     /// they belong to; says which ends applied (not duplicates or late).
     async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport>;
 
+    /// Leadership among servers sharing this store: one server at a time
+    /// drives the queue. Makes `seat` the leader when no server holds the
+    /// lease, when its holder has not renewed it for `lease` (by the
+    /// store's clock), when `seat` holds it already (a renewal), or, with
+    /// `restarted`, when an earlier start of the same server holds it.
+    /// Returns `None` when `seat` leads, else who does. An engine that only
+    /// one server can use (SQLite) always answers `None`.
+    async fn lead(&self, seat: &Seat, lease: std::time::Duration, restarted: bool) -> Result<Option<Seat>> {
+        let _ = (seat, lease, restarted);
+        Ok(None)
+    }
+    /// Gives the lease up (at a clean stop), so another server takes over at once.
+    async fn resign(&self, seat: &Seat) -> Result<()> {
+        let _ = seat;
+        Ok(())
+    }
+
     /// After a restart: running invocations go back to the queue. Returns how many.
     async fn requeue_running(&self) -> Result<u64>;
     /// Queued invocations in id order, after `after`, at most `limit`; of
@@ -205,6 +222,15 @@ pub trait StateStore: Send + Sync + 'static {
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>>;
     /// Cancels a job's queued tasks (and the job); returns how many tasks.
     async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64>;
+}
+
+/// A server among several on one store: which server (an id kept with its
+/// data), its URL as the others reach it, and which start of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub server: Id,
+    pub url: String,
+    pub incarnation: Id,
 }
 
 /// Resolves once an ordered write is committed; see

@@ -21,7 +21,7 @@
 
 use crate::{
     AttemptEnd, AttemptStart, EndOutcome, EndReport, Error, JobRows, JobUpdate, Lane, NewInvocation, Payloads,
-    PendingInvocation, Result, SchemaVersion, StateStore, TaskResult,
+    PendingInvocation, Result, SchemaVersion, Seat, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -40,7 +40,10 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 use uuid::Uuid;
 
 /// Numbered migrations; the `stratus_schema` table records those applied.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_leader.sql")),
+];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
 /// second is a hash of the schema, so separate stores do not wait on each other.
@@ -508,6 +511,29 @@ const END_ATTEMPTS: &str = concat!(
     ORDER BY n.first_end"
 );
 
+/// The database's clock, in milliseconds.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// Takes or renews the lease (see [`StateStore::lead`]); returns a row when
+/// it applied.
+const LEAD: &str = concat!(
+    "INSERT INTO leader AS l (id, server, url, incarnation, renewed_at) VALUES (1, $5, $1, $2, ",
+    now_ms!(),
+    ") ON CONFLICT (id) DO UPDATE SET server = excluded.server, url = excluded.url, \
+     incarnation = excluded.incarnation, renewed_at = excluded.renewed_at \
+     WHERE l.incarnation = excluded.incarnation OR l.renewed_at < excluded.renewed_at - $3 \
+        OR ($4 AND l.server = excluded.server) \
+     RETURNING 1"
+);
+
+const LEADER: &str = "SELECT server, url, incarnation FROM leader WHERE id = 1";
+
+const RESIGN: &str = "DELETE FROM leader WHERE id = 1 AND incarnation = $1";
+
 const REQUEUE_RUNNING: &str = "UPDATE invocations SET state = 'queued' WHERE state = 'running'";
 
 macro_rules! queued_sql {
@@ -919,6 +945,27 @@ impl PostgresStore {
         Ok(to_u64(row.try_get(0)?, "count")?)
     }
 
+    async fn lead_once(&self, seat: &Seat, lease_ms: i64, restarted: bool) -> PgResult<Option<Seat>> {
+        let mut c = self.pool.get().await?;
+        let lead = c.stmt(LEAD).await?;
+        let leader = c.stmt(LEADER).await?;
+        let incarnation = seat.incarnation.as_uuid();
+        loop {
+            let params: [Param<'_>; 5] = [&seat.url, &incarnation, &lease_ms, &restarted, &seat.server.as_uuid()];
+            if c.client.query_opt(&lead, &params).await?.is_some() {
+                return Ok(None);
+            }
+            // Another holds it, unless it resigned in between: then try again.
+            if let Some(row) = c.client.query_opt(&leader, &[]).await? {
+                return Ok(Some(Seat {
+                    server: Id::from_uuid(row.try_get(0)?),
+                    url: row.try_get(1)?,
+                    incarnation: Id::from_uuid(row.try_get(2)?),
+                }));
+            }
+        }
+    }
+
     async fn requeue_running_once(&self) -> PgResult<u64> {
         let c = self.pool.get().await?;
         Ok(c.client.execute(REQUEUE_RUNNING, &[]).await?)
@@ -1061,6 +1108,17 @@ impl StateStore for PostgresStore {
         let rounds = end_rounds(ends);
         let rounds = &rounds;
         retrying(move || self.end_attempts_once(ends, rounds)).await
+    }
+
+    async fn lead(&self, seat: &Seat, lease: Duration, restarted: bool) -> Result<Option<Seat>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        retrying(move || self.lead_once(seat, lease_ms, restarted)).await
+    }
+
+    async fn resign(&self, seat: &Seat) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.client.execute(RESIGN, &[&seat.incarnation.as_uuid()]).await?;
+        Ok(())
     }
 
     async fn requeue_running(&self) -> Result<u64> {
@@ -1247,9 +1305,9 @@ mod tests {
         assert_eq!(end_rounds(&ends), [vec![0, 1], vec![2, 4], vec![3]]);
     }
 
-    /// A database on schema version 1, with data, is upgraded by a binary
-    /// that knows version 2; the data stays, and the older binary is then
-    /// refused. (The second migration here is made up for the test.)
+    /// A database on schema version 1, with data, is upgraded to version 2
+    /// (the leader's lease); the data stays, and a binary that knows only
+    /// version 1 is then refused.
     #[tokio::test]
     async fn an_older_schema_is_upgraded_without_losing_data() {
         let (url, schema) = fresh_schema_url();
@@ -1266,14 +1324,14 @@ mod tests {
         v1.put_function("p", "f", &spec, 1).await.unwrap();
         drop(v1);
 
-        let second = (2, "ALTER TABLE functions ADD COLUMN note text NOT NULL DEFAULT 'kept';");
-        let v2 = PostgresStore::open_with(&url, &[MIGRATIONS[0], second]).await.unwrap();
+        let v2 = PostgresStore::open(&url).await.unwrap();
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 2 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
+        let seat =
+            crate::Seat { server: stratus_core::new_id(), url: "http://a".into(), incarnation: stratus_core::new_id() };
+        assert_eq!(v2.lead(&seat, Duration::from_secs(10), true).await.unwrap(), None, "the lease table is there");
         let c = v2.pool.get().await.unwrap();
-        let notes: Vec<String> =
-            c.client.query("SELECT note FROM functions", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-        assert_eq!(notes, ["kept", "kept"]);
         let versions: Vec<i32> = c
             .client
             .query("SELECT version FROM stratus_schema ORDER BY version", &[])
@@ -1284,7 +1342,10 @@ mod tests {
             .collect();
         assert_eq!(versions, [1, 2]);
 
-        assert!(matches!(PostgresStore::open(&url).await, Err(Error::TooNew { found: 2, known: 1 })));
+        assert!(matches!(
+            PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
+            Err(Error::TooNew { found: 2, known: 1 })
+        ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }
 }

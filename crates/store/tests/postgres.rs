@@ -8,7 +8,7 @@ use common::{PgSchema, job, job_task, postgres_url, spec, with_param};
 use std::sync::Arc;
 use std::time::Instant;
 use stratus_core::{Id, InvocationState, Job};
-use stratus_store::{AttemptEnd, EndOutcome, Error, JobRows, NewInvocation, SchemaVersion, StateStore};
+use stratus_store::{AttemptEnd, EndOutcome, Error, JobRows, NewInvocation, SchemaVersion, Seat, StateStore};
 
 fn ok_end(id: Id) -> AttemptEnd {
     AttemptEnd {
@@ -61,7 +61,7 @@ async fn reopening_keeps_data_and_applies_nothing_twice() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn a_newer_schema_is_refused() {
     drop(schema.open().await);
     schema.client().await.execute("INSERT INTO stratus_schema (version) VALUES (999)", &[]).await.unwrap();
     match stratus_store::open(&schema.url).await {
-        Err(Error::TooNew { found: 999, known: 1 }) => {}
+        Err(Error::TooNew { found: 999, known: 2 }) => {}
         Err(e) => panic!("expected TooNew, got {e}"),
         Ok(_) => panic!("a schema newer than the binary was accepted"),
     }
@@ -87,11 +87,11 @@ async fn servers_starting_together_migrate_once() {
         .collect();
     let mut versions: Vec<_> = futures_join(opens).await.into_iter().map(|s| s.unwrap()).collect();
     versions.sort_by_key(|v| v.found);
-    let upgraded = SchemaVersion { found: 0, now: 1 };
-    let current = SchemaVersion { found: 1, now: 1 };
-    assert_eq!(versions, [upgraded, current, current, current], "one store applied the migration, each says so");
+    let upgraded = SchemaVersion { found: 0, now: 2 };
+    let current = SchemaVersion { found: 2, now: 2 };
+    assert_eq!(versions, [upgraded, current, current, current], "one store applied the migrations, each says so");
     let n: i64 = schema.client().await.query_one("SELECT COUNT(*) FROM stratus_schema", &[]).await.unwrap().get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
 }
 
 /// Joins futures without a futures crate: each on its own task.
@@ -303,4 +303,36 @@ async fn database_errors_carry_the_servers_message() {
     let message = s.create_job(&j, rx).await.unwrap_err().to_string();
     assert!(message.contains("duplicate key") && message.contains("23505"), "{message}");
     assert!(s.get_job("p", j.id).await.unwrap().is_none());
+}
+
+/// Leadership among servers on one database (see `StateStore::lead`).
+#[tokio::test]
+async fn one_server_leads_until_it_resigns_lapses_or_is_restarted() {
+    let schema = PgSchema::new();
+    let s = schema.open().await;
+    let lease = std::time::Duration::from_secs(60);
+    let seat = |server: Id, url: &str| Seat { server, url: url.into(), incarnation: stratus_core::new_id() };
+    let a = seat(stratus_core::new_id(), "http://a");
+    let b = seat(stratus_core::new_id(), "http://b");
+    assert_eq!(s.lead(&a, lease, true).await.unwrap(), None, "nobody led: a leads");
+    assert_eq!(s.lead(&b, lease, true).await.unwrap(), Some(a.clone()), "b stands by");
+    assert_eq!(s.lead(&a, lease, false).await.unwrap(), None, "a renews");
+
+    // a restarted (same server, a new start) takes its lease back at once;
+    // the earlier start, should it still run, finds it taken.
+    let a2 = seat(a.server, "http://a");
+    assert_eq!(s.lead(&a2, lease, false).await.unwrap(), Some(a.clone()), "only when restarting");
+    assert_eq!(s.lead(&a2, lease, true).await.unwrap(), None);
+    assert_eq!(s.lead(&a, lease, false).await.unwrap(), Some(a2.clone()), "the old start is fenced off");
+
+    // A lease not renewed for its length lapses: here it is made old.
+    schema.client().await.execute("UPDATE leader SET renewed_at = renewed_at - 120000", &[]).await.unwrap();
+    assert_eq!(s.lead(&b, lease, false).await.unwrap(), None, "b takes over a lapsed lease");
+    assert_eq!(s.lead(&a2, lease, false).await.unwrap(), Some(b.clone()));
+
+    // Resigning frees it at once; only the holder can resign.
+    s.resign(&a2).await.unwrap();
+    assert_eq!(s.lead(&a2, lease, false).await.unwrap(), Some(b.clone()), "a2 did not hold it");
+    s.resign(&b).await.unwrap();
+    assert_eq!(s.lead(&a2, lease, false).await.unwrap(), None);
 }

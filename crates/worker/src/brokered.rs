@@ -12,7 +12,10 @@
 //! A worker asked to stop finishes the tasks its slots run and hands the
 //! others back: it cancels its consumer and publishes the tasks no slot took
 //! again before acknowledging their messages, so a rolling restart does not
-//! count against the delivery limit.
+//! count against the delivery limit. A worker whose heartbeats stop reaching
+//! the server (it died, or stands by for one that did) does the same until
+//! they reach it again, rather than take messages whose results it could not
+//! report.
 
 use crate::remote::HttpSource;
 use crate::{Leased, TaskSource};
@@ -110,6 +113,8 @@ struct Consumer {
     seq: u64,
     /// Told (or dropped) once the work not started has been handed back.
     handed_back: Option<oneshot::Sender<()>>,
+    /// Whether the server answers heartbeats.
+    reachable: tokio::sync::watch::Receiver<bool>,
 }
 
 impl BrokerSource {
@@ -136,6 +141,7 @@ impl BrokerSource {
             stop: stop.clone(),
             seq: 0,
             handed_back: Some(handed_back_tx),
+            reachable: http.reachable(),
         };
         tokio::spawn(consumer.run());
         let acks = tokio::spawn(async move {
@@ -178,8 +184,17 @@ impl Consumer {
             *self.held.lock().unwrap() = Held::default();
             let generation = self.generation.fetch_add(1, Relaxed) + 1;
             loop {
+                if !*self.reachable.borrow_and_update() && !self.stop.is_cancelled() {
+                    match self.pause(&*broker, &mut subscription, generation).await {
+                        Some(s) => subscription = s,
+                        None if self.stop.is_cancelled() => {}
+                        None => break,
+                    }
+                }
                 let next = tokio::select! {
                     d = subscription.next() => d,
+                    // Looked at again at the top of the loop.
+                    Ok(()) = self.reachable.changed() => continue,
                     _ = self.stop.cancelled() => {
                         self.hand_back(&*broker, &mut subscription, generation).await;
                         if let Some(tx) = self.handed_back.take() {
@@ -202,6 +217,32 @@ impl Consumer {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// While the server cannot be reached: takes no more messages and hands
+    /// back what no slot took; once it answers again, consumes anew on the
+    /// same connection (whose messages of tasks still running stay held).
+    /// `None`: the worker is stopping, or the subscription failed.
+    async fn pause(
+        &mut self,
+        broker: &dyn Broker,
+        subscription: &mut Box<dyn Subscription>,
+        generation: u64,
+    ) -> Option<Box<dyn Subscription>> {
+        tracing::warn!("the server cannot be reached: taking no more tasks until it can");
+        self.hand_back(broker, subscription, generation).await;
+        tokio::select! {
+            r = self.reachable.wait_for(|r| *r) => r.ok()?,
+            _ = self.stop.cancelled() => return None,
+        };
+        tracing::info!("the server answers again: taking tasks");
+        match broker.consume(&self.broker.queue, self.prefetch).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot consume the work queue again; reconnecting");
+                None
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct HttpSource {
     broker: Option<WireBroker>,
     /// Told which attempts' results the server has made durable.
     reported: Arc<OnceLock<Reported>>,
+    /// Whether the last heartbeat reached the server.
+    reachable: tokio::sync::watch::Sender<bool>,
 }
 
 /// Delivers completions; holds no [`HttpSource`], so it ends once the source
@@ -85,6 +87,7 @@ impl HttpSource {
             objects: reg.objects,
             broker: reg.broker,
             reported,
+            reachable: tokio::sync::watch::Sender::new(true),
         });
         tokio::spawn(me.clone().heartbeat_loop());
         let reporter = tokio::spawn(reporter.run(rx));
@@ -115,6 +118,16 @@ impl HttpSource {
             cancel.cancel();
         }
         self.tokens.lock().unwrap().insert(id, cancel);
+    }
+
+    /// Whether the server answers heartbeats: a worker cut off from it
+    /// (its server died, say) stops taking work it could not report.
+    pub(crate) fn reachable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.reachable.subscribe()
+    }
+
+    fn set_reachable(&self, yes: bool) {
+        self.reachable.send_if_modified(|r| std::mem::replace(r, yes) != yes);
     }
 
     pub fn stopping(&self) -> &CancellationToken {
@@ -156,9 +169,16 @@ impl HttpSource {
                         }
                     }
                     *self.cancelled.lock().unwrap() = cancel.into_iter().collect();
+                    self.set_reachable(true);
                 }
-                Err(e) if gone(&e) => self.reregister().await,
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                Err(e) if gone(&e) => {
+                    self.reregister().await;
+                    self.set_reachable(true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                    self.set_reachable(false);
+                }
             }
         }
     }

@@ -55,6 +55,10 @@ pub struct NodeArgs {
     /// A remote worker silent for this long is declared lost [default: 10s].
     #[arg(long, env = "STRATUS_LEASE_TIMEOUT", value_parser = crate::parse::duration_ms)]
     lease_timeout: Option<u64>,
+    /// This server's URL as other servers on the same database reach it; a standby
+    /// forwards requests there while this one leads [default: http://LISTEN].
+    #[arg(long, env = "STRATUS_ADVERTISE", value_parser = crate::parse::server_url)]
+    advertise: Option<String>,
     /// Largest request body accepted [default: 64M].
     #[arg(long, env = "STRATUS_MAX_BODY", value_parser = crate::parse::memory_mb)]
     max_body: Option<u64>,
@@ -117,6 +121,7 @@ async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Re
     if let Some(n) = args.delivery_limit.or(file.delivery_limit) {
         config.delivery_limit = n;
     }
+    config.advertise = args.advertise.or_else(|| file.advertise.clone());
     config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
     config.lease_timeout =
         std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));

@@ -2,6 +2,7 @@
 //! own data directory on a free port, and drives it over the CLI and HTTP.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -274,4 +275,75 @@ pub fn raw_status(url: &str, method: &str, path: &str, body: &[u8]) -> u16 {
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad response {resp:?}"))
+}
+
+/// The PostgreSQL database of the tests (`STRATUS_TEST_POSTGRES`, default
+/// postgres://postgres@127.0.0.1:5432/test), in `schema`.
+pub fn postgres_url(schema: &str) -> String {
+    let base =
+        std::env::var("STRATUS_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// The RabbitMQ of the tests (`STRATUS_TEST_AMQP`, default the local one).
+pub fn amqp() -> String {
+    std::env::var("STRATUS_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A work queue no other test (or earlier run) uses; it and its dead-letter
+/// queue are deleted from RabbitMQ when this is dropped. Declare it before
+/// the server and workers, so it is dropped after them.
+pub struct TestQueue(pub String);
+
+impl TestQueue {
+    pub fn new(name: &str) -> TestQueue {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        TestQueue(format!("test.{name}.{}.{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        stratus_broker::testing::delete_queue_blocking(&amqp(), &self.0);
+    }
+}
+
+/// A process function that leaves a mark `$MARKS/WORKER_PID.PID` when it
+/// starts, blocks until `$GO` exists, then echoes its input.
+pub fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
+    let f = dir.join("mark-fn");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::write(
+        f.join("gate.sh"),
+        "#!/bin/sh\ntouch \"$MARKS/$PPID.$$\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let go = dir.join("go");
+    s.ok(&[
+        "fn",
+        "deploy",
+        "g",
+        "--dir",
+        f.to_str().unwrap(),
+        "--cmd",
+        "./gate.sh",
+        "--env",
+        &format!("GO={}", go.display()),
+        "--env",
+        &format!("MARKS={}", marks.display()),
+    ]);
+    (marks, go)
+}
+
+/// The worker processes that have started tasks.
+pub fn marked_workers(marks: &Path) -> HashSet<u32> {
+    std::fs::read_dir(marks)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse().ok())
+        .collect()
 }
