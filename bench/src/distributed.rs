@@ -8,8 +8,9 @@
 //! through the local RabbitMQ (`STRATUS_BENCH_AMQP`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`; a queue of its own per run).
 
+use crate::core_bench::invoke_latencies;
 use crate::map_bench::{Corpus, map_noop_on, wordcount_on};
-use crate::node::Node;
+use crate::node::{Node, build_guest};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
@@ -144,11 +145,34 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         r_mbs / e_mbs
     );
     println!("(medians of {reps} run(s); distributed: one server, two worker processes × 1 slot)");
+    let hop = standby_hop(bin, quick)?;
     let doc = json!({
         "benchmark": "distributed", "tasks": tasks, "size_mib": size_mib, "chunk": chunk, "runs": rows,
+        "standby_hop": hop,
         "median": {"embedded_tasks_per_s": e_rate, "leases_tasks_per_s": l_rate, "rabbitmq_tasks_per_s": r_rate,
                    "embedded_mb_per_s": e_mbs, "leases_mb_per_s": l_mbs, "rabbitmq_mb_per_s": r_mbs},
     });
     std::fs::write(out.join("distributed.json"), serde_json::to_string_pretty(&doc)?)?;
     Ok(())
+}
+
+/// Two servers on one PostgreSQL database: a synchronous invoke of a no-op
+/// wasm function through the leader (which runs it on its two local
+/// slots), and the same through a standby, which forwards it.
+fn standby_hop(bin: &Path, quick: bool) -> Result<serde_json::Value> {
+    let (warmup, n) = if quick { (50, 200) } else { (300, 3000) };
+    let schema = Schema::new("hop");
+    let state = schema.url();
+    let leader = Node::up(bin, &["--slots", "2", "--state", &state]).context("starting the leader")?;
+    let standby = Node::up(bin, &["--slots", "0", "--state", &state]).context("starting the standby")?;
+    let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
+    leader.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap()])?;
+    let direct = invoke_latencies(&leader.url, "noop", warmup, n)?;
+    let forwarded = invoke_latencies(&standby.url, "noop", warmup, n)?;
+    println!(
+        "sync invoke of a no-op wasm function on PostgreSQL, {n} calls: through the leader p50 {:.0} µs, p99 {:.0} µs; \
+         through a standby p50 {:.0} µs, p99 {:.0} µs",
+        direct.p50_us, direct.p99_us, forwarded.p50_us, forwarded.p99_us
+    );
+    Ok(json!({"leader": direct, "standby": forwarded}))
 }

@@ -8,28 +8,21 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// `stratus server` with its own data directory, sharing the rest.
-fn server(dir: &Path, name: &str, state: &str, queue: &str, lease: &str) -> Server {
+/// `stratus server` with its own data directory, sharing the rest; its
+/// workers take their tasks from the RabbitMQ `queue`, or lease them over
+/// HTTP when there is none.
+fn server(dir: &Path, name: &str, state: &str, queue: Option<&str>, lease: &str) -> Server {
     let data = dir.join(name);
     let objects = format!("file://{}", dir.join("objects").display());
-    let amqp = amqp();
-    let args = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--state",
-        state,
-        "--objects",
-        &objects,
-        "--broker",
-        &amqp,
-        "--broker-queue",
-        queue,
-        "--lease-timeout",
-        lease,
-    ];
+    let mut args: Vec<String> = ["server", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--state", state, "--objects", &objects, "--lease-timeout", lease].map(String::from));
+    if let Some(q) = queue {
+        args.extend(["--broker".to_string(), amqp(), "--broker-queue".to_string(), q.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::spawn(&args, data.clone())
 }
 
@@ -39,11 +32,20 @@ fn marks_in(marks: &Path) -> usize {
 
 #[test]
 fn two_servers_serve_every_request_run_each_task_once_and_the_standby_finishes_the_map_of_a_killed_leader() {
-    let tmp = tempfile::tempdir().unwrap();
     let q = TestQueue::new("two-servers");
+    leader_killed_mid_map(Some(&q.0));
+}
+
+#[test]
+fn the_same_with_workers_leasing_over_http() {
+    leader_killed_mid_map(None);
+}
+
+fn leader_killed_mid_map(queue: Option<&str>) {
+    let tmp = tempfile::tempdir().unwrap();
     let state = postgres_url(&format!("e2e_{}", stratus_core::new_id().as_uuid().simple()));
-    let mut a = server(tmp.path(), "a", &state, &q.0, "2s");
-    let b = server(tmp.path(), "b", &state, &q.0, "2s");
+    let mut a = server(tmp.path(), "a", &state, queue, "2s");
+    let b = server(tmp.path(), "b", &state, queue, "2s");
     assert_eq!(a.get_json("/healthz")["role"], "leader");
     let standby = b.get_json("/healthz");
     assert_eq!((standby["role"].as_str(), standby["leader"].as_str()), (Some("standby"), Some(a.url.as_str())));
@@ -96,7 +98,7 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_a_restarted_server_takes_its_
     let state = postgres_url(&format!("e2e_{}", stratus_core::new_id().as_uuid().simple()));
     // A lease far longer than the test may wait: nothing here waits one out.
     let lease = "10m";
-    let mut a = server(tmp.path(), "a", &state, &q.0, lease);
+    let mut a = server(tmp.path(), "a", &state, Some(&q.0), lease);
     a.ok(&["fn", "deploy", "t", "--wasm", guest_wasm().to_str().unwrap()]);
     let id = a.ok(&["invoke", "t", "echo:kept", "--async"]).trim().to_string();
 
@@ -104,9 +106,9 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_a_restarted_server_takes_its_
     // under its name is its own, so it leads again without waiting it out.
     a.kill9();
     drop(a);
-    let mut a = server(tmp.path(), "a", &state, &q.0, lease);
+    let mut a = server(tmp.path(), "a", &state, Some(&q.0), lease);
     assert_eq!(a.get_json("/healthz")["role"], "leader");
-    let b = server(tmp.path(), "b", &state, &q.0, lease);
+    let b = server(tmp.path(), "b", &state, Some(&q.0), lease);
     assert_eq!(b.get_json("/healthz")["role"], "standby");
     let _w = Worker::start(&b.url, &tmp.path().join("w"), 1);
     assert_eq!(b.ok(&["wait", &id]), "kept");
@@ -115,4 +117,29 @@ fn a_leader_stopped_cleanly_hands_over_at_once_and_a_restarted_server_takes_its_
     assert!(a.interrupt().success());
     b.eventually("the standby takes over", || b.get_json("/healthz")["role"] == "leader");
     assert_eq!(b.ok(&["invoke", "t", "echo:on b"]), "on b");
+}
+
+/// A worker joined through the standby, its slots idle, whose heartbeats
+/// fail while nobody leads: it stops taking dispatch messages, and takes
+/// them again once the standby has taken over.
+#[test]
+fn a_worker_cut_off_while_nobody_leads_stops_taking_tasks_and_resumes_under_the_new_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new("cut-off");
+    let state = postgres_url(&format!("e2e_{}", stratus_core::new_id().as_uuid().simple()));
+    let mut a = server(tmp.path(), "a", &state, Some(&q.0), "2s");
+    let b = server(tmp.path(), "b", &state, Some(&q.0), "2s");
+    let log = tmp.path().join("worker.log");
+    let _w = Worker::start_logged(&b.url, &tmp.path().join("w"), 2, Some(&log));
+    b.ok(&["fn", "deploy", "t", "--wasm", guest_wasm().to_str().unwrap()]);
+    assert_eq!(b.ok(&["invoke", "t", "echo:before"]), "before");
+
+    // Heartbeats every half second; the lease lapses two seconds after the
+    // leader's last renewal: several fail in between.
+    a.kill9();
+    b.eventually("the standby takes over", || b.get_json("/healthz")["role"] == "leader");
+    assert_eq!(b.ok(&["invoke", "t", "echo:after"]), "after");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("taking no more tasks until it can"), "{text}");
+    assert!(text.contains("the server answers again: taking tasks"), "{text}");
 }

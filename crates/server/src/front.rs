@@ -7,7 +7,8 @@
 //! (it died, or lost the database), a standby takes the lease, recovers the
 //! queue as a restarted server would, and serves from then on. So any
 //! request works on any server, and only one server ever dispatches or drives
-//! jobs. A leader that finds its lease taken stops at once.
+//! jobs. [`keep_lease`] holds the lease: a leader that finds it taken, or
+//! cannot renew it for three quarters of its length, stops at once.
 
 use crate::error::ApiError;
 use axum::Router;
@@ -17,7 +18,9 @@ use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::{Arc, Mutex, OnceLock};
-use stratus_store::Seat;
+use std::time::{Duration, Instant};
+use stratus_store::{Seat, StateStore};
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// Set on a forwarded request, so a server that is no longer leading does
@@ -133,4 +136,64 @@ async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
         Some(url) if !req.headers().contains_key(FORWARDED_BY) => front.forward(&url, req).await,
         _ => ApiError::Unavailable("no server leads yet (this one is taking over); try again".into()).into_response(),
     }
+}
+
+/// What the lease says of this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// Another server leads.
+    Standby(Seat),
+}
+
+/// How often the lease is renewed, or tried for: at least every second, so
+/// a resignation is seen at once.
+fn lease_period(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Renews the lease while this server leads and tries to take it while it
+/// stands by, telling `role` of each change; runs until aborted (after the
+/// leader has finished its work and before it resigns). A leader that finds
+/// the lease taken, or has not renewed it for three quarters of its length
+/// (a standby may take it at its end, by the database's clock), ends the
+/// process: two servers must never drive the queue, and everything
+/// acknowledged is in the store for the next leader.
+pub async fn keep_lease(store: Arc<dyn StateStore>, seat: Seat, lease: Duration, role: watch::Sender<Role>) {
+    let period = lease_period(lease);
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        let leading = *role.borrow() == Role::Leader;
+        let asked = Instant::now();
+        match tokio::time::timeout(lease / 2, store.lead(&seat, lease, false)).await {
+            Ok(Ok(None)) => {
+                renewed = asked;
+                set(&role, Role::Leader);
+            }
+            Ok(Ok(Some(holder))) if leading => {
+                tracing::error!(leader = %holder.url, "another server took the lead: stopping at once");
+                std::process::exit(3);
+            }
+            Ok(Ok(Some(holder))) => set(&role, Role::Standby(holder)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew or check the leader's lease; retrying"),
+            Err(_) => tracing::warn!("renewing or checking the leader's lease timed out; retrying"),
+        }
+        if leading && renewed.elapsed() > lease * 3 / 4 {
+            tracing::error!(
+                "the lease could not be renewed for three quarters of its length: stopping, so that a standby \
+                 can take over safely"
+            );
+            std::process::exit(3);
+        }
+    }
+}
+
+/// Changes the role, telling its watchers only of a change.
+fn set(role: &watch::Sender<Role>, to: Role) {
+    role.send_if_modified(|r| {
+        let changed = *r != to;
+        *r = to;
+        changed
+    });
 }

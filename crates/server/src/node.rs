@@ -4,7 +4,7 @@
 //! different roles switched on.
 
 use crate::api::{self, AppState};
-use crate::front::Front;
+use crate::front::{self, Front, Role};
 use crate::metrics::Metrics;
 use crate::scheduler::{DispatchConfig, Scheduler};
 use std::future::Future;
@@ -174,6 +174,12 @@ fn server_id(dir: &std::path::Path) -> Result<stratus_core::Id, NodeError> {
     Ok(id)
 }
 
+async fn resign(parts: &Parts, front: &Front) {
+    if let Err(e) = parts.store.resign(front.seat()).await {
+        tracing::warn!(error = %e, "cannot give up the lead; a standby takes over when the lease runs out");
+    }
+}
+
 fn advertised(config: &NodeConfig, addr: SocketAddr) -> String {
     match &config.advertise {
         Some(url) => url.trim_end_matches('/').to_string(),
@@ -219,14 +225,22 @@ impl Node {
         let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() });
         let lease = config.lease_timeout;
         // The same server restarted takes its lease back at once.
-        let mut leading = match parts.store.lead(front.seat(), lease, true).await? {
-            None => Some(Self::start_leading(&config, &parts, &front).await?),
-            Some(holder) => {
+        let role = match parts.store.lead(front.seat(), lease, true).await? {
+            None => Role::Leader,
+            Some(holder) => Role::Standby(holder),
+        };
+        let (role_tx, mut role_rx) = tokio::sync::watch::channel(role.clone());
+        // Renewed from now on, also while the leader recovers the queue and
+        // while it shuts down.
+        let lease_task = tokio::spawn(front::keep_lease(parts.store.clone(), front.seat().clone(), lease, role_tx));
+        let mut leading = None;
+        match role {
+            Role::Leader => leading = Some(Self::take_lead(&config, &parts, &front, &lease_task).await?),
+            Role::Standby(holder) => {
                 tracing::info!(leader = %holder.url, "another server leads: forwarding requests to it, ready to take over");
                 front.follow(&holder);
-                None
             }
-        };
+        }
 
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -245,29 +259,19 @@ impl Node {
                 .into_future(),
         );
 
-        // Renew the lease while leading; try to take it while standing by
-        // (at least every second, so a resignation is seen at once).
-        let period = (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = stop_rx.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep(period) => {}
+                changed = role_rx.changed() => if changed.is_err() { break },
             }
-            match parts.store.lead(front.seat(), lease, false).await {
-                Ok(None) if leading.is_none() => {
+            let role = role_rx.borrow_and_update().clone();
+            match role {
+                Role::Leader if leading.is_none() => {
                     tracing::warn!("the leading server's lease ran out: taking over");
-                    leading = Some(Self::start_leading(&config, &parts, &front).await?);
+                    leading = Some(Self::take_lead(&config, &parts, &front, &lease_task).await?);
                 }
-                Ok(None) => {}
-                Ok(Some(holder)) if leading.is_some() => {
-                    // Another server took over while this one could not
-                    // renew: two must never drive the queue. Everything
-                    // acknowledged is in the store; the new leader carries on.
-                    tracing::error!(leader = %holder.url, "another server took the lead: stopping at once");
-                    std::process::exit(3);
-                }
-                Ok(Some(holder)) => front.follow(&holder),
-                Err(e) => tracing::warn!(error = %e, "cannot renew or check the leader's lease; retrying"),
+                Role::Leader => {}
+                Role::Standby(holder) => front.follow(&holder),
             }
         }
         match http.await {
@@ -287,12 +291,30 @@ impl Node {
             for t in leading.tasks {
                 t.abort();
             }
-            if let Err(e) = parts.store.resign(front.seat()).await {
-                tracing::warn!(error = %e, "cannot give up the lead; a standby takes over when the lease runs out");
-            }
+            lease_task.abort();
+            resign(&parts, &front).await;
         }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Leads: [`Self::start_leading`]. A server that cannot (the broker is
+    /// unreachable, say) gives the lease up, so another may take it, and
+    /// stops with the error.
+    async fn take_lead(
+        config: &NodeConfig,
+        parts: &Parts,
+        front: &Front,
+        lease_task: &tokio::task::JoinHandle<()>,
+    ) -> Result<Leading, NodeError> {
+        match Self::start_leading(config, parts, front).await {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                lease_task.abort();
+                resign(parts, front).await;
+                Err(e)
+            }
+        }
     }
 
     /// Starts the scheduler (recovering what the last leader left), the

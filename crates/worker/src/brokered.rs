@@ -70,6 +70,8 @@ pub struct BrokerSource {
     generation: Arc<AtomicU64>,
     slots: usize,
     stop: CancellationToken,
+    /// See [`Consumer::draining`].
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Messages whose tasks are not all reported yet.
@@ -115,6 +117,20 @@ struct Consumer {
     handed_back: Option<oneshot::Sender<()>>,
     /// Whether the server answers heartbeats.
     reachable: tokio::sync::watch::Receiver<bool>,
+    /// Set while the consumer takes the tasks no slot took out of the
+    /// buffer: a slot waiting for one lets go of it meanwhile.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Subscriptions given up while the server could not be reached: kept
+    /// open until the connection closes, so the messages they hold for
+    /// tasks still running are not delivered again, and can be acknowledged.
+    retired: Vec<Box<dyn Subscription>>,
+}
+
+/// How [`Consumer::pause`] ended.
+enum Paused {
+    Resumed(Box<dyn Subscription>),
+    Stopping,
+    Failed,
 }
 
 impl BrokerSource {
@@ -131,6 +147,7 @@ impl BrokerSource {
         let buffer: Buffer = Arc::new(tokio::sync::Mutex::new(Buffered { rx: task_rx, peeked: None }));
         let generation = Arc::new(AtomicU64::new(0));
         let (handed_back_tx, handed_back) = oneshot::channel();
+        let (draining, draining_rx) = tokio::sync::watch::channel(false);
         let consumer = Consumer {
             broker,
             prefetch: u16::try_from(slots * 2 + 1).unwrap_or(u16::MAX),
@@ -142,13 +159,16 @@ impl BrokerSource {
             seq: 0,
             handed_back: Some(handed_back_tx),
             reachable: http.reachable(),
+            draining,
+            retired: Vec::new(),
         };
         tokio::spawn(consumer.run());
         let acks = tokio::spawn(async move {
             ack_loop(held, reported_rx).await;
             let _ = handed_back.await;
         });
-        (Arc::new(BrokerSource { http, tasks: buffer, generation, slots, stop }), acks)
+        let source = BrokerSource { http, tasks: buffer, generation, slots, stop, draining: draining_rx };
+        (Arc::new(source), acks)
     }
 }
 
@@ -182,29 +202,25 @@ impl Consumer {
             // What an earlier connection held went back to the queue with
             // it: forget its messages, and have the slots skip its tasks.
             *self.held.lock().unwrap() = Held::default();
+            self.retired.clear();
             let generation = self.generation.fetch_add(1, Relaxed) + 1;
             loop {
                 if !*self.reachable.borrow_and_update() && !self.stop.is_cancelled() {
                     match self.pause(&*broker, &mut subscription, generation).await {
-                        Some(s) => subscription = s,
-                        None if self.stop.is_cancelled() => {}
-                        None => break,
+                        Paused::Resumed(s) => self.retired.push(std::mem::replace(&mut subscription, s)),
+                        Paused::Stopping => return self.stopped().await,
+                        Paused::Failed => break,
                     }
                 }
                 let next = tokio::select! {
-                    d = subscription.next() => d,
-                    // Looked at again at the top of the loop.
-                    Ok(()) = self.reachable.changed() => continue,
+                    biased;
                     _ = self.stop.cancelled() => {
                         self.hand_back(&*broker, &mut subscription, generation).await;
-                        if let Some(tx) = self.handed_back.take() {
-                            let _ = tx.send(());
-                        }
-                        // Keep the connection: the messages of the tasks
-                        // still running are acknowledged as they end.
-                        std::future::pending::<()>().await;
-                        return;
+                        return self.stopped().await;
                     }
+                    // Looked at again at the top of the loop.
+                    Ok(()) = self.reachable.changed() => continue,
+                    d = subscription.next() => d,
                 };
                 match next {
                     Some(Ok(d)) => self.accept(d, generation).await,
@@ -221,28 +237,38 @@ impl Consumer {
         }
     }
 
+    /// After a stop, once the tasks not started are handed back: keeps the
+    /// connection, whose messages of the tasks still running are
+    /// acknowledged as they end, until the process exits.
+    async fn stopped(&mut self) {
+        if let Some(tx) = self.handed_back.take() {
+            let _ = tx.send(());
+        }
+        std::future::pending::<()>().await;
+    }
+
     /// While the server cannot be reached: takes no more messages and hands
     /// back what no slot took; once it answers again, consumes anew on the
-    /// same connection (whose messages of tasks still running stay held).
-    /// `None`: the worker is stopping, or the subscription failed.
+    /// same connection.
     async fn pause(
         &mut self,
         broker: &dyn Broker,
         subscription: &mut Box<dyn Subscription>,
         generation: u64,
-    ) -> Option<Box<dyn Subscription>> {
+    ) -> Paused {
         tracing::warn!("the server cannot be reached: taking no more tasks until it can");
         self.hand_back(broker, subscription, generation).await;
         tokio::select! {
-            r = self.reachable.wait_for(|r| *r) => r.ok()?,
-            _ = self.stop.cancelled() => return None,
+            biased;
+            _ = self.stop.cancelled() => return Paused::Stopping,
+            r = self.reachable.wait_for(|r| *r) => if r.is_err() { return Paused::Stopping },
         };
         tracing::info!("the server answers again: taking tasks");
         match broker.consume(&self.broker.queue, self.prefetch).await {
-            Ok(s) => Some(s),
+            Ok(s) => Paused::Resumed(s),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot consume the work queue again; reconnecting");
-                None
+                Paused::Failed
             }
         }
     }
@@ -289,6 +315,7 @@ impl Consumer {
             self.accept(d, generation).await;
         }
         let mut untaken: Vec<Queued> = Vec::new();
+        self.draining.send_replace(true);
         {
             let mut buffered = self.buffer.lock().await;
             while let Some(q) = buffered.try_next() {
@@ -297,6 +324,7 @@ impl Consumer {
                 }
             }
         }
+        self.draining.send_replace(false);
         if !untaken.is_empty() {
             // One message per message they came in: the server sized those.
             let mut by_message: BTreeMap<u64, Vec<WireTask>> = BTreeMap::new();
@@ -352,12 +380,16 @@ impl TaskSource for BrokerSource {
                 // What no slot took is handed back to the queue.
                 return None;
             }
+            let mut draining = self.draining.clone();
+            let _ = draining.wait_for(|d| !*d).await;
             let mut b = self.tasks.lock().await;
             let first = match b.peeked.take() {
                 Some(q) => q,
                 None => tokio::select! {
                     q = b.rx.recv() => q?,
                     _ = self.stop.cancelled() => continue,
+                    // The consumer takes the buffer back: let go of it.
+                    Ok(_) = draining.wait_for(|d| *d) => continue,
                 },
             };
             let current = self.generation.load(Relaxed);

@@ -155,6 +155,9 @@ impl HttpSource {
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
+        // Consecutive heartbeats that failed: one may be a blip; two in a
+        // row mean the server is gone (or stands by for one that is).
+        let mut failed = 0u32;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.heartbeat) => {}
@@ -169,15 +172,20 @@ impl HttpSource {
                         }
                     }
                     *self.cancelled.lock().unwrap() = cancel.into_iter().collect();
+                    failed = 0;
                     self.set_reachable(true);
                 }
                 Err(e) if gone(&e) => {
                     self.reregister().await;
+                    failed = 0;
                     self.set_reachable(true);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "heartbeat failed");
-                    self.set_reachable(false);
+                    failed += 1;
+                    if failed >= 2 {
+                        self.set_reachable(false);
+                    }
                 }
             }
         }
