@@ -75,6 +75,17 @@ fn amqp() -> String {
 /// `broker`), with two one-slot workers (the embedded node runs two slots:
 /// the same parallelism).
 fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str, queue: Option<&Queue>) -> Result<Node> {
+    node_with_workers(bin, schema, s3, prefix, queue, 2)
+}
+
+fn node_with_workers(
+    bin: &Path,
+    schema: &Schema,
+    s3: &S3Server,
+    prefix: &str,
+    queue: Option<&Queue>,
+    workers: usize,
+) -> Result<Node> {
     let state = schema.url();
     let objects = s3.url(&format!("bench/{prefix}"));
     let mut args = vec!["--slots".to_string(), "0".into(), "--state".into(), state, "--objects".into(), objects];
@@ -83,7 +94,7 @@ fn distributed_node(bin: &Path, schema: &Schema, s3: &S3Server, prefix: &str, qu
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut node = Node::up(bin, &args).context("starting the server on PostgreSQL and S3")?;
-    node.add_workers(2, 1)?;
+    node.add_workers(workers, 1)?;
     Ok(node)
 }
 
@@ -146,9 +157,10 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     );
     println!("(medians of {reps} run(s); distributed: one server, two worker processes × 1 slot)");
     let hop = standby_hop(bin, quick)?;
+    let growth = with_more_workers(bin, quick, &s3, &corpus, tasks, size_mib, chunk)?;
     let doc = json!({
         "benchmark": "distributed", "tasks": tasks, "size_mib": size_mib, "chunk": chunk, "runs": rows,
-        "standby_hop": hop,
+        "standby_hop": hop, "workers": growth,
         "median": {"embedded_tasks_per_s": e_rate, "leases_tasks_per_s": l_rate, "rabbitmq_tasks_per_s": r_rate,
                    "embedded_mb_per_s": e_mbs, "leases_mb_per_s": l_mbs, "rabbitmq_mb_per_s": r_mbs},
     });
@@ -175,4 +187,32 @@ fn standby_hop(bin: &Path, quick: bool) -> Result<serde_json::Value> {
         direct.p50_us, direct.p99_us, forwarded.p50_us, forwarded.p99_us
     );
     Ok(json!({"leader": direct, "standby": forwarded}))
+}
+
+/// How throughput grows with workers: the same two workloads on PostgreSQL
+/// + RabbitMQ + S3 with 1, 2, 3 and 4 one-slot worker processes (1 and 2
+/// with `--quick`), once each.
+fn with_more_workers(
+    bin: &Path,
+    quick: bool,
+    s3: &S3Server,
+    corpus: &Corpus,
+    tasks: u64,
+    size_mib: usize,
+    chunk: &str,
+) -> Result<serde_json::Value> {
+    let counts: &[usize] = if quick { &[1, 2] } else { &[1, 2, 3, 4] };
+    let mut out = Vec::new();
+    println!("\n| one-slot workers (PostgreSQL + RabbitMQ + S3) | map, tasks/s | word count, MB/s |\n|---|---|---|");
+    for &n in counts {
+        let schema = Schema::new("grow");
+        let queue = Queue::new(&format!("grow{n}"));
+        let node = node_with_workers(bin, &schema, s3, &format!("grow{n}"), Some(&queue), n)?;
+        let rate = tasks as f64 / map_noop_on(&node, tasks)?;
+        let mbs = size_mib as f64 * 1.048576 / wordcount_on(&node, corpus, chunk)?;
+        drop(node);
+        println!("| {n} | {rate:.0} | {mbs:.1} |");
+        out.push(json!({"workers": n, "tasks_per_s": rate, "mb_per_s": mbs}));
+    }
+    Ok(json!(out))
 }
