@@ -189,9 +189,9 @@ fn standby_hop(bin: &Path, quick: bool) -> Result<serde_json::Value> {
     Ok(json!({"leader": direct, "standby": forwarded}))
 }
 
-/// How throughput grows with workers: the same two workloads on PostgreSQL
-/// + RabbitMQ + S3 with 1, 2, 3 and 4 one-slot worker processes (1 and 2
-/// with `--quick`), once each.
+/// How throughput grows with workers: the same two workloads on
+/// PostgreSQL, RabbitMQ and S3 with 1, 2, 3 and 4 one-slot worker
+/// processes (1 and 2 with `--quick`), once each.
 fn with_more_workers(
     bin: &Path,
     quick: bool,
