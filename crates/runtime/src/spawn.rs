@@ -127,8 +127,9 @@ fn pipe_pair(parent_reads: bool) -> io::Result<(OwnedFd, OwnedFd)> {
         }
         let [r, w] = owned;
         let (parent, child) = if parent_reads { (r, w) } else { (w, r) };
-        let flags = cvt(libc::fcntl(parent.as_raw_fd(), libc::F_GETFL))?;
-        cvt(libc::fcntl(parent.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        // A fresh pipe end has no status flag but its access mode, which
+        // F_SETFL leaves alone: no need to read the flags first.
+        cvt(libc::fcntl(parent.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK))?;
         Ok((parent, child))
     }
 }

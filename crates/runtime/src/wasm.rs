@@ -5,6 +5,8 @@ use crate::{Error, OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
@@ -57,6 +59,63 @@ pub struct WasmRuntime {
     cache_dir: Option<PathBuf>,
     modules: Mutex<HashMap<String, Arc<WasmModule>>>,
     engine_hash: String,
+    ticker: Ticker,
+}
+
+/// Drives the engine's epoch (timeouts, cancellation) every [`TICK`], but
+/// only while a guest runs: an idle server has no thread waking 500 times a
+/// second.
+struct Ticker {
+    running: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+}
+
+impl Ticker {
+    fn start(engine: &Engine) -> std::io::Result<Ticker> {
+        let weak = engine.weak();
+        let running = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (running.clone(), stop.clone());
+        let handle = std::thread::Builder::new().name("stratus-wasm-epoch".into()).spawn(move || {
+            while !s.load(SeqCst) {
+                // A guest that starts after this check unparks us: the
+                // token makes `park` return at once.
+                if r.load(SeqCst) == 0 {
+                    std::thread::park();
+                    continue;
+                }
+                let Some(engine) = weak.upgrade() else { return };
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(Ticker { running, stop, thread: handle.thread().clone() })
+    }
+
+    /// Ticks until the returned guard is dropped.
+    fn hold(&self) -> Ticking<'_> {
+        if self.running.fetch_add(1, SeqCst) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self)
+    }
+}
+
+struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.ticker.stop.store(true, SeqCst);
+        self.ticker.thread.unpark();
+    }
 }
 
 impl WasmRuntime {
@@ -90,16 +149,15 @@ impl WasmRuntime {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
-        // The ticker drives timeouts; it stops when the engine is dropped.
-        let weak = engine.weak();
-        std::thread::Builder::new().name("stratus-wasm-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        })?;
-        Ok(Arc::new(WasmRuntime { engine, linker, cache_dir, modules: Mutex::new(HashMap::new()), engine_hash }))
+        let ticker = Ticker::start(&engine)?;
+        Ok(Arc::new(WasmRuntime {
+            engine,
+            linker,
+            cache_dir,
+            modules: Mutex::new(HashMap::new()),
+            engine_hash,
+            ticker,
+        }))
     }
 
     /// Checks that `bytes` is a WASI command module this runtime can run.
@@ -205,11 +263,13 @@ impl WasmRuntime {
             Ok(UpdateDeadline::Continue(1))
         });
 
+        let ticking = self.ticker.hold();
         let result = module
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
             .and_then(|start| start.call(&mut store, ()));
+        drop(ticking);
         let memory_denied = store.data().limiter.denied;
         let cancelled = store.data().cancelled;
         drop(store);
@@ -256,4 +316,34 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: Limits) -> Failure
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(rt: &WasmRuntime, wat: &str) -> WasmModule {
+        let m = Module::new(&rt.engine, wat).unwrap();
+        WasmModule { pre: rt.linker.instantiate_pre(&m).unwrap() }
+    }
+
+    /// The epoch thread only ticks while a guest runs; a guest started after
+    /// it went idle still times out, and every run lets go of the ticker.
+    #[test]
+    fn the_ticker_wakes_for_each_run_and_times_out_a_spinning_guest() {
+        let rt = WasmRuntime::new(2, None).unwrap();
+        let quick = module(&rt, r#"(module (func (export "_start")))"#);
+        let spin = module(&rt, r#"(module (func (export "_start") (loop (br 0))))"#);
+        let limits = Limits { timeout_ms: 100, memory_mb: 16 };
+        let cancel = CancellationToken::new();
+        for _ in 0..2 {
+            let ok = rt.run(&quick, vec![], &[], limits, OutputCaps::default(), &cancel);
+            assert!(ok.result.is_ok(), "{:?}", ok.result);
+            assert_eq!(rt.ticker.running.load(SeqCst), 0);
+            let spun = rt.run(&spin, vec![], &[], limits, OutputCaps::default(), &cancel);
+            let failure = spun.result.expect_err("a spinning guest must not succeed");
+            assert_eq!(failure.kind, FailureKind::Timeout, "{failure:?}");
+            assert_eq!(rt.ticker.running.load(SeqCst), 0);
+        }
+    }
 }
