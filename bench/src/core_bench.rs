@@ -10,32 +10,55 @@ use std::time::{Duration, Instant};
 
 const WARM_NOOP: &str = "import sys\nfrom stratus_warm import serve\nserve(lambda data, inv: b'')\n";
 
+/// One sync invoke of `function` with an empty input, which must answer 200 with no output.
+fn invoke_once(conn: &mut Conn, path: &str, function: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let r = conn.request("POST", path, b"")?;
+    let took = t.elapsed();
+    ensure!(r.status == 200 && r.body.is_empty(), "{function}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
+    Ok(took)
+}
+
 pub fn invoke_latencies(url: &str, function: &str, warmup: usize, n: usize) -> Result<Latency> {
     let mut conn = Conn::open(url)?;
     let path = format!("/v1/functions/{function}/invoke");
     for _ in 0..warmup {
-        let r = conn.request("POST", &path, b"")?;
-        ensure!(r.status == 200, "{function}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
+        invoke_once(&mut conn, &path, function)?;
     }
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let r = conn.request("POST", &path, b"")?;
-        samples.push(t.elapsed());
-        ensure!(r.status == 200 && r.body.is_empty(), "{function}: wrong answer: HTTP {}", r.status);
-    }
+    let samples = (0..n).map(|_| invoke_once(&mut conn, &path, function)).collect::<Result<Vec<_>>>()?;
     Ok(Latency::of(samples))
 }
 
-fn fork_exec(n: usize) -> Result<Latency> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let s = std::process::Command::new("/bin/true").status()?;
-        samples.push(t.elapsed());
-        ensure!(s.success());
+fn fork_exec_once() -> Result<Duration> {
+    let t = Instant::now();
+    let s = std::process::Command::new("/bin/true").status()?;
+    let took = t.elapsed();
+    ensure!(s.success());
+    Ok(took)
+}
+
+/// The cold process function and a bare fork+exec of the same program,
+/// measured in alternating blocks of [`BLOCK`] calls: this machine's speed
+/// drifts by a tenth within a minute, and the two figures are compared.
+fn cold_and_fork_exec(url: &str, function: &str, warmup: usize, n: usize) -> Result<(Latency, Latency)> {
+    const BLOCK: usize = 100;
+    let mut conn = Conn::open(url)?;
+    let path = format!("/v1/functions/{function}/invoke");
+    for _ in 0..warmup {
+        invoke_once(&mut conn, &path, function)?;
+        fork_exec_once()?;
     }
-    Ok(Latency::of(samples))
+    let (mut cold, mut bare) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    while cold.len() < n {
+        let block = BLOCK.min(n - cold.len());
+        for _ in 0..block {
+            cold.push(invoke_once(&mut conn, &path, function)?);
+        }
+        for _ in 0..block {
+            bare.push(fork_exec_once()?);
+        }
+    }
+    Ok((Latency::of(cold), Latency::of(bare)))
 }
 
 pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
@@ -73,8 +96,9 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         node.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
         rows[0].1.push(invoke_latencies(&node.url, "noop", warmup, n)?);
         rows[1].1.push(invoke_latencies(&node.url, "warm", warmup, n)?);
-        rows[2].1.push(invoke_latencies(&node.url, "cold", warmup, n)?);
-        rows[3].1.push(fork_exec(n)?);
+        let (cold, bare) = cold_and_fork_exec(&node.url, "cold", warmup, n)?;
+        rows[2].1.push(cold);
+        rows[3].1.push(bare);
         std::thread::sleep(Duration::from_millis(200));
         after_rss.push(node.rss_mib()?);
     }

@@ -134,6 +134,41 @@ fn pipe_pair(parent_reads: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     }
 }
 
+/// Programs found on a PATH, by (program, PATH): a function started many
+/// times looks its program up once, not with a failed `access` for every
+/// directory before the right one at each start. An entry is dropped when
+/// starting what it names fails, so a program removed or moved is looked up
+/// again; one installed meanwhile earlier on the PATH is seen after a
+/// restart, or once the table is full and cleared.
+static RESOLVED: std::sync::Mutex<Option<std::collections::HashMap<(PathBuf, String), PathBuf>>> =
+    std::sync::Mutex::new(None);
+const RESOLVED_MAX: usize = 1024;
+
+fn resolve_cached(program: &Path, path: Option<&str>) -> io::Result<(PathBuf, bool)> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok((program.to_path_buf(), false));
+    }
+    let key = (program.to_path_buf(), path.unwrap_or(crate::process::DEFAULT_PATH).to_string());
+    if let Some(found) = RESOLVED.lock().unwrap().as_ref().and_then(|m| m.get(&key)) {
+        return Ok((found.clone(), true));
+    }
+    let found = resolve(program, path)?;
+    let mut table = RESOLVED.lock().unwrap();
+    let m = table.get_or_insert_with(Default::default);
+    if m.len() >= RESOLVED_MAX {
+        m.clear();
+    }
+    m.insert(key, found.clone());
+    Ok((found, false))
+}
+
+fn forget_resolved(program: &Path, path: Option<&str>) {
+    let key = (program.to_path_buf(), path.unwrap_or(crate::process::DEFAULT_PATH).to_string());
+    if let Some(m) = RESOLVED.lock().unwrap().as_mut() {
+        m.remove(&key);
+    }
+}
+
 /// Finds `program` on `path` the way `execvp` would.
 fn resolve(program: &Path, path: Option<&str>) -> io::Result<PathBuf> {
     if program.as_os_str().as_bytes().contains(&b'/') {
@@ -184,7 +219,19 @@ fn fill(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
 
 fn spawn_inner(spec: &Spec, input: Option<&[u8]>) -> io::Result<(Child, usize)> {
     let path_var = spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-    let program = resolve(&spec.program, path_var)?;
+    let (program, cached) = resolve_cached(&spec.program, path_var)?;
+    match spawn_resolved(spec, &program, input) {
+        Err(_) if cached => {
+            // What the table named may have gone: look it up afresh.
+            forget_resolved(&spec.program, path_var);
+            let (program, _) = resolve_cached(&spec.program, path_var)?;
+            spawn_resolved(spec, &program, input)
+        }
+        r => r,
+    }
+}
+
+fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Result<(Child, usize)> {
     let path = cstr(program.as_os_str().as_bytes())?;
     let mut argv_c = vec![cstr(spec.program.as_os_str().as_bytes())?];
     for a in &spec.args {
@@ -405,6 +452,27 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(out, big);
         assert!(c.wait().await.unwrap().success());
+    }
+
+    /// A program found on the PATH once is started from there again; when
+    /// it moves to another directory of the PATH, it is found there.
+    #[tokio::test]
+    async fn a_program_moved_along_the_path_is_found_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let name = format!("stratus-moved-{}", std::process::id());
+        let path = format!("{}:{}:/usr/bin:/bin", dirs[0].path().display(), dirs[1].path().display());
+        let mut s = spec(&name, &[], 0);
+        s.env = vec![("PATH".into(), path)];
+        for (i, dir) in dirs.iter().enumerate() {
+            let script = dir.path().join(&name);
+            std::fs::write(&script, format!("#!/bin/sh\necho from-{i}\n")).unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert_eq!(output(&s).await.0, format!("from-{i}\n"));
+            assert_eq!(output(&s).await.0, format!("from-{i}\n"), "again, from the table");
+            std::fs::remove_file(&script).unwrap();
+        }
+        assert_eq!(spawn(&s).err().unwrap().kind(), io::ErrorKind::NotFound, "gone from every directory");
     }
 
     #[tokio::test]

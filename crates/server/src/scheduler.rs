@@ -99,9 +99,11 @@ impl Queue {
 }
 
 enum Write {
+    /// A new invocation a caller waits for; held like a start.
+    Insert(NewInvocation),
     Start(AttemptStart),
     End(Completion, Ending),
-    /// Answers once everything sent before it is written, held starts included.
+    /// Answers once everything sent before it is written, held starts and inserts included.
     Flush(oneshot::Sender<()>),
     /// Answers once every end sent before it is written (held starts stay held).
     Barrier(oneshot::Sender<()>),
@@ -393,15 +395,24 @@ impl Scheduler {
         }
     }
 
-    /// Accepts invocations of `function`: durable in the store before this
-    /// returns. With `wait`, also returns a receiver for each result.
+    /// Accepts invocations of `function`. Without `wait`, they are durable
+    /// in the store before this returns. With `wait`, it also returns a
+    /// receiver for each result, which is sent once the result is durable.
     ///
-    /// When the store orders its writes (SQLite's one writer), the entries
-    /// are queued as soon as their insert is ordered, so a slot starts them
-    /// while the insert commits: their end is written after the insert by
-    /// construction, and nothing is acknowledged before the commit. Should
-    /// the commit fail, they are taken back ([`Self::abandon`]). Entries
-    /// that do not fit in memory are left to be paged in, once committed.
+    /// With `wait`, the entries are queued at once and their insert goes to
+    /// the writer, which holds it as it holds attempt starts: an invocation
+    /// that ends within the hold is written with its end, in one commit
+    /// with it; one that runs longer is written when the hold is over. The
+    /// caller is answered only after that commit, so a crash before it
+    /// loses nothing anyone was told of (the caller's request fails).
+    ///
+    /// Without `wait`, when the store orders its writes (SQLite's one
+    /// writer), the entries are queued as soon as their insert is ordered,
+    /// so a slot starts them while the insert commits: their end is written
+    /// after the insert by construction, and nothing is acknowledged before
+    /// the commit. Should the commit fail, they are taken back
+    /// ([`Self::abandon`]). Entries that do not fit in memory are left to be
+    /// paged in, once committed.
     pub async fn submit(
         &self,
         function: Arc<Function>,
@@ -421,11 +432,27 @@ impl Scheduler {
             new.push(NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None });
             entries.push(Entry { invocation, task });
         }
+        let n = entries.len() as u64;
+        if wait && self.fits(Lane::Direct, entries.len()) {
+            for e in &entries {
+                out.push((e.invocation.id, Some(self.watch(e.invocation.id))));
+            }
+            // Sent before the entries can start, so before their starts.
+            for row in new {
+                if self.writes.send(Write::Insert(row)).is_err() {
+                    self.abandon(&entries.iter().map(|e| e.invocation.id).collect());
+                    return Err(stratus_store::Error::Db("the scheduler has stopped".into()));
+                }
+            }
+            self.push_ready(Lane::Direct, entries);
+            drop(guard);
+            self.metrics.invocations_submitted.fetch_add(n, Relaxed);
+            return Ok(out);
+        }
         let committed = self.store.insert_invocations_ordered(new).await?;
         for e in &entries {
             out.push((e.invocation.id, wait.then(|| self.watch(e.invocation.id))));
         }
-        let n = entries.len() as u64;
         if self.fits(Lane::Direct, entries.len()) {
             let ids: HashSet<Id> = entries.iter().map(|e| e.invocation.id).collect();
             self.push_ready(Lane::Direct, entries);
@@ -910,17 +937,25 @@ impl Scheduler {
 
     // ---- the writer --------------------------------------------------------
 
-    /// The writer: records attempt starts and ends in batches. A start is
-    /// held back for [`START_HOLD`] ([`BROKER_START_HOLD`] when dispatched
-    /// through the broker, whose round trip is longer): most short attempts
-    /// end within it, and then their start needs no write of its own (the
-    /// end records both).
+    /// The writer: records new invocations that a caller waits for, and
+    /// attempt starts and ends, in batches, each with one `StateStore::record`. A
+    /// start is held back for [`START_HOLD`] ([`BROKER_START_HOLD`] when
+    /// dispatched through the broker, whose round trip is longer): most
+    /// short attempts end within it, and then their start needs no write of
+    /// its own (the end records both). Such an insert is held for
+    /// [`START_HOLD`] too, and written with its invocation's end when that
+    /// comes first. An insert is sent before its start, so it is due first.
     async fn write_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Write>) {
         let mut batch = Vec::with_capacity(1024);
         // Held starts by due time: leased ones, and brokered ones.
         let mut held: [VecDeque<(tokio::time::Instant, AttemptStart)>; 2] = Default::default();
+        let mut held_inserts: VecDeque<(tokio::time::Instant, NewInvocation)> = VecDeque::new();
         loop {
-            let next_due = held.iter().filter_map(|h| h.front().map(|(t, _)| *t)).min();
+            let next_due = held
+                .iter()
+                .filter_map(|h| h.front().map(|(t, _)| *t))
+                .chain(held_inserts.front().map(|(t, _)| *t))
+                .min();
             let received = match next_due {
                 Some(t) => {
                     tokio::select! {
@@ -939,6 +974,7 @@ impl Scheduler {
             let mut barriers = Vec::new();
             for w in batch.drain(..) {
                 match w {
+                    Write::Insert(n) => held_inserts.push_back((now + START_HOLD, n)),
                     Write::Start(s) if s.worker == dispatch::BROKER => held[1].push_back((now + BROKER_START_HOLD, s)),
                     Write::Start(s) => held[0].push_back((now + START_HOLD, s)),
                     Write::End(c, how) => ends.push((c, how)),
@@ -946,10 +982,25 @@ impl Scheduler {
                     Write::Barrier(tx) => barriers.push(tx),
                 }
             }
+            let mut inserts = Vec::new();
             if !ends.is_empty() {
                 let ended: HashSet<(Id, u32)> = ends.iter().map(|(c, _)| (c.invocation, c.attempt)).collect();
                 for h in &mut held {
                     h.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
+                }
+                if !held_inserts.is_empty() {
+                    let ended: HashSet<Id> = ended.into_iter().map(|(id, _)| id).collect();
+                    let (pulled, kept): (VecDeque<_>, VecDeque<_>) =
+                        held_inserts.drain(..).partition(|(_, n)| ended.contains(&n.invocation.id));
+                    held_inserts = kept;
+                    inserts.extend(pulled.into_iter().map(|(_, n)| n));
+                }
+            }
+            while let Some((t, _)) = held_inserts.front() {
+                if !flushes.is_empty() || *t <= now {
+                    inserts.push(held_inserts.pop_front().expect("front exists").1);
+                } else {
+                    break;
                 }
             }
             let mut due = Vec::new();
@@ -962,7 +1013,7 @@ impl Scheduler {
                     }
                 }
             }
-            self.write_records(due, ends).await;
+            self.write_records(inserts, due, ends).await;
             for tx in flushes.into_iter().chain(barriers) {
                 let _ = tx.send(());
             }
@@ -988,11 +1039,11 @@ impl Scheduler {
         }
     }
 
-    async fn write_records(&self, starts: Vec<AttemptStart>, ends: Vec<(Completion, Ending)>) {
-        if !starts.is_empty() {
-            retry_forever("record attempt starts", || self.store.start_attempts(&starts)).await;
-        }
+    async fn write_records(&self, new: Vec<NewInvocation>, starts: Vec<AttemptStart>, ends: Vec<(Completion, Ending)>) {
         if ends.is_empty() {
+            if !new.is_empty() || !starts.is_empty() {
+                retry_forever("record invocations and attempt starts", || self.store.record(&new, &starts, &[])).await;
+            }
             return;
         }
         let now = self.clock.now_ms();
@@ -1056,7 +1107,7 @@ impl Scheduler {
                 decisions.push(decision);
             }
         }
-        let report = retry_forever("record attempt ends", || self.store.end_attempts(&records)).await;
+        let report = retry_forever("record attempts", || self.store.record(&new, &starts, &records)).await;
         for (((c, _), decision), applied) in ends.into_iter().zip(decisions).zip(report.applied) {
             if !applied {
                 self.metrics.stale_completions.fetch_add(1, Relaxed);
@@ -1190,16 +1241,101 @@ impl TaskSource for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stratus_core::SystemClock;
+    use stratus_core::{FunctionSpec, Limits, Runtime, SystemClock};
+
+    /// A scheduler on a new SQLite store that holds `rows` when it starts.
+    async fn scheduler(
+        rows: &[NewInvocation],
+    ) -> (tempfile::TempDir, Arc<dyn StateStore>, Arc<Scheduler>, Vec<JoinHandle<()>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store: Arc<dyn StateStore> = Arc::new(stratus_store::SqliteStore::open(&url).await.unwrap());
+        store.insert_invocations(rows).await.unwrap();
+        let (scheduler, tasks) = Scheduler::start(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        (dir, store, scheduler, tasks)
+    }
+
+    fn function() -> Arc<Function> {
+        let spec = FunctionSpec {
+            runtime: Runtime::Wasm,
+            artifact: "0".repeat(64),
+            env: Default::default(),
+            limits: Limits { timeout_ms: 1000, memory_mb: 64 },
+            retries: 0,
+        };
+        Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
+    }
+
+    fn succeeded(task: &Task, output: &[u8]) -> Completion {
+        Completion {
+            invocation: task.invocation,
+            attempt: task.attempt,
+            worker: "w".into(),
+            started_at: 1,
+            finished_at: 2,
+            result: Ok(output.to_vec()),
+            logs: Vec::new(),
+        }
+    }
+
+    /// A caller that waits is answered with a result that is in the store,
+    /// whose insert was held and written with its end.
+    #[tokio::test]
+    async fn a_waited_invocation_is_answered_once_it_is_stored_with_its_end() {
+        let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
+        let mut submitted = scheduler.submit(function(), vec![b"in".to_vec()], true).await.unwrap();
+        let (id, rx) = submitted.pop().unwrap();
+        let leased = scheduler.next("w", 1).await.unwrap();
+        assert_eq!(leased[0].task.invocation, id);
+        assert_eq!(leased[0].task.input, b"in");
+        scheduler.complete(succeeded(&leased[0].task, b"out")).await;
+        let finished = rx.unwrap().await.unwrap();
+        assert_eq!(
+            (finished.invocation.state, finished.output.as_deref()),
+            (InvocationState::Succeeded, Some(&b"out"[..]))
+        );
+        let stored = store.get_invocation("p", id).await.unwrap().expect("stored before the answer");
+        assert_eq!((stored.state, stored.attempts), (InvocationState::Succeeded, 1));
+        assert_eq!(store.get_payloads("p", id).await.unwrap().unwrap().output.as_deref(), Some(&b"out"[..]));
+        assert_eq!(store.list_attempts(id).await.unwrap().len(), 1);
+    }
+
+    /// One that runs past the hold is written on its own meanwhile (so a
+    /// restart runs it again), then ends as usual.
+    #[tokio::test]
+    async fn a_waited_invocation_that_runs_past_the_hold_is_stored_while_it_runs() {
+        let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
+        let mut submitted = scheduler.submit(function(), vec![Vec::new()], true).await.unwrap();
+        let (id, rx) = submitted.pop().unwrap();
+        let leased = scheduler.next("w", 1).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let running = loop {
+            match store.get_invocation("p", id).await.unwrap() {
+                Some(inv) if inv.state == InvocationState::Running => break inv,
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "never written while it ran");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        assert_eq!((running.attempts, running.worker.as_deref()), (1, Some("w")));
+        scheduler.complete(succeeded(&leased[0].task, b"late")).await;
+        assert_eq!(rx.unwrap().await.unwrap().invocation.state, InvocationState::Succeeded);
+        assert_eq!(store.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Succeeded);
+    }
 
     /// A server that restarted while a remote worker ran an attempt whose
     /// start it had not written yet gets the failure of an invocation it does
     /// not hold in memory: its retries still count.
     #[tokio::test]
     async fn a_failure_reported_after_a_restart_is_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        let store: Arc<dyn StateStore> = Arc::new(stratus_store::SqliteStore::open(&url).await.unwrap());
         let id = new_id();
         let invocation = Invocation {
             id,
@@ -1217,15 +1353,8 @@ mod tests {
             worker: None,
             error: None,
         };
-        store.insert_invocations(&[NewInvocation { invocation, input: Vec::new(), partition: None }]).await.unwrap();
-        let (scheduler, _tasks) = Scheduler::start(
-            store.clone(),
-            Arc::new(SystemClock),
-            Arc::new(Metrics::default()),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+        let row = NewInvocation { invocation, input: Vec::new(), partition: None };
+        let (_dir, store, scheduler, _tasks) = scheduler(&[row]).await;
         let failure = Failure::new(FailureKind::Exit, "exit status 1");
         scheduler
             .complete_durably(vec![Completion {

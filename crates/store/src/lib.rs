@@ -179,6 +179,14 @@ pub trait StateStore: Send + Sync + 'static {
     /// Records attempt ends in one transaction, with the counters of the jobs
     /// they belong to; says which ends applied (not duplicates or late).
     async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport>;
+    /// Writes, in this order, new invocations, attempt starts (as
+    /// [`Self::start_attempts`]) and attempt ends (as [`Self::end_attempts`],
+    /// whose report it returns). A new invocation whose id is stored already
+    /// is skipped, so a call that failed can be made again. SQLite writes
+    /// all of it in one transaction: an invocation that ran to its end
+    /// before its insert was written costs one commit, not three.
+    /// PostgreSQL commits each statement on its own, as before.
+    async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport>;
 
     /// Leadership among servers sharing this store: one server at a time
     /// drives the queue. Makes `seat` the leader when no server holds the

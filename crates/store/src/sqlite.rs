@@ -87,6 +87,68 @@ fn spawn_thread(name: &str, mut conn: Connection, rx: Arc<Mutex<mpsc::Receiver<D
     Ok(())
 }
 
+/// WAL pages after which the log is copied back into the database, as
+/// SQLite's own automatic checkpoint does.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// Moves the writer's checkpoints to a thread of their own. SQLite runs one
+/// on the committing connection once the log passes [`CHECKPOINT_PAGES`]:
+/// copying a thousand pages back and syncing both files stalled the writer
+/// for milliseconds, every few hundred commits, and with it every caller
+/// waiting for a commit; about half of a small commit's cost on average.
+/// Here the writer's commit hook (which replaces the automatic checkpoint)
+/// only asks, and the `checkpointer` connection copies the log back with
+/// passive checkpoints, which never block the writer or the readers, until
+/// it has caught up; the writer's next commit then starts the log over.
+/// Should the log still reach four times the mark (a reader held on to an
+/// old snapshot, say), the writer checkpoints itself, as SQLite would. The
+/// thread ends with the writer's connection (its hook owns the sender); it
+/// opens its own at the first request (an idle server has no use for it).
+fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<()> {
+    let (ask, asked) = mpsc::sync_channel::<()>(1);
+    writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+        if pages >= 4 * CHECKPOINT_PAGES {
+            if let Err(e) = wal.checkpoint() {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full when a request is pending already: nothing to add.
+            let _ = ask.try_send(());
+        }
+        Ok(())
+    }))?;
+    std::thread::Builder::new()
+        .name("stratus-sqlite-c".into())
+        .spawn(move || {
+            let mut checkpointer = None;
+            while asked.recv().is_ok() {
+                if checkpointer.is_none() {
+                    match open_conn(&path, &synchronous, false) {
+                        Ok(c) => checkpointer = Some(c),
+                        Err(e) => tracing::warn!(error = %e, "cannot open the SQLite checkpointer; the writer will checkpoint"),
+                    }
+                }
+                let Some(checkpointer) = &checkpointer else { continue };
+                // Each pass copies what was committed during the one before.
+                for _ in 0..16 {
+                    let pass = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match pass {
+                        Ok((log, copied)) if log > copied => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SQLite checkpoint failed; the writer will make one");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::Db(e.to_string()))?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `sqlite://PATH[?synchronous=normal|full]` and
     /// applies pending migrations.
@@ -122,6 +184,8 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Db(e.to_string()))??;
+        let mut writer_conn = writer_conn;
+        spawn_checkpointer(&mut writer_conn, path.clone(), sync.clone())?;
         let (wtx, wrx) = mpsc::channel::<DbJob>();
         spawn_thread("stratus-sqlite-w", writer_conn, Arc::new(Mutex::new(wrx)))?;
         let (rtx, rrx) = mpsc::channel::<DbJob>();
@@ -220,11 +284,21 @@ fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
     })
 }
 
+const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, project, function, version, state, attempts, \
+     max_attempts, job_id, task_index, queued_at, not_before, input, partition) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)";
+
+/// [`INSERT_INVOCATION`] that skips an id stored already.
+const INSERT_INVOCATION_ONCE: &str = "INSERT OR IGNORE INTO invocations (id, project, function, version, state, \
+     attempts, max_attempts, job_id, task_index, queued_at, not_before, input, partition) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)";
+
 fn insert_rows(tx: &rusqlite::Transaction, rows: &[NewInvocation]) -> rusqlite::Result<()> {
-    let mut st = tx.prepare_cached(
-        "INSERT INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
-         task_index, queued_at, not_before, input, partition) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
-    )?;
+    insert_rows_with(tx, INSERT_INVOCATION, rows)
+}
+
+fn insert_rows_with(tx: &rusqlite::Transaction, sql: &str, rows: &[NewInvocation]) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(sql)?;
     for n in rows {
         let i = &n.invocation;
         let partition = n.partition.as_ref().map(|p| serde_json::to_string(p).expect("partition serialises"));
@@ -279,6 +353,119 @@ fn read_job(c: &Connection, id: [u8; 16]) -> rusqlite::Result<Option<Job>> {
     c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
         .query_row(params![id], job_from)
         .optional()
+}
+
+fn start_rows(tx: &rusqlite::Transaction, starts: &[AttemptStart]) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "UPDATE invocations SET state = 'running', attempts = ?1, started_at = ?2, worker = ?3 \
+         WHERE id = ?4 AND state = 'queued'",
+    )?;
+    for s in starts {
+        st.execute(params![s.attempt, s.started_at, s.worker, id_bytes(s.id)])?;
+    }
+    Ok(())
+}
+
+/// Applies attempt ends within `tx`; see [`StateStore::end_attempts`].
+fn end_rows(tx: &rusqlite::Transaction, ends: &[AttemptEnd]) -> Result<EndReport> {
+    let mut applied = Vec::with_capacity(ends.len());
+    // Per job: (succeeded, failed, cancelled) added by this batch.
+    let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
+    {
+        // The guard: still on this attempt (or queued for it, when the
+        // start was never recorded) and not finished.
+        let mut update = tx.prepare_cached(
+            "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
+             started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
+             WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
+             RETURNING job_id, task_index",
+        )?;
+        let mut attempt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for e in ends {
+            let id = id_bytes(e.id);
+            let (state, output, error, logs, not_before) = match &e.outcome {
+                EndOutcome::Finish { state, output, error, logs } => {
+                    (*state, output.as_deref(), error.as_ref(), logs, None)
+                }
+                EndOutcome::Requeue { not_before, error, logs } => {
+                    (InvocationState::Queued, None, Some(error), logs, Some(*not_before))
+                }
+            };
+            let err_json = error.map(failure_json);
+            let finished_at = not_before.is_none().then_some(e.finished_at);
+            let row: Option<(Option<Vec<u8>>, Option<i64>)> = update
+                .query_row(
+                    params![
+                        state.as_str(),
+                        e.attempt,
+                        output,
+                        err_json,
+                        logs,
+                        e.worker,
+                        e.started_at,
+                        finished_at,
+                        not_before,
+                        id
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((job, index)) = row else {
+                applied.push(false);
+                continue;
+            };
+            let attempt_state = match &e.outcome {
+                EndOutcome::Finish { state, .. } => *state,
+                EndOutcome::Requeue { error, .. } if error.kind == FailureKind::Timeout => InvocationState::TimedOut,
+                EndOutcome::Requeue { .. } => InvocationState::Failed,
+            };
+            attempt.execute(params![
+                id,
+                e.attempt,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+                attempt_state.as_str(),
+                err_json
+            ])?;
+            if let (Some(job), Some(_), EndOutcome::Finish { state, .. }) = (job, index, &e.outcome) {
+                let (ok, failed, cancelled) = match state {
+                    InvocationState::Succeeded => (1, 0, 0),
+                    InvocationState::Cancelled => (0, 0, 1),
+                    _ => (0, 1, 0),
+                };
+                let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;
+                match touched.iter_mut().find(|(j, _)| *j == job) {
+                    Some((_, c)) => {
+                        c.0 += ok;
+                        c.1 += failed;
+                        c.2 += cancelled;
+                    }
+                    None => touched.push((job, (ok, failed, cancelled))),
+                }
+            }
+            applied.push(true);
+        }
+    }
+    {
+        let mut count = tx.prepare_cached(
+            "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
+        )?;
+        for (job, (ok, failed, cancelled)) in &touched {
+            count.execute(params![ok, failed, cancelled, job])?;
+        }
+    }
+    let jobs = touched
+        .into_iter()
+        .map(|(j, _)| read_job(tx, j))
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(EndReport { applied, jobs })
 }
 
 #[async_trait]
@@ -444,15 +631,7 @@ impl StateStore for SqliteStore {
         let starts = starts.to_vec();
         self.call(true, move |c| {
             let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE invocations SET state = 'running', attempts = ?1, started_at = ?2, worker = ?3 \
-                     WHERE id = ?4 AND state = 'queued'",
-                )?;
-                for s in &starts {
-                    st.execute(params![s.attempt, s.started_at, s.worker, id_bytes(s.id)])?;
-                }
-            }
+            start_rows(&tx, &starts)?;
             tx.commit()?;
             Ok(())
         })
@@ -460,85 +639,18 @@ impl StateStore for SqliteStore {
     }
 
     async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport> {
-        let ends = ends.to_vec();
+        self.record(&[], &[], ends).await
+    }
+
+    async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport> {
+        let (new, starts, ends) = (new.to_vec(), starts.to_vec(), ends.to_vec());
         self.call(true, move |c| {
             let tx = c.transaction()?;
-            let mut applied = Vec::with_capacity(ends.len());
-            // Per job: (succeeded, failed, cancelled) added by this batch.
-            let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
-            {
-                // The guard: still on this attempt (or queued for it, when the
-                // start was never recorded) and not finished.
-                let mut update = tx.prepare_cached(
-                    "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
-                     started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
-                     WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
-                     RETURNING job_id, task_index",
-                )?;
-                let mut attempt = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for e in &ends {
-                    let id = id_bytes(e.id);
-                    let (state, output, error, logs, not_before) = match &e.outcome {
-                        EndOutcome::Finish { state, output, error, logs } => (*state, output.as_deref(), error.as_ref(), logs, None),
-                        EndOutcome::Requeue { not_before, error, logs } => (InvocationState::Queued, None, Some(error), logs, Some(*not_before)),
-                    };
-                    let err_json = error.map(failure_json);
-                    let finished_at = not_before.is_none().then_some(e.finished_at);
-                    let row: Option<(Option<Vec<u8>>, Option<i64>)> = update
-                        .query_row(
-                            params![state.as_str(), e.attempt, output, err_json, logs, e.worker, e.started_at, finished_at, not_before, id],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    let Some((job, index)) = row else {
-                        applied.push(false);
-                        continue;
-                    };
-                    let attempt_state = match &e.outcome {
-                        EndOutcome::Finish { state, .. } => *state,
-                        EndOutcome::Requeue { error, .. } if error.kind == FailureKind::Timeout => InvocationState::TimedOut,
-                        EndOutcome::Requeue { .. } => InvocationState::Failed,
-                    };
-                    attempt.execute(params![id, e.attempt, e.worker, e.started_at, e.finished_at, attempt_state.as_str(), err_json])?;
-                    if let (Some(job), Some(_), EndOutcome::Finish { state, .. }) = (job, index, &e.outcome) {
-                        let (ok, failed, cancelled) = match state {
-                            InvocationState::Succeeded => (1, 0, 0),
-                            InvocationState::Cancelled => (0, 0, 1),
-                            _ => (0, 1, 0),
-                        };
-                        let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;
-                        match touched.iter_mut().find(|(j, _)| *j == job) {
-                            Some((_, c)) => {
-                                c.0 += ok;
-                                c.1 += failed;
-                                c.2 += cancelled;
-                            }
-                            None => touched.push((job, (ok, failed, cancelled))),
-                        }
-                    }
-                    applied.push(true);
-                }
-            }
-            {
-                let mut count = tx.prepare_cached(
-                    "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
-                )?;
-                for (job, (ok, failed, cancelled)) in &touched {
-                    count.execute(params![ok, failed, cancelled, job])?;
-                }
-            }
-            let jobs = touched
-                .into_iter()
-                .map(|(j, _)| read_job(&tx, j))
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect();
+            insert_rows_with(&tx, INSERT_INVOCATION_ONCE, &new)?;
+            start_rows(&tx, &starts)?;
+            let report = end_rows(&tx, &ends)?;
             tx.commit()?;
-            Ok(EndReport { applied, jobs })
+            Ok(report)
         })
         .await
     }
