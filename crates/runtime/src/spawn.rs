@@ -221,8 +221,15 @@ fn spawn_inner(spec: &Spec, input: Option<&[u8]>) -> io::Result<(Child, usize)> 
     let path_var = spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
     let (program, cached) = resolve_cached(&spec.program, path_var)?;
     match spawn_resolved(spec, &program, input) {
-        Err(_) if cached => {
-            // What the table named may have gone: look it up afresh.
+        // The child could not start what the table named (it reports that
+        // before `execve` succeeds, so nothing ran): look it up afresh.
+        Err(e)
+            if cached
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::NotADirectory
+                ) =>
+        {
             forget_resolved(&spec.program, path_var);
             let (program, _) = resolve_cached(&spec.program, path_var)?;
             spawn_resolved(spec, &program, input)

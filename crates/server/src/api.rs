@@ -360,6 +360,9 @@ async fn invoke(
         Ok(Ok(finished)) => Ok(sync_response(&finished)),
         _ => {
             st.scheduler.forget_watch(id);
+            // Its row may still be held back by the writer: the id is handed
+            // out only once the row is in the store.
+            st.scheduler.flush().await;
             Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "running"}))).into_response())
         }
     }

@@ -1,8 +1,10 @@
 //! The scheduler: the queue of work, durable in the state store, and the
 //! registry of the workers that lease from it.
 //!
-//! An invocation is first written to the store (that is the moment it is
-//! accepted), then queued in memory. Memory holds a bounded window of each
+//! An invocation is accepted once it is written to the store. An async one
+//! is written first, then queued in memory; a sync one (a caller waits) is
+//! queued at once and written with its end, or after a short hold if it runs
+//! longer, and its caller is answered only after that write. Memory holds a bounded window of each
 //! lane (direct invocations, and the map tasks of jobs); the rest stays in the
 //! store and is paged in, in id order, as the window drains. Everything up to
 //! a lane's cursor that is queued in the store is in memory, so nothing is
@@ -401,8 +403,8 @@ impl Scheduler {
     ///
     /// With `wait`, the entries are queued at once and their insert goes to
     /// the writer, which holds it as it holds attempt starts: an invocation
-    /// that ends within the hold is written with its end, in one commit
-    /// with it; one that runs longer is written when the hold is over. The
+    /// that ends within the hold is written with its end (one commit on
+    /// SQLite); one that runs longer is written when the hold is over. The
     /// caller is answered only after that commit, so a crash before it
     /// loses nothing anyone was told of (the caller's request fails).
     ///

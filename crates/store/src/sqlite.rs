@@ -100,16 +100,20 @@ const CHECKPOINT_PAGES: i32 = 1000;
 /// only asks, and the `checkpointer` connection copies the log back with
 /// passive checkpoints, which never block the writer or the readers, until
 /// it has caught up; the writer's next commit then starts the log over.
-/// Should the log still reach four times the mark (a reader held on to an
-/// old snapshot, say), the writer checkpoints itself, as SQLite would. The
+/// Should the log still reach four times the mark (the checkpointer fell
+/// behind, or a reader held on to an old snapshot), the writer checkpoints
+/// itself after each commit, as SQLite would, until the log starts over. The
 /// thread ends with the writer's connection (its hook owns the sender); it
 /// opens its own at the first request (an idle server has no use for it).
 fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<()> {
     let (ask, asked) = mpsc::sync_channel::<()>(1);
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         if pages >= 4 * CHECKPOINT_PAGES {
-            if let Err(e) = wal.checkpoint() {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            match wal.checkpoint() {
+                // The checkpointer is at it: the next commit tries again.
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
+                Ok(()) => {}
             }
         } else if pages >= CHECKPOINT_PAGES {
             // Full when a request is pending already: nothing to add.
@@ -121,11 +125,16 @@ fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: Strin
         .name("stratus-sqlite-c".into())
         .spawn(move || {
             let mut checkpointer = None;
+            let mut warned = false;
             while asked.recv().is_ok() {
                 if checkpointer.is_none() {
                     match open_conn(&path, &synchronous, false) {
                         Ok(c) => checkpointer = Some(c),
-                        Err(e) => tracing::warn!(error = %e, "cannot open the SQLite checkpointer; the writer will checkpoint"),
+                        Err(e) if !warned => {
+                            warned = true;
+                            tracing::warn!(error = %e, "cannot open the SQLite checkpointer; the writer will checkpoint");
+                        }
+                        Err(_) => {}
                     }
                 }
                 let Some(checkpointer) = &checkpointer else { continue };
