@@ -91,32 +91,43 @@ fn spawn_thread(name: &str, mut conn: Connection, rx: Arc<Mutex<mpsc::Receiver<D
 /// SQLite's own automatic checkpoint does.
 const CHECKPOINT_PAGES: i32 = 1000;
 
-/// Moves the writer's checkpoints to a thread of their own. SQLite runs one
-/// on the committing connection once the log passes [`CHECKPOINT_PAGES`]:
-/// copying a thousand pages back and syncing both files stalled the writer
-/// for milliseconds, every few hundred commits, and with it every caller
-/// waiting for a commit; about half of a small commit's cost on average.
-/// Here the writer's commit hook (which replaces the automatic checkpoint)
-/// only asks, and the `checkpointer` connection copies the log back with
-/// passive checkpoints, which never block the writer or the readers, until
-/// it has caught up; the writer's next commit then starts the log over.
-/// Should the log still reach four times the mark (the checkpointer fell
-/// behind, or a reader held on to an old snapshot), the writer checkpoints
-/// itself after each commit, as SQLite would, until the log starts over. The
-/// thread ends with the writer's connection (its hook owns the sender); it
-/// opens its own at the first request (an idle server has no use for it).
+/// Moves most of the writer's checkpoint work to a thread of its own.
+/// SQLite runs a checkpoint on the committing connection once the log
+/// passes [`CHECKPOINT_PAGES`]: copying a thousand pages back and syncing
+/// both files stalled the writer for milliseconds, every few hundred
+/// commits, and with it every caller waiting for a commit; about half of a
+/// small commit's cost on average. Here the writer's commit hook (which
+/// replaces the automatic checkpoint) asks the checkpointer thread, which
+/// copies the log back with passive checkpoints (they never block the
+/// writer or the readers). Once it is done, the writer's next commit makes
+/// one more passive checkpoint of what came in meanwhile, a few pages: the
+/// log can start over only after a checkpoint that left nothing behind,
+/// which the other thread cannot count on while commits keep coming. Past
+/// four times the mark (a reader held on to an old snapshot, say) the
+/// writer checkpoints after every commit, as SQLite would. The thread ends
+/// with the writer's connection (its hook owns the sender); it opens its
+/// own at the first request (an idle server has no use for it).
 fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<()> {
+    use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
+    const IDLE: u8 = 0;
+    const ASKED: u8 = 1;
+    const DONE: u8 = 2;
+    let state = Arc::new(AtomicU8::new(IDLE));
     let (ask, asked) = mpsc::sync_channel::<()>(1);
+    let hook_state = state.clone();
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-        if pages >= 4 * CHECKPOINT_PAGES {
+        if pages < CHECKPOINT_PAGES {
+            return Ok(());
+        }
+        let finish = pages >= 4 * CHECKPOINT_PAGES || hook_state.compare_exchange(DONE, IDLE, AcqRel, Relaxed).is_ok();
+        if finish {
             match wal.checkpoint() {
                 // The checkpointer is at it: the next commit tries again.
                 Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
                 Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
                 Ok(()) => {}
             }
-        } else if pages >= CHECKPOINT_PAGES {
-            // Full when a request is pending already: nothing to add.
+        } else if hook_state.compare_exchange(IDLE, ASKED, AcqRel, Relaxed).is_ok() {
             let _ = ask.try_send(());
         }
         Ok(())
@@ -137,21 +148,24 @@ fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: Strin
                         Err(_) => {}
                     }
                 }
-                let Some(checkpointer) = &checkpointer else { continue };
-                // Each pass copies what was committed during the one before.
-                for _ in 0..16 {
-                    let pass = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                    });
-                    match pass {
-                        Ok((log, copied)) if log > copied => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "SQLite checkpoint failed; the writer will make one");
-                            break;
+                if let Some(checkpointer) = &checkpointer {
+                    // Each pass copies what was committed during the one before.
+                    for _ in 0..4 {
+                        let pass = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                        });
+                        match pass {
+                            Ok((log, copied)) if log > copied + i64::from(CHECKPOINT_PAGES / 10) => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "SQLite checkpoint failed; the writer will make one");
+                                break;
+                            }
                         }
                     }
                 }
+                // The writer finishes (or, without a connection here, does it all).
+                state.store(DONE, Release);
             }
         })
         .map_err(|e| Error::Db(e.to_string()))?;
