@@ -200,14 +200,13 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| Error::Db(format!("{}: {e}", dir.display())))?;
         }
         let (p, s) = (path.clone(), sync.clone());
-        let (writer_conn, schema) = tokio::task::spawn_blocking(move || -> Result<(Connection, SchemaVersion)> {
+        let (mut writer_conn, schema) = tokio::task::spawn_blocking(move || -> Result<(Connection, SchemaVersion)> {
             let mut c = open_conn(&p, &s, false)?;
             let schema = migrate(&mut c)?;
             Ok((c, schema))
         })
         .await
         .map_err(|e| Error::Db(e.to_string()))??;
-        let mut writer_conn = writer_conn;
         spawn_checkpointer(&mut writer_conn, path.clone(), sync.clone())?;
         let (wtx, wrx) = mpsc::channel::<DbJob>();
         spawn_thread("stratus-sqlite-w", writer_conn, Arc::new(Mutex::new(wrx)))?;
@@ -307,14 +306,19 @@ fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
     })
 }
 
-const INSERT_INVOCATION: &str = "INSERT INTO invocations (id, project, function, version, state, attempts, \
-     max_attempts, job_id, task_index, queued_at, not_before, input, partition) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)";
-
+macro_rules! insert_invocation {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
+             task_index, queued_at, not_before, input, partition) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)"
+        )
+    };
+}
+const INSERT_INVOCATION: &str = insert_invocation!("INSERT");
 /// [`INSERT_INVOCATION`] that skips an id stored already.
-const INSERT_INVOCATION_ONCE: &str = "INSERT OR IGNORE INTO invocations (id, project, function, version, state, \
-     attempts, max_attempts, job_id, task_index, queued_at, not_before, input, partition) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)";
+const INSERT_INVOCATION_ONCE: &str = insert_invocation!("INSERT OR IGNORE");
 
 fn insert_rows(tx: &rusqlite::Transaction, rows: &[NewInvocation]) -> rusqlite::Result<()> {
     insert_rows_with(tx, INSERT_INVOCATION, rows)
@@ -651,14 +655,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()> {
-        let starts = starts.to_vec();
-        self.call(true, move |c| {
-            let tx = c.transaction()?;
-            start_rows(&tx, &starts)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.record(&[], starts, &[]).await.map(drop)
     }
 
     async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport> {
