@@ -1261,6 +1261,11 @@ mod tests {
         )
         .await
         .unwrap();
+        // A new scheduler pages the store in before it queues new work in
+        // memory (a sync submit meanwhile goes through the store, and this
+        // test's function is not in it): finish that first paging here, not
+        // whenever the refill task comes to it.
+        scheduler.refill_lane(Lane::Direct).await.unwrap();
         (dir, store, scheduler, tasks)
     }
 

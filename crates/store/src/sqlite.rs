@@ -1,9 +1,13 @@
 //! SQLite engine (the embedded default): WAL journal, one writer thread that
-//! owns the write connection, and reader threads with their own connections.
+//! runs writes on the write connection, and reader threads with their own
+//! connections.
 //!
 //! Each trait call is one hop to a database thread, whatever the number of
 //! rows: a batch of 1,000 completions is one closure running prepared
-//! statements in one transaction, not 1,000 round trips.
+//! statements in one transaction, not 1,000 round trips. The exception is
+//! the scheduler's small batches of attempt starts and ends
+//! ([`StateStore::record`]): when the writer thread is idle, the caller
+//! commits them itself (see `SqliteStore::idle_writer`).
 
 use crate::{
     AttemptEnd, AttemptStart, EndOutcome, EndReport, Error, JobRows, JobUpdate, Lane, NewInvocation, Payloads,
@@ -11,9 +15,12 @@ use crate::{
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use stratus_core::clock::Millis;
 use stratus_core::{
     Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
@@ -29,7 +36,20 @@ pub struct SqliteStore {
     writer: mpsc::Sender<DbJob>,
     readers: mpsc::Sender<DbJob>,
     schema: SchemaVersion,
+    /// The write connection: the writer thread locks it for each job it
+    /// runs; see [`SqliteStore::idle_writer`] for the other user.
+    write_conn: Arc<Mutex<Connection>>,
+    /// Jobs sent to the writer thread and not yet run.
+    queued: Arc<AtomicUsize>,
+    /// Whether a commit can run on the caller's thread: it writes the log
+    /// without syncing it (`synchronous=normal` or `off`).
+    commit_inline: bool,
 }
+
+/// The most rows, and payload bytes, a commit run on the caller's thread
+/// may write: a few tens of microseconds of work, never a batch under load.
+const INLINE_ROWS: usize = 16;
+const INLINE_BYTES: usize = 256 << 10;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -87,6 +107,20 @@ fn spawn_thread(name: &str, mut conn: Connection, rx: Arc<Mutex<mpsc::Receiver<D
     Ok(())
 }
 
+/// The writer thread: runs the write jobs, in the order they were sent.
+fn spawn_writer(conn: Arc<Mutex<Connection>>, rx: mpsc::Receiver<DbJob>, queued: Arc<AtomicUsize>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("stratus-sqlite-w".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job(&mut conn.lock().unwrap_or_else(|p| p.into_inner()));
+                queued.fetch_sub(1, AcqRel);
+            }
+        })
+        .map_err(|e| Error::Db(e.to_string()))?;
+    Ok(())
+}
+
 /// WAL pages after which the log is copied back into the database, as
 /// SQLite's own automatic checkpoint does.
 const CHECKPOINT_PAGES: i32 = 1000;
@@ -108,7 +142,7 @@ const CHECKPOINT_PAGES: i32 = 1000;
 /// with the writer's connection (its hook owns the sender); it opens its
 /// own at the first request (an idle server has no use for it).
 fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<()> {
-    use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Relaxed, Ordering::Release};
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed, Ordering::Release};
     const IDLE: u8 = 0;
     const ASKED: u8 = 1;
     const DONE: u8 = 2;
@@ -209,13 +243,41 @@ impl SqliteStore {
         .map_err(|e| Error::Db(e.to_string()))??;
         spawn_checkpointer(&mut writer_conn, path.clone(), sync.clone())?;
         let (wtx, wrx) = mpsc::channel::<DbJob>();
-        spawn_thread("stratus-sqlite-w", writer_conn, Arc::new(Mutex::new(wrx)))?;
+        let write_conn = Arc::new(Mutex::new(writer_conn));
+        let queued = Arc::new(AtomicUsize::new(0));
+        spawn_writer(write_conn.clone(), wrx, queued.clone())?;
         let (rtx, rrx) = mpsc::channel::<DbJob>();
         let rrx = Arc::new(Mutex::new(rrx));
         for i in 0..2 {
             spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
-        Ok(SqliteStore { writer: wtx, readers: rtx, schema })
+        let commit_inline = sync == "normal" || sync == "off";
+        Ok(SqliteStore { writer: wtx, readers: rtx, schema, write_conn, queued, commit_inline })
+    }
+
+    /// The write connection, for a small write to run on the caller's
+    /// thread, when nothing is queued for the writer thread (so the write
+    /// overtakes none) and the thread is not running a job. That spares the
+    /// two hand-offs between threads that a queued job costs (the writer
+    /// thread woken, then the caller; on this 2-core VM the woken thread
+    /// often preempted the caller mid-way): 50–100 µs off a sync invocation
+    /// (docs/benchmarks.md). A write that is large, or that would sync the
+    /// disk, is always queued, so the caller (a runtime worker) is held for
+    /// tens of microseconds at most.
+    fn idle_writer(&self, new: &[NewInvocation], ends: &[AttemptEnd]) -> Option<MutexGuard<'_, Connection>> {
+        let rows = new.len() + ends.len();
+        let bytes = new.iter().map(|n| n.input.len()).sum::<usize>()
+            + ends
+                .iter()
+                .map(|e| match &e.outcome {
+                    EndOutcome::Finish { output, logs, .. } => output.as_ref().map_or(0, Vec::len) + logs.len(),
+                    EndOutcome::Requeue { logs, .. } => logs.len(),
+                })
+                .sum::<usize>();
+        if !self.commit_inline || rows > INLINE_ROWS || bytes > INLINE_BYTES || self.queued.load(Acquire) > 0 {
+            return None;
+        }
+        self.write_conn.try_lock().ok()
     }
 
     async fn call<R: Send + 'static>(
@@ -238,6 +300,9 @@ impl SqliteStore {
         let job: DbJob = Box::new(move |c| {
             let _ = tx.send(f(c));
         });
+        if write {
+            self.queued.fetch_add(1, AcqRel);
+        }
         let chan = if write { &self.writer } else { &self.readers };
         chan.send(job).map_err(|_| Error::Db("database thread stopped".into()))?;
         Ok(async move { rx.await.map_err(|_| Error::Db("database thread stopped".into()))? })
@@ -324,7 +389,11 @@ fn insert_rows(tx: &rusqlite::Transaction, rows: &[NewInvocation]) -> rusqlite::
     insert_rows_with(tx, INSERT_INVOCATION, rows)
 }
 
-fn insert_rows_with(tx: &rusqlite::Transaction, sql: &str, rows: &[NewInvocation]) -> rusqlite::Result<()> {
+fn insert_rows_with<'a>(
+    tx: &rusqlite::Transaction,
+    sql: &str,
+    rows: impl IntoIterator<Item = &'a NewInvocation>,
+) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(sql)?;
     for n in rows {
         let i = &n.invocation;
@@ -382,7 +451,10 @@ fn read_job(c: &Connection, id: [u8; 16]) -> rusqlite::Result<Option<Job>> {
         .optional()
 }
 
-fn start_rows(tx: &rusqlite::Transaction, starts: &[AttemptStart]) -> rusqlite::Result<()> {
+fn start_rows<'a>(
+    tx: &rusqlite::Transaction,
+    starts: impl IntoIterator<Item = &'a AttemptStart>,
+) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(
         "UPDATE invocations SET state = 'running', attempts = ?1, started_at = ?2, worker = ?3 \
          WHERE id = ?4 AND state = 'queued'",
@@ -393,9 +465,92 @@ fn start_rows(tx: &rusqlite::Transaction, starts: &[AttemptStart]) -> rusqlite::
     Ok(())
 }
 
+const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts \
+     (invocation_id, attempt, worker, started_at, finished_at, state, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Writes each new invocation that one of `ends` finishes (a sync
+/// invocation that ran to its end while its row was held back) as one row
+/// in its final state, with its attempt: the row goes in once, instead of
+/// inserted queued and updated twice, which took a third of such a commit
+/// (and touched two more index pages). Returns the positions in `ends` of
+/// the ends so written; the rest (rows stored already, retries, tasks of
+/// jobs, whose counters `end_rows` keeps) take the usual path.
+fn insert_finished(tx: &rusqlite::Transaction, new: &[NewInvocation], ends: &[AttemptEnd]) -> Result<Vec<usize>> {
+    let mut written = Vec::new();
+    if ends.is_empty() {
+        return Ok(written);
+    }
+    for n in new.iter().filter(|n| n.invocation.job_id.is_none()) {
+        let i = &n.invocation;
+        let Some(k) = ends.iter().position(|e| e.id == i.id) else { continue };
+        let e = &ends[k];
+        let EndOutcome::Finish { state, output, error, logs } = &e.outcome else { continue };
+        let error = error.as_ref().map(failure_json);
+        let partition = n.partition.as_ref().map(|p| serde_json::to_string(p).expect("partition serialises"));
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO invocations (id, project, function, version, state, attempts, max_attempts, \
+                 queued_at, not_before, input, partition, output, error, logs, worker, started_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?
+            .execute(params![
+                id_bytes(i.id),
+                i.project,
+                i.function,
+                i.version,
+                state.as_str(),
+                e.attempt,
+                i.max_attempts,
+                i.queued_at,
+                n.input,
+                partition,
+                output,
+                error,
+                logs,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+            ])?;
+        if inserted == 1 {
+            tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+                id_bytes(i.id),
+                e.attempt,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+                state.as_str(),
+                error
+            ])?;
+            written.push(k);
+        }
+    }
+    Ok(written)
+}
+
+/// The body of [`StateStore::record`], in one transaction.
+fn record_rows(
+    c: &mut Connection,
+    new: &[NewInvocation],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> Result<EndReport> {
+    let tx = c.transaction()?;
+    let finished = insert_finished(&tx, new, ends)?;
+    let ids: HashSet<Id> = finished.iter().map(|&k| ends[k].id).collect();
+    insert_rows_with(&tx, INSERT_INVOCATION_ONCE, new.iter().filter(|n| !ids.contains(&n.invocation.id)))?;
+    start_rows(&tx, starts.iter().filter(|s| !ids.contains(&s.id)))?;
+    let mut report = end_rows(&tx, ends.iter().enumerate().filter(|(k, _)| !finished.contains(k)).map(|(_, e)| e))?;
+    tx.commit()?;
+    if !finished.is_empty() {
+        let mut others = report.applied.into_iter();
+        report.applied = (0..ends.len()).map(|k| finished.contains(&k) || others.next().unwrap_or(false)).collect();
+    }
+    Ok(report)
+}
+
 /// Applies attempt ends within `tx`; see [`StateStore::end_attempts`].
-fn end_rows(tx: &rusqlite::Transaction, ends: &[AttemptEnd]) -> Result<EndReport> {
-    let mut applied = Vec::with_capacity(ends.len());
+fn end_rows<'a>(tx: &rusqlite::Transaction, ends: impl IntoIterator<Item = &'a AttemptEnd>) -> Result<EndReport> {
+    let mut applied = Vec::new();
     // Per job: (succeeded, failed, cancelled) added by this batch.
     let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
     {
@@ -407,10 +562,7 @@ fn end_rows(tx: &rusqlite::Transaction, ends: &[AttemptEnd]) -> Result<EndReport
              WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
              RETURNING job_id, task_index",
         )?;
-        let mut attempt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
         for e in ends {
             let id = id_bytes(e.id);
             let (state, output, error, logs, not_before) = match &e.outcome {
@@ -663,16 +815,11 @@ impl StateStore for SqliteStore {
     }
 
     async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport> {
+        if let Some(mut c) = self.idle_writer(new, ends) {
+            return record_rows(&mut c, new, starts, ends);
+        }
         let (new, starts, ends) = (new.to_vec(), starts.to_vec(), ends.to_vec());
-        self.call(true, move |c| {
-            let tx = c.transaction()?;
-            insert_rows_with(&tx, INSERT_INVOCATION_ONCE, &new)?;
-            start_rows(&tx, &starts)?;
-            let report = end_rows(&tx, &ends)?;
-            tx.commit()?;
-            Ok(report)
-        })
-        .await
+        self.call(true, move |c| record_rows(c, &new, &starts, &ends)).await
     }
 
     async fn requeue_running(&self) -> Result<u64> {
@@ -838,5 +985,67 @@ impl StateStore for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    fn new_row(now: Millis) -> NewInvocation {
+        NewInvocation {
+            invocation: Invocation {
+                id: stratus_core::new_id(),
+                project: "p".into(),
+                function: "f".into(),
+                version: 1,
+                state: InvocationState::Queued,
+                attempts: 0,
+                max_attempts: 1,
+                job_id: None,
+                task_index: None,
+                queued_at: now,
+                started_at: None,
+                finished_at: None,
+                worker: None,
+                error: None,
+            },
+            input: Vec::new(),
+            partition: None,
+        }
+    }
+
+    /// A small record commits on the caller's thread when the writer is
+    /// idle (it is done at its first poll), and waits its turn behind a
+    /// write queued before it, which it never overtakes.
+    #[tokio::test]
+    async fn a_small_record_runs_at_once_when_idle_and_never_overtakes_a_queued_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display())).await.unwrap();
+        let row = new_row(1);
+        let id = row.invocation.id;
+        let mut cx = Context::from_waker(Waker::noop());
+        let rows = [row];
+        let first = pin!(s.record(&rows, &[], &[])).poll(&mut cx);
+        assert!(matches!(first, Poll::Ready(Ok(_))), "written at once: {first:?}");
+
+        let (release, released) = mpsc::channel::<()>();
+        let earlier = s
+            .queue(true, move |c| {
+                released.recv().unwrap();
+                c.execute("UPDATE invocations SET worker = 'earlier' WHERE id = ?1", params![id_bytes(id)])?;
+                Ok(())
+            })
+            .unwrap();
+        let start = [AttemptStart { id, attempt: 1, worker: "later".into(), started_at: 2 }];
+        let mut later = pin!(s.record(&[], &start, &[]));
+        assert!(later.as_mut().poll(&mut cx).is_pending(), "queued behind the earlier write");
+        release.send(()).unwrap();
+        earlier.await.unwrap();
+        later.await.unwrap();
+        let inv = s.get_invocation("p", id).await.unwrap().unwrap();
+        assert_eq!((inv.state, inv.worker.as_deref()), (InvocationState::Running, Some("later")));
     }
 }

@@ -139,6 +139,41 @@ async fn inserts_starts_and_ends_are_recorded_together(s: Arc<dyn StateStore>) {
     assert!(s.record(&[], &[], &[]).await.unwrap().applied.is_empty());
     assert_eq!(s.record(&[], &[], &[end(ib, 1, finish_ok(b"b"))]).await.unwrap().applied, [true]);
     assert!(s.queued(None, 10).await.unwrap().is_empty(), "nothing is left queued");
+
+    // An invocation written with its end (no start) reads back exactly as
+    // one written in three steps: the same row, payloads and attempt.
+    let (c, d) = (new_inv("f", 1, 102), new_inv("f", 1, 102));
+    let (ic, id) = (c.invocation.id, d.invocation.id);
+    let failed = EndOutcome::Finish {
+        state: InvocationState::Failed,
+        output: None,
+        error: Some(Failure::new(FailureKind::Exit, "exited with status 3")),
+        logs: b"bad".to_vec(),
+    };
+    s.insert_invocations(std::slice::from_ref(&c)).await.unwrap();
+    s.start_attempts(&[start(ic)]).await.unwrap();
+    assert_eq!(s.end_attempts(&[end(ic, 1, failed.clone())]).await.unwrap().applied, [true]);
+    let twice = [end(id, 1, failed), end(id, 1, finish_ok(b"late"))];
+    let report = s.record(std::slice::from_ref(&d), &[], &twice).await.unwrap();
+    assert_eq!(report.applied, [true, false], "the same end twice in one batch applies once");
+    let (step, once) =
+        (s.get_invocation("p", ic).await.unwrap().unwrap(), s.get_invocation("p", id).await.unwrap().unwrap());
+    assert_eq!(stratus_core::Invocation { id: ic, ..once }, step);
+    let (pc, pd) = (s.get_payloads("p", ic).await.unwrap().unwrap(), s.get_payloads("p", id).await.unwrap().unwrap());
+    assert_eq!((pd.output, pd.logs.as_deref()), (pc.output, Some(&b"bad"[..])));
+    assert_eq!(s.list_attempts(id).await.unwrap(), s.list_attempts(ic).await.unwrap());
+
+    // A failed attempt that will be retried leaves its new row queued.
+    let e = new_inv("f", 2, 103);
+    let retry = EndOutcome::Requeue { not_before: 50, error: Failure::new(FailureKind::Exit, "x"), logs: Vec::new() };
+    assert_eq!(
+        s.record(std::slice::from_ref(&e), &[], &[end(e.invocation.id, 1, retry)]).await.unwrap().applied,
+        [true]
+    );
+    let back = s.get_invocation("p", e.invocation.id).await.unwrap().unwrap();
+    assert_eq!((back.state, back.attempts, back.finished_at), (InvocationState::Queued, 1, None));
+    let queued: Vec<_> = s.queued(None, 10).await.unwrap().into_iter().map(|p| p.invocation.id).collect();
+    assert_eq!(queued, [e.invocation.id]);
 }
 
 async fn restart_requeues_running_and_pages_the_queue(s: Arc<dyn StateStore>) {

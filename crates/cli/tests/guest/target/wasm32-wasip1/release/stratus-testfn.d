@@ -1,0 +1,1 @@
+/work/main/crates/cli/tests/guest/target/wasm32-wasip1/release/stratus-testfn.wasm: /work/main/crates/cli/tests/guest/src/main.rs
