@@ -15,10 +15,10 @@ use crate::{
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stratus_core::clock::Millis;
@@ -44,6 +44,8 @@ pub struct SqliteStore {
     /// Whether a commit can run on the caller's thread: it writes the log
     /// without syncing it (`synchronous=normal` or `off`).
     commit_inline: bool,
+    /// When the next commit may checkpoint, it is left to the writer thread.
+    checkpoints: Arc<Checkpoints>,
 }
 
 /// The most rows, and payload bytes, a commit run on the caller's thread
@@ -125,6 +127,26 @@ fn spawn_writer(conn: Arc<Mutex<Connection>>, rx: mpsc::Receiver<DbJob>, queued:
 /// SQLite's own automatic checkpoint does.
 const CHECKPOINT_PAGES: i32 = 1000;
 
+const IDLE: u8 = 0;
+const ASKED: u8 = 1;
+const DONE: u8 = 2;
+
+/// What the writer's commit hook and the checkpointer thread share.
+struct Checkpoints {
+    /// IDLE, ASKED (the thread is copying the log back) or DONE (the next
+    /// commit finishes the checkpoint).
+    state: AtomicU8,
+    /// The log's length in pages after the last commit.
+    pages: AtomicI32,
+}
+
+impl Checkpoints {
+    /// Whether the next commit may checkpoint (and so sync both files).
+    fn due(&self) -> bool {
+        self.state.load(Acquire) == DONE || self.pages.load(Relaxed) >= 3 * CHECKPOINT_PAGES
+    }
+}
+
 /// Moves most of the writer's checkpoint work to a thread of its own.
 /// SQLite runs a checkpoint on the committing connection once the log
 /// passes [`CHECKPOINT_PAGES`]: copying a thousand pages back and syncing
@@ -141,15 +163,14 @@ const CHECKPOINT_PAGES: i32 = 1000;
 /// writer checkpoints after every commit, as SQLite would. The thread ends
 /// with the writer's connection (its hook owns the sender); it opens its
 /// own at the first request (an idle server has no use for it).
-fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<()> {
-    use std::sync::atomic::{AtomicU8, Ordering::Relaxed, Ordering::Release};
-    const IDLE: u8 = 0;
-    const ASKED: u8 = 1;
-    const DONE: u8 = 2;
-    let state = Arc::new(AtomicU8::new(IDLE));
+fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: String) -> Result<Arc<Checkpoints>> {
+    let shared = Arc::new(Checkpoints { state: AtomicU8::new(IDLE), pages: AtomicI32::new(0) });
+    let state = shared.clone();
     let (ask, asked) = mpsc::sync_channel::<()>(1);
-    let hook_state = state.clone();
+    let hook = shared.clone();
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+        hook.pages.store(pages, Relaxed);
+        let hook_state = &hook.state;
         if pages < CHECKPOINT_PAGES {
             return Ok(());
         }
@@ -199,11 +220,11 @@ fn spawn_checkpointer(writer: &mut Connection, path: PathBuf, synchronous: Strin
                     }
                 }
                 // The writer finishes (or, without a connection here, does it all).
-                state.store(DONE, Release);
+                state.state.store(DONE, Release);
             }
         })
         .map_err(|e| Error::Db(e.to_string()))?;
-    Ok(())
+    Ok(shared)
 }
 
 impl SqliteStore {
@@ -241,7 +262,7 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Db(e.to_string()))??;
-        spawn_checkpointer(&mut writer_conn, path.clone(), sync.clone())?;
+        let checkpoints = spawn_checkpointer(&mut writer_conn, path.clone(), sync.clone())?;
         let (wtx, wrx) = mpsc::channel::<DbJob>();
         let write_conn = Arc::new(Mutex::new(writer_conn));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -252,7 +273,7 @@ impl SqliteStore {
             spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
         let commit_inline = sync == "normal" || sync == "off";
-        Ok(SqliteStore { writer: wtx, readers: rtx, schema, write_conn, queued, commit_inline })
+        Ok(SqliteStore { writer: wtx, readers: rtx, schema, write_conn, queued, commit_inline, checkpoints })
     }
 
     /// The write connection, for a small write to run on the caller's
@@ -262,10 +283,16 @@ impl SqliteStore {
     /// thread woken, then the caller; on this 2-core VM the woken thread
     /// often preempted the caller mid-way): 50–100 µs off a sync invocation
     /// (docs/benchmarks.md). A write that is large, or that would sync the
-    /// disk, is always queued, so the caller (a runtime worker) is held for
-    /// tens of microseconds at most.
-    fn idle_writer(&self, new: &[NewInvocation], ends: &[AttemptEnd]) -> Option<MutexGuard<'_, Connection>> {
-        let rows = new.len() + ends.len();
+    /// disk (`synchronous=full`, or a commit that may have to finish a
+    /// checkpoint), is always queued, so the caller (a runtime worker) is
+    /// held for tens of microseconds at most.
+    fn idle_writer(
+        &self,
+        new: &[NewInvocation],
+        starts: &[AttemptStart],
+        ends: &[AttemptEnd],
+    ) -> Option<MutexGuard<'_, Connection>> {
+        let rows = new.len() + starts.len() + ends.len();
         let bytes = new.iter().map(|n| n.input.len()).sum::<usize>()
             + ends
                 .iter()
@@ -274,7 +301,12 @@ impl SqliteStore {
                     EndOutcome::Requeue { logs, .. } => logs.len(),
                 })
                 .sum::<usize>();
-        if !self.commit_inline || rows > INLINE_ROWS || bytes > INLINE_BYTES || self.queued.load(Acquire) > 0 {
+        if !self.commit_inline
+            || rows > INLINE_ROWS
+            || bytes > INLINE_BYTES
+            || self.queued.load(Acquire) > 0
+            || self.checkpoints.due()
+        {
             return None;
         }
         self.write_conn.try_lock().ok()
@@ -471,20 +503,41 @@ const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts \
 /// Writes each new invocation that one of `ends` finishes (a sync
 /// invocation that ran to its end while its row was held back) as one row
 /// in its final state, with its attempt: the row goes in once, instead of
-/// inserted queued and updated twice, which took a third of such a commit
-/// (and touched two more index pages). Returns the positions in `ends` of
-/// the ends so written; the rest (rows stored already, retries, tasks of
-/// jobs, whose counters `end_rows` keeps) take the usual path.
-fn insert_finished(tx: &rusqlite::Transaction, new: &[NewInvocation], ends: &[AttemptEnd]) -> Result<Vec<usize>> {
-    let mut written = Vec::new();
-    if ends.is_empty() {
+/// inserted queued and then updated by the guarded end (which also added,
+/// then removed, an entry of a partial index). Only where that is what the
+/// usual path would write: a queued row outside any job, the end's attempt
+/// after those it made, no start of another attempt in the batch. Returns,
+/// for each of `ends`, whether it was so written; the others (rows stored
+/// already, retries, tasks of jobs, whose counters `end_rows` keeps) take
+/// the usual path.
+fn insert_finished(
+    tx: &rusqlite::Transaction,
+    new: &[NewInvocation],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> Result<Vec<bool>> {
+    let mut written = vec![false; ends.len()];
+    if ends.is_empty() || new.is_empty() {
         return Ok(written);
     }
-    for n in new.iter().filter(|n| n.invocation.job_id.is_none()) {
+    let mut first_end: HashMap<Id, usize> = HashMap::with_capacity(ends.len());
+    for (k, e) in ends.iter().enumerate() {
+        first_end.entry(e.id).or_insert(k);
+    }
+    let started: HashMap<Id, u32> = starts.iter().map(|s| (s.id, s.attempt)).collect();
+    for n in new {
         let i = &n.invocation;
-        let Some(k) = ends.iter().position(|e| e.id == i.id) else { continue };
+        let Some(&k) = first_end.get(&i.id) else { continue };
         let e = &ends[k];
         let EndOutcome::Finish { state, output, error, logs } = &e.outcome else { continue };
+        if i.state != InvocationState::Queued
+            || i.job_id.is_some()
+            || i.task_index.is_some()
+            || i.attempts >= e.attempt
+            || started.get(&i.id).is_some_and(|&a| a != e.attempt)
+        {
+            continue;
+        }
         let error = error.as_ref().map(failure_json);
         let partition = n.partition.as_ref().map(|p| serde_json::to_string(p).expect("partition serialises"));
         let inserted = tx
@@ -521,7 +574,7 @@ fn insert_finished(tx: &rusqlite::Transaction, new: &[NewInvocation], ends: &[At
                 state.as_str(),
                 error
             ])?;
-            written.push(k);
+            written[k] = true;
         }
     }
     Ok(written)
@@ -535,15 +588,15 @@ fn record_rows(
     ends: &[AttemptEnd],
 ) -> Result<EndReport> {
     let tx = c.transaction()?;
-    let finished = insert_finished(&tx, new, ends)?;
-    let ids: HashSet<Id> = finished.iter().map(|&k| ends[k].id).collect();
+    let finished = insert_finished(&tx, new, starts, ends)?;
+    let ids: HashSet<Id> = ends.iter().zip(&finished).filter(|(_, f)| **f).map(|(e, _)| e.id).collect();
     insert_rows_with(&tx, INSERT_INVOCATION_ONCE, new.iter().filter(|n| !ids.contains(&n.invocation.id)))?;
     start_rows(&tx, starts.iter().filter(|s| !ids.contains(&s.id)))?;
-    let mut report = end_rows(&tx, ends.iter().enumerate().filter(|(k, _)| !finished.contains(k)).map(|(_, e)| e))?;
+    let mut report = end_rows(&tx, ends.iter().zip(&finished).filter(|(_, f)| !**f).map(|(e, _)| e))?;
     tx.commit()?;
-    if !finished.is_empty() {
+    if !ids.is_empty() {
         let mut others = report.applied.into_iter();
-        report.applied = (0..ends.len()).map(|k| finished.contains(&k) || others.next().unwrap_or(false)).collect();
+        report.applied = finished.iter().map(|&f| f || others.next().unwrap_or(false)).collect();
     }
     Ok(report)
 }
@@ -815,7 +868,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport> {
-        if let Some(mut c) = self.idle_writer(new, ends) {
+        if let Some(mut c) = self.idle_writer(new, starts, ends) {
             return record_rows(&mut c, new, starts, ends);
         }
         let (new, starts, ends) = (new.to_vec(), starts.to_vec(), ends.to_vec());
@@ -1047,5 +1100,18 @@ mod tests {
         later.await.unwrap();
         let inv = s.get_invocation("p", id).await.unwrap().unwrap();
         assert_eq!((inv.state, inv.worker.as_deref()), (InvocationState::Running, Some("later")));
+
+        // Too many rows (starts count too), or a commit that may have to
+        // finish a checkpoint: the writer thread's job, never the caller's.
+        let many: Vec<AttemptStart> = (0..=INLINE_ROWS)
+            .map(|_| AttemptStart { id: stratus_core::new_id(), attempt: 1, worker: "w".into(), started_at: 3 })
+            .collect();
+        let mut big = pin!(s.record(&[], &many, &[]));
+        assert!(big.as_mut().poll(&mut cx).is_pending(), "{} starts are queued", many.len());
+        big.await.unwrap();
+        s.checkpoints.state.store(DONE, Release);
+        let mut checkpointing = pin!(s.record(&[], &many[..1], &[]));
+        assert!(checkpointing.as_mut().poll(&mut cx).is_pending(), "a checkpoint to finish is queued");
+        checkpointing.await.unwrap();
     }
 }
