@@ -61,9 +61,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
     let job =
         s.ok(&["map", "t", "--inputs", inputs_file(tmp.path(), 3).to_str().unwrap(), "--detach"]).trim().to_string();
     s.ok(&["wait", &job]);
-    let gate = gate_function(tmp.path());
-    let never = format!("GO={}", tmp.path().join("never").display());
-    s.ok(&["fn", "deploy", "g", "--dir", gate.to_str().unwrap(), "--cmd", "./gate.sh", "--env", &never]);
+    deploy_gate(&s, tmp.path(), "g");
     // One task that blocks: the job stays running (and cancellable) while
     // the other slots serve the requests below.
     let running =

@@ -169,19 +169,7 @@ fn running_in(s: &Server, job: &str) -> u64 {
 fn cancel_stops_queued_and_kills_running_tasks() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &["--slots", "2"]);
-    let gate = gate_function(tmp.path());
-    let never = tmp.path().join("never");
-    s.ok(&[
-        "fn",
-        "deploy",
-        "g",
-        "--dir",
-        gate.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", never.display()),
-    ]);
+    deploy_gate(&s, tmp.path(), "g");
     let id =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 10).to_str().unwrap(), "--detach"]).trim().to_string();
     s.eventually("two tasks running", || running_in(&s, &id) == 2);
@@ -217,19 +205,7 @@ fn a_worker_killed_mid_job_loses_its_leases_and_the_job_completes() {
     let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "2s"]);
     let mut a = Worker::start(&s.url, &tmp.path().join("wa"), 2);
     let b = Worker::start(&s.url, &tmp.path().join("wb"), 2);
-    let gate = gate_function(tmp.path());
-    let go = tmp.path().join("go");
-    s.ok(&[
-        "fn",
-        "deploy",
-        "g",
-        "--dir",
-        gate.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", go.display()),
-    ]);
+    let go = deploy_gate(&s, tmp.path(), "g");
     let id =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 40).to_str().unwrap(), "--detach"]).trim().to_string();
     s.eventually("both workers hold tasks", || {
@@ -250,19 +226,7 @@ fn a_stalled_worker_is_treated_as_lost_and_its_late_results_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "2s"]);
     let a = Worker::start(&s.url, &tmp.path().join("wa"), 2);
-    let gate = gate_function(tmp.path());
-    let go = tmp.path().join("go");
-    s.ok(&[
-        "fn",
-        "deploy",
-        "g",
-        "--dir",
-        gate.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", go.display()),
-    ]);
+    let go = deploy_gate(&s, tmp.path(), "g");
     let id =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 6).to_str().unwrap(), "--detach"]).trim().to_string();
     s.eventually("worker a holds tasks", || worker_running(&s).iter().any(|(_, n, _)| *n == 2));
@@ -289,19 +253,7 @@ fn a_stalled_worker_is_treated_as_lost_and_its_late_results_ignored() {
 fn kill9_of_the_server_mid_job_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Server::start(tmp.path(), &["--slots", "2"]);
-    let gate = gate_function(tmp.path());
-    let go = tmp.path().join("go");
-    s.ok(&[
-        "fn",
-        "deploy",
-        "g",
-        "--dir",
-        gate.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", go.display()),
-    ]);
+    let go = deploy_gate(&s, tmp.path(), "g");
     let id =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 30).to_str().unwrap(), "--detach"]).trim().to_string();
     s.eventually("two tasks running", || running_in(&s, &id) == 2);

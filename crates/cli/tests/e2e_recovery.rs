@@ -24,30 +24,13 @@ fn states(s: &Server) -> Vec<(String, String, i64)> {
 #[test]
 fn kill9_with_running_and_queued_invocations_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let gate = tmp.path().join("go");
-    let dir = tmp.path().join("fn");
-    std::fs::create_dir(&dir).unwrap();
-    // Blocks until the test opens the gate, then echoes its input.
-    std::fs::write(dir.join("gate.sh"), "#!/bin/sh\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-
     let mut s = Server::start(tmp.path(), &["--slots", "2"]);
     let guest = guest_wasm();
     s.ok(&["fn", "deploy", "echo", "--wasm", guest.to_str().unwrap()]);
     let earlier = s.ok(&["invoke", "echo", "--async", "echo:history"]).trim().to_string();
     s.ok(&["wait", &earlier]);
-    s.ok(&[
-        "fn",
-        "deploy",
-        "gate",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--cmd",
-        "./gate.sh",
-        "--env",
-        &format!("GO={}", gate.display()),
-    ]);
+    // Blocks until the test opens the gate, then echoes its input.
+    let gate = deploy_gate(&s, tmp.path(), "gate");
     let ids: Vec<String> =
         (0..5).map(|i| s.ok(&["invoke", "gate", "--async", &format!("input-{i}")]).trim().to_string()).collect();
     s.eventually("two invocations running", || states(&s).iter().filter(|(_, st, _)| st == "running").count() == 2);

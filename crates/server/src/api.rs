@@ -351,7 +351,22 @@ async fn invoke(
         return Err(ApiError::BadRequest(format!("unknown query parameter '{k}'")));
     }
     let f = load_function(&st, &name).await?;
-    let mut submitted = st.scheduler.submit(f, vec![input.to_vec()], !is_async).await?;
+    let mut input = input.to_vec();
+    if !is_async {
+        match st.scheduler.run_here(f.clone(), input) {
+            Ok(mut here) => {
+                return match tokio::time::timeout(MAX_WAIT, &mut here).await {
+                    Ok(Some(finished)) => Ok(sync_response(&finished)),
+                    _ => {
+                        here.stored().await;
+                        Ok((StatusCode::ACCEPTED, Json(json!({"id": here.id, "state": "running"}))).into_response())
+                    }
+                };
+            }
+            Err(back) => input = back,
+        }
+    }
+    let mut submitted = st.scheduler.submit(f, vec![input], !is_async).await?;
     let (id, rx) = submitted.pop().expect("one submitted");
     if is_async {
         return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "queued"}))).into_response());

@@ -282,9 +282,13 @@ impl Node {
         if let Some(leading) = leading {
             tracing::info!("shutting down: finishing running invocations");
             leading.scheduler.close();
-            if let Some(slots) = leading.slots
-                && tokio::time::timeout(Duration::from_secs(10), slots).await.is_err()
-            {
+            let running = async {
+                if let Some(slots) = leading.slots {
+                    let _ = slots.await;
+                }
+                leading.scheduler.ran_here().await;
+            };
+            if tokio::time::timeout(Duration::from_secs(10), running).await.is_err() {
                 tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
             }
             leading.scheduler.flush().await;
@@ -362,6 +366,7 @@ impl Node {
                 config.caps,
                 parts.clock.clone(),
             ));
+            scheduler.run_here_on(executor.clone(), config.slots);
             let source: Arc<dyn TaskSource> = scheduler.clone();
             Some(tokio::spawn(stratus_worker::run_slots(executor, source, config.slots, LOCAL_BATCH)))
         } else {

@@ -38,7 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod dispatch;
+mod here;
 pub use dispatch::DispatchConfig;
+pub use here::Here;
 
 /// How long an attempt's start is held before it is written on its own.
 const START_HOLD: Duration = Duration::from_millis(20);
@@ -161,6 +163,10 @@ pub struct Scheduler {
     /// Run time seen per function version, for packing dispatch messages.
     run_times: Mutex<dispatch::RunTimes>,
     pub metrics: Arc<Metrics>,
+    /// The local worker, for sync invocations run on their caller's task.
+    local: std::sync::OnceLock<here::Local>,
+    /// Those runs, waited for when the node stops.
+    here: tokio_util::task::TaskTracker,
 }
 
 fn lane_of(inv: &Invocation) -> Lane {
@@ -199,6 +205,8 @@ impl Scheduler {
             brokered: AtomicBool::new(false),
             run_times: Mutex::new(dispatch::RunTimes::default()),
             metrics,
+            local: Default::default(),
+            here: Default::default(),
         });
         let rerun = s.store.requeue_running().await?;
         if rerun > 0 {
@@ -514,7 +522,19 @@ impl Scheduler {
     /// Stops handing out tasks; slots finish what they run and return.
     pub fn close(&self) {
         self.queue.lock().unwrap().closed = true;
+        self.here.close();
         self.notify.notify_waiters();
+    }
+
+    /// Wakes a local slot that may be waiting for the permit just given
+    /// back, if there is work for it (an idle slot is woken by new work).
+    fn wake_for_permit(&self) {
+        let q = self.queue.lock().unwrap();
+        let work = !q.direct.ready.is_empty() || !q.tasks.ready.is_empty() || !q.delayed.is_empty();
+        drop(q);
+        if work {
+            self.notify.notify_one();
+        }
     }
 
     pub fn depth(&self) -> (usize, usize) {
@@ -1218,13 +1238,30 @@ where
 #[async_trait]
 impl TaskSource for Scheduler {
     async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
+        let permits = self.local.get().filter(|l| l.executor.name == worker).map(|l| &l.permits);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             // Registered before looking at the queue, so neither a push nor
             // `close` between the look and the wait is missed.
             notified.as_mut().enable();
-            match self.take(max, false) {
+            // A local slot takes work only with a permit, which it keeps
+            // until `slot_free`: an invocation run on its caller's task may
+            // hold another ([`here`]).
+            let permit = match permits.map(|p| p.try_acquire()) {
+                Some(Err(_)) if self.queue.lock().unwrap().closed => return None,
+                Some(Err(_)) => {
+                    notified.await;
+                    continue;
+                }
+                Some(Ok(p)) => Some(p),
+                None => None,
+            };
+            let taken = self.take(max, false);
+            if let (Ok(Some(_)), Some(p)) = (&taken, permit) {
+                p.forget();
+            }
+            match taken {
                 Ok(Some((entries, _))) => return Some(self.start_attempts(worker, entries)),
                 Ok(None) => return None,
                 Err(None) => notified.await,
@@ -1237,6 +1274,13 @@ impl TaskSource for Scheduler {
 
     async fn complete(&self, completion: Completion) {
         let _ = self.writes.send(Write::End(completion, Ending::Reported));
+    }
+
+    fn slot_free(&self, worker: &str) {
+        if let Some(local) = self.local.get().filter(|l| l.executor.name == worker) {
+            local.permits.add_permits(1);
+            self.wake_for_permit();
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub trait TaskSource: Send + Sync + 'static {
     async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>>;
     /// Reports the end of an attempt.
     async fn complete(&self, completion: Completion);
+    /// Says that a slot of `worker` has run all it took with its last
+    /// [`TaskSource::next`] and is free again.
+    fn slot_free(&self, _worker: &str) {}
 }
 
 /// Runs tasks. One per worker, shared by its slots.
@@ -275,6 +278,7 @@ pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slo
                         src.complete(c).await;
                     }
                 }
+                src.slot_free(&ex.name);
             }
         });
     }

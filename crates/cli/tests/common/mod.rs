@@ -235,6 +235,16 @@ pub fn gate_function(dir: &Path) -> PathBuf {
     f
 }
 
+/// Deploys [`gate_function`] as `name`; returns the file that opens its
+/// gate (`DIR/go`), which the caller creates when it should.
+pub fn deploy_gate(s: &Server, dir: &Path, name: &str) -> PathBuf {
+    let f = gate_function(dir);
+    let go = dir.join("go");
+    let env = format!("GO={}", go.display());
+    s.ok(&["fn", "deploy", name, "--dir", f.to_str().unwrap(), "--cmd", "./gate.sh", "--env", &env]);
+    go
+}
+
 /// Writes `n` JSON string inputs `"t-0"` .. and returns the file.
 pub fn inputs_file(dir: &Path, n: usize) -> PathBuf {
     let p = dir.join(format!("inputs-{n}.jsonl"));

@@ -1,0 +1,173 @@
+//! Sync invocations run on their caller's task.
+//!
+//! A sync invocation queued for a slot crosses three tasks: the HTTP
+//! handler queues it and wakes a slot, the slot runs it and hands its end to
+//! the writer, and the writer commits and wakes the handler. When a local
+//! slot is free and nothing waits before it, [`Scheduler::run_here`] does all
+//! of that on the handler's own task instead, holding one of the local
+//! slots' permits while the function runs. Its writes are those of the
+//! queued path: the row with its end in one commit when the attempt ends
+//! within [`START_HOLD`], the row with its start when the hold is over
+//! (joined with the run, which goes on meanwhile).
+//!
+//! The handler may be dropped (its client went away) or give up waiting
+//! ([`crate::api::MAX_WAIT`]): the run then goes on on a task of its own,
+//! and ends as it would have. A stopping node waits for these runs as it
+//! waits for its slots.
+
+use super::{Ending, Entry, Finished, Inflight, START_HOLD, Scheduler, new_invocation, retry_forever};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use stratus_core::{Function, Id, Task};
+use stratus_store::{AttemptStart, NewInvocation};
+use stratus_worker::{Executor, Leased};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// The local worker, as sync invocations run on their caller's task see it.
+pub(super) struct Local {
+    pub(super) executor: Arc<Executor>,
+    /// One per local slot. A slot takes one with the work it takes from the
+    /// queue and gives it back when it is free again; an invocation run on
+    /// its caller's task holds one while it runs. So no more than `slots`
+    /// functions run at once here.
+    pub(super) permits: Arc<Semaphore>,
+}
+
+/// The run of one such invocation, to its result.
+type Run = Pin<Box<dyn Future<Output = Option<Arc<Finished>>> + Send>>;
+
+/// A sync invocation running on its caller's task: awaiting it gives its
+/// result (`None` if the scheduler stopped first). Dropped before that, it
+/// goes on on a task of its own.
+pub struct Here {
+    pub id: Id,
+    run: Option<Run>,
+    stored: Option<oneshot::Receiver<()>>,
+}
+
+impl Future for Here {
+    type Output = Option<Arc<Finished>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(run) = self.run.as_mut() else { return Poll::Ready(None) };
+        let out = std::task::ready!(run.as_mut().poll(cx));
+        self.run = None;
+        Poll::Ready(out)
+    }
+}
+
+impl Here {
+    /// Returns once the invocation's row is in the store, so its id may be
+    /// handed out: for a run that outlives its caller's wait.
+    pub async fn stored(&mut self) {
+        let Some(mut rx) = self.stored.take() else { return };
+        let ended = match self.run.as_mut() {
+            // Polled alongside, so the run (and its write) go on meanwhile.
+            Some(run) => tokio::select! {
+                _ = &mut rx => false,
+                _ = run.as_mut() => true,
+            },
+            None => {
+                let _ = rx.await;
+                false
+            }
+        };
+        if ended {
+            self.run = None;
+        }
+    }
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(run);
+        }
+    }
+}
+
+impl Scheduler {
+    /// Lets sync invocations run on their caller's task on `executor`, the
+    /// local worker, in place of one of its `slots` slots.
+    pub fn run_here_on(&self, executor: Arc<Executor>, slots: usize) {
+        let _ = self.local.set(Local { executor, permits: Arc::new(Semaphore::new(slots)) });
+    }
+
+    /// Starts a sync invocation of `function` on the caller's task, if a
+    /// local slot is free and no direct invocation is queued before it;
+    /// otherwise it gives the input back, and the caller submits it.
+    pub fn run_here(&self, function: Arc<Function>, input: Vec<u8>) -> Result<Here, Vec<u8>> {
+        let Some(local) = self.local.get() else { return Err(input) };
+        let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
+        {
+            let q = self.queue.lock().unwrap();
+            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() {
+                return Err(input);
+            }
+        }
+        let now = self.clock.now_ms();
+        let invocation = new_invocation(&function, now, None, None);
+        let id = invocation.id;
+        let task = Task { invocation: id, attempt: 1, function, input, partition: None, job: None };
+        let row = NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None };
+        let worker = local.executor.name.clone();
+        let start = AttemptStart { id, attempt: 1, worker: worker.clone(), started_at: now };
+        let cancel = CancellationToken::new();
+        let leased = Leased { task: task.clone(), cancel: cancel.clone() };
+        let finished = self.watch(id);
+        self.inflight
+            .lock()
+            .unwrap()
+            .insert(id, Inflight { entry: Entry { invocation, task }, worker, started_at: now, cancel });
+        self.metrics.invocations_submitted.fetch_add(1, Relaxed);
+        self.metrics.attempts_started.fetch_add(1, Relaxed);
+
+        let me = self.arc();
+        let executor = local.executor.clone();
+        let (stored_tx, stored_rx) = oneshot::channel();
+        let mut stored_tx = Some(stored_tx);
+        let run = async move {
+            let attempt = async {
+                let c = executor.execute(leased).await;
+                drop(permit);
+                me.wake_for_permit();
+                c
+            };
+            tokio::pin!(attempt);
+            match tokio::time::timeout(START_HOLD, &mut attempt).await {
+                Ok(c) => me.write_records(vec![row], vec![], vec![(c, Ending::Reported)]).await,
+                Err(_) => {
+                    let write = async {
+                        retry_forever("record an invocation and its start", || {
+                            me.store.record(std::slice::from_ref(&row), std::slice::from_ref(&start), &[])
+                        })
+                        .await;
+                        if let Some(tx) = stored_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    };
+                    let ((), c) = tokio::join!(write, attempt);
+                    me.write_records(vec![], vec![], vec![(c, Ending::Reported)]).await;
+                }
+            }
+            if let Some(tx) = stored_tx.take() {
+                let _ = tx.send(());
+            }
+            finished.await.ok()
+        };
+        let run = self.here.track_future(run);
+        Ok(Here { id, run: Some(Box::pin(run)), stored: Some(stored_rx) })
+    }
+
+    /// Returns once every invocation run on its caller's task has ended
+    /// (after [`Scheduler::close`]).
+    pub async fn ran_here(&self) {
+        self.here.wait().await;
+    }
+}
