@@ -951,7 +951,7 @@ impl Scheduler {
 
     /// Leases up to `max` tasks to `worker`, waiting up to `wait` for one.
     pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Vec<Leased> {
-        match tokio::time::timeout(wait, self.next(worker, max)).await {
+        match tokio::time::timeout(wait, self.take_for(worker, max, None)).await {
             Ok(Some(tasks)) => tasks,
             _ => Vec::new(),
         }
@@ -1238,16 +1238,39 @@ where
 #[async_trait]
 impl TaskSource for Scheduler {
     async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
-        let permits = self.local.get().filter(|l| l.executor.name == worker).map(|l| &l.permits);
+        let permits = self.local.get().filter(|l| l.executor.name == worker).map(|l| &*l.permits);
+        self.take_for(worker, max, permits).await
+    }
+
+    async fn complete(&self, completion: Completion) {
+        let _ = self.writes.send(Write::End(completion, Ending::Reported));
+    }
+
+    fn slot_free(&self, worker: &str) {
+        if let Some(local) = self.local.get().filter(|l| l.executor.name == worker) {
+            local.permits.add_permits(1);
+            self.wake_for_permit();
+        }
+    }
+}
+
+impl Scheduler {
+    /// Waits for work for a slot of `worker` and starts it there. A local
+    /// slot (`permits`) takes work only with a permit, which it keeps until
+    /// `slot_free`: an invocation run on its caller's task may hold another
+    /// ([`here`]).
+    async fn take_for(
+        &self,
+        worker: &str,
+        max: usize,
+        permits: Option<&tokio::sync::Semaphore>,
+    ) -> Option<Vec<Leased>> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             // Registered before looking at the queue, so neither a push nor
             // `close` between the look and the wait is missed.
             notified.as_mut().enable();
-            // A local slot takes work only with a permit, which it keeps
-            // until `slot_free`: an invocation run on its caller's task may
-            // hold another ([`here`]).
             let permit = match permits.map(|p| p.try_acquire()) {
                 Some(Err(_)) if self.queue.lock().unwrap().closed => return None,
                 Some(Err(_)) => {
@@ -1269,17 +1292,6 @@ impl TaskSource for Scheduler {
                     let _ = tokio::time::timeout(due, notified).await;
                 }
             }
-        }
-    }
-
-    async fn complete(&self, completion: Completion) {
-        let _ = self.writes.send(Write::End(completion, Ending::Reported));
-    }
-
-    fn slot_free(&self, worker: &str) {
-        if let Some(local) = self.local.get().filter(|l| l.executor.name == worker) {
-            local.permits.add_permits(1);
-            self.wake_for_permit();
         }
     }
 }

@@ -12,10 +12,11 @@
 //!
 //! The handler may be dropped (its client went away) or give up waiting
 //! ([`crate::api::MAX_WAIT`]): the run then goes on on a task of its own,
-//! and ends as it would have. A stopping node waits for these runs as it
-//! waits for its slots.
+//! and ends as it would have. A stopping node waits for these attempts, and
+//! the writes of their ends, as it waits for its slots.
 
 use super::{Ending, Entry, Finished, Inflight, START_HOLD, Scheduler, new_invocation, retry_forever};
+use std::cmp::Reverse;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,14 +105,17 @@ impl Scheduler {
     /// otherwise it gives the input back, and the caller submits it.
     pub fn run_here(&self, function: Arc<Function>, input: Vec<u8>) -> Result<Here, Vec<u8>> {
         let Some(local) = self.local.get() else { return Err(input) };
-        let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
+        let now = self.clock.now_ms();
         {
+            // Looked at before taking a permit, so a permit taken is never
+            // given back unused (a slot may have missed it meanwhile).
             let q = self.queue.lock().unwrap();
-            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() {
+            let retry_due = q.delayed.peek().is_some_and(|Reverse((due, _))| *due <= now);
+            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due {
                 return Err(input);
             }
         }
-        let now = self.clock.now_ms();
+        let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
         let invocation = new_invocation(&function, now, None, None);
         let id = invocation.id;
         let task = Task { invocation: id, attempt: 1, function, input, partition: None, job: None };
@@ -132,7 +136,8 @@ impl Scheduler {
         let executor = local.executor.clone();
         let (stored_tx, stored_rx) = oneshot::channel();
         let mut stored_tx = Some(stored_tx);
-        let run = async move {
+        // Tracked until its end is written; a retry is the queue's from then on.
+        let attempt_and_writes = async move {
             let attempt = async {
                 let c = executor.execute(leased).await;
                 drop(permit);
@@ -159,14 +164,18 @@ impl Scheduler {
             if let Some(tx) = stored_tx.take() {
                 let _ = tx.send(());
             }
+        };
+        let attempt_and_writes = self.here.track_future(attempt_and_writes);
+        let run = async move {
+            attempt_and_writes.await;
             finished.await.ok()
         };
-        let run = self.here.track_future(run);
         Ok(Here { id, run: Some(Box::pin(run)), stored: Some(stored_rx) })
     }
 
-    /// Returns once every invocation run on its caller's task has ended
-    /// (after [`Scheduler::close`]).
+    /// Returns once every attempt run on its caller's task has ended and
+    /// its end is written (after [`Scheduler::close`]); a retry is the
+    /// queue's, and like the queue's is run again after a restart.
     pub async fn ran_here(&self) {
         self.here.wait().await;
     }
