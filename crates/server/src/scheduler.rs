@@ -1238,7 +1238,7 @@ where
 #[async_trait]
 impl TaskSource for Scheduler {
     async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
-        let permits = self.local.get().filter(|l| l.executor.name == worker).map(|l| &*l.permits);
+        let permits = self.local_for(worker).map(|l| &*l.permits);
         self.take_for(worker, max, permits).await
     }
 
@@ -1247,7 +1247,7 @@ impl TaskSource for Scheduler {
     }
 
     fn slot_free(&self, worker: &str) {
-        if let Some(local) = self.local.get().filter(|l| l.executor.name == worker) {
+        if let Some(local) = self.local_for(worker) {
             local.permits.add_permits(1);
             self.wake_for_permit();
         }
@@ -1255,6 +1255,11 @@ impl TaskSource for Scheduler {
 }
 
 impl Scheduler {
+    /// The local worker, if `worker` is its name.
+    fn local_for(&self, worker: &str) -> Option<&here::Local> {
+        self.local.get().filter(|l| l.executor.name == worker)
+    }
+
     /// Waits for work for a slot of `worker` and starts it there. A local
     /// slot (`permits`) takes work only with a permit, which it keeps until
     /// `slot_free`: an invocation run on its caller's task may hold another

@@ -101,7 +101,7 @@ impl Scheduler {
     }
 
     /// Starts a sync invocation of `function` on the caller's task, if a
-    /// local slot is free and no direct invocation is queued before it;
+    /// local slot is free and no direct invocation or due retry waits;
     /// otherwise it gives the input back, and the caller submits it.
     pub fn run_here(&self, function: Arc<Function>, input: Vec<u8>) -> Result<Here, Vec<u8>> {
         let Some(local) = self.local.get() else { return Err(input) };
