@@ -27,6 +27,10 @@ pub enum Error {
     UnsupportedUrl(String),
     #[error("invalid object store URL '{url}': {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The key cannot be stored where another key is (on a file system, an
+    /// object named like a folder of another, or the other way round).
+    #[error("object '{0}' conflicts with an existing object: {1}")]
+    Conflict(String, String),
     #[error("object store error: {0}")]
     Backend(String),
     #[error("read error while storing an object: {0}")]
@@ -36,10 +40,52 @@ pub enum Error {
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
         match e {
-            object_store::Error::NotFound { path, .. } => Error::NotFound(path),
+            object_store::Error::NotFound { path, .. } => Error::NotFound(decode(&path)),
             other => Error::Backend(other.to_string()),
         }
     }
+}
+
+impl Error {
+    /// An error of the store about `key`, told apart by its cause: a key
+    /// the file system cannot hold is the caller's mistake, not ours.
+    fn about(key: &Key, e: object_store::Error) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                match io.raw_os_error() {
+                    Some(libc_errno::ENOTDIR | libc_errno::EISDIR | libc_errno::ENOTEMPTY | libc_errno::EEXIST) => {
+                        return Error::Conflict(key.0.clone(), io.to_string());
+                    }
+                    Some(libc_errno::ENAMETOOLONG) => {
+                        return Error::InvalidKey {
+                            key: key.0.chars().take(200).collect(),
+                            reason: "a segment is too long for the store (at most 255 bytes)",
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            cause = c.source();
+        }
+        e.into()
+    }
+}
+
+/// The errno values [`Error::about`] looks for (Linux).
+mod libc_errno {
+    pub const EEXIST: i32 = 17;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+}
+
+/// A stored location back as the key it was stored under: `object_store`
+/// percent-encodes some characters (non-ASCII, `#`, `%`, ...) of every
+/// segment, and lists the encoded form.
+fn decode(location: &str) -> String {
+    percent_encoding::percent_decode_str(location).decode_utf8_lossy().into_owned()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,12 +178,30 @@ pub trait ObjectStore: Send + Sync + 'static {
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>> {
     if let Some(dir) = url.strip_prefix("file://") {
         std::fs::create_dir_all(dir)?;
+        remove_staging_files(std::path::Path::new(dir));
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Ok(Arc::new(Adapter(Arc::new(fs))))
     } else if url.starts_with("s3://") {
         open_s3(url)
     } else {
         Err(Error::UnsupportedUrl(stratus_core::url::redact(url)))
+    }
+}
+
+/// Removes what uploads cut short by a crash left in a local store: their
+/// staging files, `NAME#N` beside where the object would go (a `#` in a
+/// stored name is always encoded, so only staging files have a plain one).
+fn remove_staging_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => remove_staging_files(&path),
+            Ok(t) if t.is_file() && entry.file_name().to_string_lossy().contains('#') => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -172,38 +236,62 @@ fn open_s3(url: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(Adapter(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))))
 }
 
+/// An upload that is aborted (its parts and staging files removed) unless
+/// it was taken out and finished.
+struct AbortOnDrop(Option<WriteMultipart>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = w.abort().await;
+            });
+        }
+    }
+}
+
 /// Implements [`ObjectStore`] over any `object_store` backend.
 struct Adapter(Arc<dyn object_store::ObjectStore>);
 
 fn meta(m: object_store::ObjectMeta) -> ObjectMeta {
-    ObjectMeta { key: m.location.to_string(), size: m.size, last_modified: m.last_modified.timestamp_millis() }
+    ObjectMeta { key: decode(m.location.as_ref()), size: m.size, last_modified: m.last_modified.timestamp_millis() }
 }
 
 #[async_trait]
 impl ObjectStore for Adapter {
     async fn put(&self, key: &Key, data: Bytes) -> Result<()> {
-        self.0.put(&key.path(), PutPayload::from_bytes(data)).await?;
+        self.0.put(&key.path(), PutPayload::from_bytes(data)).await.map_err(|e| Error::about(key, e))?;
         Ok(())
     }
 
     async fn put_stream(&self, key: &Key, mut data: ByteStream) -> Result<u64> {
-        let upload = self.0.put_multipart(&key.path()).await?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let upload = self.0.put_multipart(&key.path()).await.map_err(|e| Error::about(key, e))?;
+        // Aborted on every path that does not finish it: an error, or the
+        // caller dropping this future (a client gone mid-upload).
+        let mut w = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(upload, 8 << 20)));
         let mut size = 0u64;
-        while let Some(chunk) = data.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    w.abort().await.ok();
-                    return Err(e.into());
-                }
-            };
-            size += chunk.len() as u64;
-            // Bound memory: wait while too many parts are in flight.
-            w.wait_for_capacity(4).await?;
-            w.put(chunk);
+        let written: Result<()> = async {
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                let upload = w.0.as_mut().expect("open until finished");
+                // Bound memory: wait while too many parts are in flight.
+                upload.wait_for_capacity(4).await.map_err(|e| Error::about(key, e))?;
+                upload.put(chunk);
+            }
+            Ok(())
         }
-        w.finish().await?;
+        .await;
+        let upload = w.0.take().expect("open until finished");
+        match written {
+            Ok(()) => upload.finish().await.map_err(|e| Error::about(key, e))?,
+            Err(e) => {
+                upload.abort().await.ok();
+                return Err(e);
+            }
+        };
         Ok(size)
     }
 

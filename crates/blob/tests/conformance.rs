@@ -131,6 +131,23 @@ async fn concurrent_writers(f: Fixture) {
     }
 }
 
+/// Keys come back from a listing as they were stored (non-ASCII, `#`,
+/// `%`, spaces), so a listed key can be read back.
+async fn listed_keys_are_the_stored_keys(f: Fixture) {
+    let s = f.store;
+    let stored = ["b/caf\u{e9} #1.txt", "b/100%/x", "b/\u{65e5}\u{672c}"];
+    for k in stored {
+        s.put(&key(k), Bytes::from(k.to_string())).await.unwrap();
+    }
+    let listed: Vec<String> = s.list(Some(&key("b"))).await.unwrap().into_iter().map(|m| m.key).collect();
+    let mut want: Vec<String> = stored.iter().map(|k| k.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for k in &listed {
+        assert_eq!(s.get(&key(k)).await.unwrap(), Bytes::from(k.clone()), "{k}");
+    }
+}
+
 macro_rules! conformance {
     ($engine:ident) => {
         mod $engine {
@@ -157,6 +174,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn missing_and_delete() {
                 super::missing_and_delete(super::$engine()).await
+            }
+            #[tokio::test]
+            async fn listed_keys_are_the_stored_keys() {
+                super::listed_keys_are_the_stored_keys(super::$engine()).await
             }
             #[tokio::test]
             async fn concurrent_writers() {
@@ -211,4 +232,73 @@ fn bad_urls_are_refused_without_showing_secrets() {
         assert!(err.contains(says), "{url}: {err}");
         assert!(!err.contains("hunter2"), "{url}: {err}");
     }
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A local store leaves no file behind for an upload that broke, that was
+/// dropped half-way (a client gone), or that a crash cut short.
+#[tokio::test]
+async fn local_uploads_that_do_not_finish_leave_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&format!("file://{}", dir.path().display())).unwrap();
+    let chunks: Vec<std::io::Result<Bytes>> =
+        vec![Ok(Bytes::from(vec![1u8; 9 << 20])), Err(std::io::Error::other("client went away"))];
+    s.put_stream(&key("b/broken"), stream::iter(chunks).boxed()).await.unwrap_err();
+    assert_eq!(files_under(dir.path()), Vec::<String>::new(), "a broken upload");
+
+    // A body that never ends, dropped once its first part is written.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    tx.send(Ok(Bytes::from(vec![2u8; 9 << 20]))).await.unwrap();
+    let body = tokio_stream_from(rx);
+    let dropped = key("b/dropped");
+    let upload = s.put_stream(&dropped, body);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(300), upload).await;
+    drop(tx);
+    // The abort runs on a task of its own: wait for it to be done.
+    while !files_under(dir.path()).is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // What a crash left: a staging file beside an object.
+    s.put(&key("b/kept"), Bytes::from_static(b"k")).await.unwrap();
+    std::fs::write(dir.path().join("b/kept#7"), b"partial").unwrap();
+    let s = open(&format!("file://{}", dir.path().display())).unwrap();
+    assert_eq!(files_under(dir.path()), ["b/kept"]);
+    assert_eq!(s.get(&key("b/kept")).await.unwrap(), Bytes::from_static(b"k"));
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> stratus_blob::ByteStream {
+    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// A key a file system cannot hold beside another (an object where a folder
+/// of another must go) is a conflict, not a failure of the store.
+#[tokio::test]
+async fn local_keys_that_clash_with_others_are_conflicts() {
+    let f = local();
+    let s = f.store;
+    s.put(&key("b/file"), Bytes::from_static(b"x")).await.unwrap();
+    let err = s.put(&key("b/file/under"), Bytes::from_static(b"y")).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(..)), "{err}");
+    let body = stream::iter([Ok(Bytes::from_static(b"z"))]).boxed();
+    let err = s.put_stream(&key("b/file/under"), body).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(..)), "{err}");
+    let long = format!("b/{}", "x".repeat(300));
+    let err = s.put(&key(&long), Bytes::from_static(b"y")).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { .. }), "{err}");
 }
