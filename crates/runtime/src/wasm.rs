@@ -7,27 +7,54 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, ResourceLimiter,
-    Store, Trap, UpdateDeadline,
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
 /// Epoch tick: the granularity of wasm timeouts.
 const TICK: Duration = Duration::from_millis(2);
 /// Largest linear memory any guest may have (wasm32's whole address space).
 const MAX_GUEST_MEMORY: usize = 4 << 30;
+/// Largest module accepted for compilation.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+/// Compilations at once: each takes a core (and much memory) for a while,
+/// so a burst of deploys must not take the whole machine.
+const MAX_COMPILATIONS: usize = 2;
+/// How often a guest sleeping in `poll_oneoff` looks at its cancellation.
+const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
 pub struct Host {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
     cancelled: bool,
+    /// When the invocation times out, and its cancellation: checked by the
+    /// epoch callback while the guest computes, and by [`poll_oneoff`]
+    /// while it sleeps in the host.
+    deadline: Instant,
+    cancel: CancellationToken,
+    /// The zero of the guest's monotonic clock.
+    origin: Instant,
+}
+
+/// The guest's monotonic clock: nanoseconds since [`Host::origin`], so
+/// [`poll_oneoff`] can turn an absolute monotonic time into an instant.
+struct Monotonic(Instant);
+
+impl HostMonotonicClock for Monotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos().try_into().unwrap_or(u64::MAX)
+    }
 }
 
 struct MemoryLimiter {
@@ -60,6 +87,7 @@ pub struct WasmRuntime {
     modules: Mutex<HashMap<String, Arc<WasmModule>>>,
     engine_hash: String,
     ticker: Ticker,
+    compiling: (Mutex<usize>, Condvar),
 }
 
 /// Drives the engine's epoch (timeouts, cancellation) every [`TICK`], but
@@ -143,6 +171,10 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        linker.allow_shadowing(true);
+        linker
+            .func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)
+            .map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
@@ -157,6 +189,7 @@ impl WasmRuntime {
             modules: Mutex::new(HashMap::new()),
             engine_hash,
             ticker,
+            compiling: (Mutex::new(0), Condvar::new()),
         }))
     }
 
@@ -197,7 +230,17 @@ impl WasmRuntime {
         if !bytes.starts_with(b"\0asm") {
             return Err(Error::InvalidWasm("not a WebAssembly binary (missing \\0asm header)".into()));
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?;
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(Error::InvalidWasm(format!(
+                "the module is {} MiB; the limit is {} MiB",
+                bytes.len() >> 20,
+                MAX_MODULE_BYTES >> 20
+            )));
+        }
+        let module = {
+            let _turn = self.compile_turn();
+            Module::new(&self.engine, bytes).map_err(|e| Error::InvalidWasm(format!("{e:#}")))?
+        };
         if module.get_export("_start").is_none() {
             return Err(Error::InvalidWasm(
                 "the module exports no _start function (build a WASI command, e.g. --target wasm32-wasip1 with a main)"
@@ -224,6 +267,25 @@ impl WasmRuntime {
         Ok(module)
     }
 
+    /// Waits for one of the [`MAX_COMPILATIONS`] turns; the turn ends when
+    /// the guard is dropped.
+    fn compile_turn(&self) -> impl Drop + '_ {
+        let (count, freed) = &self.compiling;
+        let mut n = count.lock().unwrap();
+        while *n >= MAX_COMPILATIONS {
+            n = freed.wait(n).unwrap();
+        }
+        *n += 1;
+        struct Turn<'a>(&'a (Mutex<usize>, Condvar));
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                *self.0.0.lock().unwrap() -= 1;
+                self.0.1.notify_one();
+            }
+        }
+        Turn(&self.compiling)
+    }
+
     /// Runs the module once, on the calling thread (call it from a blocking
     /// context, not from an async task).
     pub fn run(
@@ -237,19 +299,28 @@ impl WasmRuntime {
     ) -> RunOutcome {
         let stdout = CappedPipe::new(caps.max_output, true);
         let stderr = CappedPipe::new(caps.max_logs, false);
+        let origin = Instant::now();
         let wasi = WasiCtxBuilder::new()
             .stdin(MemoryInputPipe::new(input))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .envs(env)
             .arg("main")
+            .monotonic_clock(Monotonic(origin))
             .build_p1();
         let max_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20).min(MAX_GUEST_MEMORY);
-        let host = Host { wasi, limiter: MemoryLimiter { max_bytes, denied: false }, cancelled: false };
+        let deadline = origin + Duration::from_millis(limits.timeout_ms);
+        let host = Host {
+            wasi,
+            limiter: MemoryLimiter { max_bytes, denied: false },
+            cancelled: false,
+            deadline,
+            cancel: cancel.clone(),
+            origin,
+        };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limiter);
         // Checked on every epoch tick: the timeout, and cancellation.
-        let deadline = std::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
         let cancel = cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
@@ -257,7 +328,7 @@ impl WasmRuntime {
                 ctx.data_mut().cancelled = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::Continue(1))
@@ -314,6 +385,114 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: Limits) -> Failure
     Failure::new(FailureKind::Trap, first_line(&text).to_string())
 }
 
+/// WASI's `poll_oneoff`, in place of wasmtime-wasi's: the same answers for
+/// everything a guest here can wait on (clocks; stdin, stdout and stderr
+/// are memory pipes, always ready), but a sleep ends at the invocation's
+/// deadline or cancellation. The epoch cannot interrupt a guest inside a
+/// host call, so without this a guest asleep would hold its slot past its
+/// timeout for as long as it asked.
+fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+    // wasi_snapshot_preview1's layouts and codes.
+    const SUBSCRIPTION: usize = 48;
+    const EVENT: usize = 32;
+    const ERRNO_BADF: u16 = 8;
+    const ERRNO_FAULT: i32 = 21;
+    const ERRNO_INVAL: i32 = 28;
+    const CLOCK: u8 = 0;
+    const FD_READ: u8 = 1;
+    const FD_WRITE: u8 = 2;
+
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return Ok(ERRNO_FAULT);
+    };
+    let (subs, events, n, nevents) =
+        (subs as u32 as usize, events as u32 as usize, n as u32 as usize, nevents as u32 as usize);
+    if n == 0 {
+        return Ok(ERRNO_INVAL);
+    }
+    let len = memory.data_size(&caller);
+    let fits =
+        |at: usize, size: usize| n.checked_mul(size).and_then(|l| at.checked_add(l)).is_some_and(|end| end <= len);
+    if !fits(subs, SUBSCRIPTION) || !fits(events, EVENT) || nevents.checked_add(4).is_none_or(|end| end > len) {
+        return Ok(ERRNO_FAULT);
+    }
+    let now = Instant::now();
+    let origin = caller.data().origin;
+    // (userdata, when it fires; None: never) and (userdata, type, error).
+    let mut clocks: Vec<(u64, Option<Instant>)> = Vec::new();
+    let mut ready: Vec<(u64, u8, u16)> = Vec::new();
+    {
+        let data = memory.data(&caller);
+        let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+        for i in 0..n {
+            let at = subs + i * SUBSCRIPTION;
+            let userdata = u64_at(at);
+            match data[at + 8] {
+                CLOCK => {
+                    let (id, timeout, flags) = (u32_at(at + 16), u64_at(at + 24), data[at + 40]);
+                    let absolute = flags & 1 != 0;
+                    let when = match (id, absolute) {
+                        // Realtime and monotonic run at the same rate.
+                        (0 | 1, false) => now.checked_add(Duration::from_nanos(timeout)),
+                        (1, true) => origin.checked_add(Duration::from_nanos(timeout)),
+                        (0, true) => {
+                            let wall = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_nanos() as u64)
+                                .unwrap_or(0);
+                            now.checked_add(Duration::from_nanos(timeout.saturating_sub(wall)))
+                        }
+                        _ => return Ok(ERRNO_INVAL),
+                    };
+                    clocks.push((userdata, when));
+                }
+                kind @ (FD_READ | FD_WRITE) => {
+                    let fd = u32_at(at + 16);
+                    let open = if kind == FD_READ { fd == 0 } else { fd == 1 || fd == 2 };
+                    ready.push((userdata, kind, if open { 0 } else { ERRNO_BADF }));
+                }
+                _ => return Ok(ERRNO_INVAL),
+            }
+        }
+    }
+    if ready.is_empty() {
+        let wake = clocks.iter().filter_map(|c| c.1).min();
+        loop {
+            let host = caller.data();
+            if host.cancel.is_cancelled() {
+                caller.data_mut().cancelled = true;
+                return Err(Trap::Interrupt.into());
+            }
+            let now = Instant::now();
+            if wake.is_some_and(|w| now >= w) {
+                break;
+            }
+            if now >= host.deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            let until = wake.map_or(host.deadline, |w| w.min(host.deadline));
+            std::thread::sleep((until - now).min(SLEEP_SLICE));
+        }
+    }
+    let now = Instant::now();
+    let fired = clocks.iter().filter(|(_, w)| w.is_some_and(|w| w <= now)).map(|(u, _)| (*u, CLOCK, 0));
+    let all: Vec<(u64, u8, u16)> = ready.iter().copied().chain(fired).collect();
+    let data = memory.data_mut(&mut caller);
+    for (i, (userdata, kind, error)) in all.iter().enumerate() {
+        let e = &mut data[events + i * EVENT..][..EVENT];
+        e.fill(0);
+        e[0..8].copy_from_slice(&userdata.to_le_bytes());
+        e[8..10].copy_from_slice(&error.to_le_bytes());
+        e[10] = *kind;
+        if *kind != CLOCK && *error == 0 {
+            e[16..24].copy_from_slice(&1u64.to_le_bytes());
+        }
+    }
+    data[nevents..nevents + 4].copy_from_slice(&(all.len() as u32).to_le_bytes());
+    Ok(0)
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
@@ -327,6 +506,61 @@ mod tests {
         WasmModule { pre: rt.linker.instantiate_pre(&m).unwrap() }
     }
 
+    /// A guest asleep in `poll_oneoff` ends at its timeout (the epoch
+    /// cannot reach it there) or when cancelled; a short sleep wakes with
+    /// its clock event.
+    #[test]
+    fn a_guest_asleep_in_a_host_call_ends_at_its_timeout_or_cancel() {
+        const SLEEP: &str = r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const NANOS))
+            (if (i32.ne (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)) (i32.const 0))
+              (then unreachable))
+            (if (i32.ne (i32.load (i32.const 128)) (i32.const 1)) (then unreachable))
+            (if (i32.ne (i32.load8_u (i32.const 74)) (i32.const 0)) (then unreachable))))"#;
+        let rt = WasmRuntime::new(2, None).unwrap();
+        let short = module(&rt, &SLEEP.replace("NANOS", "10000000"));
+        let hour = Arc::new(module(&rt, &SLEEP.replace("NANOS", "3600000000000")));
+        let ok = rt.run(
+            &short,
+            vec![],
+            &[],
+            Limits { timeout_ms: 60_000, memory_mb: 16, ..Limits::default() },
+            OutputCaps::default(),
+            &CancellationToken::new(),
+        );
+        assert!(ok.result.is_ok(), "{:?}", ok.result);
+
+        let run_in_thread = |limits: Limits, cancel: CancellationToken| {
+            let (rt, hour) = (rt.clone(), hour.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(rt.run(&hour, vec![], &[], limits, OutputCaps::default(), &cancel));
+            });
+            // A generous bound: without the interruptible sleep this blocks for an hour.
+            rx.recv_timeout(Duration::from_secs(60)).expect("the sleeping guest was not stopped")
+        };
+        let timed_out =
+            run_in_thread(Limits { timeout_ms: 200, memory_mb: 16, ..Limits::default() }, CancellationToken::new());
+        assert_eq!(timed_out.result.unwrap_err().kind, FailureKind::Timeout);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let cancelled = run_in_thread(Limits { timeout_ms: 60_000, memory_mb: 16, ..Limits::default() }, cancel);
+        assert_eq!(cancelled.result.unwrap_err().kind, FailureKind::Cancelled);
+    }
+
+    #[test]
+    fn an_oversized_module_is_refused_before_compiling() {
+        let rt = WasmRuntime::new(1, None).unwrap();
+        let mut bytes = b"\0asm".to_vec();
+        bytes.resize(MAX_MODULE_BYTES + 1, 0);
+        let err = rt.validate("big", &bytes).expect_err("refused");
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+
     /// The epoch thread only ticks while a guest runs; a guest started after
     /// it went idle still times out, and every run lets go of the ticker.
     #[test]
@@ -334,7 +568,7 @@ mod tests {
         let rt = WasmRuntime::new(2, None).unwrap();
         let quick = module(&rt, r#"(module (func (export "_start")))"#);
         let spin = module(&rt, r#"(module (func (export "_start") (loop (br 0))))"#);
-        let limits = Limits { timeout_ms: 100, memory_mb: 16 };
+        let limits = Limits { timeout_ms: 100, memory_mb: 16, ..Limits::default() };
         let cancel = CancellationToken::new();
         for _ in 0..2 {
             let ok = rt.run(&quick, vec![], &[], limits, OutputCaps::default(), &cancel);

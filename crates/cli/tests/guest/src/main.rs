@@ -3,7 +3,8 @@
 //! `echo:X` prints X; `env:NAME` prints $NAME; `fail` exits 3 after logging;
 //! `trap` panics (a wasm trap); `spin` loops forever; `alloc` grows memory
 //! until refused; `flood` writes to stdout forever; `log:N` writes N bytes
-//! of logs; `file` tries to read /etc/passwd; anything else is echoed.
+//! of logs; `file` tries to read /etc/passwd; `sleep:MS` sleeps (in a host
+//! call); anything else is echoed.
 
 use std::io::{Read, Write};
 
@@ -40,6 +41,9 @@ fn main() {
         let n: usize = n.parse().unwrap();
         std::io::stderr().write_all(&vec![b'l'; n]).unwrap();
         out.write_all(b"logged").unwrap();
+    } else if let Some(ms) = text.strip_prefix("sleep:") {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+        out.write_all(b"slept").unwrap();
     } else if text == "file" {
         match std::fs::read_to_string("/etc/passwd") {
             Ok(_) => out.write_all(b"read").unwrap(),
