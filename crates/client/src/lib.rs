@@ -35,7 +35,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A deployed function, as the API describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionInfo {
     pub name: String,
     pub project: String,
@@ -46,6 +46,12 @@ pub struct FunctionInfo {
     pub env: BTreeMap<String, String>,
     pub timeout_ms: u64,
     pub memory_mb: u64,
+    #[serde(default)]
+    pub max_procs: Option<u32>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub network: bool,
     pub retries: u32,
     pub created_at: i64,
 }
@@ -60,7 +66,13 @@ pub struct DeployRequest {
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_procs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
     pub retries: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
 }
 
 /// An invocation with its attempt history.
@@ -151,6 +163,12 @@ impl Client {
 
     pub async fn deploy(&self, name: &str, req: &DeployRequest) -> Result<FunctionInfo> {
         self.json(self.http.put(self.url(&format!("/v1/functions/{name}"))).json(req)).await
+    }
+
+    /// What the server is and runs (`GET /v1/info`): version, local slots,
+    /// and which sandbox layers its process functions have.
+    pub async fn info(&self) -> Result<serde_json::Value> {
+        self.json(self.http.get(self.url("/v1/info"))).await
     }
 
     pub async fn list_functions(&self) -> Result<Vec<FunctionInfo>> {

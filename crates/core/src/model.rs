@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 /// How a function's code runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", from = "RuntimeFields")]
 pub enum Runtime {
     /// A WASI preview 1 command module run by wasmtime.
     Wasm,
@@ -20,6 +20,29 @@ pub enum Runtime {
         #[serde(default)]
         warm: bool,
     },
+}
+
+/// How a [`Runtime`] is read: a field it does not have is an error (a
+/// misspelt `warm` must not deploy a cold function), which serde checks
+/// only for struct variants.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RuntimeFields {
+    Wasm {},
+    Process {
+        cmd: String,
+        #[serde(default)]
+        warm: bool,
+    },
+}
+
+impl From<RuntimeFields> for Runtime {
+    fn from(r: RuntimeFields) -> Self {
+        match r {
+            RuntimeFields::Wasm {} => Runtime::Wasm,
+            RuntimeFields::Process { cmd, warm } => Runtime::Process { cmd, warm },
+        }
+    }
 }
 
 impl Runtime {
@@ -36,17 +59,37 @@ impl Runtime {
 pub struct Limits {
     pub timeout_ms: u64,
     pub memory_mb: u64,
+    /// Processes a process function may have at once (its whole tree).
+    #[serde(default = "default_max_procs")]
+    pub max_procs: u32,
+    /// CPU share of a process function in thousandths of a core; 0 for no
+    /// limit.
+    #[serde(default)]
+    pub cpu_millis: u32,
+}
+
+fn default_max_procs() -> u32 {
+    DEFAULT_MAX_PROCS
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 60_000, memory_mb: 256 }
+        Limits { timeout_ms: 60_000, memory_mb: 256, max_procs: DEFAULT_MAX_PROCS, cpu_millis: 0 }
     }
 }
 
+pub const DEFAULT_MAX_PROCS: u32 = 64;
+pub const MAX_PROCS: u32 = 4096;
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_MEMORY_MB: u64 = 64 * 1024;
 pub const MAX_RETRIES: u32 = 100;
+/// Longest process command line, in bytes.
+pub const MAX_CMD_BYTES: usize = 8 << 10;
+/// Most variables a function may declare, and their names and values
+/// together, in bytes: well inside what `execve` takes, so a function that
+/// deploys can also start.
+pub const MAX_ENV_VARS: usize = 1000;
+pub const MAX_ENV_BYTES: usize = 256 << 10;
 
 /// What a user deploys, validated. The code itself is stored in the object
 /// store under its content hash (`artifact`).
@@ -61,15 +104,32 @@ pub struct FunctionSpec {
     pub limits: Limits,
     #[serde(default)]
     pub retries: u32,
+    /// A process function may reach the network (otherwise only the
+    /// Stratus API).
+    #[serde(default)]
+    pub network: bool,
 }
 
 impl FunctionSpec {
     /// Checks every field; the error names the first one that is wrong.
     pub fn validate(&self) -> Result<(), Error> {
-        if let Runtime::Process { cmd, .. } = &self.runtime
-            && cmd.trim().is_empty()
-        {
-            return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
+        if let Runtime::Process { cmd, .. } = &self.runtime {
+            if cmd.trim().is_empty() {
+                return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
+            }
+            if cmd.contains('\0') {
+                return Err(Error::invalid("cmd", "contains a NUL byte"));
+            }
+            if cmd.len() > MAX_CMD_BYTES {
+                return Err(Error::invalid("cmd", format!("longer than {MAX_CMD_BYTES} bytes")));
+            }
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(Error::invalid("env", format!("more than {MAX_ENV_VARS} variables")));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(Error::invalid("env", format!("{env_bytes} bytes of variables; at most {MAX_ENV_BYTES}")));
         }
         if self.artifact.len() != 64 || !self.artifact.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::invalid("artifact", "must be a sha256 digest in hex"));
@@ -79,6 +139,12 @@ impl FunctionSpec {
         }
         if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
             return Err(Error::invalid("memory", format!("must be between 1 and {MAX_MEMORY_MB} MiB")));
+        }
+        if self.limits.max_procs == 0 || self.limits.max_procs > MAX_PROCS {
+            return Err(Error::invalid("max_procs", format!("must be between 1 and {MAX_PROCS}")));
+        }
+        if self.limits.cpu_millis > 1024 * 1000 {
+            return Err(Error::invalid("cpus", "at most 1024"));
         }
         if self.retries > MAX_RETRIES {
             return Err(Error::invalid("retries", format!("at most {MAX_RETRIES}")));
@@ -355,5 +421,47 @@ pub struct Job {
 impl Job {
     pub fn done(&self) -> u64 {
         self.succeeded + self.failed + self.cancelled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(runtime: Runtime) -> FunctionSpec {
+        FunctionSpec {
+            runtime,
+            artifact: "a".repeat(64),
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            retries: 0,
+            network: false,
+        }
+    }
+
+    #[test]
+    fn unknown_runtime_fields_are_refused() {
+        let ok: Runtime = serde_json::from_str(r#"{"kind":"process","cmd":"x","warm":true}"#).unwrap();
+        assert_eq!(ok, Runtime::Process { cmd: "x".into(), warm: true });
+        for bad in [r#"{"kind":"process","cmd":"x","wram":true}"#, r#"{"kind":"wasm","cmd":"x"}"#] {
+            let err = serde_json::from_str::<Runtime>(bad).expect_err(bad).to_string();
+            assert!(err.contains("unknown field"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn commands_and_environments_that_cannot_start_are_refused_at_deploy() {
+        let process = |cmd: &str| Runtime::Process { cmd: cmd.into(), warm: false };
+        assert!(spec(process("python3 main.py")).validate().is_ok());
+        for (cmd, says) in [("a\0b", "NUL"), (&"x".repeat(MAX_CMD_BYTES + 1), "longer than")] {
+            let err = spec(process(cmd)).validate().unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let mut big = spec(process("x"));
+        big.env = (0..300).map(|i| (format!("V{i}"), "y".repeat(1000))).collect();
+        assert!(big.validate().unwrap_err().to_string().contains("bytes of variables"));
+        let mut many = spec(process("x"));
+        many.env = (0..=MAX_ENV_VARS).map(|i| (format!("V{i}"), String::new())).collect();
+        assert!(many.validate().unwrap_err().to_string().contains("variables"));
     }
 }

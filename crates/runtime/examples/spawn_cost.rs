@@ -14,7 +14,7 @@ async fn main() {
         std::process::Command::new("/bin/true").status().unwrap();
     }
     println!("bare spawn+wait (std, posix_spawn): {:?}", t.elapsed() / n);
-    let spec = process::command(&dir, "/bin/true", &[], 256);
+    let spec = process::command(&dir, "/bin/true", &[], Limits::default(), None);
     let t = Instant::now();
     for _ in 0..n {
         let mut c = spawn::spawn(&spec).unwrap();
@@ -23,9 +23,17 @@ async fn main() {
     println!("spawn::spawn + wait:                {:?}", t.elapsed() / n);
     let t = Instant::now();
     for _ in 0..n {
-        let o =
-            process::run(&dir, "/bin/true", &[], vec![], Limits::default(), OutputCaps::default(), &Default::default())
-                .await;
+        let o = process::run(
+            &dir,
+            "/bin/true",
+            &[],
+            vec![],
+            Limits::default(),
+            OutputCaps::default(),
+            &Default::default(),
+            None,
+        )
+        .await;
         assert!(o.result.is_ok());
     }
     println!("process::run (pipes, limits):       {:?}", t.elapsed() / n);

@@ -80,6 +80,29 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
     let parent = dest.parent().ok_or_else(|| Error::InvalidBundle("no parent directory".into()))?;
     std::fs::create_dir_all(parent)?;
     let tmp = tempdir_in(parent)?;
+    let unpacked = unpack_into(archive, &tmp);
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match std::fs::rename(&tmp, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e.into())
+        }
+    }
+}
+
+/// Unpacks every entry into `dir`, with modes normalised as [`pack_dir`]
+/// writes them (0755 for directories and executables, 0644 otherwise):
+/// an archive from elsewhere carries no setuid bit or world-writable file.
+fn unpack_into(archive: &[u8], dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
     let mut ar = tar::Archive::new(archive);
     for entry in ar.entries()? {
         let mut entry = entry?;
@@ -87,19 +110,25 @@ pub fn unpack_once(archive: &[u8], dest: &Path) -> Result<(), Error> {
         if !(ty.is_file() || ty.is_dir()) {
             return Err(Error::InvalidBundle("bundles hold regular files and directories only".into()));
         }
-        // `unpack_in` refuses paths that would land outside `tmp`.
-        if !entry.unpack_in(&tmp)? {
+        let exec = entry.header().mode().unwrap_or(0) & 0o111 != 0;
+        let path = dir.join(entry.path()?);
+        if !entry.unpack_in(dir)? {
             return Err(Error::InvalidBundle("an entry's path escapes the bundle".into()));
         }
+        let mode = if ty.is_dir() || exec { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
-    match std::fs::rename(&tmp, dest) {
-        Ok(()) => Ok(()),
-        // Another slot unpacked the same digest first.
-        Err(_) if dest.is_dir() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(())
+    Ok(())
+}
+
+/// Removes what unpacks cut short by a crash left in `dir` (the parent of
+/// unpacked bundles).
+pub fn remove_partial_unpacks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".unpack-") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -140,5 +169,48 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", a.path().join("p")).unwrap();
         assert!(matches!(pack_dir(a.path()), Err(Error::InvalidBundle(_))));
+    }
+
+    fn archive(entries: &[(&str, tar::EntryType, u32, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, ty, mode, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(*mode);
+            h.set_size(data.len() as u64);
+            if *ty == tar::EntryType::Symlink {
+                h.set_link_name("/etc/passwd").unwrap();
+            }
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn modes_are_normalised_and_a_failed_unpack_leaves_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let good = archive(&[
+            ("d", tar::EntryType::Directory, 0o777, b""),
+            ("d/run", tar::EntryType::Regular, 0o4777, b"#!/bin/sh"),
+            ("d/data", tar::EntryType::Regular, 0o666, b"x"),
+        ]);
+        let dest = root.path().join("good");
+        unpack_once(&good, &dest).unwrap();
+        let mode = |p: &str| std::fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode("d"), mode("d/run"), mode("d/data")), (0o755, 0o755, 0o644));
+
+        let bad = archive(&[
+            ("a", tar::EntryType::Regular, 0o644, b"partial"),
+            ("link", tar::EntryType::Symlink, 0o777, b""),
+        ]);
+        assert!(unpack_once(&bad, &root.path().join("bad")).is_err());
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("good")], "no partial unpack is left");
+
+        std::fs::create_dir_all(root.path().join(".unpack-99-0/x")).unwrap();
+        remove_partial_unpacks(root.path());
+        assert!(!root.path().join(".unpack-99-0").exists());
+        assert!(dest.is_dir());
     }
 }

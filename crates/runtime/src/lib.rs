@@ -9,11 +9,14 @@
 //!   process group, with a memory rlimit and a timeout that kills the group.
 //! - [`warm`]: process functions kept alive across invocations, speaking the
 //!   framing documented in `docs/process-functions.md`.
+//! - [`sandbox`]: the walls around process functions (user, namespaces,
+//!   file system view, network, cgroups, seccomp).
 //! - [`bundle`]: deterministic, content-addressed directory archives.
 
 pub mod bundle;
 mod capped;
 pub mod process;
+pub mod sandbox;
 pub mod spawn;
 pub mod warm;
 pub mod wasm;

@@ -5,13 +5,19 @@
 //! death signal (a killed worker takes its functions with it), and only the
 //! environment the platform and the function declare.
 
+use crate::sandbox::{Jail, Sandbox};
 use crate::spawn::{Spec, spawn_with_input};
 use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+/// How long a function's pipes may stay open after its process is gone and
+/// its group killed (a process that left the group may hold them).
+const PIPE_GRACE: Duration = Duration::from_secs(1);
 
 /// The PATH a process function gets unless it declares its own.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -56,9 +62,13 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
+/// Where a process function runs: the node's sandbox, and whether the
+/// function was deployed with outbound network.
+pub type Place<'a> = Option<(&'a Arc<Sandbox>, bool)>;
+
 /// The spawn spec for `cmd` in `dir` with exactly `env` (plus a default
-/// PATH when `env` has none, and `LANG`).
-pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) -> Spec {
+/// PATH when `env` has none, and `LANG`), in the sandbox of `place`.
+pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], limits: Limits, place: Place<'_>) -> Spec {
     let mut argv = split_command(cmd).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), cmd.into()]);
     let program =
         if argv[0].contains('/') && !argv[0].starts_with('/') { dir.join(&argv[0]) } else { argv[0].clone().into() };
@@ -73,7 +83,16 @@ pub fn command(dir: &Path, cmd: &str, env: &[(String, String)], memory_mb: u64) 
         args: argv.split_off(1),
         dir: dir.to_path_buf(),
         env: full,
-        memory_bytes: memory_mb.saturating_mul(1 << 20),
+        memory_bytes: limits.memory_mb.saturating_mul(1 << 20),
+        jail: place.map(|(sandbox, network)| {
+            let jail = Jail {
+                memory_mb: limits.memory_mb,
+                max_procs: limits.max_procs,
+                cpu_millis: limits.cpu_millis,
+                network,
+            };
+            (sandbox.clone(), jail)
+        }),
     }
 }
 
@@ -87,34 +106,38 @@ pub fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads up to `cap` bytes; returns the bytes and whether there was more.
+/// Reads into `buf` up to `cap` bytes; returns whether there was more.
 /// Reads straight into the growing buffer (nothing zeroed, nothing copied).
-pub(crate) async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
-    let mut buf = Vec::new();
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, buf: &mut Vec<u8>) -> bool {
     loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len().clamp(4 << 10, 1 << 20));
         }
-        match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return (buf, false),
+        match r.read_buf(buf).await {
+            Ok(0) | Err(_) => return false,
             Ok(_) if buf.len() > cap => {
                 buf.truncate(cap);
-                return (buf, true);
+                return true;
             }
             Ok(_) => {}
         }
     }
 }
 
-/// Logs: keeps the first `cap` bytes, drains (and drops) the rest so the
-/// function never blocks on a full stderr pipe.
-pub(crate) async fn read_logs<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> Vec<u8> {
-    let (mut logs, more) = read_capped(&mut r, cap).await;
+/// Logs: keeps the first `cap` bytes in `buf`, drains (and drops) the rest
+/// so the function never blocks on a full stderr pipe; returns whether any
+/// were dropped.
+async fn read_logs<R: AsyncRead + Unpin>(mut r: R, cap: usize, buf: &mut Vec<u8>) -> bool {
+    let more = read_capped(&mut r, cap, buf).await;
     if more {
         let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-        logs.extend_from_slice(TRUNCATED_MARKER);
     }
-    logs
+    more
+}
+
+/// A call one of whose processes the kernel killed at its memory limit.
+pub(crate) fn oom_failure(limits: Limits) -> Failure {
+    Failure::new(FailureKind::OutOfMemory, format!("out of memory: the limit is {} MiB", limits.memory_mb))
 }
 
 pub(crate) fn exit_failure(status: std::process::ExitStatus) -> Failure {
@@ -130,6 +153,7 @@ pub(crate) fn exit_failure(status: std::process::ExitStatus) -> Failure {
 }
 
 /// Runs `cmd` once on `input`.
+#[allow(clippy::too_many_arguments)] // each is one part of the call; a struct would only rename them
 pub async fn run(
     dir: &Path,
     cmd: &str,
@@ -138,8 +162,9 @@ pub async fn run(
     limits: Limits,
     caps: OutputCaps,
     cancel: &CancellationToken,
+    place: Place<'_>,
 ) -> RunOutcome {
-    let (mut child, written) = match spawn_with_input(&command(dir, cmd, env, limits.memory_mb), &input) {
+    let (mut child, written) = match spawn_with_input(&command(dir, cmd, env, limits, place), &input) {
         Ok(c) => c,
         Err(e) => {
             return RunOutcome {
@@ -158,51 +183,73 @@ pub async fn run(
             let _ = stdin.write_all(&input[written..]).await;
         })
     });
-    let out = async {
-        let (out, over) = read_capped(stdout, caps.max_output).await;
-        if over {
-            kill_group(pid);
+    let (mut out, mut logs) = (Vec::new(), Vec::new());
+    let (mut over, mut logs_over) = (false, false);
+    let mut status = None;
+    let mut stopped = None;
+    {
+        let reading_out = read_capped(stdout, caps.max_output, &mut out);
+        let reading_logs = read_logs(stderr, caps.max_logs, &mut logs);
+        let deadline = tokio::time::sleep(Duration::from_millis(limits.timeout_ms));
+        // Armed once the process is gone: how long its pipes may stay open.
+        let grace = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(reading_out, reading_logs, deadline, grace);
+        let (mut out_done, mut logs_done) = (false, false);
+        while status.is_none() || !out_done || !logs_done {
+            tokio::select! {
+                biased;
+                s = child.wait(), if status.is_none() => {
+                    // The function ends when its process does: whatever it
+                    // left running goes with it, and so do the pipes those
+                    // held open.
+                    kill_group(pid);
+                    status = Some(s);
+                    grace.as_mut().reset(tokio::time::Instant::now() + PIPE_GRACE);
+                }
+                o = &mut reading_out, if !out_done => {
+                    out_done = true;
+                    over = o;
+                    if over {
+                        kill_group(pid);
+                    }
+                }
+                l = &mut reading_logs, if !logs_done => {
+                    logs_done = true;
+                    logs_over = l;
+                }
+                _ = &mut deadline, if status.is_none() && stopped.is_none() => {
+                    stopped = Some(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms)));
+                    kill_group(pid);
+                }
+                _ = cancel.cancelled(), if status.is_none() && stopped.is_none() => {
+                    stopped = Some(Failure::new(FailureKind::Cancelled, "cancelled"));
+                    kill_group(pid);
+                }
+                // Only a process that left the group can hold them this long.
+                _ = &mut grace, if status.is_some() => break,
+            }
         }
-        (out, over)
-    };
-    let all = async { tokio::join!(out, read_logs(stderr, caps.max_logs), child.wait()) };
-    let timed = tokio::select! {
-        r = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), all) => r.map(Some),
-        _ = cancel.cancelled() => Ok(None),
-    };
+    }
     if let Some(w) = writer {
         w.abort();
     }
-    let outcome = match timed {
-        Ok(None) => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            RunOutcome { result: Err(Failure::new(FailureKind::Cancelled, "cancelled")), logs: Vec::new() }
+    if logs_over {
+        logs.extend_from_slice(TRUNCATED_MARKER);
+    }
+    let result = match (stopped, status) {
+        (Some(failure), _) => Err(failure),
+        _ if over => {
+            Err(Failure::new(FailureKind::OutputLimit, format!("output limit of {} bytes exceeded", caps.max_output)))
         }
-        Ok(Some(((out, over), logs, status))) => {
-            let result = match status {
-                _ if over => Err(Failure::new(
-                    FailureKind::OutputLimit,
-                    format!("output limit of {} bytes exceeded", caps.max_output),
-                )),
-                Ok(s) if s.success() => Ok(out),
-                Ok(s) => Err(exit_failure(s)),
-                Err(e) => Err(Failure::new(FailureKind::Internal, format!("waiting for the process: {e}"))),
-            };
-            RunOutcome { result, logs }
-        }
-        Err(_) => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            RunOutcome {
-                result: Err(Failure::new(FailureKind::Timeout, format!("timed out after {} ms", limits.timeout_ms))),
-                logs: Vec::new(),
-            }
-        }
+        // The tree went over its memory limit: the call failed, even when
+        // its first process carried on after losing a child to it.
+        (None, Some(Ok(_))) if child.oom_killed() => Err(oom_failure(limits)),
+        (None, Some(Ok(s))) if s.success() => Ok(out),
+        (None, Some(Ok(s))) => Err(exit_failure(s)),
+        (None, Some(Err(e))) => Err(Failure::new(FailureKind::Internal, format!("waiting for the process: {e}"))),
+        (None, None) => unreachable!("the loop ends once the process is gone"),
     };
-    // Whatever the function left running in its group goes with it.
-    kill_group(pid);
-    outcome
+    RunOutcome { result, logs }
 }
 
 #[cfg(test)]
@@ -235,6 +282,7 @@ mod tests {
             Limits::default(),
             caps(),
             &CancellationToken::new(),
+            None,
         )
         .await;
         assert_eq!(o.result, Ok(b"hi bob\n".to_vec()));
@@ -246,7 +294,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         // SAFETY: test-only; no other thread reads this variable.
         unsafe { std::env::set_var("STRATUS_TEST_SECRET", "leak") };
-        let o = run(d.path(), "env", &[], vec![], Limits::default(), caps(), &CancellationToken::new()).await;
+        let o = run(d.path(), "env", &[], vec![], Limits::default(), caps(), &CancellationToken::new(), None).await;
         let out = String::from_utf8(o.result.unwrap()).unwrap();
         assert!(!out.contains("STRATUS_TEST_SECRET"), "{out}");
         assert!(out.contains("PATH="), "{out}");
@@ -263,18 +311,20 @@ mod tests {
             Limits::default(),
             caps(),
             &CancellationToken::new(),
+            None,
         )
         .await;
         let f = o.result.unwrap_err();
         assert_eq!((f.kind, f.exit_code), (FailureKind::Exit, Some(3)));
         assert_eq!(o.logs, b"bad\n");
 
-        let limits = Limits { timeout_ms: 200, memory_mb: 256 };
+        let limits = Limits { timeout_ms: 200, memory_mb: 256, ..Limits::default() };
         let o =
-            run(d.path(), "sh -c 'sleep 30 & sleep 30'", &[], vec![], limits, caps(), &CancellationToken::new()).await;
+            run(d.path(), "sh -c 'sleep 30 & sleep 30'", &[], vec![], limits, caps(), &CancellationToken::new(), None)
+                .await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
 
-        let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps(), &CancellationToken::new()).await;
+        let o = run(d.path(), "yes", &[], vec![], Limits::default(), caps(), &CancellationToken::new(), None).await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::OutputLimit);
 
         let o = run(
@@ -285,11 +335,35 @@ mod tests {
             Limits::default(),
             caps(),
             &CancellationToken::new(),
+            None,
         )
         .await;
         assert!(o.result.is_ok());
         assert!(o.logs.ends_with(TRUNCATED_MARKER));
         assert_eq!(o.logs.len(), 1024 + TRUNCATED_MARKER.len());
+    }
+
+    /// A background child that keeps stdout open does not hold the
+    /// invocation: it ends when the function's process does, and the child
+    /// goes with it (also one that left the group with `setsid`).
+    #[tokio::test]
+    async fn ends_when_the_process_exits_even_if_a_child_holds_stdout() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits { timeout_ms: 60_000, memory_mb: 256, ..Limits::default() };
+        for cmd in ["sh -c 'sleep 120 & echo done'", "sh -c 'setsid sleep 120 & echo done'"] {
+            let o = run(d.path(), cmd, &[], vec![], limits, caps(), &CancellationToken::new(), None).await;
+            assert_eq!(o.result, Ok(b"done\n".to_vec()), "{cmd}");
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_written_before_a_timeout_or_cancel_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits { timeout_ms: 300, memory_mb: 256, ..Limits::default() };
+        let cmd = "sh -c 'echo early >&2; exec sleep 30'";
+        let o = run(d.path(), cmd, &[], vec![], limits, caps(), &CancellationToken::new(), None).await;
+        assert_eq!(o.result.unwrap_err().kind, FailureKind::Timeout);
+        assert_eq!(o.logs, b"early\n");
     }
 
     #[tokio::test]
@@ -298,15 +372,24 @@ mod tests {
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
         tokio::spawn(async move { c2.cancel() });
-        let o = run(d.path(), "sleep 30", &[], vec![], Limits::default(), caps(), &cancel).await;
+        let o = run(d.path(), "sleep 30", &[], vec![], Limits::default(), caps(), &cancel, None).await;
         assert_eq!(o.result.unwrap_err().kind, FailureKind::Cancelled);
     }
 
     #[tokio::test]
     async fn missing_program_is_an_internal_failure() {
         let d = tempfile::tempdir().unwrap();
-        let o = run(d.path(), "no-such-program-xyz", &[], vec![], Limits::default(), caps(), &CancellationToken::new())
-            .await;
+        let o = run(
+            d.path(),
+            "no-such-program-xyz",
+            &[],
+            vec![],
+            Limits::default(),
+            caps(),
+            &CancellationToken::new(),
+            None,
+        )
+        .await;
         let f = o.result.unwrap_err();
         assert_eq!(f.kind, FailureKind::Internal);
         assert!(f.message.contains("no-such-program-xyz"), "{}", f.message);

@@ -10,6 +10,7 @@
 //! limit. The exit is observed through a pidfd, so no `SIGCHLD` handling is
 //! involved and no other part of the process can reap our child.
 
+use crate::sandbox::{ChildJail, Jail, Lease, Sandbox, enter_in_child};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -17,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -30,12 +32,18 @@ pub struct Spec {
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
     pub memory_bytes: u64,
+    /// The sandbox the process starts in, and what the function asks of
+    /// it; `dir` is then an unpacked bundle, seen inside at
+    /// [`crate::sandbox::APP_DIR`].
+    pub jail: Option<(Arc<Sandbox>, Jail)>,
 }
 
 /// A running child: the leader of its own process group, with piped stdio.
 pub struct Child {
     pid: u32,
     pidfd: Option<AsyncFd<OwnedFd>>,
+    /// The cgroup of its process tree, given back once the child is dropped.
+    lease: Option<Lease>,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
@@ -50,8 +58,11 @@ struct ChildArgs {
     dir: *const libc::c_char,
     fds: [RawFd; 3],
     memory_bytes: u64,
+    jail: *const ChildJail,
     mask: libc::sigset_t,
     errno: libc::c_int,
+    /// The sandbox step that failed, if one did.
+    step: &'static str,
 }
 
 const CHILD_STACK: usize = 64 << 10;
@@ -79,6 +90,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             fail(a);
         }
+        if let Some(jail) = a.jail.as_ref()
+            && let Err((step, errno)) = enter_in_child(jail)
+        {
+            a.step = step;
+            a.errno = errno;
+            libc::_exit(127);
+        }
+        // After the credentials change, which clears it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if a.memory_bytes > 0 {
             let lim =
@@ -239,17 +258,38 @@ fn spawn_inner(spec: &Spec, input: Option<&[u8]>) -> io::Result<(Child, usize)> 
 }
 
 fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Result<(Child, usize)> {
-    let path = cstr(program.as_os_str().as_bytes())?;
-    let mut argv_c = vec![cstr(spec.program.as_os_str().as_bytes())?];
+    let entry = match &spec.jail {
+        Some((sandbox, jail)) => Some(sandbox.enter(&spec.dir, jail)?),
+        None => None,
+    };
+    // Inside the sandbox's file system the bundle is at APP_DIR.
+    let inside = |p: &Path| -> PathBuf {
+        match (&entry, p.strip_prefix(&spec.dir)) {
+            (Some(e), Ok(rel)) if e.chroot => Path::new(crate::sandbox::APP_DIR).join(rel),
+            _ => p.to_path_buf(),
+        }
+    };
+    let path = cstr(inside(program).as_os_str().as_bytes())?;
+    let mut argv_c = vec![cstr(inside(&spec.program).as_os_str().as_bytes())?];
     for a in &spec.args {
         argv_c.push(cstr(a.as_bytes())?);
     }
-    let env_c = spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<io::Result<Vec<_>>>()?;
+    let mut env_c =
+        spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<io::Result<Vec<_>>>()?;
+    if let Some((sandbox, jail)) = &spec.jail
+        && let Some(url) = sandbox.api_url(jail.network)
+    {
+        env_c.push(cstr(format!("STRATUS_URL={url}").as_bytes())?);
+    }
     let argv: Vec<*const libc::c_char> =
         argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp: Vec<*const libc::c_char> =
         env_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let dir = cstr(spec.dir.as_os_str().as_bytes())?;
+    let dir = cstr(inside(&spec.dir).as_os_str().as_bytes())?;
+    let child_jail = entry.as_ref().and_then(|e| e.child.as_ref());
+    // A cgroup bounds the whole tree's memory: no per-process limit then.
+    let memory_bytes = if entry.as_ref().is_some_and(|e| e.lease.is_some()) { 0 } else { spec.memory_bytes };
+    let extra_flags = child_jail.map_or(0, crate::sandbox::clone_flags);
 
     let (stdin_w, stdin_r) = pipe_pair(false)?;
     let (stdout_r, stdout_w) = pipe_pair(true)?;
@@ -271,9 +311,11 @@ fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Resu
             envp: envp.as_ptr(),
             dir: dir.as_ptr(),
             fds: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
-            memory_bytes: spec.memory_bytes,
+            memory_bytes,
+            jail: child_jail.map_or(std::ptr::null(), |j| j as *const ChildJail),
             mask: std::mem::zeroed(),
             errno: 0,
+            step: "",
         };
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -285,7 +327,7 @@ fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Resu
         let pid = libc::clone(
             child_main,
             top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD | extra_flags,
             &mut args as *mut ChildArgs as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
         );
@@ -300,6 +342,9 @@ fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Resu
             let mut status = 0;
             libc::waitpid(pid, &mut status, 0);
             let e = io::Error::from_raw_os_error(args.errno);
+            if !args.step.is_empty() {
+                return Err(io::Error::new(e.kind(), format!("sandbox: {}: {e}", args.step)));
+            }
             return Err(io::Error::new(e.kind(), format!("{}: {e}", program.display())));
         }
         drop((stdin_r, stdout_w, stderr_w));
@@ -307,6 +352,7 @@ fn spawn_resolved(spec: &Spec, program: &Path, input: Option<&[u8]>) -> io::Resu
         let child = Child {
             pid: pid as u32,
             pidfd: Some(AsyncFd::register_with_interest(pidfd, Interest::READABLE)?),
+            lease: entry.and_then(|e| e.lease),
             stdin,
             stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout_r)?),
             stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr_r)?),
@@ -329,6 +375,12 @@ fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
 impl Child {
     pub fn id(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether the kernel killed one of its processes for memory (its
+    /// cgroup's limit), since it started.
+    pub fn oom_killed(&mut self) -> bool {
+        self.lease.as_mut().is_some_and(|l| l.oom_killed())
     }
 
     /// Waits for the child to exit and reaps it.
@@ -388,6 +440,7 @@ mod tests {
             dir: "/".into(),
             env: vec![("PATH".into(), crate::process::DEFAULT_PATH.into())],
             memory_bytes,
+            jail: None,
         }
     }
 

@@ -13,12 +13,13 @@
 //! that exits, breaks the framing or overruns the timeout fails that
 //! invocation and is replaced for the next one.
 
-use crate::process::{command, exit_failure, kill_group};
+use crate::process::{Place, command, exit_failure, kill_group, oom_failure};
 use crate::spawn::{Child, spawn};
 use crate::{OutputCaps, RunOutcome, TRUNCATED_MARKER};
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use stratus_core::{Failure, FailureKind, Limits};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,17 +29,44 @@ use tokio_util::sync::CancellationToken;
 pub const PROTOCOL: &str = "STRATUS/1";
 const CANCELLED: &str = "\0cancelled";
 
+/// The longest response header a warm process may send; anything longer
+/// breaks the framing (it is never buffered whole).
+const MAX_HEADER: u64 = 256;
+
 struct LogBuf {
     buf: Vec<u8>,
     cap: usize,
     truncated: bool,
 }
 
+impl LogBuf {
+    fn push(&mut self, data: &[u8]) {
+        let room = self.cap.saturating_sub(self.buf.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        if std::mem::take(&mut self.truncated) {
+            out.extend_from_slice(TRUNCATED_MARKER);
+        }
+        out
+    }
+}
+
+/// A warm process. Its stderr is read only while an invocation is in
+/// progress and belongs to that invocation: what the process writes
+/// between invocations is dropped when the next one starts, never added to
+/// another caller's logs.
 pub struct WarmProcess {
     child: Child,
     stdin: pipe::Sender,
     stdout: BufReader<pipe::Receiver>,
-    logs: Arc<Mutex<LogBuf>>,
+    stderr: pipe::Receiver,
+    logs: LogBuf,
 }
 
 impl WarmProcess {
@@ -48,40 +76,42 @@ impl WarmProcess {
         env: &[(String, String)],
         limits: Limits,
         caps: OutputCaps,
+        place: Place<'_>,
     ) -> std::io::Result<Self> {
         let mut env = env.to_vec();
         env.push(("STRATUS_WARM".into(), "1".into()));
-        let mut child = spawn(&command(dir, cmd, &env, limits.memory_mb))?;
+        let mut child = spawn(&command(dir, cmd, &env, limits, place))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut stderr = child.stderr.take().expect("piped");
-        let logs = Arc::new(Mutex::new(LogBuf { buf: Vec::new(), cap: caps.max_logs, truncated: false }));
-        let sink = logs.clone();
-        tokio::spawn(async move {
-            let mut chunk = vec![0u8; 16 << 10];
-            while let Ok(n) = stderr.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                let mut l = sink.lock().unwrap();
-                let room = l.cap.saturating_sub(l.buf.len());
-                if n > room {
-                    l.truncated = true;
-                }
-                let take = n.min(room);
-                l.buf.extend_from_slice(&chunk[..take]);
-            }
-        });
-        Ok(WarmProcess { child, stdin, stdout, logs })
+        let stderr = child.stderr.take().expect("piped");
+        let logs = LogBuf { buf: Vec::new(), cap: caps.max_logs, truncated: false };
+        Ok(WarmProcess { child, stdin, stdout, stderr, logs })
     }
 
-    fn take_logs(&self) -> Vec<u8> {
-        let mut l = self.logs.lock().unwrap();
-        let mut out = std::mem::take(&mut l.buf);
-        if std::mem::take(&mut l.truncated) {
-            out.extend_from_slice(TRUNCATED_MARKER);
+    /// Reads what stderr holds right now, without waiting; `keep` says
+    /// whether it goes to the logs or is dropped. Read from the descriptor
+    /// itself: the reactor may not have seen the bytes yet.
+    fn drain_stderr(&mut self, keep: bool) {
+        let fd = self.stderr.as_raw_fd();
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            // SAFETY: reads into a live buffer of the given length from a
+            // descriptor this process owns (non-blocking, as tokio set it).
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n <= 0 {
+                return;
+            }
+            if keep {
+                self.logs.push(&chunk[..n as usize]);
+            }
         }
-        out
+    }
+
+    /// The logs of the invocation that just ended: what is in the stderr
+    /// pipe now is part of them (written before the answer).
+    fn take_logs(&mut self) -> Vec<u8> {
+        self.drain_stderr(true);
+        self.logs.take()
     }
 
     /// Serves one invocation. Returns the outcome and whether the process can
@@ -94,15 +124,28 @@ impl WarmProcess {
         caps: OutputCaps,
         cancel: &CancellationToken,
     ) -> (RunOutcome, bool) {
+        // Not this invocation's: written while none was in progress.
+        self.drain_stderr(false);
+        self.logs.take();
+        let WarmProcess { stdin, stdout, stderr, logs, .. } = self;
         let exchange = async {
             let header = format!("{PROTOCOL} {id} {}\n", input.len());
-            self.stdin.write_all(header.as_bytes()).await?;
-            self.stdin.write_all(input).await?;
-            self.stdin.flush().await?;
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line).await? == 0 {
+            stdin.write_all(header.as_bytes()).await?;
+            stdin.write_all(input).await?;
+            stdin.flush().await?;
+            let mut line = Vec::new();
+            let n = (&mut *stdout).take(MAX_HEADER).read_until(b'\n', &mut line).await?;
+            if n == 0 {
                 return Ok(Err(None));
             }
+            if !line.ends_with(b"\n") {
+                if (n as u64) < MAX_HEADER {
+                    // The process ended in the middle of a header.
+                    return Ok(Err(None));
+                }
+                return Ok(Err(Some(format!("response header longer than {MAX_HEADER} bytes"))));
+            }
+            let line = String::from_utf8_lossy(&line);
             let parts: Vec<&str> = line.trim_end().split(' ').collect();
             let (ok, len) = match parts.as_slice() {
                 [p, status @ ("ok" | "error"), n] if *p == PROTOCOL => match n.parse::<usize>() {
@@ -126,7 +169,7 @@ impl WarmProcess {
                 )));
             }
             let mut body = vec![0u8; len];
-            self.stdout.read_exact(&mut body).await?;
+            stdout.read_exact(&mut body).await?;
             let result = if ok {
                 Ok(body)
             } else {
@@ -134,11 +177,22 @@ impl WarmProcess {
             };
             Ok::<_, std::io::Error>(Ok((result, true)))
         };
+        // stderr is collected while the exchange goes on, so a chatty
+        // function never blocks on a full pipe.
+        let collect = async {
+            let mut chunk = vec![0u8; 16 << 10];
+            loop {
+                match stderr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => std::future::pending::<()>().await,
+                    Ok(n) => logs.push(&chunk[..n]),
+                }
+            }
+        };
         let timed = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(limits.timeout_ms), exchange) => r,
             _ = cancel.cancelled() => Ok(Ok(Err(Some(CANCELLED.to_string())))),
+            _ = collect => unreachable!("collecting stderr never ends"),
         };
-        tokio::task::yield_now().await;
         match timed {
             Ok(Ok(Ok((result, alive)))) => {
                 if !alive {
@@ -171,12 +225,11 @@ impl WarmProcess {
                 let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
                 self.kill().await;
                 let mut failure = match status {
+                    Ok(Ok(_)) if self.child.oom_killed() => oom_failure(limits),
                     Ok(Ok(s)) => exit_failure(s),
                     _ => Failure::new(FailureKind::Trap, "the warm process stopped answering"),
                 };
                 failure.message = format!("warm process ended before answering: {}", failure.message);
-                // Give the stderr reader a moment to collect the last words.
-                tokio::task::yield_now().await;
                 (RunOutcome { result: Err(failure), logs: self.take_logs() }, false)
             }
             Err(_) => {
@@ -217,6 +270,7 @@ pub struct WarmRequest<'a> {
     pub limits: Limits,
     pub caps: OutputCaps,
     pub cancel: &'a CancellationToken,
+    pub place: Place<'a>,
 }
 
 /// Idle warm processes by key (function version). A slot takes one out, uses
@@ -232,11 +286,11 @@ impl WarmPool {
     }
 
     pub async fn run(&self, r: WarmRequest<'_>) -> RunOutcome {
-        let WarmRequest { key, dir, cmd, env, id, input, limits, caps, cancel } = r;
+        let WarmRequest { key, dir, cmd, env, id, input, limits, caps, cancel, place } = r;
         let taken = self.idle.lock().unwrap().get_mut(key).and_then(Vec::pop);
         let mut proc = match taken {
             Some(p) => p,
-            None => match WarmProcess::spawn(dir, cmd, env, limits, caps) {
+            None => match WarmProcess::spawn(dir, cmd, env, limits, caps, place) {
                 Ok(p) => p,
                 Err(e) => {
                     return RunOutcome {
@@ -290,6 +344,54 @@ while True:
     out.flush()
 "#;
 
+    /// What a warm process writes to stderr after its answer, before the
+    /// next request, is nobody's logs; a header without an end is refused
+    /// once it passes the cap, never buffered whole.
+    #[tokio::test]
+    async fn stderr_between_invocations_is_dropped_and_headers_are_capped() {
+        const SERVER: &str = r#"
+import os, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    line = inp.readline()
+    if not line:
+        break
+    _, inv, n = line.split()
+    data = inp.read(int(n))
+    if data == b"huge":
+        out.write(b"STRATUS/1 ok " + b"1" * (1 << 20)); out.flush()
+        continue
+    sys.stderr.write("during %s\n" % data.decode()); sys.stderr.flush()
+    out.write(b"STRATUS/1 ok %d\n" % len(data) + data); out.flush()
+    sys.stderr.write("after %s\n" % data.decode()); sys.stderr.flush()
+    open("after-" + data.decode(), "w").close()
+"#;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("srv.py"), SERVER).unwrap();
+        let limits = Limits { timeout_ms: 20_000, memory_mb: 512, ..Limits::default() };
+        let caps = OutputCaps::default();
+        let cancel = CancellationToken::new();
+        let mut p = WarmProcess::spawn(d.path(), "python3 srv.py", &[], limits, caps, None).unwrap();
+        let (first, alive) = p.invoke("1", b"secret", limits, caps, &cancel).await;
+        assert!(alive);
+        assert_eq!(first.result, Ok(b"secret".to_vec()));
+        assert!(first.logs.starts_with(b"during secret\n"), "{:?}", String::from_utf8_lossy(&first.logs));
+        // The process has written its after-answer line before the next call.
+        while !d.path().join("after-secret").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (second, alive) = p.invoke("2", b"other", limits, caps, &cancel).await;
+        assert!(alive);
+        let logs = String::from_utf8_lossy(&second.logs);
+        assert!(logs.starts_with("during other\n"), "{logs}");
+        assert!(!logs.contains("secret"), "the first caller's line must not show here: {logs}");
+
+        let (huge, alive) = p.invoke("3", b"huge", limits, caps, &cancel).await;
+        assert!(!alive);
+        let f = huge.result.unwrap_err();
+        assert!(f.message.contains("longer than"), "{f:?}");
+    }
+
     #[tokio::test]
     async fn serves_many_invocations_from_one_process_and_recovers() {
         if std::process::Command::new("python3").arg("-c").arg("pass").status().is_err() {
@@ -299,7 +401,7 @@ while True:
         std::fs::write(d.path().join("srv.py"), ECHO_SERVER).unwrap();
         let pool = WarmPool::new(2);
         let caps = OutputCaps::default();
-        let limits = Limits { timeout_ms: 2000, memory_mb: 512 };
+        let limits = Limits { timeout_ms: 2000, memory_mb: 512, ..Limits::default() };
         let cancel = CancellationToken::new();
         let run = |input: &'static [u8]| {
             pool.run(WarmRequest {
@@ -312,6 +414,7 @@ while True:
                 limits,
                 caps,
                 cancel: &cancel,
+                place: None,
             })
         };
         assert_eq!(run(b"a").await.result, Ok(b"1:a".to_vec()));

@@ -69,6 +69,8 @@ pub struct AppState {
     pub shared_objects: Option<String>,
     /// The broker workers consume dispatch messages from, when there is one.
     pub broker: Option<stratus_core::wire::WireBroker>,
+    /// The local slots' sandbox layers, and why those off are off.
+    pub sandbox: Option<(stratus_runtime::sandbox::Layers, Vec<String>)>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/info", get(info))
         .route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact).get(get_artifact))
         .route(
             "/v1/objects/{bucket}/{*key}",
@@ -149,7 +152,28 @@ pub(crate) fn project() -> &'static str {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let (queued, running) = st.scheduler.depth();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.scheduler.metrics.render(queued, running, st.slots))
+    let mut text = st.scheduler.metrics.render(queued, running, st.slots);
+    let waiting = st.scheduler.waiting();
+    text.push_str(&format!(
+        "# HELP stratus_waiters Requests waiting for an invocation or a job to finish.\n# TYPE stratus_waiters gauge\nstratus_waiters {waiting}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// What this node is and runs: version, local slots, and the sandbox
+/// layers of its process functions.
+async fn info(State(st): State<AppState>) -> Json<Value> {
+    let sandbox = match &st.sandbox {
+        Some((layers, reasons)) => {
+            json!({"layers": layers, "all": layers.all(), "off": layers.missing(), "reasons": reasons})
+        }
+        None => Value::Null,
+    };
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "slots": st.slots,
+        "sandbox": sandbox,
+    }))
 }
 
 async fn openapi() -> Json<Value> {
@@ -189,7 +213,7 @@ async fn get_artifact(State(st): State<AppState>, Path(digest): Path<String>) ->
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// `?wait=SECONDS`, capped at [`MAX_WAIT`].
+/// `?wait=SECONDS`: 0 up to [`MAX_WAIT`]; a longer wait is cut to it.
 pub(crate) fn wait_param(q: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
     match q.get("wait") {
         None => Ok(None),
@@ -197,8 +221,14 @@ pub(crate) fn wait_param(q: &HashMap<String, String>) -> ApiResult<Option<Durati
             v.parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
-                .ok_or_else(|| ApiError::BadRequest(format!("invalid wait '{v}': a number of seconds")))?,
+                // Clamped before the conversion, which panics past u64 seconds.
+                .map(|s| Duration::from_secs_f64(s.min(MAX_WAIT.as_secs_f64())))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "invalid wait '{v}': a number of seconds from 0 to {}",
+                        MAX_WAIT.as_secs()
+                    ))
+                })?,
         )),
     }
 }
@@ -233,8 +263,15 @@ struct DeployRequest {
     env: BTreeMap<String, String>,
     timeout_ms: Option<u64>,
     memory_mb: Option<u64>,
+    /// Processes the function's tree may have at once (process functions).
+    max_procs: Option<u32>,
+    /// CPU cores the function may use (process functions), e.g. 0.5.
+    cpus: Option<f64>,
     #[serde(default)]
     retries: u32,
+    /// Outbound network for a process function.
+    #[serde(default)]
+    network: bool,
 }
 
 async fn deploy(
@@ -245,6 +282,11 @@ async fn deploy(
     validate_name("function name", &name)?;
     let req: DeployRequest = parse_json(&body)?;
     let defaults = Limits::default();
+    let cpu_millis = match req.cpus {
+        None => 0,
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => ((c * 1000.0).round() as u32).max(1),
+        Some(c) => return Err(ApiError::BadRequest(format!("invalid cpus {c}: more than 0, at most 1024"))),
+    };
     let spec = FunctionSpec {
         runtime: req.runtime,
         artifact: req.artifact,
@@ -252,8 +294,11 @@ async fn deploy(
         limits: Limits {
             timeout_ms: req.timeout_ms.unwrap_or(defaults.timeout_ms),
             memory_mb: req.memory_mb.unwrap_or(defaults.memory_mb),
+            max_procs: req.max_procs.unwrap_or(defaults.max_procs),
+            cpu_millis,
         },
         retries: req.retries,
+        network: req.network,
     };
     spec.validate()?;
     let key = Key::artifact(&spec.artifact);
@@ -290,6 +335,9 @@ fn function_json(f: &Function) -> Value {
         "env": f.spec.env,
         "timeout_ms": f.spec.limits.timeout_ms,
         "memory_mb": f.spec.limits.memory_mb,
+        "max_procs": f.spec.limits.max_procs,
+        "cpus": (f.spec.limits.cpu_millis > 0).then(|| f.spec.limits.cpu_millis as f64 / 1000.0),
+        "network": f.spec.network,
         "retries": f.spec.retries,
         "created_at": f.created_at,
     })
@@ -374,7 +422,6 @@ async fn invoke(
     match tokio::time::timeout(MAX_WAIT, rx.expect("watched")).await {
         Ok(Ok(finished)) => Ok(sync_response(&finished)),
         _ => {
-            st.scheduler.forget_watch(id);
             // Its row may still be held back by the writer: the id is handed
             // out only once the row is in the store.
             st.scheduler.flush().await;
@@ -444,15 +491,14 @@ async fn get_invocation(
     // Watch before reading, so a finish in between is not missed.
     let rx = wait.map(|_| st.scheduler.watch(id));
     let mut inv = find_invocation(&st, id).await?;
-    if let (Some(rx), Some(wait)) = (rx, wait) {
-        if !inv.state.is_terminal() {
-            match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(f)) => inv = f.invocation.clone(),
-                // Finished elsewhere, or the wait ran out: read it again.
-                _ => inv = find_invocation(&st, id).await?,
-            }
+    if let (Some(rx), Some(wait)) = (rx, wait)
+        && !inv.state.is_terminal()
+    {
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(f)) => inv = f.invocation.clone(),
+            // Finished elsewhere, or the wait ran out: read it again.
+            _ => inv = find_invocation(&st, id).await?,
         }
-        st.scheduler.forget_watch(id);
     }
     let attempts = st.store.list_attempts(id).await?;
     let mut v = serde_json::to_value(&inv).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -207,6 +207,15 @@ pub async fn get_job(
 ) -> ApiResult<Json<Value>> {
     let parsed: Id = parse_id(&id)?;
     let wait = crate::api::wait_param(&q)?;
+    let failures_wanted = match q.get("failures") {
+        None => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid failures '{n}': use 0 to 1000")))?,
+        ),
+    };
     let rx = wait.map(|_| st.scheduler.watch_job(parsed));
     let mut job = find_job(&st, &id).await?;
     if let (Some(rx), Some(wait)) = (rx, wait)
@@ -216,8 +225,7 @@ pub async fn get_job(
         job = find_job(&st, &id).await?;
     }
     let mut v = job_json(&st, &job);
-    if let Some(n) = q.get("failures") {
-        let n: usize = n.parse().map_err(|_| ApiError::BadRequest(format!("invalid failures '{n}'")))?;
+    if let Some(n) = failures_wanted {
         v["failures"] = json!(failures(&st, &job, n).await?);
     }
     Ok(Json(v))

@@ -37,7 +37,10 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
     let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let start: u64 = a.parse().map_err(|_| bad())?;
-    let end: u64 = if b.is_empty() { size } else { b.parse::<u64>().map_err(|_| bad())? + 1 };
+    let end: u64 = match b {
+        "" => size,
+        b => b.parse::<u64>().ok().and_then(|e| e.checked_add(1)).ok_or_else(bad)?,
+    };
     if start >= end || end > size {
         return Err(ApiError::RangeNotSatisfiable(format!("range {spec} is outside the object's {size} bytes")));
     }

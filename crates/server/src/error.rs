@@ -77,6 +77,9 @@ impl From<stratus_blob::Error> for ApiError {
         match e {
             stratus_blob::Error::NotFound(k) => ApiError::NotFound(format!("object '{k}' not found")),
             stratus_blob::Error::InvalidKey { .. } => ApiError::BadRequest(e.to_string()),
+            stratus_blob::Error::Conflict(..) => ApiError::Conflict(e.to_string()),
+            // The body being stored broke off (the client went away or sent a bad stream).
+            stratus_blob::Error::Source(_) => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -40,6 +40,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 pub struct Front {
     seat: Seat,
+    health: Arc<crate::health::Health>,
     /// The API, once this server leads.
     api: OnceLock<Router>,
     /// Who leads while this server stands by.
@@ -48,14 +49,14 @@ pub struct Front {
 }
 
 impl Front {
-    pub fn new(seat: Seat) -> Arc<Front> {
+    pub fn new(seat: Seat, health: Arc<crate::health::Health>) -> Arc<Front> {
         // No overall timeout: a synchronous invoke or a lease poll takes as
         // long as it takes on the leader.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .expect("HTTP client builds");
-        Arc::new(Front { seat, api: OnceLock::new(), leader: Mutex::new(None), http })
+        Arc::new(Front { seat, health, api: OnceLock::new(), leader: Mutex::new(None), http })
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -119,12 +120,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
     let leader = front.leader.lock().unwrap().clone();
     if req.uri().path() == "/healthz" {
-        return axum::Json(match &leader {
+        let mut body = match &leader {
             None if front.api.get().is_some() => json!({"status": "ok", "role": "leader"}),
             None => json!({"status": "ok", "role": "starting"}),
             Some(url) => json!({"status": "ok", "role": "standby", "leader": url}),
-        })
-        .into_response();
+        };
+        let problems = front.health.problems().await;
+        if problems.is_empty() {
+            return axum::Json(body).into_response();
+        }
+        body["status"] = json!("unhealthy");
+        body["problems"] = json!(problems);
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     if let Some(api) = front.api.get() {
         return match api.clone().oneshot(req).await {

@@ -8,6 +8,7 @@ pub mod api_objects;
 pub mod api_workers;
 pub mod error;
 pub mod front;
+pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod openapi;

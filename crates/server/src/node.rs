@@ -17,6 +17,7 @@ use stratus_core::url::redact;
 use stratus_core::wire::WireBroker;
 use stratus_core::{Clock, SystemClock, new_id};
 use stratus_runtime::OutputCaps;
+use stratus_runtime::sandbox::{Sandbox, SandboxConfig};
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_store::Seat;
 use stratus_worker::{Executor, TaskSource};
@@ -53,6 +54,63 @@ pub struct NodeConfig {
     /// database; default: `http://` and the listening address (the host
     /// name when listening on all interfaces).
     pub advertise: Option<String>,
+    /// How the local slots' process functions are walled in.
+    pub sandbox: SandboxOptions,
+}
+
+/// The sandbox of process functions, as the node is told to make it.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// No sandbox at all (functions run as the server's user).
+    pub disabled: bool,
+    /// Refuse to start unless every layer is on.
+    pub required: bool,
+    pub uid: u32,
+    pub gid: u32,
+    /// More host paths functions see: read-only, or writable when `true`.
+    pub extra_paths: Vec<(PathBuf, bool)>,
+}
+
+/// The uid and gid process functions run as by default: a number no
+/// account of a Debian or Red Hat system uses.
+pub const SANDBOX_UID: u32 = 64_123;
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions { disabled: false, required: false, uid: SANDBOX_UID, gid: SANDBOX_UID, extra_paths: Vec::new() }
+    }
+}
+
+impl SandboxOptions {
+    /// Builds the sandbox of a node whose unpacked bundles are under
+    /// `cache_dir`; refuses when it is required and a layer is off.
+    pub fn build(&self, cache_dir: &std::path::Path, root_dir: PathBuf) -> Result<Arc<Sandbox>, NodeError> {
+        let sandbox = Sandbox::new(&SandboxConfig {
+            uid: self.uid,
+            gid: self.gid,
+            bundles_dir: stratus_worker::bundles_dir(cache_dir),
+            root_dir,
+            extra_paths: self.extra_paths.clone(),
+            disabled: self.disabled,
+        });
+        let layers = sandbox.layers();
+        if layers.all() {
+            tracing::info!(uid = self.uid, "process functions run in a sandbox with every layer on");
+        } else {
+            let missing = layers.missing().join(", ");
+            for reason in sandbox.reasons() {
+                tracing::warn!(%reason, "sandbox layer off");
+            }
+            if self.required {
+                return Err(NodeError::Sandbox(format!(
+                    "--require-sandbox: these layers are off: {missing} ({})",
+                    sandbox.reasons().join("; ")
+                )));
+            }
+            tracing::warn!(%missing, "process functions run with some sandbox layers off (stratus info lists them)");
+        }
+        Ok(Arc::new(sandbox))
+    }
 }
 
 impl NodeConfig {
@@ -70,6 +128,7 @@ impl NodeConfig {
             caps: OutputCaps::default(),
             lease_timeout: Duration::from_secs(10),
             advertise: None,
+            sandbox: SandboxOptions::default(),
         }
     }
 }
@@ -94,6 +153,8 @@ pub enum NodeError {
     Listen(SocketAddr, std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
 }
 
 pub struct Node;
@@ -140,6 +201,38 @@ struct Parts {
     wasm: Arc<WasmRuntime>,
     cache: PathBuf,
     clock: Arc<dyn Clock>,
+    /// The local slots' sandbox (none without local slots).
+    sandbox: Option<Arc<Sandbox>>,
+}
+
+/// Where functions' API traffic goes: this node's own listener, by
+/// loopback when it listens on every interface.
+fn local_target(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr }
+}
+
+/// Serves the Stratus API inside the functions' network namespace: each
+/// connection to `STRATUS_URL` there is forwarded, as bytes, to `target`.
+/// The task ends with the runtime.
+pub fn serve_api_to_functions(sandbox: &Sandbox, target: SocketAddr) {
+    let Some(listener) = sandbox.take_api_listener() else { return };
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the API to sandboxed functions");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inside, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                if let Ok(mut outside) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                }
+            });
+        }
+    });
 }
 
 fn host_name() -> String {
@@ -216,13 +309,22 @@ impl Node {
         let objects = stratus_blob::open(&objects_url)?;
         let cache = config.data_dir.join("cache");
         let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
-        let parts = Parts { store, objects, objects_url, wasm, cache, clock };
+        let sandbox = match config.slots {
+            0 => None,
+            _ => Some(config.sandbox.build(&cache, config.data_dir.join("sandbox-root"))?),
+        };
+        let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox };
 
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
+        if let Some(sandbox) = &parts.sandbox {
+            sandbox.set_outside_url(format!("http://{}", local_target(addr)));
+            serve_api_to_functions(sandbox, local_target(addr));
+        }
         let server = server_id(&config.data_dir)?;
-        let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() });
+        let health = crate::health::Health::new(parts.store.clone(), parts.objects.clone(), parts.clock.clone());
+        let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() }, health);
         let lease = config.lease_timeout;
         // The same server restarted takes its lease back at once.
         let role = match parts.store.lead(front.seat(), lease, true).await? {
@@ -351,6 +453,7 @@ impl Node {
             lease_timeout: config.lease_timeout,
             shared_objects: (!parts.objects_url.starts_with("file://")).then(|| parts.objects_url.clone()),
             broker,
+            sandbox: parts.sandbox.as_ref().map(|s| (s.layers(), s.reasons().to_vec())),
         };
         front.lead(api::router(state));
         let slots = if config.slots > 0 {
@@ -365,6 +468,7 @@ impl Node {
                 config.slots,
                 config.caps,
                 parts.clock.clone(),
+                parts.sandbox.clone().unwrap_or_else(|| Arc::new(Sandbox::off())),
             ));
             scheduler.run_here_on(executor.clone(), config.slots);
             let source: Arc<dyn TaskSource> = scheduler.clone();

@@ -39,8 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 mod dispatch;
 mod here;
+mod waiters;
 pub use dispatch::DispatchConfig;
 pub use here::Here;
+use waiters::Waiters;
+pub use waiters::Watch;
 
 /// How long an attempt's start is held before it is written on its own.
 const START_HOLD: Duration = Duration::from_millis(20);
@@ -51,6 +54,9 @@ const START_HOLD: Duration = Duration::from_millis(20);
 const BROKER_START_HOLD: Duration = Duration::from_secs(1);
 /// Entries of one lane kept in memory.
 const WINDOW: usize = 8192;
+/// A lost worker leaves the registry this many lease timeouts after its
+/// last heartbeat.
+const FORGET_LOST_AFTER: u32 = 10;
 
 /// A finished invocation, handed to waiters.
 #[derive(Debug, Clone)]
@@ -148,8 +154,8 @@ pub struct Scheduler {
     direct_lock: tokio::sync::Mutex<()>,
     tasks_lock: tokio::sync::Mutex<()>,
     inflight: Mutex<HashMap<Id, Inflight>>,
-    waiters: Mutex<HashMap<Id, Vec<oneshot::Sender<Arc<Finished>>>>>,
-    job_waiters: Mutex<HashMap<Id, Vec<oneshot::Sender<()>>>>,
+    waiters: Arc<Waiters<Arc<Finished>>>,
+    job_waiters: Arc<Waiters<()>>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
     functions: Mutex<HashMap<(String, String, u32), Arc<Function>>>,
     writes: mpsc::UnboundedSender<Write>,
@@ -194,8 +200,8 @@ impl Scheduler {
             direct_lock: Default::default(),
             tasks_lock: Default::default(),
             inflight: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(HashMap::new()),
-            job_waiters: Mutex::new(HashMap::new()),
+            waiters: Waiters::new(),
+            job_waiters: Waiters::new(),
             workers: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             writes: tx,
@@ -305,9 +311,8 @@ impl Scheduler {
             }
         }
         drop(inflight);
-        let mut waiters = self.waiters.lock().unwrap();
         for id in ids {
-            waiters.remove(id);
+            self.waiters.cancel(*id);
         }
     }
 
@@ -428,7 +433,7 @@ impl Scheduler {
         function: Arc<Function>,
         inputs: Vec<Vec<u8>>,
         wait: bool,
-    ) -> Result<Vec<(Id, Option<oneshot::Receiver<Arc<Finished>>>)>, stratus_store::Error> {
+    ) -> Result<Vec<(Id, Option<Watch<Arc<Finished>>>)>, stratus_store::Error> {
         let guard = self.direct_lock.lock().await;
         let now = self.clock.now_ms();
         let mut new = Vec::with_capacity(inputs.len());
@@ -486,37 +491,25 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// A receiver that gets the invocation's result when it finishes here.
-    /// Register before reading the store, so no finish is missed.
-    pub fn watch(&self, id: Id) -> oneshot::Receiver<Arc<Finished>> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().entry(id).or_default().push(tx);
-        rx
+    /// A wait that gets the invocation's result when it finishes here.
+    /// Register before reading the store, so no finish is missed; dropping
+    /// it ends the wait.
+    pub fn watch(&self, id: Id) -> Watch<Arc<Finished>> {
+        self.waiters.watch(id)
     }
 
-    pub fn forget_watch(&self, id: Id) {
-        let mut w = self.waiters.lock().unwrap();
-        if let Some(list) = w.get_mut(&id) {
-            list.retain(|tx| !tx.is_closed());
-            if list.is_empty() {
-                w.remove(&id);
-            }
-        }
+    /// A wait that resolves when the job ends (here).
+    pub fn watch_job(&self, id: Id) -> Watch<()> {
+        self.job_waiters.watch(id)
     }
 
-    /// A receiver that fires when the job ends (here).
-    pub fn watch_job(&self, id: Id) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.job_waiters.lock().unwrap().entry(id).or_default().push(tx);
-        rx
+    /// Callers waiting for an invocation or a job, for the metrics.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len() + self.job_waiters.len()
     }
 
     fn job_ended(&self, id: Id) {
-        if let Some(list) = self.job_waiters.lock().unwrap().remove(&id) {
-            for tx in list {
-                let _ = tx.send(());
-            }
-        }
+        self.job_waiters.finish(id, ());
     }
 
     /// Stops handing out tasks; slots finish what they run and return.
@@ -882,6 +875,10 @@ impl Scheduler {
             let now = self.clock.now_ms();
             let lost: Vec<String> = {
                 let mut workers = self.workers.lock().unwrap();
+                // A lost worker is listed for a while, then forgotten, so
+                // the registry follows live workers, not history.
+                let forget_after = (self.lease_timeout * FORGET_LOST_AFTER).as_millis() as i64;
+                workers.retain(|_, w| w.state != "lost" || now - w.last_heartbeat <= forget_after);
                 workers
                     .values_mut()
                     .filter(|w| {
@@ -1163,11 +1160,7 @@ impl Scheduler {
                     inv.error = error;
                     let is_reducer = inv.job_id.is_some() && inv.task_index.is_none();
                     let finished = Arc::new(Finished { invocation: entry.invocation, output, logs: c.logs });
-                    if let Some(list) = self.waiters.lock().unwrap().remove(&c.invocation) {
-                        for tx in list {
-                            let _ = tx.send(finished.clone());
-                        }
-                    }
+                    self.waiters.finish(c.invocation, finished.clone());
                     if is_reducer {
                         let job_id = finished.invocation.job_id.expect("reducer has a job");
                         if let Ok(Some(job)) = self.store.get_job(&finished.invocation.project, job_id).await {
@@ -1335,8 +1328,9 @@ mod tests {
             runtime: Runtime::Wasm,
             artifact: "0".repeat(64),
             env: Default::default(),
-            limits: Limits { timeout_ms: 1000, memory_mb: 64 },
+            limits: Limits { timeout_ms: 1000, memory_mb: 64, ..Limits::default() },
             retries: 0,
+            network: false,
         };
         Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
     }

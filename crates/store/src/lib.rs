@@ -145,6 +145,9 @@ pub trait StateStore: Send + Sync + 'static {
     async fn list_functions(&self, project: &str) -> Result<Vec<Function>>;
     /// Marks every version deleted; false if there was no live function.
     async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool>;
+    /// Writes (and commits) one small row, to tell whether the store takes
+    /// writes at all (`/healthz`).
+    async fn check_writable(&self, now: Millis) -> Result<()>;
 
     /// Inserts invocations in one transaction.
     async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()>;

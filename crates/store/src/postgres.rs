@@ -43,6 +43,7 @@ use uuid::Uuid;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_leader.sql")),
+    (3, include_str!("../migrations/postgres/0003_health.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -1048,6 +1049,17 @@ impl StateStore for PostgresStore {
         c.client.query(&st, &[&project]).await?.iter().map(function_from).collect()
     }
 
+    async fn check_writable(&self, now: Millis) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.client
+            .execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET checked_at = $1",
+                &[&now],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(DELETE_FUNCTION).await?;
@@ -1347,9 +1359,9 @@ mod tests {
         assert_eq!(end_rounds(&ends), [vec![0, 1], vec![2, 4], vec![3]]);
     }
 
-    /// A database on schema version 1, with data, is upgraded to version 2
-    /// (the leader's lease); the data stays, and a binary that knows only
-    /// version 1 is then refused.
+    /// A database on schema version 1, with data, is upgraded to the latest
+    /// version (the leader's lease, the health row); the data stays, and a
+    /// binary that knows only version 1 is then refused.
     #[tokio::test]
     async fn an_older_schema_is_upgraded_without_losing_data() {
         let (url, schema) = fresh_schema_url();
@@ -1362,12 +1374,13 @@ mod tests {
             env: Default::default(),
             limits: Default::default(),
             retries: 0,
+            network: false,
         };
         v1.put_function("p", "f", &spec, 1).await.unwrap();
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 2 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 3 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -1382,11 +1395,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 2, known: 1 })
+            Err(Error::TooNew { found: 3, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

@@ -27,8 +27,11 @@ use stratus_core::{
 };
 
 /// Numbered migrations; `PRAGMA user_version` records the last applied.
-const MIGRATIONS: &[(u32, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql")), (2, include_str!("../migrations/sqlite/0002_jobs.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_jobs.sql")),
+    (3, include_str!("../migrations/sqlite/0003_health.sql")),
+];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -754,6 +757,17 @@ impl StateStore for SqliteStore {
             )?;
             let rows = st.query_map(params![project], function_from)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn check_writable(&self, now: Millis) -> Result<()> {
+        self.call(true, move |c| {
+            c.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET checked_at = ?1",
+                params![now],
+            )?;
+            Ok(())
         })
         .await
     }

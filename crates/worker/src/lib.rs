@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::{Clock, Completion, Failure, FailureKind, Runtime, Task};
+use stratus_runtime::sandbox::Sandbox;
 use stratus_runtime::warm::{WarmPool, WarmRequest};
 use stratus_runtime::wasm::WasmRuntime;
 use stratus_runtime::{OutputCaps, RunOutcome, bundle, process};
@@ -52,6 +53,10 @@ pub struct Executor {
     bundles_dir: PathBuf,
     caps: OutputCaps,
     clock: Arc<dyn Clock>,
+    /// Where process functions run.
+    sandbox: Arc<Sandbox>,
+    /// Bundles unpacked or checked against their digest by this process.
+    checked_bundles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn failed(f: Failure) -> RunOutcome {
@@ -62,7 +67,13 @@ fn internal(msg: impl Into<String>) -> Failure {
     Failure::new(FailureKind::Internal, msg)
 }
 
+/// Where an executor with this cache directory unpacks bundles.
+pub fn bundles_dir(cache_dir: &std::path::Path) -> PathBuf {
+    cache_dir.join("bundles")
+}
+
 impl Executor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         wasm: Arc<WasmRuntime>,
@@ -71,15 +82,20 @@ impl Executor {
         slots: usize,
         caps: OutputCaps,
         clock: Arc<dyn Clock>,
+        sandbox: Arc<Sandbox>,
     ) -> Self {
+        let bundles_dir = bundles_dir(&cache_dir);
+        bundle::remove_partial_unpacks(&bundles_dir);
         Executor {
             name,
             wasm,
             warm: WarmPool::new(slots),
             objects,
-            bundles_dir: cache_dir.join("bundles"),
+            bundles_dir,
             caps,
             clock,
+            sandbox,
+            checked_bundles: Default::default(),
         }
     }
 
@@ -209,7 +225,24 @@ impl Executor {
                     .unwrap_or_else(|e| failed(internal(format!("wasm worker thread: {e}"))))
             }
             Runtime::Process { cmd, warm } => {
+                env.push(("STRATUS_WORKER".into(), self.name.clone()));
                 let dir = self.bundles_dir.join(digest);
+                if dir.is_dir() && !self.checked_bundles.lock().unwrap().contains(digest) {
+                    // Unpacked before this process started: packed again, it
+                    // must give its digest back, or it is unpacked afresh.
+                    let (d, want) = (dir.clone(), digest.clone());
+                    let intact = tokio::task::spawn_blocking(move || {
+                        bundle::pack_dir(&d).is_ok_and(|bytes| bundle::digest(&bytes) == want)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if intact {
+                        self.checked_bundles.lock().unwrap().insert(digest.clone());
+                    } else {
+                        tracing::warn!(bundle = %digest, "a cached bundle changed on disk: unpacking it again");
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
                 if !dir.is_dir() {
                     let bytes = match self.fetch(digest).await {
                         Ok(b) => b,
@@ -217,7 +250,9 @@ impl Executor {
                     };
                     let d = dir.clone();
                     match tokio::task::spawn_blocking(move || bundle::unpack_once(&bytes, &d)).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => {
+                            self.checked_bundles.lock().unwrap().insert(digest.clone());
+                        }
                         Ok(Err(e)) => return failed(internal(format!("cannot unpack bundle: {e}"))),
                         Err(e) => return failed(internal(e.to_string())),
                     }
@@ -236,11 +271,13 @@ impl Executor {
                             limits: f.spec.limits,
                             caps: self.caps,
                             cancel,
+                            place: Some((&self.sandbox, f.spec.network)),
                         })
                         .await
                 } else {
                     env.push(("STRATUS_INVOCATION_ID".into(), task.invocation.to_string()));
-                    process::run(&dir, cmd, &env, input, f.spec.limits, self.caps, cancel).await
+                    let place = Some((&self.sandbox, f.spec.network));
+                    process::run(&dir, cmd, &env, input, f.spec.limits, self.caps, cancel, place).await
                 }
             }
         }

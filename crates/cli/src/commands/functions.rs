@@ -48,6 +48,16 @@ pub struct DeployArgs {
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     retries: u32,
+    /// Most processes a process function may have at once [default: 64].
+    #[arg(long, requires = "dir")]
+    max_procs: Option<u32>,
+    /// CPU cores a process function may use (e.g. 0.5, 2) [default: no limit].
+    #[arg(long, requires = "dir")]
+    cpus: Option<f64>,
+    /// Let a process function reach the network (otherwise it reaches only
+    /// the Stratus API, at $STRATUS_URL).
+    #[arg(long, requires = "dir")]
+    network: bool,
 }
 
 pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
@@ -135,7 +145,10 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
         env: a.env.into_iter().collect(),
         timeout_ms: a.timeout,
         memory_mb: a.memory,
+        max_procs: a.max_procs,
+        cpus: a.cpus,
         retries: a.retries,
+        network: a.network,
     };
     let f = ctx.client.deploy(&a.name, &req).await?;
     if ctx.json {

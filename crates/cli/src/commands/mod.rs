@@ -59,6 +59,8 @@ enum Command {
     Worker(workers::WorkerArgs),
     /// List the workers a server knows.
     Workers,
+    /// What the server is and runs: version, slots, sandbox layers.
+    Info,
 }
 
 pub struct Ctx {
@@ -91,5 +93,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Job(c) => jobs::job(&ctx, c).await,
         Command::Worker(a) => workers::worker(&ctx, a, &file.worker).await,
         Command::Workers => workers::list(&ctx).await,
+        Command::Info => workers::info(&ctx).await,
     }
 }

@@ -64,10 +64,54 @@ pub struct NodeArgs {
     max_body: Option<u64>,
 }
 
+/// How process functions are walled in; shared by `up` and `worker`.
+#[derive(Args)]
+pub struct SandboxArgs {
+    /// Run process functions without a sandbox, as the server's own user
+    /// (for hosts that cannot have one; see docs/security.md).
+    #[arg(long, env = "STRATUS_NO_SANDBOX", conflicts_with = "require_sandbox")]
+    no_sandbox: bool,
+    /// Refuse to start unless every sandbox layer is on.
+    #[arg(long, env = "STRATUS_REQUIRE_SANDBOX")]
+    require_sandbox: bool,
+    /// The uid (and gid) process functions run as [default: 64123].
+    #[arg(long, env = "STRATUS_SANDBOX_UID")]
+    sandbox_uid: Option<u32>,
+    /// A host path process functions may read, e.g. a Python environment
+    /// (repeatable); PATH:rw makes it writable.
+    #[arg(long = "sandbox-path", value_name = "PATH[:rw]")]
+    sandbox_paths: Vec<String>,
+}
+
+impl SandboxArgs {
+    pub fn options(&self) -> anyhow::Result<stratus_server::node::SandboxOptions> {
+        let mut o = stratus_server::node::SandboxOptions {
+            disabled: self.no_sandbox,
+            required: self.require_sandbox,
+            ..Default::default()
+        };
+        if let Some(uid) = self.sandbox_uid {
+            (o.uid, o.gid) = (uid, uid);
+        }
+        for p in &self.sandbox_paths {
+            let (path, rw) = match p.strip_suffix(":rw") {
+                Some(path) => (path, true),
+                None => (p.strip_suffix(":ro").unwrap_or(p), false),
+            };
+            let path = std::path::Path::new(path);
+            anyhow::ensure!(path.is_absolute(), "--sandbox-path {p}: give an absolute path");
+            o.extra_paths.push((path.to_path_buf(), rw));
+        }
+        Ok(o)
+    }
+}
+
 #[derive(Args)]
 pub struct UpArgs {
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Local worker slots [default: the number of cores].
     #[arg(long, env = "STRATUS_SLOTS")]
     slots: Option<usize>,
@@ -108,10 +152,18 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Result<ExitCode> {
+async fn run_node(
+    args: NodeArgs,
+    file: &FileConfig,
+    slots: usize,
+    sandbox: Option<&SandboxArgs>,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878)));
     let mut config = NodeConfig::new(listen, args.state.data_dir(file), slots);
+    if let Some(s) = sandbox {
+        config.sandbox = s.options()?;
+    }
     config.state_url = Some(args.state.state_url(file));
     config.objects_url = args.objects.or_else(|| file.objects.clone());
     config.broker_url = args.broker.or_else(|| file.broker.clone());
@@ -139,11 +191,11 @@ async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Re
 
 pub async fn up(a: UpArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
     let slots = a.slots.or(file.slots).unwrap_or_else(cores);
-    run_node(a.node, file, slots).await
+    run_node(a.node, file, slots, Some(&a.sandbox)).await
 }
 
 pub async fn server(a: ServerArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
-    run_node(a.node, file, 0).await
+    run_node(a.node, file, 0, None).await
 }
 
 /// Opens the state store, which applies pending migrations under the

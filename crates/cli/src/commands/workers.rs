@@ -30,6 +30,15 @@ pub struct WorkerArgs {
     /// Worker name [default: HOST-PID].
     #[arg(long, env = "STRATUS_WORKER_NAME")]
     name: Option<String>,
+    #[command(flatten)]
+    sandbox: super::node::SandboxArgs,
+}
+
+/// The server's address, for the functions' `STRATUS_URL` (plain HTTP).
+fn api_target(url: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let parsed = url::Url::parse(url).ok()?;
+    (parsed.host_str()?, parsed.port_or_known_default()?).to_socket_addrs().ok()?.next()
 }
 
 fn hostname() -> String {
@@ -53,6 +62,11 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         Some(url) => stratus_blob::open(url)?,
         None => Arc::new(RemoteObjects(ctx.client.clone())),
     };
+    let sandbox = a.sandbox.options()?.build(&data_dir.join("cache"), data_dir.join("sandbox-root"))?;
+    sandbox.set_outside_url(ctx.client.base_url().trim_end_matches('/').to_string());
+    if let Some(target) = api_target(ctx.client.base_url()) {
+        stratus_server::node::serve_api_to_functions(&sandbox, target);
+    }
     let executor = Arc::new(Executor::new(
         source.id(),
         wasm,
@@ -61,6 +75,7 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         slots,
         OutputCaps::default(),
         Arc::new(SystemClock),
+        sandbox,
     ));
     let (src, acks): (Arc<dyn TaskSource>, _) = match source.broker() {
         Some(broker) => {
@@ -95,6 +110,37 @@ pub async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for w in workers {
         let ago = format!("{:.1}s ago", (now - w.last_heartbeat).max(0) as f64 / 1000.0);
         println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", w.id, w.host, w.slots, w.running, ago, w.state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stratus info`: the server's version, its local slots, and the sandbox
+/// layers of its process functions (and why any is off).
+pub async fn info(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let info = ctx.client.info().await?;
+    if ctx.json {
+        println!("{info}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("version: {}", info["version"].as_str().unwrap_or("?"));
+    println!("slots:   {}", info["slots"]);
+    let sandbox = &info["sandbox"];
+    if sandbox.is_null() {
+        println!("sandbox: none (no local slots)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let layers = sandbox["layers"].as_object().cloned().unwrap_or_default();
+    let on: Vec<&str> = layers.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
+    let off: Vec<&str> = layers.iter().filter(|(_, v)| v.as_bool() != Some(true)).map(|(k, _)| k.as_str()).collect();
+    println!(
+        "sandbox: {}",
+        if off.is_empty() { "every layer on".to_string() } else { format!("on: {}", on.join(", ")) }
+    );
+    if !off.is_empty() {
+        println!("off:     {}", off.join(", "));
+        for r in sandbox["reasons"].as_array().into_iter().flatten() {
+            println!("         {}", r.as_str().unwrap_or_default());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

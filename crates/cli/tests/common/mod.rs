@@ -66,10 +66,17 @@ impl Server {
         Self::spawn(&args, data_dir.clone())
     }
 
-    /// `stratus ARGS…` (a node command); waits for its first line.
+    /// `stratus ARGS…` (a node command); waits for its first line. A node
+    /// with local slots lets its sandboxed functions see (and write) the
+    /// directory around its data directory, where tests keep the files
+    /// functions wait for or leave.
     pub fn spawn(args: &[&str], data_dir: PathBuf) -> Server {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if args.first().is_some_and(|a| a == "up") && !args.iter().any(|a| a == "--sandbox-path") {
+            args.extend(share_with_functions(&data_dir));
+        }
         let mut child = Command::new(BIN)
-            .args(args)
+            .args(&args)
             .env("STRATUS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -176,6 +183,16 @@ pub struct Worker {
     pub id: String,
 }
 
+/// The `--sandbox-path` that lets functions see the test's directory (the
+/// parent of `dir`), which is made world-writable for them.
+pub fn share_with_functions(dir: &Path) -> Vec<String> {
+    let Some(shared) = dir.parent() else { return Vec::new() };
+    std::fs::create_dir_all(shared).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    vec!["--sandbox-path".into(), format!("{}:rw", shared.display())]
+}
+
 impl Worker {
     pub fn start(url: &str, dir: &Path, slots: usize) -> Worker {
         Self::start_logged(url, dir, slots, None)
@@ -183,6 +200,11 @@ impl Worker {
 
     /// With `log`, the worker's info-level log goes to that file.
     pub fn start_logged(url: &str, dir: &Path, slots: usize, log: Option<&Path>) -> Worker {
+        Self::start_with(url, dir, slots, log, &[])
+    }
+
+    /// With more arguments for `stratus worker`.
+    pub fn start_with(url: &str, dir: &Path, slots: usize, log: Option<&Path>, extra: &[&str]) -> Worker {
         let stderr = match log {
             Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
             None => Stdio::inherit(),
@@ -190,6 +212,8 @@ impl Worker {
         let mut child = Command::new(BIN)
             .args(["worker", "--server", url, "--slots", &slots.to_string(), "--data-dir"])
             .arg(dir)
+            .args(share_with_functions(dir))
+            .args(extra)
             .env("STRATUS_LOG", if log.is_some() { "info" } else { "warn" })
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -319,8 +343,9 @@ impl Drop for TestQueue {
     }
 }
 
-/// A process function that leaves a mark `$MARKS/WORKER_PID.PID` when it
-/// starts, blocks until `$GO` exists, then echoes its input.
+/// A process function that leaves a mark `$MARKS/WORKER.INVOCATION.RANDOM`
+/// each time it starts (the worker's id with `/` as `_`), blocks until
+/// `$GO` exists, then echoes its input.
 pub fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
     let f = dir.join("mark-fn");
     let marks = dir.join("marks");
@@ -328,10 +353,11 @@ pub fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&marks).unwrap();
     std::fs::write(
         f.join("gate.sh"),
-        "#!/bin/sh\ntouch \"$MARKS/$PPID.$$\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
+        "#!/bin/sh\ntouch \"$MARKS/$(echo $STRATUS_WORKER | tr / _).$STRATUS_INVOCATION_ID.$(cat /proc/sys/kernel/random/uuid)\"\nwhile [ ! -e \"$GO\" ]; do sleep 0.02; done\ncat\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(f.join("gate.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let go = dir.join("go");
     s.ok(&[
@@ -350,10 +376,19 @@ pub fn marking_gate(s: &Server, dir: &Path) -> (PathBuf, PathBuf) {
     (marks, go)
 }
 
-/// The worker processes that have started tasks.
+/// The worker processes that have started tasks, by pid: a node's own
+/// worker is `HOST/PID`, a remote one `HOST-PID-SUFFIX` (its default name
+/// and the suffix the server adds).
 pub fn marked_workers(marks: &Path) -> HashSet<u32> {
     std::fs::read_dir(marks)
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse().ok())
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_str()?.to_string();
+            let worker = name.split('.').next()?;
+            match worker.rsplit_once('_') {
+                Some((_, pid)) => pid.parse().ok(),
+                None => worker.rsplit('-').nth(1)?.parse().ok(),
+            }
+        })
         .collect()
 }

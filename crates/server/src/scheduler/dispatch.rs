@@ -368,8 +368,9 @@ mod tests {
             runtime: Runtime::Wasm,
             artifact: "0".repeat(64),
             env: Default::default(),
-            limits: Limits { timeout_ms, memory_mb: 64 },
+            limits: Limits { timeout_ms, memory_mb: 64, ..Limits::default() },
             retries: 0,
+            network: false,
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         Task {

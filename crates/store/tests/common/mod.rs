@@ -106,6 +106,7 @@ pub fn spec() -> FunctionSpec {
         env: Default::default(),
         limits: Limits::default(),
         retries: 0,
+        network: false,
     }
 }
 
