@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invocations/{id}/output", get(get_output))
         .route("/v1/invocations/{id}/logs", get(get_logs))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -119,6 +120,10 @@ async fn count_requests(State(st): State<AppState>, req: Request, next: axum::mi
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not served on {}", uri.path()))
 }
 
 /// The raw request body, with the size limit reported as a JSON 413.

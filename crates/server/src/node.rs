@@ -197,6 +197,11 @@ impl Node {
         on_listen: impl FnOnce(SocketAddr),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
+        // The address first: a busy port is reported before a new data
+        // directory is created for nothing.
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         let _lock = lock_dir(&config.data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state_url = config
@@ -218,9 +223,6 @@ impl Node {
         let wasm = WasmRuntime::new(config.slots as u32 + 4, Some(cache.join("wasm")))?;
         let parts = Parts { store, objects, objects_url, wasm, cache, clock };
 
-        let listener =
-            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         let server = server_id(&config.data_dir)?;
         let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() });
         let lease = config.lease_timeout;
