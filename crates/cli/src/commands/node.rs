@@ -6,7 +6,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stratus_server::{Node, NodeConfig};
+use stratus_server::{Node, NodeConfig, NodeError};
 
 /// Where the state lives; shared by the node and `migrate`.
 #[derive(Args)]
@@ -34,8 +34,8 @@ impl StateArgs {
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// Address of the HTTP API [default: 127.0.0.1:7878].
-    #[arg(long, env = "STRATUS_LISTEN")]
+    /// Address of the HTTP API, HOST:PORT (port 0: any free port) [default: 127.0.0.1:7878].
+    #[arg(long, env = "STRATUS_LISTEN", value_parser = crate::parse::listen_addr)]
     listen: Option<SocketAddr>,
     #[command(flatten)]
     state: StateArgs,
@@ -108,7 +108,7 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Result<ExitCode> {
+async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize, json: bool) -> anyhow::Result<ExitCode> {
     init_logging();
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878)));
     let mut config = NodeConfig::new(listen, args.state.data_dir(file), slots);
@@ -129,21 +129,37 @@ async fn run_node(args: NodeArgs, file: &FileConfig, slots: usize) -> anyhow::Re
         config,
         |addr| {
             // The first line on stdout, for people and for scripts.
-            println!("stratus listening on http://{addr}");
+            if json {
+                println!("{}", serde_json::json!({"listening": format!("http://{addr}")}));
+            } else {
+                println!("stratus listening on http://{addr}");
+            }
         },
         shutdown_signal(),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        NodeError::Listen(addr, io) if io.kind() == std::io::ErrorKind::AddrInUse => crate::errors::CliError {
+            code: "address_in_use",
+            message: format!(
+                "cannot listen on {addr}: the address is in use (another `stratus up`?); give another --listen, e.g. {}:{}",
+                addr.ip(),
+                addr.port().wrapping_add(1).max(1)
+            ),
+        }
+        .into(),
+        other => anyhow::Error::from(other),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn up(a: UpArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+pub async fn up(a: UpArgs, file: &FileConfig, json: bool) -> anyhow::Result<ExitCode> {
     let slots = a.slots.or(file.slots).unwrap_or_else(cores);
-    run_node(a.node, file, slots).await
+    run_node(a.node, file, slots, json).await
 }
 
-pub async fn server(a: ServerArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
-    run_node(a.node, file, 0).await
+pub async fn server(a: ServerArgs, file: &FileConfig, json: bool) -> anyhow::Result<ExitCode> {
+    run_node(a.node, file, 0, json).await
 }
 
 /// Opens the state store, which applies pending migrations under the

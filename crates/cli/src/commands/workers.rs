@@ -2,6 +2,7 @@
 
 use super::Ctx;
 use crate::config::WorkerConfig;
+use crate::output::out;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +48,13 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
     let name = a.name.or_else(|| file.name.clone()).unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let stop = CancellationToken::new();
     let (source, reporter) = HttpSource::connect(ctx.client.clone(), &name, &host, slots, stop.clone()).await?;
-    println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
+    if ctx.json {
+        crate::output::json(
+            &serde_json::json!({"worker": source.id(), "server": ctx.client.base_url(), "slots": slots}),
+        )?;
+    } else {
+        println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
+    }
     let wasm = WasmRuntime::new(slots as u32 + 2, Some(data_dir.join("cache/wasm")))?;
     let objects: Arc<dyn stratus_blob::ObjectStore> = match source.objects_url() {
         Some(url) => stratus_blob::open(url)?,
@@ -86,15 +93,23 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
 pub async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let workers = ctx.client.list_workers().await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        crate::output::json_rows(&workers)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", "ID", "HOST", "SLOTS", "RUNNING", "HEARTBEAT", "STATE");
+    let now = crate::output::now_ms();
+    out!(
+        "{:<40} {:<20} {:>5} {:>7} {:>10} {:>10} {:<6}",
+        "ID",
+        "HOST",
+        "SLOTS",
+        "RUNNING",
+        "HEARTBEAT",
+        "JOINED",
+        "STATE"
+    )?;
     for w in workers {
-        let ago = format!("{:.1}s ago", (now - w.last_heartbeat).max(0) as f64 / 1000.0);
-        println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", w.id, w.host, w.slots, w.running, ago, w.state);
+        let (beat, joined) = (crate::output::age(w.last_heartbeat, now), crate::output::age(w.registered_at, now));
+        out!("{:<40} {:<20} {:>5} {:>7} {beat:>10} {joined:>10} {:<6}", w.id, w.host, w.slots, w.running, w.state)?;
     }
     Ok(ExitCode::SUCCESS)
 }
