@@ -406,3 +406,24 @@ fn output_is_readable_dates_ages_sizes_and_timelines() {
         .expect("script(1) from util-linux runs a command on a terminal");
     assert_eq!(stdout(&tty).replace('\r', ""), "bare\n");
 }
+
+#[test]
+fn a_worker_that_stops_cleanly_leaves_and_job_ids_point_to_job_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let mut w = Worker::start(&s.url, &tmp.path().join("w"), 1);
+    let listed = |id: &str| rows(&s.ok(&["workers", "--json"])).iter().any(|r| r["id"] == id);
+    assert!(listed(&w.id));
+    w.signal(15);
+    assert!(w.child.wait().unwrap().success());
+    assert!(!listed(&w.id), "deregistered before it exited, not lost a lease timeout later");
+
+    let guest = guest_wasm();
+    s.ok(&["fn", "deploy", "t", "--wasm", guest.to_str().unwrap()]);
+    let inputs = inputs_file(tmp.path(), 1);
+    let job = s.ok(&["map", "t", "--inputs", inputs.to_str().unwrap(), "--detach"]).trim().to_string();
+    for verb in ["show", "logs"] {
+        let err = one_error_line(&s.cli(&[verb, &job]));
+        assert!(err.contains(&format!("{job} is a job")) && err.contains(&format!("stratus job show {job}")), "{err}");
+    }
+}

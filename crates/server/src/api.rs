@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(api_jobs::job_events))
         .route("/v1/jobs/{id}/cancel", post(api_jobs::cancel_job))
         .route("/v1/workers", post(api_workers::register).get(api_workers::list))
+        .route("/v1/workers/{id}", axum::routing::delete(api_workers::deregister))
         .route("/v1/workers/{id}/heartbeat", post(api_workers::heartbeat))
         .route("/v1/workers/{id}/lease", post(api_workers::lease))
         .route("/v1/workers/{id}/complete", post(api_workers::complete))

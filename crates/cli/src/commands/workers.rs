@@ -81,11 +81,17 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
     tracing::info!("stopping: finishing the tasks taken");
     stop.cancel();
     let _ = run.await;
+    let id = source.id();
     drop(source);
     let grace = std::time::Duration::from_secs(10);
     let _ = tokio::time::timeout(grace, reporter).await;
     if let Some(acks) = acks {
         let _ = tokio::time::timeout(grace, acks).await;
+    }
+    // Every completion is delivered: leave the server's list now rather than
+    // be declared lost a lease timeout later.
+    if let Err(e) = ctx.client.deregister_worker(&id).await {
+        tracing::warn!(error = %e, "cannot deregister");
     }
     Ok(ExitCode::SUCCESS)
 }
