@@ -427,3 +427,50 @@ fn a_worker_that_stops_cleanly_leaves_and_job_ids_point_to_job_commands() {
         assert!(err.contains(&format!("{job} is a job")) && err.contains(&format!("stratus job show {job}")), "{err}");
     }
 }
+
+#[test]
+fn metrics_count_by_function_and_the_dashboard_queries_only_exported_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let guest = guest_wasm();
+    s.ok(&["fn", "deploy", "t", "--wasm", guest.to_str().unwrap()]);
+    s.ok(&["invoke", "t", "echo:x"]);
+    assert!(!s.cli(&["invoke", "t", "fail"]).status.success());
+    let metrics = s.http().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
+    for line in [
+        r#"stratus_invocations_total{project="default",function="t",outcome="succeeded"} 1"#,
+        r#"stratus_invocations_total{project="default",function="t",outcome="failed"} 1"#,
+        r#"stratus_invocation_duration_seconds_count{project="default",function="t"} 2"#,
+        r#"stratus_workers{state="alive"} 1"#,
+        r#"stratus_jobs{state="running"} 0"#,
+        "stratus_queue_depth 0",
+        "stratus_running 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from\n{metrics}");
+    }
+    let exported: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("stratus_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr} names no Stratus metric");
+            for name in names {
+                assert!(exported.contains(name), "{expr}: {name} is not exported by /metrics");
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 9, "{queries} queries");
+}

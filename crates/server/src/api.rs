@@ -155,7 +155,18 @@ pub(crate) fn project() -> &'static str {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let (queued, running) = st.scheduler.depth();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.scheduler.metrics.render(queued, running, st.slots))
+    let mut workers = BTreeMap::new();
+    for w in st.scheduler.workers() {
+        *workers.entry(w.state.to_string()).or_default() += 1;
+    }
+    let mut jobs = BTreeMap::new();
+    // A store that cannot answer leaves the job gauges at zero; the scrape
+    // still shows everything else.
+    for j in st.store.active_jobs().await.unwrap_or_default() {
+        *jobs.entry(j.state.as_str().to_string()).or_default() += 1;
+    }
+    let gauges = crate::metrics::Gauges { queued, running, slots: st.slots, workers, jobs };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.scheduler.metrics.render(&gauges))
 }
 
 async fn openapi() -> Json<Value> {

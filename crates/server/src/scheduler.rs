@@ -1164,7 +1164,8 @@ impl Scheduler {
             let mut entry = f.entry;
             match decision {
                 Decision::Finish(state) => {
-                    self.metrics.finished(state);
+                    let inv = &entry.invocation;
+                    self.metrics.finished(&inv.project, &inv.function, state, c.finished_at - c.started_at);
                     let inv = &mut entry.invocation;
                     inv.state = state;
                     inv.attempts = c.attempt;
