@@ -474,3 +474,55 @@ fn metrics_count_by_function_and_the_dashboard_queries_only_exported_metrics() {
     }
     assert!(queries >= 9, "{queries} queries");
 }
+
+/// The README's by-hand quick start, from a fresh directory with the default
+/// (relative) data directory, as a newcomer runs it.
+#[test]
+fn the_readme_by_hand_steps_work_with_the_default_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--slots", "2"])
+        .current_dir(tmp.path())
+        .env("STRATUS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("stratus listening on ").unwrap().to_string();
+    let s = Server { child, url, data_dir: tmp.path().join(".stratus") };
+    assert!(s.data_dir.join("state.db").exists(), "the default data directory, relative to where `up` runs");
+    let repo = repo_root();
+    let ex = |p: &str| repo.join(p).to_str().unwrap().to_string();
+
+    let hello = hello_wasm();
+    s.ok(&["fn", "deploy", "hello", "--wasm", hello.to_str().unwrap()]);
+    assert_eq!(s.ok(&["invoke", "hello", "Ada"]), "hello, Ada!");
+    s.ok(&["fn", "deploy", "wc", "--dir", &ex("examples/shell-wc"), "--cmd", "./run.sh"]);
+    assert_eq!(s.ok(&["invoke", "wc", "some words here"]).trim(), "lines=0 words=3 bytes=15");
+    s.ok(&["fn", "deploy", "count", "--dir", &ex("examples/python-hello"), "--cmd", "python3 main.py"]);
+    assert_eq!(s.cli_stdin(&["invoke", "count", "-"], b"one two three\n").status.code(), Some(0));
+    let inputs = tmp.path().join("inputs.jsonl");
+    std::fs::write(&inputs, "\"a\"\n\"b\"\n\"c\"\n").unwrap();
+    assert_eq!(
+        s.ok(&["map", "hello", "--inputs", inputs.to_str().unwrap()]),
+        "hello, \"a\"!\nhello, \"b\"!\nhello, \"c\"!\n",
+        "inputs are JSON text, as the README says"
+    );
+    s.ok(&["object", "put", "corpus/readme.txt", &ex("README.md")]);
+    s.ok(&["fn", "deploy", "wc-map", "--dir", &ex("examples/wordcount"), "--cmd", "python3 mapper.py"]);
+    s.ok(&["fn", "deploy", "wc-reduce", "--dir", &ex("examples/wordcount"), "--cmd", "python3 reducer.py"]);
+    let counts = s.ok(&["map", "wc-map", "--objects", "corpus/", "--chunk-size", "1MiB", "--reduce", "wc-reduce"]);
+    assert!(counts.contains("stratus"), "{counts}");
+
+    // Python dependencies shipped in the bundle, as the README shows.
+    let f = tmp.path().join("py-deps");
+    std::fs::create_dir_all(f.join("vendor")).unwrap();
+    std::fs::write(f.join("vendor/shipped.py"), "GREETING = 'from a shipped module'\n").unwrap();
+    std::fs::write(f.join("main.py"), "import shipped\nprint(shipped.GREETING, end='')\n").unwrap();
+    let d = f.to_str().unwrap();
+    s.ok(&["fn", "deploy", "deps", "--dir", d, "--cmd", "python3 main.py", "--env", "PYTHONPATH=vendor"]);
+    assert_eq!(s.ok(&["invoke", "deps"]), "from a shipped module");
+}

@@ -20,8 +20,11 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
+    /// Absolute: process functions run in bundles unpacked under it, from
+    /// their own directory, where a relative path no longer leads there.
     fn data_dir(&self, file: &FileConfig) -> PathBuf {
-        self.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus".into())
+        let dir = self.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus".into());
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     fn state_url(&self, file: &FileConfig) -> String {

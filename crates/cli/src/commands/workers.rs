@@ -44,6 +44,8 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
     let slots = a.slots.or(file.slots).unwrap_or_else(super::node::cores);
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
     let data_dir = a.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus-worker".into());
+    // Absolute, for the same reason as the node's (see node::StateArgs::data_dir).
+    let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
     let host = hostname();
     let name = a.name.or_else(|| file.name.clone()).unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let stop = CancellationToken::new();
