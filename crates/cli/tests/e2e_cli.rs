@@ -112,6 +112,20 @@ fn every_verb_prints_json_as_one_object_or_rows_and_errors_as_an_envelope() {
     assert_eq!(envelope(&usage)["error"]["code"], "usage");
 
     assert_eq!(one(&s.ok(&["fn", "delete", "t", "--json"])), serde_json::json!({"name": "t", "deleted": true}));
+
+    // Node roles: the first line is an object too.
+    let mut node = Command::new(BIN)
+        .args(["up", "--json", "--listen", "127.0.0.1:0", "--data-dir", tmp.path().join("d2").to_str().unwrap()])
+        .env("STRATUS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(node.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(one(&line)["listening"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{line}");
 }
 
 /// Answers every connection with `response`, like a server that is not Stratus.
