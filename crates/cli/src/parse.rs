@@ -122,3 +122,26 @@ pub fn server_url(s: &str) -> Result<String, String> {
         _ => Err(format!("'{s}' is not a server URL: give http://HOST:PORT")),
     }
 }
+
+/// The address to listen on: `HOST:PORT`. A bare port or host gets an
+/// answer that shows the form.
+pub fn listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        let example = match s.trim().parse::<u16>() {
+            Ok(port) => format!("127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"),
+            Err(_) => "127.0.0.1:7878".into(),
+        };
+        format!("'{s}' is not HOST:PORT; give e.g. {example}")
+    })
+}
+
+#[cfg(test)]
+mod listen_tests {
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(super::listen_addr("127.0.0.1:0").unwrap().port(), 0);
+        let e = super::listen_addr("7878").unwrap_err();
+        assert!(e.contains("127.0.0.1:7878") && e.contains("0.0.0.0:7878"), "{e}");
+        assert!(super::listen_addr("localhost").unwrap_err().contains("HOST:PORT"));
+    }
+}

@@ -34,8 +34,10 @@ fn wasm_function_deploy_invoke_versions_and_env() {
     assert_eq!(shown["state"], "succeeded");
     assert_eq!(shown["attempt_history"].as_array().unwrap().len(), 1);
 
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["fn", "list", "--json"])).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    // One NDJSON row per function.
+    let list: Vec<serde_json::Value> =
+        s.ok(&["fn", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(list.len(), 1);
     assert_eq!(list[0]["version"], 2);
     let show = s.ok(&["fn", "show", "hello"]);
     assert!(show.contains("version:  2") && show.contains("GREETING=hi there"), "{show}");

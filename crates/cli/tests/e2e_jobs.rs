@@ -144,7 +144,7 @@ fn objects_stream_validate_keys_and_list() {
     assert_eq!(s.cli_stdin(&["object", "put", "b/small", "-"], b"hi").status.code(), Some(0));
     assert_eq!(s.ok(&["object", "get", "b/small"]), "hi");
     let ls = s.ok(&["object", "ls", "b/dir"]);
-    assert!(ls.contains("20971520  b/dir/big.bin") && !ls.contains("small"), "{ls}");
+    assert!(ls.contains("20.0 MiB") && ls.contains("b/dir/big.bin") && !ls.contains("small"), "{ls}");
     let res =
         s.http().get(format!("{}/v1/objects/b/dir/big.bin", s.url)).header("range", "bytes=10-19").send().unwrap();
     assert_eq!(res.status(), 206);

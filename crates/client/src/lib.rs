@@ -512,6 +512,12 @@ impl Client {
         self.json(self.http.post(self.url("/v1/workers")).json(&body)).await
     }
 
+    /// Tells the server this worker stopped cleanly (its completions are
+    /// delivered), so it leaves the list at once.
+    pub async fn deregister_worker(&self, worker: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/workers/{worker}")))).await.map(|_| ())
+    }
+
     /// Ids of this worker's tasks to cancel. [`Error::Api`] with status 410
     /// means the server declared the worker lost.
     pub async fn heartbeat(&self, worker: &str) -> Result<Vec<Id>> {

@@ -856,7 +856,7 @@ impl CgroupPool {
             None => pool.create()?,
         };
         if cg.limits.as_ref() != Some(jail) {
-            if let Err(e) = pool.write_limits(cg.n, jail) {
+            if let Err(e) = pool.write_limits(cg.n, jail, cg.limits.as_ref()) {
                 pool.free.lock().unwrap().push(cg);
                 return Err(e);
             }
@@ -865,7 +865,7 @@ impl CgroupPool {
         Ok(Lease { pool: pool.clone(), cg: Some(cg), counted: false })
     }
 
-    fn write_limits(&self, n: usize, j: &Jail) -> io::Result<()> {
+    fn write_limits(&self, n: usize, j: &Jail, old: Option<&Jail>) -> io::Result<()> {
         let memory = (j.memory_mb << 20).to_string();
         let pids = j.max_procs.max(1).to_string();
         let period = 100_000u64;
@@ -885,8 +885,17 @@ impl CgroupPool {
                 write(d, "cpu.max", &cpu)?;
             }
             Version::V1 => {
+                // Memory and swap together never below memory alone: when
+                // the limit rises, that one moves first.
+                let memsw = self.dir(0, n).join("memory.memsw.limit_in_bytes");
+                let rising = old.is_some_and(|o| j.memory_mb > o.memory_mb);
+                if rising {
+                    std::fs::write(&memsw, &memory).ok();
+                }
                 write(self.dir(0, n), "memory.limit_in_bytes", &memory)?;
-                std::fs::write(self.dir(0, n).join("memory.memsw.limit_in_bytes"), &memory).ok();
+                if !rising {
+                    std::fs::write(&memsw, &memory).ok();
+                }
                 write(self.dir(1, n), "pids.max", &pids)?;
                 write(self.dir(2, n), "cpu.cfs_period_us", &period.to_string())?;
                 write(self.dir(2, n), "cpu.cfs_quota_us", &quota.map_or("-1".to_string(), |q| q.to_string()))?;

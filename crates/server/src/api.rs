@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(api_jobs::job_events))
         .route("/v1/jobs/{id}/cancel", post(api_jobs::cancel_job))
         .route("/v1/workers", post(api_workers::register).get(api_workers::list))
+        .route("/v1/workers/{id}", axum::routing::delete(api_workers::deregister))
         .route("/v1/workers/{id}/heartbeat", post(api_workers::heartbeat))
         .route("/v1/workers/{id}/lease", post(api_workers::lease))
         .route("/v1/workers/{id}/complete", post(api_workers::complete))
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invocations/{id}/output", get(get_output))
         .route("/v1/invocations/{id}/logs", get(get_logs))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -122,6 +124,10 @@ async fn count_requests(State(st): State<AppState>, req: Request, next: axum::mi
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not served on {}", uri.path()))
 }
 
 /// The raw request body, with the size limit reported as a JSON 413.
@@ -152,7 +158,18 @@ pub(crate) fn project() -> &'static str {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let (queued, running) = st.scheduler.depth();
-    let mut text = st.scheduler.metrics.render(queued, running, st.slots);
+    let mut workers = BTreeMap::new();
+    for w in st.scheduler.workers() {
+        *workers.entry(w.state.to_string()).or_default() += 1;
+    }
+    let mut jobs = BTreeMap::new();
+    // A store that cannot answer leaves the job gauges at zero; the scrape
+    // still shows everything else.
+    for j in st.store.active_jobs().await.unwrap_or_default() {
+        *jobs.entry(j.state.as_str().to_string()).or_default() += 1;
+    }
+    let gauges = crate::metrics::Gauges { queued, running, slots: st.slots, workers, jobs };
+    let mut text = st.scheduler.metrics.render(&gauges);
     let waiting = st.scheduler.waiting();
     text.push_str(&format!(
         "# HELP stratus_waiters Requests waiting for an invocation or a job to finish.\n# TYPE stratus_waiters gauge\nstratus_waiters {waiting}\n"

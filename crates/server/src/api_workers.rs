@@ -88,3 +88,13 @@ pub async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(b
     st.scheduler.complete_durably(c.completions.into_iter().map(|w| w.into_completion(&id)).collect()).await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A worker that stops cleanly says so, and leaves the list at once rather
+/// than being declared lost a lease timeout later.
+pub async fn deregister(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    match st.scheduler.deregister_worker(&id) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::NotFound(format!("worker '{id}' not found"))),
+        Err(n) => Err(ApiError::Conflict(format!("worker '{id}' still runs {n} attempts"))),
+    }
+}

@@ -14,4 +14,4 @@ pub mod node;
 pub mod openapi;
 pub mod scheduler;
 
-pub use node::{Node, NodeConfig};
+pub use node::{Node, NodeConfig, NodeError};

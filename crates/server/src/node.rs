@@ -290,6 +290,11 @@ impl Node {
         on_listen: impl FnOnce(SocketAddr),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
+        // The address first: a busy port is reported before a new data
+        // directory is created for nothing.
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         let _lock = lock_dir(&config.data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state_url = config
@@ -315,9 +320,6 @@ impl Node {
         };
         let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox };
 
-        let listener =
-            tokio::net::TcpListener::bind(config.listen).await.map_err(|e| NodeError::Listen(config.listen, e))?;
-        let addr = listener.local_addr().map_err(|e| NodeError::Listen(config.listen, e))?;
         if let Some(sandbox) = &parts.sandbox {
             sandbox.set_outside_url(format!("http://{}", local_target(addr)));
             serve_api_to_functions(sandbox, local_target(addr));

@@ -115,6 +115,9 @@ pub fn document() -> Value {
                          "responses": {"201": {"description": "registered: {id, lease_timeout_ms, heartbeat_ms, objects?, broker?} — objects: the object store URL with its credentials, when workers should read it directly (S3); broker: {url, queue}, when the server dispatches through RabbitMQ and workers should consume that queue instead of leasing"}, "400": err()}},
                 "get": {"summary": "List workers", "responses": {"200": {"description": "workers with host, slots, running, last heartbeat, state"}}}
             },
+            "/v1/workers/{id}": {"delete": {"summary": "Deregister a worker that stopped cleanly (its completions delivered)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "deregistered"}, "404": err(), "409": err()}}},
             "/v1/workers/{id}/heartbeat": {"post": {"summary": "Keep a worker's leases; answers the ids of its tasks to cancel",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "{cancel: [ids]}"}, "410": err()}}},

@@ -833,6 +833,21 @@ impl Scheduler {
         )
     }
 
+    /// Forgets a worker that stopped cleanly: `Ok(false)` if it was unknown.
+    /// A worker with attempts still in flight is refused with their number:
+    /// once forgotten, the watchdog would not run them again.
+    pub fn deregister_worker(&self, worker: &str) -> Result<bool, usize> {
+        let inflight = self.inflight.lock().unwrap().values().filter(|f| f.worker == worker).count();
+        if inflight > 0 {
+            return Err(inflight);
+        }
+        let removed = self.workers.lock().unwrap().remove(worker).is_some();
+        if removed {
+            tracing::info!(%worker, "worker stopped and deregistered");
+        }
+        Ok(removed)
+    }
+
     /// Attempts of a job running now.
     pub fn job_running(&self, job: Id) -> usize {
         self.inflight.lock().unwrap().values().filter(|f| f.entry.task.job == Some(job)).count()
@@ -1146,7 +1161,8 @@ impl Scheduler {
             let mut entry = f.entry;
             match decision {
                 Decision::Finish(state) => {
-                    self.metrics.finished(state);
+                    let inv = &entry.invocation;
+                    self.metrics.finished(&inv.project, &inv.function, state, c.finished_at - c.started_at);
                     let inv = &mut entry.invocation;
                     inv.state = state;
                     inv.attempts = c.attempt;

@@ -1,6 +1,7 @@
 //! `stratus fn deploy | list | show | delete`.
 
 use super::Ctx;
+use crate::output::out;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -14,17 +15,24 @@ pub enum FnCommand {
     /// List functions.
     List,
     /// Show a function's latest version.
-    Show { name: String },
+    Show {
+        /// Function name.
+        name: String,
+    },
     /// Delete a function (its invocation history is kept).
-    Delete { name: String },
+    Delete {
+        /// Function name.
+        name: String,
+    },
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("code").required(true).args(["wasm", "dir"]))]
 pub struct DeployArgs {
     /// Function name: 1-63 characters of a-z, 0-9 and '-'.
     name: String,
     /// A WASI (preview 1) command module.
-    #[arg(long, conflicts_with_all = ["dir", "cmd", "warm"], required_unless_present = "dir")]
+    #[arg(long, conflicts_with_all = ["dir", "cmd", "warm"])]
     wasm: Option<PathBuf>,
     /// A directory to bundle; the command runs inside it.
     #[arg(long, requires = "cmd")]
@@ -36,10 +44,10 @@ pub struct DeployArgs {
     /// (the function must speak the STRATUS/1 framing).
     #[arg(long, requires = "dir")]
     warm: bool,
-    /// Timeout per attempt (e.g. 500ms, 30s, 5m).
+    /// Timeout per attempt (e.g. 500ms, 30s, 5m) [default: 60s].
     #[arg(long, value_parser = crate::parse::duration_ms)]
     timeout: Option<u64>,
-    /// Memory limit (e.g. 128M, 1G).
+    /// Memory limit (e.g. 128M, 1G) [default: 256M].
     #[arg(long, value_parser = crate::parse::memory_mb)]
     memory: Option<u64>,
     /// Environment variable KEY=VALUE (repeatable).
@@ -66,18 +74,28 @@ pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
         FnCommand::List => {
             let fs = ctx.client.list_functions().await?;
             if ctx.json {
-                println!("{}", serde_json::to_string_pretty(&fs)?);
+                crate::output::json_rows(&fs)?;
             } else {
-                println!("{:<32} {:>7} {:<8} {:>10} {:>8}", "NAME", "VERSION", "RUNTIME", "TIMEOUT", "MEMORY");
+                let now = crate::output::now_ms();
+                out!(
+                    "{:<32} {:>7} {:<8} {:>10} {:>8}  {}",
+                    "NAME",
+                    "VERSION",
+                    "RUNTIME",
+                    "TIMEOUT",
+                    "MEMORY",
+                    "DEPLOYED"
+                )?;
                 for f in fs {
-                    println!(
-                        "{:<32} {:>7} {:<8} {:>9}s {:>6}Mi",
+                    out!(
+                        "{:<32} {:>7} {:<8} {:>10} {:>6}Mi  {}",
                         f.name,
                         f.version,
                         f.runtime.kind(),
-                        f.timeout_ms as f64 / 1000.0,
-                        f.memory_mb
-                    );
+                        crate::output::duration(f.timeout_ms as i64),
+                        f.memory_mb,
+                        crate::output::age(f.created_at, now)
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -89,8 +107,10 @@ pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
         }
         FnCommand::Delete { name } => {
             ctx.client.delete_function(&name).await?;
-            if !ctx.json {
-                println!("deleted {name}");
+            if ctx.json {
+                crate::output::json(&serde_json::json!({"name": name, "deleted": true}))?;
+            } else {
+                out!("deleted {name}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -99,23 +119,23 @@ pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
 
 fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(f)?);
-        return Ok(());
+        return crate::output::json(f);
     }
-    println!("name:     {}", f.name);
-    println!("version:  {}", f.version);
+    out!("name:     {}", f.name)?;
+    out!("version:  {}", f.version)?;
     match &f.runtime {
-        Runtime::Wasm => println!("runtime:  wasm"),
+        Runtime::Wasm => out!("runtime:  wasm")?,
         Runtime::Process { cmd, warm } => {
-            println!("runtime:  process{}\ncommand:  {cmd}", if *warm { " (warm)" } else { "" })
+            out!("runtime:  process{}\ncommand:  {cmd}", if *warm { " (warm)" } else { "" })?
         }
     }
-    println!("artifact: {}", f.artifact);
-    println!("timeout:  {}s", f.timeout_ms as f64 / 1000.0);
-    println!("memory:   {}Mi", f.memory_mb);
-    println!("retries:  {}", f.retries);
+    out!("artifact: {}", f.artifact)?;
+    out!("timeout:  {}", crate::output::duration(f.timeout_ms as i64))?;
+    out!("memory:   {}Mi", f.memory_mb)?;
+    out!("retries:  {}", f.retries)?;
+    out!("deployed: {}", crate::output::when(f.created_at, crate::output::now_ms()))?;
     for (k, v) in &f.env {
-        println!("env:      {k}={v}");
+        out!("env:      {k}={v}")?;
     }
     Ok(())
 }
@@ -152,9 +172,9 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
     };
     let f = ctx.client.deploy(&a.name, &req).await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&f)?);
+        crate::output::json(&f)?;
     } else {
-        println!("deployed {} version {}", f.name, f.version);
+        out!("deployed {} version {}", f.name, f.version)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! One enum of subcommands, one small module per subcommand.
 
+mod explain;
 mod functions;
 mod invocations;
 mod jobs;
@@ -13,13 +14,17 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "stratus", version, about = "Self-hosted serverless functions, jobs and workflows in one binary")]
 pub struct Cli {
-    /// Server URL for client commands and workers [default: http://127.0.0.1:7878].
-    #[arg(long, global = true, env = "STRATUS_URL")]
+    // STRATUS_URL and STRATUS_CONFIG are read in `dispatch`, not by clap: a
+    // global argument clap fills from the environment is shown as required
+    // in the usage line of every error.
+    /// Server URL for client commands and workers, or STRATUS_URL [default: http://127.0.0.1:7878].
+    #[arg(long, global = true)]
     server: Option<String>,
-    /// Settings file (see docs/configuration.md); flags and environment win over it.
-    #[arg(long, global = true, env = "STRATUS_CONFIG")]
+    /// Settings file (see docs/configuration.md), or STRATUS_CONFIG; flags and environment win over it.
+    #[arg(long, global = true)]
     config: Option<std::path::PathBuf>,
-    /// Print JSON instead of text.
+    /// Print JSON: one object for one thing, one object per line for lists and
+    /// streams; errors as {"error": {"code", "message"}} on stderr.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -68,19 +73,74 @@ pub struct Ctx {
     pub json: bool,
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let file = match &cli.config {
+/// Parses the command line. A usage error with `--json` is the JSON error
+/// envelope (code `usage`) on stderr, exit code 2, like clap's own.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let wants_json = std::env::args_os().any(|a| a == "--json");
+            if !wants_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit()
+            }
+            // The error without clap's usage and help lines, on one line.
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect();
+            let message = message.join(" ");
+            crate::errors::print("usage", &message, true, None);
+            std::process::exit(2)
+        }
+    }
+}
+
+/// Runs the command and reports its error, if any, once.
+pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    let mut server = String::new();
+    match dispatch(cli, &mut server).await {
+        Ok(code) => code,
+        Err(e) if crate::output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, message) = crate::errors::describe(&e, &server);
+            crate::errors::print(&code, &message, json, None);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_client(c: &Command) -> bool {
+    !matches!(c, Command::Up(_) | Command::Server(_) | Command::Migrate(_))
+}
+
+async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let config = cli.config.clone().or_else(|| env("STRATUS_CONFIG").map(Into::into));
+    let file = match &config {
         Some(path) => crate::config::FileConfig::load(path)?,
         None => Default::default(),
     };
     let server = cli
         .server
+        .or_else(|| env("STRATUS_URL").map(|v| v.to_string_lossy().into_owned()))
         .or_else(|| matches!(cli.command, Command::Worker(_)).then(|| file.worker.server.clone()).flatten())
         .unwrap_or_else(|| "http://127.0.0.1:7878".into());
+    *server_out = server.clone();
+    // Node roles do not talk to a server: a stale STRATUS_URL must not stop them.
+    let server = if is_client(&cli.command) {
+        crate::parse::server_url(&server)
+            .map_err(|e| crate::errors::invalid(format!("--server / STRATUS_URL: {e}, e.g. http://127.0.0.1:7878")))?
+    } else {
+        server
+    };
     let ctx = Ctx { client: stratus_client::Client::new(&server), json: cli.json };
     match cli.command {
-        Command::Up(a) => node::up(a, &file).await,
-        Command::Server(a) => node::server(a, &file).await,
+        Command::Up(a) => node::up(a, &file, ctx.json).await,
+        Command::Server(a) => node::server(a, &file, ctx.json).await,
         Command::Migrate(a) => node::migrate(a, &file, ctx.json).await,
         Command::Fn(c) => functions::run(&ctx, c).await,
         Command::Invoke(a) => invocations::invoke(&ctx, a).await,
@@ -94,5 +154,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(a) => workers::worker(&ctx, a, &file.worker).await,
         Command::Workers => workers::list(&ctx).await,
         Command::Info => workers::info(&ctx).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `--help` describes every argument of every command.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "stratus", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        Cli::command().debug_assert();
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stratus_server::{Node, NodeConfig};
+use stratus_server::{Node, NodeConfig, NodeError};
 
 /// Where the state lives; shared by the node and `migrate`.
 #[derive(Args)]
@@ -20,8 +20,11 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
+    /// Absolute: process functions run in bundles unpacked under it, from
+    /// their own directory, where a relative path no longer leads there.
     fn data_dir(&self, file: &FileConfig) -> PathBuf {
-        self.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus".into())
+        let dir = self.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus".into());
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     fn state_url(&self, file: &FileConfig) -> String {
@@ -34,8 +37,8 @@ impl StateArgs {
 
 #[derive(Args)]
 pub struct NodeArgs {
-    /// Address of the HTTP API [default: 127.0.0.1:7878].
-    #[arg(long, env = "STRATUS_LISTEN")]
+    /// Address of the HTTP API, HOST:PORT (port 0: any free port) [default: 127.0.0.1:7878].
+    #[arg(long, env = "STRATUS_LISTEN", value_parser = crate::parse::listen_addr)]
     listen: Option<SocketAddr>,
     #[command(flatten)]
     state: StateArgs,
@@ -139,12 +142,18 @@ pub fn init_logging() {
         .init();
 }
 
-pub async fn shutdown_signal() {
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed
+/// when this is called, not when it is first polled: a signal that comes
+/// right after a node or worker has said it is ready stops it cleanly.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -157,6 +166,7 @@ async fn run_node(
     file: &FileConfig,
     slots: usize,
     sandbox: Option<&SandboxArgs>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     init_logging();
     let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878)));
@@ -181,21 +191,37 @@ async fn run_node(
         config,
         |addr| {
             // The first line on stdout, for people and for scripts.
-            println!("stratus listening on http://{addr}");
+            if json {
+                println!("{}", serde_json::json!({"listening": format!("http://{addr}")}));
+            } else {
+                println!("stratus listening on http://{addr}");
+            }
         },
         shutdown_signal(),
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        NodeError::Listen(addr, io) if io.kind() == std::io::ErrorKind::AddrInUse => crate::errors::CliError {
+            code: "address_in_use",
+            message: format!(
+                "cannot listen on {addr}: the address is in use (another `stratus up`?); give another --listen, e.g. {}:{}",
+                addr.ip(),
+                addr.port().wrapping_add(1).max(1)
+            ),
+        }
+        .into(),
+        other => anyhow::Error::from(other),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn up(a: UpArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+pub async fn up(a: UpArgs, file: &FileConfig, json: bool) -> anyhow::Result<ExitCode> {
     let slots = a.slots.or(file.slots).unwrap_or_else(cores);
-    run_node(a.node, file, slots, Some(&a.sandbox)).await
+    run_node(a.node, file, slots, Some(&a.sandbox), json).await
 }
 
-pub async fn server(a: ServerArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
-    run_node(a.node, file, 0, None).await
+pub async fn server(a: ServerArgs, file: &FileConfig, json: bool) -> anyhow::Result<ExitCode> {
+    run_node(a.node, file, 0, None, json).await
 }
 
 /// Opens the state store, which applies pending migrations under the

@@ -2,6 +2,7 @@
 
 use super::Ctx;
 use crate::config::WorkerConfig;
+use crate::output::out;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,17 +53,27 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
     let slots = a.slots.or(file.slots).unwrap_or_else(super::node::cores);
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
     let data_dir = a.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| "./.stratus-worker".into());
+    // Absolute, for the same reason as the node's (see node::StateArgs::data_dir).
+    let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
     let host = hostname();
     let name = a.name.or_else(|| file.name.clone()).unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let stop = CancellationToken::new();
+    let stopped = super::node::shutdown_signal();
+    // Made before joining: a worker that says it joined is ready to run.
+    let sandbox = a.sandbox.options()?.build(&data_dir.join("cache"), data_dir.join("sandbox-root"))?;
     let (source, reporter) = HttpSource::connect(ctx.client.clone(), &name, &host, slots, stop.clone()).await?;
-    println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
+    if ctx.json {
+        crate::output::json(
+            &serde_json::json!({"worker": source.id(), "server": ctx.client.base_url(), "slots": slots}),
+        )?;
+    } else {
+        println!("stratus worker {} joined {} with {slots} slots", source.id(), ctx.client.base_url());
+    }
     let wasm = WasmRuntime::new(slots as u32 + 2, Some(data_dir.join("cache/wasm")))?;
     let objects: Arc<dyn stratus_blob::ObjectStore> = match source.objects_url() {
         Some(url) => stratus_blob::open(url)?,
         None => Arc::new(RemoteObjects(ctx.client.clone())),
     };
-    let sandbox = a.sandbox.options()?.build(&data_dir.join("cache"), data_dir.join("sandbox-root"))?;
     sandbox.set_outside_url(ctx.client.base_url().trim_end_matches('/').to_string());
     if let Some(target) = api_target(ctx.client.base_url()) {
         stratus_server::node::serve_api_to_functions(&sandbox, target);
@@ -85,15 +96,21 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         None => (source.clone(), None),
     };
     let run = tokio::spawn(stratus_worker::run_slots(executor, src, slots, REMOTE_BATCH));
-    super::node::shutdown_signal().await;
+    stopped.await;
     tracing::info!("stopping: finishing the tasks taken");
     stop.cancel();
     let _ = run.await;
+    let id = source.id();
     drop(source);
     let grace = std::time::Duration::from_secs(10);
     let _ = tokio::time::timeout(grace, reporter).await;
     if let Some(acks) = acks {
         let _ = tokio::time::timeout(grace, acks).await;
+    }
+    // Every completion is delivered: leave the server's list now rather than
+    // be declared lost a lease timeout later.
+    if let Err(e) = ctx.client.deregister_worker(&id).await {
+        tracing::warn!(error = %e, "cannot deregister");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,15 +118,23 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
 pub async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let workers = ctx.client.list_workers().await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        crate::output::json_rows(&workers)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", "ID", "HOST", "SLOTS", "RUNNING", "HEARTBEAT", "STATE");
+    let now = crate::output::now_ms();
+    out!(
+        "{:<40} {:<20} {:>5} {:>7} {:>10} {:>10} {:<6}",
+        "ID",
+        "HOST",
+        "SLOTS",
+        "RUNNING",
+        "HEARTBEAT",
+        "JOINED",
+        "STATE"
+    )?;
     for w in workers {
-        let ago = format!("{:.1}s ago", (now - w.last_heartbeat).max(0) as f64 / 1000.0);
-        println!("{:<40} {:<20} {:>5} {:>7} {:>14} {:<6}", w.id, w.host, w.slots, w.running, ago, w.state);
+        let (beat, joined) = (crate::output::age(w.last_heartbeat, now), crate::output::age(w.registered_at, now));
+        out!("{:<40} {:<20} {:>5} {:>7} {beat:>10} {joined:>10} {:<6}", w.id, w.host, w.slots, w.running, w.state)?;
     }
     Ok(ExitCode::SUCCESS)
 }
