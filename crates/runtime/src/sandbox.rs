@@ -958,11 +958,18 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// The `cgroup.procs` the child joins: on v1 the `cpu` controller only
+    /// when the function has a CPU limit (each join costs the child tens of
+    /// microseconds).
     fn procs(&self) -> [RawFd; 3] {
         let mut out = [-1; 3];
         if let Some(cg) = &self.cg {
+            let cpu_limited = cg.limits.is_some_and(|j| j.cpu_millis > 0);
             for (i, f) in cg.procs.iter().enumerate().take(3) {
-                out[i] = f.as_raw_fd();
+                let unlimited_cpu = self.pool.version == Version::V1 && i == 2 && !cpu_limited;
+                if !unlimited_cpu {
+                    out[i] = f.as_raw_fd();
+                }
             }
         }
         out
