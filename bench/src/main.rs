@@ -4,7 +4,10 @@
 //! wasm function, of a warm and a cold process function, a bare fork+exec
 //! beside them, and the idle resident memory of `stratus up`.
 //! `stratus-bench compare` — the same workloads on Stratus and its peers.
+//! `stratus-bench ab --against OLD` — invoke round trips of this build and
+//! another side by side.
 
+mod ab;
 mod compare;
 mod core_bench;
 mod distributed;
@@ -44,6 +47,13 @@ enum Cmd {
     Distributed,
     /// Everything above but `distributed`.
     All,
+    /// Invoke round trips of this build and another (`--against`), side by
+    /// side in alternating blocks.
+    Ab {
+        /// The other stratus binary (e.g. a release build of the previous commit).
+        #[arg(long)]
+        against: std::path::PathBuf,
+    },
     /// The same workloads on Stratus and its peers (Lithops, Ray, Prefect,
     /// plain Python) in one run, with a table of figures and ratios.
     Compare {
@@ -67,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare { peers, write_docs } => {
             compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
         }
+        Cmd::Ab { against } => ab::run(&cli.stratus, &against, cli.quick),
         Cmd::All => {
             core_bench::run(&cli.stratus, cli.quick, &cli.out)?;
             map_bench::run_map(&cli.stratus, cli.quick, &cli.out)?;
