@@ -494,19 +494,9 @@ fn metrics_count_by_function_and_the_dashboard_queries_only_exported_metrics() {
 #[test]
 fn the_readme_by_hand_steps_work_with_the_default_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["up", "--listen", "127.0.0.1:0", "--slots", "2"])
-        .current_dir(tmp.path())
-        .env("STRATUS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("stratus listening on ").unwrap().to_string();
-    let s = Server { child, url, data_dir: tmp.path().join(".stratus") };
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up", "--listen", "127.0.0.1:0", "--slots", "2"]).current_dir(tmp.path());
+    let s = Server::from_command(cmd, tmp.path().join(".stratus"));
     assert!(s.data_dir.join("state.db").exists(), "the default data directory, relative to where `up` runs");
     let repo = repo_root();
     let ex = |p: &str| repo.join(p).to_str().unwrap().to_string();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const CANARY_ENV: &str = "canary-env-7c1f2e";
 const CANARY_FILE: &str = "canary-file-93ab4d";
@@ -39,19 +39,9 @@ fn node(tmp: &Path, name: &str, sandbox: &str) -> Node {
         "--sandbox-path",
         &share,
     ];
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("STRATUS_LOG", "warn")
-        .env("STRATUS_TEST_CANARY", CANARY_ENV)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("stratus listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    Node { server: Server { child, url, data_dir: data }, exchange }
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("STRATUS_TEST_CANARY", CANARY_ENV);
+    Node { server: Server::from_command(cmd, data), exchange }
 }
 
 fn deploy_probe(s: &Server, name: &str, extra: &[&str]) {

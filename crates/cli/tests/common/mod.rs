@@ -75,8 +75,15 @@ impl Server {
         if args.first().is_some_and(|a| a == "up") && !args.iter().any(|a| a == "--sandbox-path") {
             args.extend(share_with_functions(&data_dir));
         }
-        let mut child = Command::new(BIN)
-            .args(&args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args);
+        Self::from_command(cmd, data_dir)
+    }
+
+    /// A node started from `cmd` (a `stratus` command with its arguments,
+    /// and any environment or directory of its own); waits for its first line.
+    pub fn from_command(mut cmd: Command, data_dir: PathBuf) -> Server {
+        let mut child = cmd
             .env("STRATUS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
