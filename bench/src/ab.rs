@@ -1,8 +1,10 @@
-//! `stratus-bench ab --against OLD`: the invoke round trips of this build
-//! and another one side by side, in alternating blocks, so a change to the
-//! invoke path is judged against the build before it in the same minutes.
+//! `stratus-bench ab --against OLD`: the invoke round trips and the map
+//! throughput of this build and another one side by side, alternating, so a
+//! change to the invoke or map path is judged against the build before it
+//! in the same minutes.
 
 use crate::http::Conn;
+use crate::map_bench::map_noop;
 use crate::node::{Node, TempDir, build_guest};
 use crate::stats::{Latency, Spread};
 use anyhow::{Result, ensure};
@@ -76,5 +78,24 @@ pub fn run(new: &Path, old: &Path, quick: bool) -> Result<()> {
     let (c_old, c_plain) = (Spread::of(&cold[0]).median, Spread::of(&cold[2]).median);
     println!("\nwasm no-op p50, new / old:                 {:.3}× (target within 5%)", w_new / w_old);
     println!("cold process p50 without sandbox, new / old: {:.3}×", c_plain / c_old);
+
+    // Map throughput: a job of no-op wasm tasks on a fresh node of each
+    // build in turn, every result checked.
+    let tasks = if quick { 10_000 } else { 100_000 };
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for _ in 0..reps {
+        for (i, bin) in [old, new].into_iter().enumerate() {
+            let (_, rate, _) = map_noop(bin, tasks)?;
+            rates[i].push(rate);
+        }
+    }
+    println!("\nMap of {tasks} no-op wasm tasks (tasks/s), {reps} runs of each build in turn; median (min–max).\n");
+    println!("| build | tasks/s |");
+    println!("|---|---|");
+    for (label, r) in ["old", "new"].iter().zip(&rates) {
+        println!("| {label} | {} |", Spread::of(r));
+    }
+    let (m_old, m_new) = (Spread::of(&rates[0]).median, Spread::of(&rates[1]).median);
+    println!("\nmap tasks/s, new / old: {:.3}× (target within 5%)", m_new / m_old);
     Ok(())
 }

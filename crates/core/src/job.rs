@@ -1,6 +1,9 @@
-//! What a job does next, decided from its counters alone.
+//! What a job does next, decided from its counters alone, and the change
+//! sets that carry a job from one state to the next.
 
-use crate::{Job, JobState};
+use crate::change::{ChangeSet, JobMove, JobUpdate, NewInvocation};
+use crate::clock::Millis;
+use crate::{Invocation, InvocationState, Job, JobState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobDecision {
@@ -29,6 +32,39 @@ pub fn on_progress(job: &Job) -> JobDecision {
     } else {
         JobDecision::Finish(JobState::Succeeded, None)
     }
+}
+
+/// Ends a job whose map tasks are all done (see [`on_progress`]).
+pub fn finish(job: &Job, state: JobState, error: Option<String>, now: Millis) -> ChangeSet {
+    let update = JobUpdate { finished_at: Some(now), error, ..Default::default() };
+    ChangeSet::move_job(JobMove { id: job.id, from: vec![JobState::Running], to: state, update })
+}
+
+/// Starts a job's reducer: inserts its invocation with the job's move to
+/// `reducing`, only if the job is still running.
+pub fn start_reduce(job: &Job, reducer: NewInvocation) -> ChangeSet {
+    let update =
+        JobUpdate { reduce_invocation: Some(reducer.invocation.id), insert: Some(reducer), ..Default::default() };
+    ChangeSet::move_job(JobMove { id: job.id, from: vec![JobState::Running], to: JobState::Reducing, update })
+}
+
+/// Ends a job with its reducer, which finished as `reducer` says.
+pub fn on_reducer_end(job: &Job, reducer: &Invocation, now: Millis) -> ChangeSet {
+    let (state, error) = match reducer.state {
+        InvocationState::Succeeded => (JobState::Succeeded, None),
+        InvocationState::Cancelled => (JobState::Cancelled, None),
+        s => (
+            JobState::Failed,
+            Some(format!("the reducer {s}: {}", reducer.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""))),
+        ),
+    };
+    let update = JobUpdate { finished_at: Some(now), error, ..Default::default() };
+    ChangeSet::move_job(JobMove { id: job.id, from: vec![JobState::Reducing], to: state, update })
+}
+
+/// Fails a job whose reducer could not be started.
+pub fn reduce_failed(job: &Job, why: String, now: Millis) -> ChangeSet {
+    finish(job, JobState::Failed, Some(format!("cannot start the reducer: {why}")), now)
 }
 
 #[cfg(test)]
@@ -68,5 +104,41 @@ mod tests {
         let mut empty = job(0, 0, 0, false);
         empty.total = 0;
         assert_eq!(on_progress(&empty), JobDecision::Finish(JobState::Succeeded, None));
+    }
+
+    #[test]
+    fn moves_are_guarded_on_the_state_they_leave() {
+        let j = job(3, 3, 0, true);
+        let done = finish(&j, JobState::Succeeded, None, 9);
+        assert_eq!((done.jobs[0].from.as_slice(), done.jobs[0].to), (&[JobState::Running][..], JobState::Succeeded));
+        assert_eq!(done.jobs[0].update.finished_at, Some(9));
+
+        let spec = crate::FunctionSpec {
+            runtime: crate::Runtime::Wasm,
+            artifact: "0".repeat(64),
+            env: Default::default(),
+            limits: Default::default(),
+            retries: 0,
+            network: false,
+        };
+        let f = crate::Function { project: "p".into(), name: "r".into(), version: 1, spec, created_at: 0 };
+        let mut reducer = crate::Invocation::queued(&f, 0, Some(j.id), None);
+        let row = NewInvocation { invocation: reducer.clone(), input: b"1\n".to_vec(), partition: None };
+        let start = start_reduce(&j, row);
+        assert_eq!(start.jobs[0].to, JobState::Reducing);
+        assert_eq!(start.jobs[0].update.reduce_invocation, Some(reducer.id));
+        assert!(start.new.is_empty(), "the reducer goes in only with the move");
+        assert!(start.jobs[0].update.insert.is_some());
+
+        reducer.state = InvocationState::Failed;
+        reducer.error = Some(crate::Failure::new(crate::FailureKind::Exit, "boom"));
+        let end = on_reducer_end(&j, &reducer, 12);
+        let m = &end.jobs[0];
+        assert_eq!((m.from.as_slice(), m.to), (&[JobState::Reducing][..], JobState::Failed));
+        assert_eq!(m.update.error.as_deref(), Some("the reducer failed: boom"));
+        reducer.state = InvocationState::Succeeded;
+        assert_eq!(on_reducer_end(&j, &reducer, 12).jobs[0].to, JobState::Succeeded);
+        let failed = reduce_failed(&j, "gone".into(), 1);
+        assert_eq!(failed.jobs[0].update.error.as_deref(), Some("cannot start the reducer: gone"));
     }
 }

@@ -298,6 +298,29 @@ pub struct Invocation {
     pub error: Option<Failure>,
 }
 
+impl Invocation {
+    /// A new invocation of `f`, queued at `now`: a task of `job` at `index`,
+    /// or a job's reducer (`index` none), or on its own (both none).
+    pub fn queued(f: &Function, now: Millis, job: Option<Id>, index: Option<u64>) -> Invocation {
+        Invocation {
+            id: crate::new_id(),
+            project: f.project.clone(),
+            function: f.name.clone(),
+            version: f.version,
+            state: InvocationState::Queued,
+            attempts: 0,
+            max_attempts: f.spec.retries + 1,
+            job_id: job,
+            task_index: index,
+            queued_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+        }
+    }
+}
+
 /// One attempt of an invocation, as recorded for timelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {

@@ -88,7 +88,7 @@ pub async fn create_job(
         fs
     };
     let job = st.scheduler.create_job(f, r, rx).await.map_err(|e| match e {
-        stratus_store::Error::Aborted(why) => ApiError::BadRequest(why),
+        crate::scheduler::Error::Store(stratus_store::Error::Aborted(why)) => ApiError::BadRequest(why),
         other => other.into(),
     })?;
     tracing::info!(job = %job.id, function = %job.function, tasks = job.total, "job created");

@@ -75,6 +75,15 @@ impl From<stratus_store::Error> for ApiError {
     }
 }
 
+impl From<crate::scheduler::Error> for ApiError {
+    fn from(e: crate::scheduler::Error) -> Self {
+        match e {
+            crate::scheduler::Error::Store(e) => e.into(),
+            crate::scheduler::Error::Stopped => ApiError::Unavailable("the server is stopping".into()),
+        }
+    }
+}
+
 impl From<stratus_blob::Error> for ApiError {
     fn from(e: stratus_blob::Error) -> Self {
         match e {

@@ -159,14 +159,29 @@ fn lease_period(lease: Duration) -> Duration {
     (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
+/// Why a leader must stop at once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeaseLost {
+    #[error("another server ({0}) took the lead")]
+    Taken(String),
+    #[error("the lease could not be renewed for three quarters of its length")]
+    NotRenewed,
+}
+
 /// Renews the lease while this server leads and tries to take it while it
 /// stands by, telling `role` of each change; runs until aborted (after the
-/// leader has finished its work and before it resigns). A leader that finds
-/// the lease taken, or has not renewed it for three quarters of its length
-/// (a standby may take it at its end, by the database's clock), ends the
-/// process: two servers must never drive the queue, and everything
-/// acknowledged is in the store for the next leader.
-pub async fn keep_lease(store: Arc<dyn StateStore>, seat: Seat, lease: Duration, role: watch::Sender<Role>) {
+/// leader has finished its work and before it resigns). Returns when a
+/// leader finds the lease taken, or has not renewed it for three quarters
+/// of its length (a standby may take it at its end, by the database's
+/// clock): the node must then stop at once, as two servers must never drive
+/// the queue, and everything acknowledged is in the store for the next
+/// leader.
+pub async fn keep_lease(
+    store: Arc<dyn StateStore>,
+    seat: Seat,
+    lease: Duration,
+    role: watch::Sender<Role>,
+) -> LeaseLost {
     let period = lease_period(lease);
     let mut renewed = Instant::now();
     loop {
@@ -178,20 +193,13 @@ pub async fn keep_lease(store: Arc<dyn StateStore>, seat: Seat, lease: Duration,
                 renewed = asked;
                 set(&role, Role::Leader);
             }
-            Ok(Ok(Some(holder))) if leading => {
-                tracing::error!(leader = %holder.url, "another server took the lead: stopping at once");
-                std::process::exit(3);
-            }
+            Ok(Ok(Some(holder))) if leading => return LeaseLost::Taken(holder.url),
             Ok(Ok(Some(holder))) => set(&role, Role::Standby(holder)),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew or check the leader's lease; retrying"),
             Err(_) => tracing::warn!("renewing or checking the leader's lease timed out; retrying"),
         }
         if leading && renewed.elapsed() > lease * 3 / 4 {
-            tracing::error!(
-                "the lease could not be renewed for three quarters of its length: stopping, so that a standby \
-                 can take over safely"
-            );
-            std::process::exit(3);
+            return LeaseLost::NotRenewed;
         }
     }
 }

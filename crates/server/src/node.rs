@@ -6,7 +6,7 @@
 use crate::api::{self, AppState};
 use crate::front::{self, Front, Role};
 use crate::metrics::Metrics;
-use crate::scheduler::{DispatchConfig, Scheduler};
+use crate::scheduler::{Background, DispatchConfig, Scheduler};
 use std::future::Future;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -155,6 +155,11 @@ pub enum NodeError {
     Serve(std::io::Error),
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// This server led and lost its lease: it stopped at once.
+    #[error("{0}; a standby server takes over")]
+    LeaseLost(#[from] crate::front::LeaseLost),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::Error),
 }
 
 pub struct Node;
@@ -189,7 +194,8 @@ fn worker_name() -> String {
 /// What a leading server runs; see [`crate::front`].
 struct Leading {
     scheduler: Arc<Scheduler>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The scheduler's and the dispatcher's tasks.
+    background: Background,
     slots: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -336,7 +342,7 @@ impl Node {
         let (role_tx, mut role_rx) = tokio::sync::watch::channel(role.clone());
         // Renewed from now on, also while the leader recovers the queue and
         // while it shuts down.
-        let lease_task = tokio::spawn(front::keep_lease(parts.store.clone(), front.seat().clone(), lease, role_tx));
+        let mut lease_task = tokio::spawn(front::keep_lease(parts.store.clone(), front.seat().clone(), lease, role_tx));
         let mut leading = None;
         match role {
             Role::Leader => leading = Some(Self::take_lead(&config, &parts, &front, &lease_task).await?),
@@ -367,6 +373,17 @@ impl Node {
             tokio::select! {
                 _ = stop_rx.wait_for(|s| *s) => break,
                 changed = role_rx.changed() => if changed.is_err() { break },
+                lost = &mut lease_task => {
+                    // Stop driving the queue now; what is acknowledged is
+                    // in the store for the next leader.
+                    if let Some(leading) = &leading {
+                        leading.scheduler.close();
+                        leading.background.stop.cancel();
+                    }
+                    let lost = lost.map_err(|e| NodeError::Serve(std::io::Error::other(e)))?;
+                    tracing::error!(error = %lost, "stopping at once");
+                    return Err(lost.into());
+                }
             }
             let role = role_rx.borrow_and_update().clone();
             match role {
@@ -396,9 +413,10 @@ impl Node {
                 tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
             }
             leading.scheduler.flush().await;
-            for t in leading.tasks {
-                t.abort();
-            }
+            // The writer writes what it still holds, then every task ends.
+            leading.background.stop.cancel();
+            leading.background.tasks.close();
+            leading.background.tasks.wait().await;
             lease_task.abort();
             resign(&parts, &front).await;
         }
@@ -413,7 +431,7 @@ impl Node {
         config: &NodeConfig,
         parts: &Parts,
         front: &Front,
-        lease_task: &tokio::task::JoinHandle<()>,
+        lease_task: &tokio::task::JoinHandle<front::LeaseLost>,
     ) -> Result<Leading, NodeError> {
         match Self::start_leading(config, parts, front).await {
             Ok(l) => Ok(l),
@@ -429,8 +447,15 @@ impl Node {
     /// dispatcher and the local slots, and serves the API from then on.
     async fn start_leading(config: &NodeConfig, parts: &Parts, front: &Front) -> Result<Leading, NodeError> {
         let metrics = Arc::new(Metrics::default());
-        let (scheduler, mut tasks) =
-            Scheduler::start(parts.store.clone(), parts.clock.clone(), metrics, config.lease_timeout).await?;
+        let background = Background::default();
+        let scheduler = Scheduler::start(
+            parts.store.clone(),
+            parts.clock.clone(),
+            metrics,
+            config.lease_timeout,
+            background.clone(),
+        )
+        .await?;
         let broker = match &config.broker_url {
             None => None,
             Some(url) => {
@@ -439,7 +464,8 @@ impl Node {
                     queue: config.broker_queue.clone(),
                     delivery_limit: config.delivery_limit,
                 };
-                tasks.extend(scheduler.start_dispatch(dispatch).await?);
+                let opened = stratus_broker::open(url).await?;
+                scheduler.start_dispatch(dispatch, opened).await?;
                 Some(WireBroker { url: url.clone(), queue: config.broker_queue.clone() })
             }
         };
@@ -478,6 +504,6 @@ impl Node {
         } else {
             None
         };
-        Ok(Leading { scheduler, tasks, slots })
+        Ok(Leading { scheduler, background, slots })
     }
 }

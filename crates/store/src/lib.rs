@@ -19,13 +19,24 @@ use stratus_core::{
     Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
 };
 
+/// What [`StateStore::end_attempts`] and [`StateStore::record`] report.
+pub type EndReport = CommitReport;
+
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database error: {0}")]
-    Db(String),
+    /// The engine failed a statement or lost its connection. `transient`
+    /// says the same call may succeed if made again (a deadlock, a
+    /// serialisation failure, a connection that broke); the source is kept.
+    #[error("database error: {message}")]
+    Db {
+        message: String,
+        transient: bool,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("database migration {version} failed: {message}")]
     Migrate { version: u32, message: String },
     #[error("the database schema is version {found}, newer than this binary knows ({known}); upgrade stratus")]
@@ -40,15 +51,23 @@ pub enum Error {
     Aborted(String),
 }
 
+impl Error {
+    /// A database error with no source, not worth retrying as such.
+    pub fn db(message: impl Into<String>) -> Self {
+        Error::Db { message: message.into(), transient: false, source: None }
+    }
+
+    /// Whether making the same call again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Db { transient: true, .. })
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A new invocation with its input.
-#[derive(Debug, Clone)]
-pub struct NewInvocation {
-    pub invocation: Invocation,
-    pub input: Vec<u8>,
-    pub partition: Option<Partition>,
-}
+pub use stratus_core::change::{
+    AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, JobMove, JobUpdate, NewInvocation,
+};
 
 /// What the producer of a job's tasks sends to [`StateStore::create_job`].
 #[derive(Debug)]
@@ -68,43 +87,6 @@ pub struct TaskResult {
     pub state: InvocationState,
     pub output: Option<Vec<u8>>,
     pub error: Option<Failure>,
-}
-
-/// What [`StateStore::end_attempts`] did.
-#[derive(Debug, Clone, Default)]
-pub struct EndReport {
-    /// Per end: applied, or ignored as a duplicate / late report.
-    pub applied: Vec<bool>,
-    /// The jobs whose map counters changed, as they are now.
-    pub jobs: Vec<Job>,
-}
-
-/// The start of an attempt, as leased by a worker.
-#[derive(Debug, Clone)]
-pub struct AttemptStart {
-    pub id: Id,
-    pub attempt: u32,
-    pub worker: String,
-    pub started_at: Millis,
-}
-
-/// What to record when an attempt ends.
-#[derive(Debug, Clone)]
-pub struct AttemptEnd {
-    pub id: Id,
-    pub attempt: u32,
-    pub worker: String,
-    pub started_at: Millis,
-    pub finished_at: Millis,
-    pub outcome: EndOutcome,
-}
-
-#[derive(Debug, Clone)]
-pub enum EndOutcome {
-    /// The invocation is finished in `state`.
-    Finish { state: InvocationState, output: Option<Vec<u8>>, error: Option<Failure>, logs: Vec<u8> },
-    /// The attempt failed and the invocation goes back to the queue.
-    Requeue { not_before: Millis, error: Failure, logs: Vec<u8> },
 }
 
 /// An invocation waiting to be run, as read back for dispatch.
@@ -149,17 +131,32 @@ pub trait StateStore: Send + Sync + 'static {
     /// writes at all (`/healthz`).
     async fn check_writable(&self, now: Millis) -> Result<()>;
 
-    /// Inserts invocations in one transaction.
-    async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()>;
-    /// Inserts invocations in one transaction, returning as soon as that
-    /// transaction is ordered before every write made through this store
-    /// after it, with a future that resolves once it is committed. A caller
-    /// may then start the work while the commit is under way, and must not
-    /// acknowledge it before the future says it is durable. Engines that
-    /// cannot order their writes (several connections) commit first.
-    async fn insert_invocations_ordered(&self, new: Vec<NewInvocation>) -> Result<Committed> {
-        self.insert_invocations(&new).await?;
+    /// Writes a change set in one transaction: its new invocations, then
+    /// its attempt starts, its attempt ends (with the counters of the jobs
+    /// they belong to) and its job moves, each guarded as
+    /// [`stratus_core::change`] says. Every change to invocations, attempts
+    /// and jobs goes through here or [`Self::commit_ordered`]; the methods
+    /// below that write (`insert_invocations`, `record`, ...) are shorthands
+    /// for change sets, and engines do not override them.
+    async fn commit(&self, changes: ChangeSet) -> Result<CommitReport>;
+    /// As [`Self::commit`], returning as soon as the transaction is ordered
+    /// before every write made through this store after it, with a future
+    /// that resolves once it is committed. A caller may then start the work
+    /// while the commit is under way, and must not acknowledge it before
+    /// the future says it is durable. Engines that cannot order their writes
+    /// (several connections) commit first.
+    async fn commit_ordered(&self, changes: ChangeSet) -> Result<Committed> {
+        self.commit(changes).await?;
         Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
+    /// Inserts invocations in one transaction.
+    async fn insert_invocations(&self, new: &[NewInvocation]) -> Result<()> {
+        self.commit(ChangeSet::insert(new.to_vec())).await.map(drop)
+    }
+    /// Inserts invocations through [`Self::commit_ordered`].
+    async fn insert_invocations_ordered(&self, new: Vec<NewInvocation>) -> Result<Committed> {
+        self.commit_ordered(ChangeSet::insert(new)).await
     }
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
@@ -178,18 +175,19 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<Invocation>>;
 
     /// Records attempts as started; each applies only to a queued invocation.
-    async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()>;
+    async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()> {
+        self.commit(ChangeSet::start(starts.to_vec())).await.map(drop)
+    }
     /// Records attempt ends in one transaction, with the counters of the jobs
     /// they belong to; says which ends applied (not duplicates or late).
-    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport>;
-    /// Writes, in this order, new invocations, attempt starts (as
-    /// [`Self::start_attempts`]) and attempt ends (as [`Self::end_attempts`],
-    /// whose report it returns). A new invocation whose id is stored already
-    /// is skipped, so a call that failed can be made again. SQLite writes
-    /// all of it in one transaction: an invocation that ran to its end
-    /// before its insert was written costs one commit, not three.
-    /// PostgreSQL commits each statement on its own, as before.
-    async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport>;
+    async fn end_attempts(&self, ends: &[AttemptEnd]) -> Result<EndReport> {
+        self.commit(ChangeSet::end(ends.to_vec())).await
+    }
+    /// New invocations, attempt starts and attempt ends in one commit.
+    async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport> {
+        let changes = ChangeSet { new: new.to_vec(), starts: starts.to_vec(), ends: ends.to_vec(), jobs: Vec::new() };
+        self.commit(changes).await
+    }
 
     /// Leadership among servers sharing this store: one server at a time
     /// drives the queue. Makes `seat` the leader when no server holds the
@@ -228,7 +226,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn get_job(&self, project: &str, id: Id) -> Result<Option<Job>>;
     async fn list_jobs(&self, project: &str, before: Option<Id>, limit: u32) -> Result<Vec<Job>>;
     /// Moves a job from one of `from` to `to`; false if it was in none of them.
-    async fn set_job_state(&self, id: Id, from: &[JobState], to: JobState, update: JobUpdate) -> Result<bool>;
+    async fn set_job_state(&self, id: Id, from: &[JobState], to: JobState, update: JobUpdate) -> Result<bool> {
+        let changes = ChangeSet::move_job(JobMove { id, from: from.to_vec(), to, update });
+        Ok(self.commit(changes).await?.moved.first().copied().unwrap_or(false))
+    }
     /// Results of a job's map tasks in input order, from index `from`.
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>>;
     /// Cancels a job's queued tasks (and the job); returns how many tasks.
@@ -255,16 +256,6 @@ pub enum Lane {
     Direct,
     /// Map tasks of jobs.
     Tasks,
-}
-
-/// Fields set with a job's state.
-#[derive(Debug, Clone, Default)]
-pub struct JobUpdate {
-    pub finished_at: Option<Millis>,
-    pub error: Option<String>,
-    pub reduce_invocation: Option<Id>,
-    /// A reducer invocation to insert in the same transaction.
-    pub insert: Option<NewInvocation>,
 }
 
 /// Opens the state store named by `url`: `sqlite://PATH` (see

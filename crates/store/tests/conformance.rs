@@ -8,7 +8,9 @@ use common::{job, job_task, new_inv, spec};
 use std::sync::Arc;
 use stratus_core::{Failure, FailureKind, InvocationState};
 use stratus_core::{Job, JobState};
-use stratus_store::{AttemptEnd, AttemptStart, EndOutcome, JobRows, JobUpdate, Lane, NewInvocation, StateStore};
+use stratus_store::{
+    AttemptEnd, AttemptStart, ChangeSet, EndOutcome, JobMove, JobRows, JobUpdate, Lane, NewInvocation, StateStore,
+};
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
     AttemptEnd { id, attempt, worker: "w1".into(), started_at: 10, finished_at: 20, outcome }
@@ -423,6 +425,79 @@ async fn end_batches_apply_in_order(s: Arc<dyn StateStore>) {
     s.insert_invocations(&[]).await.unwrap();
 }
 
+/// A change set is one transaction: when one of its parts fails, none of
+/// it is kept; when all apply, the ends, their job's counters and the job's
+/// move land together. Also the guard: ends and moves applied once only.
+async fn change_sets_commit_whole_or_not_at_all(s: Arc<dyn StateStore>) {
+    let j = job(1);
+    let task = job_task(&j, 0);
+    let j = stream_job(&s, &j, vec![task.clone()], &[1]).await;
+    let other = new_inv("f", 1, 2);
+    let start = |id| AttemptStart { id, attempt: 1, worker: "w1".into(), started_at: 10 };
+    s.commit(ChangeSet { new: vec![other.clone()], starts: vec![start(task.invocation.id)], ..Default::default() })
+        .await
+        .unwrap();
+    let (it, io) = (task.invocation.id, other.invocation.id);
+
+    // The task's end and the job's move, with an insert that cannot be
+    // made (its id is taken): the whole set fails, the end included.
+    let mut clash = new_inv("f", 1, 3);
+    clash.invocation.id = io;
+    let finish = |insert| JobMove {
+        id: j.id,
+        from: vec![JobState::Running],
+        to: JobState::Reducing,
+        update: JobUpdate { reduce_invocation: Some(io), insert, ..Default::default() },
+    };
+    let failing = ChangeSet {
+        starts: vec![start(io)],
+        ends: vec![end(it, 1, finish_ok(b"out"))],
+        jobs: vec![finish(Some(clash))],
+        ..Default::default()
+    };
+    assert!(s.commit(failing).await.is_err(), "an insert over a stored id fails the set");
+    let task_now = s.get_invocation("p", it).await.unwrap().unwrap();
+    assert_eq!(task_now.state, InvocationState::Running, "the end was rolled back");
+    assert_eq!(s.get_invocation("p", io).await.unwrap().unwrap().state, InvocationState::Queued, "so was the start");
+    let job_now = s.get_job("p", j.id).await.unwrap().unwrap();
+    assert_eq!((job_now.state, job_now.succeeded), (JobState::Running, 0), "and the counters");
+
+    // The same without the clash: everything lands, once.
+    let ok = ChangeSet {
+        starts: vec![start(io)],
+        ends: vec![end(it, 1, finish_ok(b"out"))],
+        jobs: vec![finish(None)],
+        ..Default::default()
+    };
+    let report = s.commit(ok.clone()).await.unwrap();
+    assert_eq!((report.applied, report.moved), (vec![true], vec![true]));
+    assert_eq!(report.jobs.iter().map(|j| j.succeeded).collect::<Vec<_>>(), [1], "counters as after the commit");
+    let job_now = s.get_job("p", j.id).await.unwrap().unwrap();
+    assert_eq!((job_now.state, job_now.succeeded, job_now.reduce_invocation), (JobState::Reducing, 1, Some(io)));
+    assert_eq!(s.get_invocation("p", io).await.unwrap().unwrap().state, InvocationState::Running);
+    let again = s.commit(ok).await.unwrap();
+    assert_eq!((again.applied, again.moved), (vec![false], vec![false]), "a second commit changes nothing");
+    assert_eq!(s.get_job("p", j.id).await.unwrap().unwrap().succeeded, 1);
+    assert!(s.commit(ChangeSet::default()).await.unwrap().applied.is_empty());
+}
+
+/// What every engine answers about leadership: a server leads and renews;
+/// once it resigns, another leads. (Only PostgreSQL can be shared, so a
+/// second server standing by is checked in `tests/postgres.rs`.)
+async fn a_server_leads_renews_and_resigns(s: Arc<dyn StateStore>) {
+    use stratus_store::Seat;
+    let seat =
+        |url: &str| Seat { server: stratus_core::new_id(), url: url.into(), incarnation: stratus_core::new_id() };
+    let (a, b) = (seat("http://a"), seat("http://b"));
+    let lease = std::time::Duration::from_secs(30);
+    assert_eq!(s.lead(&a, lease, true).await.unwrap(), None, "nobody led: a leads");
+    assert_eq!(s.lead(&a, lease, false).await.unwrap(), None, "a renews");
+    s.resign(&a).await.unwrap();
+    assert_eq!(s.lead(&b, lease, false).await.unwrap(), None, "after a resigned, b leads at once");
+    s.resign(&a).await.unwrap();
+    assert_eq!(s.lead(&b, lease, false).await.unwrap(), None, "a resigning again does not unseat b");
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
@@ -461,6 +536,16 @@ macro_rules! conformance {
             async fn end_batches() {
                 let (_guard, s) = $open.await;
                 end_batches_apply_in_order(s).await;
+            }
+            #[tokio::test]
+            async fn change_sets() {
+                let (_guard, s) = $open.await;
+                change_sets_commit_whole_or_not_at_all(s).await;
+            }
+            #[tokio::test]
+            async fn leadership() {
+                let (_guard, s) = $open.await;
+                a_server_leads_renews_and_resigns(s).await;
             }
             #[tokio::test]
             async fn restart() {

@@ -187,7 +187,7 @@ async fn run_node(
     config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
     config.lease_timeout =
         std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));
-    Node::run(
+    let ran = Node::run(
         config,
         |addr| {
             // The first line on stdout, for people and for scripts.
@@ -199,8 +199,13 @@ async fn run_node(
         },
         shutdown_signal(),
     )
-    .await
-    .map_err(|e| match e {
+    .await;
+    if let Err(NodeError::LeaseLost(why)) = &ran {
+        // Another server leads now; exit code 3 tells a supervisor so.
+        crate::errors::print("lease_lost", &format!("stopping at once: {why}"), json, None);
+        return Ok(ExitCode::from(3));
+    }
+    ran.map_err(|e| match e {
         NodeError::Listen(addr, io) if io.kind() == std::io::ErrorKind::AddrInUse => crate::errors::CliError {
             code: "address_in_use",
             message: format!(

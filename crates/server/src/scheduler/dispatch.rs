@@ -22,7 +22,6 @@ use stratus_broker::{Broker, QueueSpec, dead_letter_queue};
 use stratus_core::wire::{WireDispatch, WireTask};
 use stratus_core::{Completion, Failure, FailureKind, Function, Task};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A function version: (project, name, version).
 type RunKey = (String, String, u32);
@@ -110,7 +109,8 @@ pub struct DispatchConfig {
     pub delivery_limit: u32,
 }
 
-/// A broker connection opened on first use and again after it fails.
+/// A broker connection: the one the node opened, then one opened again
+/// from the URL after it fails.
 struct Link {
     config: DispatchConfig,
     broker: Option<Arc<dyn Broker>>,
@@ -121,26 +121,39 @@ impl Link {
         if let Some(b) = &self.broker {
             return Ok(b.clone());
         }
-        let b = stratus_broker::open(&self.config.url).await?;
-        b.declare(&QueueSpec::new(&self.config.queue, self.config.delivery_limit)).await?;
-        self.broker = Some(b.clone());
+        self.broker = Some(stratus_broker::open(&self.config.url).await?);
+        self.declare().await
+    }
+
+    /// Declares the work queue (and its dead letters) on the connection.
+    async fn declare(&mut self) -> stratus_broker::Result<Arc<dyn Broker>> {
+        let b = self.broker.clone().expect("declared on an open connection");
+        if let Err(e) = b.declare(&QueueSpec::new(&self.config.queue, self.config.delivery_limit)).await {
+            self.broker = None;
+            return Err(e);
+        }
         Ok(b)
     }
 }
 
 impl Scheduler {
-    /// Connects to the broker, declares the work queue, and starts the
-    /// dispatcher and the dead-letter consumer. Fails if the broker cannot
-    /// be reached now (later failures are retried).
+    /// Declares the work queue on `broker` (opened by the node from
+    /// `config.url`) and starts the dispatcher and the dead-letter consumer
+    /// on the node's background tasks. Fails if the broker refuses now;
+    /// later failures are retried, on a connection opened again from the URL.
     pub async fn start_dispatch(
         self: &Arc<Self>,
         config: DispatchConfig,
-    ) -> Result<Vec<JoinHandle<()>>, stratus_broker::Error> {
-        let mut link = Link { config: config.clone(), broker: None };
-        link.get().await?;
+        broker: Arc<dyn Broker>,
+    ) -> Result<(), stratus_broker::Error> {
+        let mut link = Link { config: config.clone(), broker: Some(broker.clone()) };
+        link.declare().await?;
         self.brokered.store(true, Relaxed);
-        let dead = Link { config, broker: None };
-        Ok(vec![tokio::spawn(self.clone().dispatch_loop(link)), tokio::spawn(self.clone().dead_letter_loop(dead))])
+        let dead = Link { config, broker: Some(broker) };
+        let super::Background { stop, tasks } = &self.background;
+        tasks.spawn(stop.clone().run_until_cancelled_owned(self.clone().dispatch_loop(link)));
+        tasks.spawn(stop.clone().run_until_cancelled_owned(self.clone().dead_letter_loop(dead)));
+        Ok(())
     }
 
     /// Records how long an attempt of `f` ran on `worker`.
@@ -174,7 +187,7 @@ impl Scheduler {
 
     /// Slots of the remote workers alive now.
     fn remote_slots(&self) -> usize {
-        self.workers.lock().unwrap().values().filter(|w| !w.local && w.state == "alive").map(|w| w.slots).sum()
+        self.workers.lock().unwrap().remote_slots()
     }
 
     async fn dispatch_loop(self: Arc<Self>, mut link: Link) {

@@ -6,7 +6,8 @@
 //! slot is free and nothing waits before it, [`Scheduler::run_here`] does all
 //! of that on the handler's own task instead, holding one of the local
 //! slots' permits while the function runs. Its writes are those of the
-//! queued path: the row with its end in one commit when the attempt ends
+//! queued path, made by the writer's own [`Scheduler::write_records`] on
+//! this task: the row with its end in one commit when the attempt ends
 //! within [`START_HOLD`], the row with its start when the hold is over
 //! (joined with the run, which goes on meanwhile).
 //!
@@ -15,14 +16,13 @@
 //! and ends as it would have. A stopping node waits for these attempts, and
 //! the writes of their ends, as it waits for its slots.
 
-use super::{Ending, Entry, Finished, Inflight, START_HOLD, Scheduler, new_invocation, retry_forever};
-use std::cmp::Reverse;
+use super::{Ending, Entry, Finished, Inflight, START_HOLD, Scheduler};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
-use stratus_core::{Function, Id, Task};
+use stratus_core::{Function, Id, Invocation, Task};
 use stratus_store::{AttemptStart, NewInvocation};
 use stratus_worker::{Executor, Leased};
 use tokio::sync::{Semaphore, oneshot};
@@ -110,13 +110,13 @@ impl Scheduler {
             // Looked at before taking a permit, so a permit taken is never
             // given back unused (a slot may have missed it meanwhile).
             let q = self.queue.lock().unwrap();
-            let retry_due = q.delayed.peek().is_some_and(|Reverse((due, _))| *due <= now);
+            let retry_due = q.retry_due(now);
             if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due {
                 return Err(input);
             }
         }
         let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
-        let invocation = new_invocation(&function, now, None, None);
+        let invocation = Invocation::queued(&function, now, None, None);
         let id = invocation.id;
         let task = Task { invocation: id, attempt: 1, function, input, partition: None, job: None };
         let row = NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None };
@@ -149,10 +149,7 @@ impl Scheduler {
                 Ok(c) => me.write_records(vec![row], vec![], vec![(c, Ending::Reported)]).await,
                 Err(_) => {
                     let write = async {
-                        retry_forever("record an invocation and its start", || {
-                            me.store.record(std::slice::from_ref(&row), std::slice::from_ref(&start), &[])
-                        })
-                        .await;
+                        me.write_records(vec![row], vec![start], vec![]).await;
                         if let Some(tx) = stored_tx.take() {
                             let _ = tx.send(());
                         }

@@ -1,0 +1,698 @@
+//! The scheduler: the queue of work, durable in the state store, and the
+//! registry of the workers that lease from it.
+//!
+//! Its parts, one idea each: [`queue`] (lanes, the paging window, delayed
+//! retries: a plain struct), [`paging`] (the task that fills the window from
+//! the store), [`writer`] (every store write, as change sets, with the holds
+//! as a plain struct), [`jobs`], [`workers`] (the registry and its
+//! watchdog), [`here`] (sync invocations run on their caller's task),
+//! [`dispatch`] (the broker) and [`waiters`]. This file holds the in-flight
+//! registry and what ties the parts together: submitting, taking and
+//! starting work. The decisions themselves are pure functions in
+//! `stratus-core` ([`stratus_core::machine`], [`stratus_core::job`]).
+//!
+//! An invocation is accepted once it is written to the store. An async one
+//! is written first, then queued in memory; a sync one (a caller waits) is
+//! queued at once and written with its end, or after a short hold if it runs
+//! longer, and its caller is answered only after that write. Memory holds a bounded window of each
+//! lane (direct invocations, and the map tasks of jobs); the rest stays in the
+//! store and is paged in, in id order, as the window drains. Everything up to
+//! a lane's cursor that is queued in the store is in memory, so nothing is
+//! dispatched twice and nothing is skipped.
+//!
+//! Completions go through one writer task that records them in batches (one
+//! transaction for many), decides retries with [`stratus_core::machine`] and
+//! job progress with [`stratus_core::job`], and only then wakes whoever waits.
+//! After a restart the lanes are paged in again from the store, and attempts
+//! that were running when the process died run again.
+
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use stratus_core::clock::Millis;
+use stratus_core::machine::Backoff;
+use stratus_core::{Clock, Completion, Function, Id, Invocation, Task};
+use stratus_store::{AttemptStart, Lane, NewInvocation, StateStore};
+use stratus_worker::{Leased, TaskSource};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod dispatch;
+mod here;
+mod jobs;
+mod paging;
+mod queue;
+mod waiters;
+mod workers;
+mod writer;
+pub use dispatch::DispatchConfig;
+pub use here::Here;
+pub use jobs::TaskSpec;
+use queue::{Entry, Queue};
+use stratus_core::machine::Ending;
+use waiters::Waiters;
+pub use waiters::Watch;
+pub use workers::WorkerInfo;
+use workers::Workers;
+use writer::Write;
+
+/// How long an attempt's start is held before it is written on its own.
+const START_HOLD: Duration = Duration::from_millis(20);
+/// The same for attempts dispatched through the broker. Until it is
+/// written, such an attempt shows as queued; should the server restart
+/// meanwhile, it is dispatched again under the same attempt number, and the
+/// store keeps whichever result comes first.
+const BROKER_START_HOLD: Duration = Duration::from_secs(1);
+
+/// What the scheduler's calls fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] stratus_store::Error),
+    /// The node is stopping: the scheduler takes no more work.
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+/// The background tasks of a node: spawned on `tasks`, they end when
+/// `stop` is cancelled (the writer after writing everything it holds).
+/// The node owns both, and waits for the tasks when it stops.
+#[derive(Clone, Default)]
+pub struct Background {
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// A finished invocation, handed to waiters.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub invocation: Invocation,
+    pub output: Option<Vec<u8>>,
+    pub logs: Vec<u8>,
+}
+
+struct Inflight {
+    entry: Entry,
+    worker: String,
+    started_at: Millis,
+    cancel: CancellationToken,
+}
+
+pub struct Scheduler {
+    me: Weak<Scheduler>,
+    store: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    backoff: Backoff,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    refill: Notify,
+    /// Serialises inserting and queueing per lane, so cursors only move forward.
+    direct_lock: tokio::sync::Mutex<()>,
+    tasks_lock: tokio::sync::Mutex<()>,
+    inflight: Mutex<HashMap<Id, Inflight>>,
+    waiters: Arc<Waiters<Arc<Finished>>>,
+    job_waiters: Arc<Waiters<()>>,
+    workers: Mutex<Workers>,
+    functions: Mutex<HashMap<(String, String, u32), Arc<Function>>>,
+    writes: mpsc::UnboundedSender<Write>,
+    lease_timeout: Duration,
+    /// Attempts handed to the broker and not yet ended ([`dispatch`]).
+    outstanding: AtomicUsize,
+    /// Wakes the dispatcher when `outstanding` falls or workers register.
+    room: Notify,
+    /// Remote workers get their tasks from a broker, not by leasing.
+    brokered: AtomicBool,
+    /// Run time seen per function version, for packing dispatch messages.
+    run_times: Mutex<dispatch::RunTimes>,
+    pub metrics: Arc<Metrics>,
+    /// The local worker, for sync invocations run on their caller's task.
+    local: std::sync::OnceLock<here::Local>,
+    /// Those runs, waited for when the node stops.
+    here: TaskTracker,
+    /// Where its own tasks run, and what stops them.
+    background: Background,
+}
+
+impl Scheduler {
+    /// Builds the scheduler, restores what a previous run left, and starts
+    /// its tasks on `background`, which the node owns.
+    pub async fn start(
+        store: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        lease_timeout: Duration,
+        background: Background,
+    ) -> Result<Arc<Self>, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Arc::new_cyclic(|me| Scheduler {
+            me: me.clone(),
+            store,
+            clock,
+            backoff: Backoff::default(),
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            refill: Notify::new(),
+            direct_lock: Default::default(),
+            tasks_lock: Default::default(),
+            inflight: Mutex::new(HashMap::new()),
+            waiters: Waiters::new(),
+            job_waiters: Waiters::new(),
+            workers: Mutex::new(Workers::default()),
+            functions: Mutex::new(HashMap::new()),
+            writes: tx,
+            lease_timeout,
+            outstanding: AtomicUsize::new(0),
+            room: Notify::new(),
+            brokered: AtomicBool::new(false),
+            run_times: Mutex::new(dispatch::RunTimes::default()),
+            metrics,
+            local: Default::default(),
+            here: Default::default(),
+            background: background.clone(),
+        });
+        let rerun = s.store.requeue_running().await?;
+        if rerun > 0 {
+            tracing::info!(rerun, "attempts that were running at the last stop will run again");
+        }
+        {
+            let mut q = s.queue.lock().unwrap();
+            q.direct.backlog = true;
+            q.tasks.backlog = true;
+        }
+        let Background { stop, tasks } = background;
+        tasks.spawn(s.clone().write_loop(rx, stop.clone()));
+        tasks.spawn(s.clone().refill_loop(stop.clone()));
+        tasks.spawn(s.clone().watchdog_loop(stop));
+        s.refill.notify_one();
+        s.recover_jobs().await?;
+        Ok(s)
+    }
+
+    fn arc(&self) -> Arc<Scheduler> {
+        self.me.upgrade().expect("scheduler alive")
+    }
+
+    async fn function(
+        &self,
+        project: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Arc<Function>>, stratus_store::Error> {
+        let key = (project.to_string(), name.to_string(), version);
+        if let Some(f) = self.functions.lock().unwrap().get(&key) {
+            return Ok(Some(f.clone()));
+        }
+        let Some(f) = self.store.get_function(project, name, Some(version)).await? else { return Ok(None) };
+        let f = Arc::new(f);
+        self.functions.lock().unwrap().insert(key, f.clone());
+        Ok(Some(f))
+    }
+
+    fn push_ready(&self, lane: Lane, entries: Vec<Entry>) {
+        self.queue.lock().unwrap().push_ready(lane, entries);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    fn push_delayed(&self, entry: Entry, not_before: Millis) {
+        self.queue.lock().unwrap().push_delayed(entry, not_before);
+        self.notify.notify_one();
+    }
+
+    /// Queues entries just inserted (under the lane's lock): in memory if the
+    /// window has room and nothing waits in the store before them.
+    fn enqueue_new(&self, lane: Lane, entries: Vec<Entry>) {
+        if self.fits(lane, entries.len()) {
+            self.push_ready(lane, entries);
+        } else {
+            self.mark_backlog(lane);
+        }
+    }
+
+    /// Whether `n` new entries can go straight into the lane's window.
+    fn fits(&self, lane: Lane, n: usize) -> bool {
+        self.queue.lock().unwrap().fits(lane, n)
+    }
+
+    /// Leaves committed rows to the store, to be paged in.
+    fn mark_backlog(&self, lane: Lane) {
+        self.queue.lock().unwrap().lane(lane).backlog = true;
+        self.refill.notify_one();
+    }
+
+    /// Takes back direct invocations whose insert failed after they were
+    /// queued: out of the lane, cancelled if running, waiters dropped.
+    fn abandon(&self, ids: &HashSet<Id>) {
+        self.queue.lock().unwrap().direct.ready.retain(|e| !ids.contains(&e.invocation.id));
+        let mut inflight = self.inflight.lock().unwrap();
+        for id in ids {
+            if let Some(f) = self.remove_inflight(&mut inflight, id) {
+                f.cancel.cancel();
+            }
+        }
+        drop(inflight);
+        for id in ids {
+            self.waiters.cancel(*id);
+        }
+    }
+
+    /// Takes an attempt out of the in-flight map, keeping count of those the
+    /// broker holds.
+    fn remove_inflight(&self, inflight: &mut HashMap<Id, Inflight>, id: &Id) -> Option<Inflight> {
+        let f = inflight.remove(id)?;
+        self.forget_outstanding(&f);
+        Some(f)
+    }
+
+    fn forget_outstanding(&self, f: &Inflight) {
+        if f.worker == dispatch::BROKER && self.outstanding.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
+        {
+            self.room.notify_one();
+        }
+    }
+
+    /// Accepts invocations of `function`. Without `wait`, they are durable
+    /// in the store before this returns. With `wait`, it also returns a
+    /// receiver for each result, which is sent once the result is durable.
+    ///
+    /// With `wait`, the entries are queued at once and their insert goes to
+    /// the writer, which holds it as it holds attempt starts: an invocation
+    /// that ends within the hold is written with its end (one commit on
+    /// SQLite); one that runs longer is written when the hold is over. The
+    /// caller is answered only after that commit, so a crash before it
+    /// loses nothing anyone was told of (the caller's request fails).
+    ///
+    /// Without `wait`, when the store orders its writes (SQLite's one
+    /// writer), the entries are queued as soon as their insert is ordered,
+    /// so a slot starts them while the insert commits: their end is written
+    /// after the insert by construction, and nothing is acknowledged before
+    /// the commit. Should the commit fail, they are taken back
+    /// ([`Self::abandon`]). Entries that do not fit in memory are left to be
+    /// paged in, once committed.
+    pub async fn submit(
+        &self,
+        function: Arc<Function>,
+        inputs: Vec<Vec<u8>>,
+        wait: bool,
+    ) -> Result<Vec<(Id, Option<Watch<Arc<Finished>>>)>, Error> {
+        let guard = self.direct_lock.lock().await;
+        let now = self.clock.now_ms();
+        let mut new = Vec::with_capacity(inputs.len());
+        let mut entries = Vec::with_capacity(inputs.len());
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let invocation = Invocation::queued(&function, now, None, None);
+            let id = invocation.id;
+            let task =
+                Task { invocation: id, attempt: 1, function: function.clone(), input, partition: None, job: None };
+            new.push(NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None });
+            entries.push(Entry { invocation, task });
+        }
+        let n = entries.len() as u64;
+        if wait && self.fits(Lane::Direct, entries.len()) {
+            for e in &entries {
+                out.push((e.invocation.id, Some(self.watch(e.invocation.id))));
+            }
+            // Sent before the entries can start, so before their starts.
+            for row in new {
+                if self.writes.send(Write::Insert(row)).is_err() {
+                    self.abandon(&entries.iter().map(|e| e.invocation.id).collect());
+                    return Err(Error::Stopped);
+                }
+            }
+            self.push_ready(Lane::Direct, entries);
+            drop(guard);
+            self.metrics.invocations_submitted.fetch_add(n, Relaxed);
+            return Ok(out);
+        }
+        let committed = self.store.insert_invocations_ordered(new).await?;
+        for e in &entries {
+            out.push((e.invocation.id, wait.then(|| self.watch(e.invocation.id))));
+        }
+        if self.fits(Lane::Direct, entries.len()) {
+            let ids: HashSet<Id> = entries.iter().map(|e| e.invocation.id).collect();
+            self.push_ready(Lane::Direct, entries);
+            drop(guard);
+            if let Err(e) = committed.await {
+                self.abandon(&ids);
+                return Err(e.into());
+            }
+        } else {
+            // Paging reads the store: the rows must be there first, and no
+            // later submit may pass them meanwhile (hence under the lock).
+            let result = committed.await;
+            if result.is_err() {
+                self.abandon(&out.iter().map(|(id, _)| *id).collect());
+            }
+            result?;
+            self.mark_backlog(Lane::Direct);
+            drop(guard);
+        }
+        self.metrics.invocations_submitted.fetch_add(n, Relaxed);
+        Ok(out)
+    }
+
+    /// A wait that gets the invocation's result when it finishes here.
+    /// Register before reading the store, so no finish is missed; dropping
+    /// it ends the wait.
+    pub fn watch(&self, id: Id) -> Watch<Arc<Finished>> {
+        self.waiters.watch(id)
+    }
+
+    /// A wait that resolves when the job ends (here).
+    pub fn watch_job(&self, id: Id) -> Watch<()> {
+        self.job_waiters.watch(id)
+    }
+
+    /// Callers waiting for an invocation or a job, for the metrics.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len() + self.job_waiters.len()
+    }
+
+    fn job_ended(&self, id: Id) {
+        self.job_waiters.finish(id, ());
+    }
+
+    /// Stops handing out tasks; slots finish what they run and return.
+    pub fn close(&self) {
+        self.queue.lock().unwrap().closed = true;
+        self.here.close();
+        self.notify.notify_waiters();
+    }
+
+    /// Wakes a local slot that may be waiting for the permit just given
+    /// back, if there is work for it (an idle slot is woken by new work).
+    fn wake_for_permit(&self) {
+        let work = self.queue.lock().unwrap().has_work();
+        if work {
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn depth(&self) -> (usize, usize) {
+        let queued = self.queue.lock().unwrap().len();
+        (queued, self.inflight.lock().unwrap().len())
+    }
+
+    /// Takes up to `max` runnable entries ([`Queue::take`]), or says how
+    /// long to wait for one; `Ok(None)` once closed. Also returns how many
+    /// were runnable.
+    fn take(&self, max: usize, greedy: bool) -> Result<Option<(Vec<Entry>, usize)>, Option<Duration>> {
+        let mut q = self.queue.lock().unwrap();
+        if q.closed {
+            return Ok(None);
+        }
+        let taken = q.take(self.clock.now_ms(), max, greedy);
+        let wake_refill = q.wants_refill();
+        drop(q);
+        if wake_refill {
+            self.refill.notify_one();
+        }
+        let taken = taken?;
+        if taken.more {
+            self.notify.notify_one();
+        }
+        Ok(Some((taken.entries, taken.available)))
+    }
+
+    /// Starts attempts of `entries` on `worker`: in flight, and their starts
+    /// on their way to the store.
+    fn start_attempts(&self, worker: &str, entries: Vec<Entry>) -> Vec<Leased> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut inflight = self.inflight.lock().unwrap();
+        for entry in entries {
+            let task = entry.task.clone();
+            let cancel = CancellationToken::new();
+            let _ = self.writes.send(Write::Start(AttemptStart {
+                id: task.invocation,
+                attempt: task.attempt,
+                worker: worker.to_string(),
+                started_at: now,
+            }));
+            let replaced = inflight.insert(
+                task.invocation,
+                Inflight { entry, worker: worker.to_string(), started_at: now, cancel: cancel.clone() },
+            );
+            if let Some(old) = replaced {
+                self.forget_outstanding(&old);
+            }
+            out.push(Leased { task, cancel });
+        }
+        self.metrics.attempts_started.fetch_add(out.len() as u64, Relaxed);
+        out
+    }
+
+    /// Leases up to `max` tasks to `worker`, waiting up to `wait` for one.
+    pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Vec<Leased> {
+        match tokio::time::timeout(wait, self.take_for(worker, max, None)).await {
+            Ok(Some(tasks)) => tasks,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Retries a store write until it succeeds: a completion that is not
+/// recorded must not be acknowledged, and dropping it would lose a result.
+async fn retry_forever<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, stratus_store::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TaskSource for Scheduler {
+    async fn next(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
+        let permits = self.local_for(worker).map(|l| &*l.permits);
+        self.take_for(worker, max, permits).await
+    }
+
+    async fn complete(&self, completion: Completion) {
+        let _ = self.writes.send(Write::End(completion, Ending::Reported));
+    }
+
+    fn slot_free(&self, worker: &str) {
+        if let Some(local) = self.local_for(worker) {
+            local.permits.add_permits(1);
+            self.wake_for_permit();
+        }
+    }
+}
+
+impl Scheduler {
+    /// The local worker, if `worker` is its name.
+    fn local_for(&self, worker: &str) -> Option<&here::Local> {
+        self.local.get().filter(|l| l.executor.name == worker)
+    }
+
+    /// Waits for work for a slot of `worker` and starts it there. A local
+    /// slot (`permits`) takes work only with a permit, which it keeps until
+    /// `slot_free`: an invocation run on its caller's task may hold another
+    /// ([`here`]).
+    async fn take_for(
+        &self,
+        worker: &str,
+        max: usize,
+        permits: Option<&tokio::sync::Semaphore>,
+    ) -> Option<Vec<Leased>> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking at the queue, so neither a push nor
+            // `close` between the look and the wait is missed.
+            notified.as_mut().enable();
+            let permit = match permits.map(|p| p.try_acquire()) {
+                Some(Err(_)) if self.queue.lock().unwrap().closed => return None,
+                Some(Err(_)) => {
+                    notified.await;
+                    continue;
+                }
+                Some(Ok(p)) => Some(p),
+                None => None,
+            };
+            let taken = self.take(max, false);
+            if let (Ok(Some(_)), Some(p)) = (&taken, permit) {
+                p.forget();
+            }
+            match taken {
+                Ok(Some((entries, _))) => return Some(self.start_attempts(worker, entries)),
+                Ok(None) => return None,
+                Err(None) => notified.await,
+                Err(Some(due)) => {
+                    let _ = tokio::time::timeout(due, notified).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_core::{Failure, FailureKind, FunctionSpec, InvocationState, Limits, Runtime, SystemClock, new_id};
+
+    /// A scheduler on a new SQLite store that holds `rows` when it starts.
+    async fn scheduler(rows: &[NewInvocation]) -> (tempfile::TempDir, Arc<dyn StateStore>, Arc<Scheduler>, Background) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store: Arc<dyn StateStore> = Arc::new(stratus_store::SqliteStore::open(&url).await.unwrap());
+        store.insert_invocations(rows).await.unwrap();
+        let background = Background::default();
+        let scheduler = Scheduler::start(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            Duration::from_secs(30),
+            background.clone(),
+        )
+        .await
+        .unwrap();
+        // A new scheduler pages the store in before it queues new work in
+        // memory (a sync submit meanwhile goes through the store, and this
+        // test's function is not in it): finish that first paging here, not
+        // whenever the refill task comes to it.
+        scheduler.refill_lane(Lane::Direct).await.unwrap();
+        (dir, store, scheduler, background)
+    }
+
+    fn function() -> Arc<Function> {
+        let spec = FunctionSpec {
+            runtime: Runtime::Wasm,
+            artifact: "0".repeat(64),
+            env: Default::default(),
+            limits: Limits { timeout_ms: 1000, memory_mb: 64, ..Limits::default() },
+            retries: 0,
+            network: false,
+        };
+        Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
+    }
+
+    fn succeeded(task: &Task, output: &[u8]) -> Completion {
+        Completion {
+            invocation: task.invocation,
+            attempt: task.attempt,
+            worker: "w".into(),
+            started_at: 1,
+            finished_at: 2,
+            result: Ok(output.to_vec()),
+            logs: Vec::new(),
+        }
+    }
+
+    /// A caller that waits is answered with a result that is in the store,
+    /// whose insert was held and written with its end.
+    #[tokio::test]
+    async fn a_waited_invocation_is_answered_once_it_is_stored_with_its_end() {
+        let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
+        let mut submitted = scheduler.submit(function(), vec![b"in".to_vec()], true).await.unwrap();
+        let (id, rx) = submitted.pop().unwrap();
+        let leased = scheduler.next("w", 1).await.unwrap();
+        assert_eq!(leased[0].task.invocation, id);
+        assert_eq!(leased[0].task.input, b"in");
+        scheduler.complete(succeeded(&leased[0].task, b"out")).await;
+        let finished = rx.unwrap().await.unwrap();
+        assert_eq!(
+            (finished.invocation.state, finished.output.as_deref()),
+            (InvocationState::Succeeded, Some(&b"out"[..]))
+        );
+        let stored = store.get_invocation("p", id).await.unwrap().expect("stored before the answer");
+        assert_eq!((stored.state, stored.attempts), (InvocationState::Succeeded, 1));
+        assert_eq!(store.get_payloads("p", id).await.unwrap().unwrap().output.as_deref(), Some(&b"out"[..]));
+        assert_eq!(store.list_attempts(id).await.unwrap().len(), 1);
+    }
+
+    /// One that runs past the hold is written on its own meanwhile (so a
+    /// restart runs it again), then ends as usual.
+    #[tokio::test]
+    async fn a_waited_invocation_that_runs_past_the_hold_is_stored_while_it_runs() {
+        let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
+        let mut submitted = scheduler.submit(function(), vec![Vec::new()], true).await.unwrap();
+        let (id, rx) = submitted.pop().unwrap();
+        let leased = scheduler.next("w", 1).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let running = loop {
+            match store.get_invocation("p", id).await.unwrap() {
+                Some(inv) if inv.state == InvocationState::Running => break inv,
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "never written while it ran");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        assert_eq!((running.attempts, running.worker.as_deref()), (1, Some("w")));
+        scheduler.complete(succeeded(&leased[0].task, b"late")).await;
+        assert_eq!(rx.unwrap().await.unwrap().invocation.state, InvocationState::Succeeded);
+        assert_eq!(store.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Succeeded);
+    }
+
+    /// A server that restarted while a remote worker ran an attempt whose
+    /// start it had not written yet gets the failure of an invocation it does
+    /// not hold in memory: its retries still count.
+    #[tokio::test]
+    async fn a_failure_reported_after_a_restart_is_retried() {
+        let id = new_id();
+        let invocation = Invocation {
+            id,
+            project: "p".into(),
+            function: "f".into(),
+            version: 1,
+            state: InvocationState::Queued,
+            attempts: 0,
+            max_attempts: 3,
+            job_id: None,
+            task_index: None,
+            queued_at: 0,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            error: None,
+        };
+        let row = NewInvocation { invocation, input: Vec::new(), partition: None };
+        let (_dir, store, scheduler, _tasks) = scheduler(&[row]).await;
+        let failure = Failure::new(FailureKind::Exit, "exit status 1");
+        scheduler
+            .complete_durably(vec![Completion {
+                invocation: id,
+                attempt: 1,
+                worker: "w".into(),
+                started_at: 1,
+                finished_at: 2,
+                result: Err(failure),
+                logs: Vec::new(),
+            }])
+            .await;
+        let after = store.get_invocation("p", id).await.unwrap().unwrap();
+        assert_eq!((after.state, after.attempts), (InvocationState::Queued, 1), "two attempts are left");
+    }
+
+    /// A stopping node's writer writes what it holds (here a waited
+    /// invocation's insert, held for its end) before it ends.
+    #[tokio::test]
+    async fn the_writer_writes_what_it_holds_when_stopped() {
+        let (_dir, store, scheduler, background) = scheduler(&[]).await;
+        let mut submitted = scheduler.submit(function(), vec![Vec::new()], true).await.unwrap();
+        let (id, _rx) = submitted.pop().unwrap();
+        background.stop.cancel();
+        background.tasks.close();
+        background.tasks.wait().await;
+        let stored = store.get_invocation("p", id).await.unwrap().expect("written on the way out");
+        assert_eq!(stored.state, InvocationState::Queued);
+    }
+}

@@ -1,0 +1,74 @@
+//! Paging: the task that reads queued rows from the store into the queue's
+//! window, behind each lane's cursor ([`super::queue`]).
+
+use super::Scheduler;
+use super::queue::Entry;
+use std::sync::Arc;
+use std::time::Duration;
+use stratus_core::Task;
+use stratus_store::Lane;
+use tokio_util::sync::CancellationToken;
+
+impl Scheduler {
+    /// Pages lanes in whenever the queue asks for it, until `stop`.
+    pub(super) async fn refill_loop(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.refill.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+            for lane in [Lane::Direct, Lane::Tasks] {
+                if let Err(e) = self.refill_lane(lane).await {
+                    tracing::error!(error = %e, "paging queued work from the store failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.refill.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Reads pages of `lane` until its window is over half full or the
+    /// store has no more, under the lane's lock so cursors only move forward.
+    pub(super) async fn refill_lane(&self, lane: Lane) -> Result<(), stratus_store::Error> {
+        let _guard = match lane {
+            Lane::Direct => self.direct_lock.lock().await,
+            Lane::Tasks => self.tasks_lock.lock().await,
+        };
+        loop {
+            let Some((cursor, room)) = self.queue.lock().unwrap().next_page(lane) else { return Ok(()) };
+            let page = self.store.queued_in(Some(lane), cursor, room as u32).await?;
+            let full = page.len() == room;
+            let now = self.clock.now_ms();
+            let mut ready = Vec::with_capacity(page.len());
+            let mut last = None;
+            for p in page {
+                let inv = p.invocation;
+                last = Some(inv.id);
+                let Some(f) = self.function(&inv.project, &inv.function, inv.version).await? else {
+                    tracing::error!(id = %inv.id, function = %inv.function, "queued invocation of an unknown function version; left queued");
+                    continue;
+                };
+                let task = Task {
+                    invocation: inv.id,
+                    attempt: inv.attempts + 1,
+                    function: f,
+                    input: p.input,
+                    partition: p.partition,
+                    job: inv.job_id,
+                };
+                let entry = Entry { invocation: inv, task };
+                if p.not_before > now {
+                    self.push_delayed(entry, p.not_before);
+                } else {
+                    ready.push(entry);
+                }
+            }
+            self.queue.lock().unwrap().absorb_page(lane, last, full, ready);
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}

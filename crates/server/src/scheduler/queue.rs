@@ -1,0 +1,282 @@
+//! The queue: what is ready to run, by lane, and retries waiting for their
+//! backoff. A plain struct, without IO or locks; the scheduler holds it
+//! under a mutex, pages it from the store ([`super::paging`]) and wakes
+//! slots when it changes.
+//!
+//! Memory holds a window of each lane, at most [`WINDOW`] entries; the rest
+//! stays in the store (`backlog`) and is paged in behind the lane's cursor,
+//! in id order. Everything up to a lane's cursor that is queued in the store
+//! is in memory, so nothing is dispatched twice and nothing is skipped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
+use stratus_core::clock::Millis;
+use stratus_core::{Id, Invocation, Task};
+use stratus_store::Lane;
+
+/// Entries of one lane kept in memory.
+pub(super) const WINDOW: usize = 8192;
+
+/// Above this many runnable entries a slot takes several at a time.
+const PLENTY: usize = 256;
+
+/// An invocation ready to run, with the task a worker gets for it.
+pub(super) struct Entry {
+    pub(super) invocation: Invocation,
+    pub(super) task: Task,
+}
+
+pub(super) fn lane_of(inv: &Invocation) -> Lane {
+    if inv.task_index.is_some() { Lane::Tasks } else { Lane::Direct }
+}
+
+#[derive(Default)]
+pub(super) struct LaneQueue {
+    pub(super) ready: VecDeque<Entry>,
+    /// Highest id paged in (or pushed); see the module doc.
+    pub(super) cursor: Option<Id>,
+    /// The store may hold queued entries beyond the cursor.
+    pub(super) backlog: bool,
+    pub(super) refilling: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) direct: LaneQueue,
+    pub(super) tasks: LaneQueue,
+    /// Retries waiting for their backoff, by due time.
+    delayed: BinaryHeap<Reverse<(Millis, u64)>>,
+    delayed_entries: HashMap<u64, Entry>,
+    seq: u64,
+    pub(super) closed: bool,
+}
+
+/// What [`Queue::take`] took.
+pub(super) struct Taken {
+    pub(super) entries: Vec<Entry>,
+    /// Runnable entries before the take.
+    pub(super) available: usize,
+    /// Runnable entries are left: wake another taker.
+    pub(super) more: bool,
+}
+
+impl Queue {
+    pub(super) fn lane(&mut self, lane: Lane) -> &mut LaneQueue {
+        match lane {
+            Lane::Direct => &mut self.direct,
+            Lane::Tasks => &mut self.tasks,
+        }
+    }
+
+    /// Appends entries to a lane, moving its cursor past them.
+    pub(super) fn push_ready(&mut self, lane: Lane, entries: Vec<Entry>) {
+        let l = self.lane(lane);
+        for e in entries {
+            l.cursor = Some(e.invocation.id);
+            l.ready.push_back(e);
+        }
+    }
+
+    /// Holds a retry until `not_before`.
+    pub(super) fn push_delayed(&mut self, entry: Entry, not_before: Millis) {
+        self.seq += 1;
+        self.delayed.push(Reverse((not_before, self.seq)));
+        self.delayed_entries.insert(self.seq, entry);
+    }
+
+    /// Whether `n` new entries can go straight into the lane's window: it
+    /// has room and nothing waits in the store before them.
+    pub(super) fn fits(&mut self, lane: Lane, n: usize) -> bool {
+        let l = self.lane(lane);
+        !l.backlog && l.ready.len() + n <= WINDOW
+    }
+
+    /// Whether a retry is due at `now`.
+    pub(super) fn retry_due(&self, now: Millis) -> bool {
+        self.delayed.peek().is_some_and(|Reverse((due, _))| *due <= now)
+    }
+
+    /// Whether anything is ready, or waits for its backoff.
+    pub(super) fn has_work(&self) -> bool {
+        !self.direct.ready.is_empty() || !self.tasks.ready.is_empty() || !self.delayed.is_empty()
+    }
+
+    /// Entries held in memory, ready or delayed.
+    pub(super) fn len(&self) -> usize {
+        self.direct.ready.len() + self.tasks.ready.len() + self.delayed_entries.len()
+    }
+
+    /// Drops every entry `keep` refuses, ready or delayed.
+    pub(super) fn retain(&mut self, keep: impl Fn(&Entry) -> bool) {
+        self.direct.ready.retain(&keep);
+        self.tasks.ready.retain(&keep);
+        self.delayed_entries.retain(|_, e| keep(e));
+    }
+
+    /// Takes up to `max` runnable entries at `now`, direct invocations
+    /// first (an interactive call does not wait behind a big map), after
+    /// moving due retries to the front of their lanes. A slot (`greedy`
+    /// false) takes several only when there is plenty, so no slot sits idle
+    /// while another holds a batch of long tasks; the dispatcher takes what
+    /// it asks for. With nothing runnable, says how long until the next
+    /// retry is due, if one waits.
+    pub(super) fn take(&mut self, now: Millis, max: usize, greedy: bool) -> Result<Taken, Option<Duration>> {
+        while let Some(Reverse((due, seq))) = self.delayed.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(e) = self.delayed_entries.remove(&seq) {
+                let lane = lane_of(&e.invocation);
+                self.lane(lane).ready.push_front(e);
+            }
+        }
+        let available = self.direct.ready.len() + self.tasks.ready.len();
+        let max = if greedy {
+            max
+        } else if available >= PLENTY {
+            max.min(available / 64)
+        } else {
+            1
+        };
+        let mut entries = Vec::new();
+        while entries.len() < max {
+            match self.direct.ready.pop_front().or_else(|| self.tasks.ready.pop_front()) {
+                Some(e) => entries.push(e),
+                None => break,
+            }
+        }
+        if entries.is_empty() {
+            let next_due =
+                self.delayed.peek().map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64));
+            return Err(next_due);
+        }
+        let more = !self.direct.ready.is_empty() || !self.tasks.ready.is_empty();
+        Ok(Taken { entries, available, more })
+    }
+
+    /// Marks for paging the lanes that hold a backlog and have drained to
+    /// half their window; true if the paging task is to be woken.
+    pub(super) fn wants_refill(&mut self) -> bool {
+        let mut wake = false;
+        for lane in [Lane::Direct, Lane::Tasks] {
+            let l = self.lane(lane);
+            if l.backlog && !l.refilling && l.ready.len() <= WINDOW / 2 {
+                l.refilling = true;
+                wake = true;
+            }
+        }
+        wake
+    }
+
+    /// Where the next page of a lane starts and how many rows it may hold,
+    /// or `None` when the lane needs no page (then it is no longer refilling).
+    pub(super) fn next_page(&mut self, lane: Lane) -> Option<(Option<Id>, usize)> {
+        let l = self.lane(lane);
+        if !l.backlog || l.ready.len() > WINDOW / 2 {
+            l.refilling = false;
+            return None;
+        }
+        l.refilling = true;
+        Some((l.cursor, WINDOW - l.ready.len()))
+    }
+
+    /// Takes in a page read behind the cursor: `last` is the highest id it
+    /// held, `full` whether it filled the room it was given (the store may
+    /// hold more).
+    pub(super) fn absorb_page(&mut self, lane: Lane, last: Option<Id>, full: bool, ready: Vec<Entry>) {
+        let l = self.lane(lane);
+        if let Some(last) = last {
+            l.cursor = Some(last);
+        }
+        if !full {
+            l.backlog = false;
+            l.refilling = false;
+        }
+        l.ready.extend(ready);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use stratus_core::{Function, FunctionSpec, Limits, Runtime, new_id};
+
+    fn entry(task_index: Option<u64>) -> Entry {
+        let spec = FunctionSpec {
+            runtime: Runtime::Wasm,
+            artifact: "0".repeat(64),
+            env: Default::default(),
+            limits: Limits::default(),
+            retries: 0,
+            network: false,
+        };
+        let function = Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 });
+        let invocation = Invocation::queued(&function, 0, task_index.map(|_| new_id()), task_index);
+        let task =
+            Task { invocation: invocation.id, attempt: 1, function, input: Vec::new(), partition: None, job: None };
+        Entry { invocation, task }
+    }
+
+    fn ids(t: &Taken) -> Vec<Id> {
+        t.entries.iter().map(|e| e.invocation.id).collect()
+    }
+
+    #[test]
+    fn direct_invocations_go_before_tasks_and_a_slot_takes_one() {
+        let mut q = Queue::default();
+        let (task, direct) = (entry(Some(0)), entry(None));
+        let (t_id, d_id) = (task.invocation.id, direct.invocation.id);
+        q.push_ready(Lane::Tasks, vec![task]);
+        q.push_ready(Lane::Direct, vec![direct]);
+        assert_eq!(q.direct.cursor, Some(d_id));
+        let first = q.take(0, 8, false).ok().unwrap();
+        assert_eq!((ids(&first), first.available, first.more), (vec![d_id], 2, true));
+        assert_eq!(ids(&q.take(0, 8, false).ok().unwrap()), [t_id]);
+        assert_eq!(q.take(0, 8, false).err(), Some(None), "nothing runnable, nothing delayed");
+    }
+
+    #[test]
+    fn a_slot_takes_several_only_when_there_is_plenty() {
+        let mut q = Queue::default();
+        q.push_ready(Lane::Tasks, (0..PLENTY as u64).map(|i| entry(Some(i))).collect());
+        assert_eq!(q.take(0, 16, false).ok().unwrap().entries.len(), PLENTY / 64);
+        assert_eq!(q.take(0, 16, false).ok().unwrap().entries.len(), 1, "below plenty: one");
+        assert_eq!(q.take(0, 16, true).ok().unwrap().entries.len(), 16, "the dispatcher takes what it asks for");
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_backoff_then_goes_first() {
+        let mut q = Queue::default();
+        let (retry, other) = (entry(None), entry(None));
+        let (r_id, o_id) = (retry.invocation.id, other.invocation.id);
+        q.push_delayed(retry, 100);
+        assert!(q.has_work() && !q.retry_due(99) && q.retry_due(100));
+        assert_eq!(q.take(40, 1, false).err(), Some(Some(Duration::from_millis(60))));
+        q.push_ready(Lane::Direct, vec![other]);
+        assert_eq!(ids(&q.take(40, 1, false).ok().unwrap()), [o_id], "the retry is not due yet");
+        assert_eq!(ids(&q.take(100, 1, false).ok().unwrap()), [r_id]);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_lane_with_a_backlog_is_paged_when_half_drained() {
+        let mut q = Queue::default();
+        assert!(q.fits(Lane::Direct, WINDOW) && !q.fits(Lane::Direct, WINDOW + 1));
+        q.lane(Lane::Tasks).backlog = true;
+        assert!(!q.fits(Lane::Tasks, 1), "nothing may pass rows waiting in the store");
+        assert!(q.wants_refill());
+        assert!(!q.wants_refill(), "already being refilled");
+        assert_eq!(q.next_page(Lane::Tasks), Some((None, WINDOW)));
+        let page: Vec<Entry> = (0..3).map(|i| entry(Some(i))).collect();
+        let last = page.last().map(|e| e.invocation.id);
+        q.absorb_page(Lane::Tasks, last, false, page);
+        assert_eq!((q.tasks.cursor, q.tasks.backlog, q.tasks.refilling), (last, false, false));
+        assert_eq!(q.next_page(Lane::Tasks), None, "no backlog left");
+        let gone = q.tasks.ready[0].invocation.id;
+        q.retain(|e| e.invocation.id != gone);
+        assert_eq!(q.len(), 2);
+    }
+}

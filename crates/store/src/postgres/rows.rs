@@ -1,0 +1,336 @@
+//! Rows and parameters: reading records, binding batches as arrays, and
+//! the statements of one commit.
+
+use super::*;
+
+pub(super) fn to_u32(v: i64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Corrupt(format!("{what} {v} is out of range")))
+}
+
+pub(super) fn to_u64(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("{what} {v} is out of range")))
+}
+
+pub(super) fn failure_from(s: Option<String>) -> Result<Option<Failure>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt(format!("error record: {e}")))).transpose()
+}
+
+pub(super) fn partition_from(s: Option<String>) -> Result<Option<Partition>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt(format!("partition: {e}")))).transpose()
+}
+
+pub(super) fn state_from(s: &str) -> Result<InvocationState> {
+    s.parse().map_err(|e| Error::Corrupt(format!("state: {e}")))
+}
+
+pub(super) fn function_from(r: &Row) -> Result<Function> {
+    let spec: &str = r.try_get("spec")?;
+    let spec: FunctionSpec = serde_json::from_str(spec).map_err(|e| Error::Corrupt(format!("function spec: {e}")))?;
+    Ok(Function {
+        project: r.try_get("project")?,
+        name: r.try_get("name")?,
+        version: to_u32(r.try_get("version")?, "version")?,
+        spec,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(super) fn invocation_from(r: &Row) -> Result<Invocation> {
+    Ok(Invocation {
+        id: Id::from_uuid(r.try_get("id")?),
+        project: r.try_get("project")?,
+        function: r.try_get("function")?,
+        version: to_u32(r.try_get("version")?, "version")?,
+        state: state_from(r.try_get("state")?)?,
+        attempts: to_u32(r.try_get("attempts")?, "attempts")?,
+        max_attempts: to_u32(r.try_get("max_attempts")?, "max attempts")?,
+        job_id: r.try_get::<_, Option<Uuid>>("job_id")?.map(Id::from_uuid),
+        task_index: r.try_get::<_, Option<i64>>("task_index")?.map(|i| to_u64(i, "task index")).transpose()?,
+        queued_at: r.try_get("queued_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        worker: r.try_get("worker")?,
+        error: failure_from(r.try_get("error")?)?,
+    })
+}
+
+pub(super) fn job_from(r: &Row) -> Result<Job> {
+    let state: &str = r.try_get("state")?;
+    Ok(Job {
+        id: Id::from_uuid(r.try_get("id")?),
+        project: r.try_get("project")?,
+        function: r.try_get("function")?,
+        version: to_u32(r.try_get("version")?, "version")?,
+        reduce_function: r.try_get("reduce_function")?,
+        reduce_version: r.try_get::<_, Option<i64>>("reduce_version")?.map(|v| to_u32(v, "version")).transpose()?,
+        state: state.parse().map_err(|e| Error::Corrupt(format!("job state: {e}")))?,
+        total: to_u64(r.try_get("total")?, "total")?,
+        succeeded: to_u64(r.try_get("succeeded")?, "succeeded")?,
+        failed: to_u64(r.try_get("failed")?, "failed")?,
+        cancelled: to_u64(r.try_get("cancelled")?, "cancelled")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        reduce_invocation: r.try_get::<_, Option<Uuid>>("reduce_invocation")?.map(Id::from_uuid),
+        error: r.try_get("error")?,
+    })
+}
+
+pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// New invocations as one array per column, for [`INSERT_INVOCATIONS`].
+pub(super) struct InvocationArrays<'a> {
+    pub(super) id: Vec<Uuid>,
+    pub(super) project: Vec<&'a str>,
+    pub(super) function: Vec<&'a str>,
+    pub(super) version: Vec<i64>,
+    pub(super) state: Vec<&'static str>,
+    pub(super) attempts: Vec<i64>,
+    pub(super) max_attempts: Vec<i64>,
+    pub(super) job_id: Vec<Option<Uuid>>,
+    pub(super) task_index: Vec<Option<i64>>,
+    pub(super) queued_at: Vec<i64>,
+    pub(super) input: Vec<&'a [u8]>,
+    pub(super) partition: Vec<Option<String>>,
+}
+
+impl<'a> InvocationArrays<'a> {
+    pub(super) fn new(rows: &'a [NewInvocation]) -> Self {
+        let mut a = InvocationArrays {
+            id: Vec::with_capacity(rows.len()),
+            project: Vec::with_capacity(rows.len()),
+            function: Vec::with_capacity(rows.len()),
+            version: Vec::with_capacity(rows.len()),
+            state: Vec::with_capacity(rows.len()),
+            attempts: Vec::with_capacity(rows.len()),
+            max_attempts: Vec::with_capacity(rows.len()),
+            job_id: Vec::with_capacity(rows.len()),
+            task_index: Vec::with_capacity(rows.len()),
+            queued_at: Vec::with_capacity(rows.len()),
+            input: Vec::with_capacity(rows.len()),
+            partition: Vec::with_capacity(rows.len()),
+        };
+        for n in rows {
+            let i = &n.invocation;
+            a.id.push(i.id.as_uuid());
+            a.project.push(&i.project);
+            a.function.push(&i.function);
+            a.version.push(i.version.into());
+            a.state.push(i.state.as_str());
+            a.attempts.push(i.attempts.into());
+            a.max_attempts.push(i.max_attempts.into());
+            a.job_id.push(i.job_id.map(|j| j.as_uuid()));
+            a.task_index.push(i.task_index.map(|x| x as i64));
+            a.queued_at.push(i.queued_at);
+            a.input.push(&n.input);
+            a.partition.push(partition_json(n.partition.as_ref()));
+        }
+        a
+    }
+
+    pub(super) fn params(&self) -> [Param<'_>; 12] {
+        [
+            &self.id,
+            &self.project,
+            &self.function,
+            &self.version,
+            &self.state,
+            &self.attempts,
+            &self.max_attempts,
+            &self.job_id,
+            &self.task_index,
+            &self.queued_at,
+            &self.input,
+            &self.partition,
+        ]
+    }
+}
+
+/// One round of ends (distinct ids) as arrays, for [`END_ATTEMPTS`].
+pub(super) struct EndArrays<'a> {
+    pub(super) ord: Vec<i32>,
+    pub(super) id: Vec<Uuid>,
+    pub(super) attempt: Vec<i64>,
+    pub(super) state: Vec<&'static str>,
+    pub(super) output: Vec<Option<&'a [u8]>>,
+    pub(super) error: Vec<Option<String>>,
+    pub(super) logs: Vec<&'a [u8]>,
+    pub(super) worker: Vec<&'a str>,
+    pub(super) started_at: Vec<i64>,
+    pub(super) finished_at: Vec<i64>,
+    pub(super) not_before: Vec<Option<i64>>,
+    pub(super) attempt_state: Vec<&'static str>,
+    pub(super) counts: Vec<i32>,
+}
+
+impl<'a> EndArrays<'a> {
+    pub(super) fn new(ends: &'a [AttemptEnd], round: &[usize]) -> Self {
+        let mut a = EndArrays {
+            ord: Vec::with_capacity(round.len()),
+            id: Vec::with_capacity(round.len()),
+            attempt: Vec::with_capacity(round.len()),
+            state: Vec::with_capacity(round.len()),
+            output: Vec::with_capacity(round.len()),
+            error: Vec::with_capacity(round.len()),
+            logs: Vec::with_capacity(round.len()),
+            worker: Vec::with_capacity(round.len()),
+            started_at: Vec::with_capacity(round.len()),
+            finished_at: Vec::with_capacity(round.len()),
+            not_before: Vec::with_capacity(round.len()),
+            attempt_state: Vec::with_capacity(round.len()),
+            counts: Vec::with_capacity(round.len()),
+        };
+        for &i in round {
+            let e = &ends[i];
+            let row = e.row();
+            let counts = match row.count {
+                JobCount::None => 0,
+                JobCount::Succeeded => 1,
+                JobCount::Failed => 2,
+                JobCount::Cancelled => 3,
+            };
+            a.ord.push(i as i32);
+            a.id.push(e.id.as_uuid());
+            a.attempt.push(e.attempt.into());
+            a.state.push(row.state.as_str());
+            a.output.push(row.output);
+            a.error.push(row.error);
+            a.logs.push(row.logs);
+            a.worker.push(&e.worker);
+            a.started_at.push(e.started_at);
+            a.finished_at.push(e.finished_at);
+            a.not_before.push(row.not_before);
+            a.attempt_state.push(row.attempt_state.as_str());
+            a.counts.push(counts);
+        }
+        a
+    }
+
+    pub(super) fn params(&self) -> [Param<'_>; 13] {
+        [
+            &self.ord,
+            &self.id,
+            &self.attempt,
+            &self.state,
+            &self.output,
+            &self.error,
+            &self.logs,
+            &self.worker,
+            &self.started_at,
+            &self.finished_at,
+            &self.not_before,
+            &self.attempt_state,
+            &self.counts,
+        ]
+    }
+}
+
+/// Splits a batch of ends into rounds in which each invocation appears once,
+/// keeping the batch's order per invocation: a set-based statement over one
+/// round then does what ends applied one by one would.
+pub(super) fn end_rounds(ends: &[AttemptEnd]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<Id, usize> = HashMap::with_capacity(ends.len());
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, e) in ends.iter().enumerate() {
+        let r = seen.entry(e.id).or_insert(0);
+        if rounds.len() <= *r {
+            rounds.push(Vec::new());
+        }
+        rounds[*r].push(i);
+        *r += 1;
+    }
+    rounds
+}
+
+/// Folds the rows of one round of [`END_ATTEMPTS`] into the report: which
+/// ends applied, and each touched job as it is now, keyed by its first end.
+pub(super) fn absorb_round(rows: &[Row], applied: &mut [bool], jobs: &mut Vec<(i32, Job)>) -> Result<()> {
+    for r in rows {
+        if let Some(ords) = r.try_get::<_, Option<Vec<i32>>>("applied")? {
+            for o in ords {
+                if let Some(a) = usize::try_from(o).ok().and_then(|o| applied.get_mut(o)) {
+                    *a = true;
+                }
+            }
+        }
+        if r.try_get::<_, Option<Uuid>>("id")?.is_none() {
+            continue;
+        }
+        let first: i32 = r.try_get("first_end")?;
+        let job = job_from(r)?;
+        match jobs.iter_mut().find(|(_, j)| j.id == job.id) {
+            Some((f, j)) => {
+                *f = (*f).min(first);
+                *j = job;
+            }
+            None => jobs.push((first, job)),
+        }
+    }
+    Ok(())
+}
+
+/// The statements of [`StateStore::commit`], prepared on one connection.
+pub(super) struct Recording {
+    pub(super) insert: Statement,
+    pub(super) start: Statement,
+    pub(super) end: Statement,
+}
+
+impl Recording {
+    /// The new rows, then the starts.
+    pub(super) async fn insert_and_start(
+        &self,
+        cl: &impl GenericClient,
+        new: &[NewInvocation],
+        starts: &[&AttemptStart],
+    ) -> PgResult<()> {
+        if !new.is_empty() {
+            cl.execute(&self.insert, &InvocationArrays::new(new).params()).await?;
+        }
+        if !starts.is_empty() {
+            let ids: Vec<Uuid> = starts.iter().map(|s| s.id.as_uuid()).collect();
+            let attempts: Vec<i64> = starts.iter().map(|s| s.attempt.into()).collect();
+            let started: Vec<i64> = starts.iter().map(|s| s.started_at).collect();
+            let workers: Vec<&str> = starts.iter().map(|s| s.worker.as_str()).collect();
+            cl.execute(&self.start, &[&ids, &attempts, &started, &workers]).await?;
+        }
+        Ok(())
+    }
+
+    /// The ends, round by round.
+    pub(super) async fn end(
+        &self,
+        cl: &impl GenericClient,
+        ends: &[AttemptEnd],
+        rounds: &[Vec<usize>],
+    ) -> PgResult<CommitReport> {
+        let mut applied = vec![false; ends.len()];
+        let mut jobs = Vec::new();
+        for round in rounds {
+            let rows = cl.query(&self.end, &EndArrays::new(ends, round).params()).await?;
+            absorb_round(&rows, &mut applied, &mut jobs)?;
+        }
+        jobs.sort_by_key(|(first, _)| *first);
+        Ok(CommitReport { applied, jobs: jobs.into_iter().map(|(_, j)| j).collect(), moved: Vec::new() })
+    }
+}
+
+/// One guarded job move in `tx`; its insert only when the move applies.
+pub(super) async fn move_job(tx: &Transaction<'_>, set: &Statement, insert: &Statement, m: &JobMove) -> PgResult<bool> {
+    let from: Vec<&str> = m.from.iter().map(|s| s.as_str()).collect();
+    let update = &m.update;
+    let params: [Param<'_>; 6] = [
+        &m.to.as_str(),
+        &update.finished_at,
+        &update.error,
+        &update.reduce_invocation.map(|i| i.as_uuid()),
+        &m.id.as_uuid(),
+        &from,
+    ];
+    if tx.execute(set, &params).await? == 0 {
+        return Ok(false);
+    }
+    if let Some(row) = &update.insert {
+        tx.execute(insert, &InvocationArrays::new(std::slice::from_ref(row)).params()).await?;
+    }
+    Ok(true)
+}

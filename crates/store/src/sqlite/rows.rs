@@ -1,0 +1,364 @@
+//! Rows: reading records, and the body of one commit.
+
+use super::*;
+
+pub(super) fn id_bytes(id: Id) -> [u8; 16] {
+    id.to_bytes()
+}
+
+pub(super) fn id_from(bytes: Vec<u8>) -> rusqlite::Result<Id> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, "id is not 16 bytes".into())
+    })?;
+    Ok(Id::from_bytes(arr))
+}
+
+pub(super) fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> rusqlite::Error + '_ {
+    move |e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("{what}: {e}").into())
+}
+
+pub(super) fn failure_from(s: Option<String>) -> rusqlite::Result<Option<Failure>> {
+    s.map(|s| serde_json::from_str(&s).map_err(corrupt("error record"))).transpose()
+}
+
+pub(super) fn state_from(s: String) -> rusqlite::Result<InvocationState> {
+    s.parse().map_err(corrupt("state"))
+}
+
+pub(super) fn function_from(row: &Row) -> rusqlite::Result<Function> {
+    let spec: String = row.get("spec")?;
+    let spec: FunctionSpec = serde_json::from_str(&spec).map_err(corrupt("function spec"))?;
+    Ok(Function {
+        project: row.get("project")?,
+        name: row.get("name")?,
+        version: row.get("version")?,
+        spec,
+        created_at: row.get("created_at")?,
+    })
+}
+
+pub(super) const INVOCATION_COLUMNS: &str = "id, project, function, version, state, attempts, max_attempts, job_id, task_index, \
+     queued_at, started_at, finished_at, worker, error";
+
+pub(super) fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
+    let job: Option<Vec<u8>> = row.get("job_id")?;
+    Ok(Invocation {
+        id: id_from(row.get("id")?)?,
+        project: row.get("project")?,
+        function: row.get("function")?,
+        version: row.get("version")?,
+        state: state_from(row.get("state")?)?,
+        attempts: row.get("attempts")?,
+        max_attempts: row.get("max_attempts")?,
+        job_id: job.map(id_from).transpose()?,
+        task_index: row.get::<_, Option<i64>>("task_index")?.map(|i| i as u64),
+        queued_at: row.get("queued_at")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
+        worker: row.get("worker")?,
+        error: failure_from(row.get("error")?)?,
+    })
+}
+
+macro_rules! insert_invocation {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
+             task_index, queued_at, not_before, input, partition) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)"
+        )
+    };
+}
+pub(super) const INSERT_INVOCATION: &str = insert_invocation!("INSERT");
+/// [`INSERT_INVOCATION`] that skips an id stored already.
+pub(super) const INSERT_INVOCATION_ONCE: &str = insert_invocation!("INSERT OR IGNORE");
+
+pub(super) fn insert_rows(tx: &rusqlite::Transaction, rows: &[NewInvocation]) -> rusqlite::Result<()> {
+    insert_rows_with(tx, INSERT_INVOCATION, rows)
+}
+
+pub(super) fn insert_rows_with<'a>(
+    tx: &rusqlite::Transaction,
+    sql: &str,
+    rows: impl IntoIterator<Item = &'a NewInvocation>,
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(sql)?;
+    for n in rows {
+        let i = &n.invocation;
+        let partition = partition_json(n.partition.as_ref());
+        st.execute(params![
+            id_bytes(i.id),
+            i.project,
+            i.function,
+            i.version,
+            i.state.as_str(),
+            i.attempts,
+            i.max_attempts,
+            i.job_id.map(id_bytes),
+            i.task_index.map(|x| x as i64),
+            i.queued_at,
+            n.input,
+            partition,
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn partition_from(s: Option<String>) -> rusqlite::Result<Option<Partition>> {
+    s.map(|s| serde_json::from_str(&s).map_err(corrupt("partition"))).transpose()
+}
+
+pub(super) const JOB_COLUMNS: &str = "id, project, function, version, reduce_function, reduce_version, state, total, succeeded, \
+     failed, cancelled, created_at, finished_at, reduce_invocation, error";
+
+pub(super) fn job_from(r: &Row) -> rusqlite::Result<Job> {
+    let state: String = r.get("state")?;
+    let reduce_inv: Option<Vec<u8>> = r.get("reduce_invocation")?;
+    Ok(Job {
+        id: id_from(r.get("id")?)?,
+        project: r.get("project")?,
+        function: r.get("function")?,
+        version: r.get("version")?,
+        reduce_function: r.get("reduce_function")?,
+        reduce_version: r.get("reduce_version")?,
+        state: state.parse().map_err(corrupt("job state"))?,
+        total: r.get::<_, i64>("total")? as u64,
+        succeeded: r.get::<_, i64>("succeeded")? as u64,
+        failed: r.get::<_, i64>("failed")? as u64,
+        cancelled: r.get::<_, i64>("cancelled")? as u64,
+        created_at: r.get("created_at")?,
+        finished_at: r.get("finished_at")?,
+        reduce_invocation: reduce_inv.map(id_from).transpose()?,
+        error: r.get("error")?,
+    })
+}
+
+pub(super) fn read_job(c: &Connection, id: [u8; 16]) -> rusqlite::Result<Option<Job>> {
+    c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![id], job_from)
+        .optional()
+}
+
+pub(super) fn start_rows<'a>(
+    tx: &rusqlite::Transaction,
+    starts: impl IntoIterator<Item = &'a AttemptStart>,
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "UPDATE invocations SET state = 'running', attempts = ?1, started_at = ?2, worker = ?3 \
+         WHERE id = ?4 AND state = 'queued'",
+    )?;
+    for s in starts {
+        st.execute(params![s.attempt, s.started_at, s.worker, id_bytes(s.id)])?;
+    }
+    Ok(())
+}
+
+pub(super) const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts \
+     (invocation_id, attempt, worker, started_at, finished_at, state, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Writes each new invocation that one of `ends` finishes (a sync
+/// invocation that ran to its end while its row was held back) as one row
+/// in its final state, with its attempt: the row goes in once, instead of
+/// inserted queued and then updated by the guarded end (which also added,
+/// then removed, an entry of a partial index). Only where that is what the
+/// usual path would write: a queued row outside any job, the end's attempt
+/// after those it made, no start of another attempt in the batch. Returns,
+/// for each of `ends`, whether it was so written; the others (rows stored
+/// already, retries, tasks of jobs, whose counters `end_rows` keeps) take
+/// the usual path.
+pub(super) fn insert_finished(
+    tx: &rusqlite::Transaction,
+    new: &[NewInvocation],
+    starts: &[AttemptStart],
+    ends: &[AttemptEnd],
+) -> Result<Vec<bool>> {
+    let mut written = vec![false; ends.len()];
+    if ends.is_empty() || new.is_empty() {
+        return Ok(written);
+    }
+    let mut first_end: HashMap<Id, usize> = HashMap::with_capacity(ends.len());
+    for (k, e) in ends.iter().enumerate() {
+        first_end.entry(e.id).or_insert(k);
+    }
+    let started: HashMap<Id, u32> = starts.iter().map(|s| (s.id, s.attempt)).collect();
+    for n in new {
+        let i = &n.invocation;
+        let Some(&k) = first_end.get(&i.id) else { continue };
+        let e = &ends[k];
+        let EndOutcome::Finish { state, output, error, logs } = &e.outcome else { continue };
+        if i.state != InvocationState::Queued
+            || i.job_id.is_some()
+            || i.task_index.is_some()
+            || i.attempts >= e.attempt
+            || started.get(&i.id).is_some_and(|&a| a != e.attempt)
+        {
+            continue;
+        }
+        let error = error.as_ref().map(failure_json);
+        let partition = partition_json(n.partition.as_ref());
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO invocations (id, project, function, version, state, attempts, max_attempts, \
+                 queued_at, not_before, input, partition, output, error, logs, worker, started_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?
+            .execute(params![
+                id_bytes(i.id),
+                i.project,
+                i.function,
+                i.version,
+                state.as_str(),
+                e.attempt,
+                i.max_attempts,
+                i.queued_at,
+                n.input,
+                partition,
+                output,
+                error,
+                logs,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+            ])?;
+        if inserted == 1 {
+            tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+                id_bytes(i.id),
+                e.attempt,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+                state.as_str(),
+                error
+            ])?;
+            written[k] = true;
+        }
+    }
+    Ok(written)
+}
+
+/// The body of [`StateStore::commit`], in one transaction.
+pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
+    let ChangeSet { new, starts, ends, jobs } = changes;
+    let tx = c.transaction()?;
+    let finished = insert_finished(&tx, new, starts, ends)?;
+    let ids: HashSet<Id> = ends.iter().zip(&finished).filter(|(_, f)| **f).map(|(e, _)| e.id).collect();
+    insert_rows_with(&tx, INSERT_INVOCATION_ONCE, new.iter().filter(|n| !ids.contains(&n.invocation.id)))?;
+    start_rows(&tx, starts.iter().filter(|s| !ids.contains(&s.id)))?;
+    let mut report = end_rows(&tx, ends.iter().zip(&finished).filter(|(_, f)| !**f).map(|(e, _)| e))?;
+    report.moved = jobs.iter().map(|m| move_job(&tx, m)).collect::<Result<_>>()?;
+    tx.commit()?;
+    if !ids.is_empty() {
+        let mut others = report.applied.into_iter();
+        report.applied = finished.iter().map(|&f| f || others.next().unwrap_or(false)).collect();
+    }
+    Ok(report)
+}
+
+/// One guarded job move within `tx`; see [`JobMove`].
+pub(super) fn move_job(tx: &rusqlite::Transaction, m: &JobMove) -> Result<bool> {
+    let Some(job) = read_job(tx, id_bytes(m.id))? else { return Ok(false) };
+    if !m.from.contains(&job.state) {
+        return Ok(false);
+    }
+    let update = &m.update;
+    if let Some(row) = &update.insert {
+        insert_rows(tx, std::slice::from_ref(row))?;
+    }
+    tx.prepare_cached(
+        "UPDATE jobs SET state = ?1, finished_at = COALESCE(?2, finished_at), error = COALESCE(?3, error), \
+         reduce_invocation = COALESCE(?4, reduce_invocation) WHERE id = ?5",
+    )?
+    .execute(params![
+        m.to.as_str(),
+        update.finished_at,
+        update.error,
+        update.reduce_invocation.map(id_bytes),
+        id_bytes(m.id)
+    ])?;
+    Ok(true)
+}
+
+/// Applies attempt ends within `tx`; see [`StateStore::end_attempts`].
+pub(super) fn end_rows<'a>(
+    tx: &rusqlite::Transaction,
+    ends: impl IntoIterator<Item = &'a AttemptEnd>,
+) -> Result<CommitReport> {
+    let mut applied = Vec::new();
+    // Per job: (succeeded, failed, cancelled) added by this batch.
+    let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
+    {
+        // The guard: still on this attempt (or queued for it, when the
+        // start was never recorded) and not finished.
+        let mut update = tx.prepare_cached(
+            "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
+             started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
+             WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
+             RETURNING job_id, task_index",
+        )?;
+        let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+        for e in ends {
+            let id = id_bytes(e.id);
+            let row = e.row();
+            let found: Option<(Option<Vec<u8>>, Option<i64>)> = update
+                .query_row(
+                    params![
+                        row.state.as_str(),
+                        e.attempt,
+                        row.output,
+                        row.error,
+                        row.logs,
+                        e.worker,
+                        e.started_at,
+                        row.finished_at,
+                        row.not_before,
+                        id
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((job, index)) = found else {
+                applied.push(false);
+                continue;
+            };
+            attempt.execute(params![
+                id,
+                e.attempt,
+                e.worker,
+                e.started_at,
+                e.finished_at,
+                row.attempt_state.as_str(),
+                row.error
+            ])?;
+            if let (Some(job), Some(_)) = (job, index) {
+                let (ok, failed, cancelled) = row.count.deltas();
+                let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;
+                match touched.iter_mut().find(|(j, _)| *j == job) {
+                    Some((_, c)) => {
+                        c.0 += ok;
+                        c.1 += failed;
+                        c.2 += cancelled;
+                    }
+                    None => touched.push((job, (ok, failed, cancelled))),
+                }
+            }
+            applied.push(true);
+        }
+    }
+    {
+        let mut count = tx.prepare_cached(
+            "UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2, cancelled = cancelled + ?3 WHERE id = ?4",
+        )?;
+        for (job, (ok, failed, cancelled)) in &touched {
+            count.execute(params![ok, failed, cancelled, job])?;
+        }
+    }
+    let jobs = touched
+        .into_iter()
+        .map(|(j, _)| read_job(tx, j))
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(CommitReport { applied, jobs, moved: Vec::new() })
+}
