@@ -3,9 +3,6 @@
 //! and the roles of a process (API, local worker slots) are switched on.
 
 pub mod api;
-pub mod api_jobs;
-pub mod api_objects;
-pub mod api_workers;
 pub mod error;
 pub mod front;
 pub mod health;

@@ -1,24 +1,35 @@
 //! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
 
-use crate::api::{AppState, load_function, parse_id, project};
-use crate::api_objects::list_objects;
+use super::AppState;
+use super::extract::{Params, parse_id, project};
+use super::functions::load_function;
+use super::objects::list_objects;
 use crate::error::{ApiError, ApiResult};
 use crate::scheduler::TaskSpec;
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
 use tokio::sync::mpsc;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+}
 
 /// The JSON body of `POST /v1/jobs`.
 #[derive(Debug, Deserialize)]
@@ -45,9 +56,9 @@ async fn functions(
     Ok((f, r))
 }
 
-pub async fn create_job(
+async fn create_job(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
@@ -59,7 +70,7 @@ pub async fn create_job(
     let (f, r) = if ndjson {
         let name =
             q.get("function").ok_or_else(|| ApiError::BadRequest("missing query parameter 'function'".into()))?;
-        let fs = functions(&st, name, q.get("reduce").map(String::as_str)).await?;
+        let fs = functions(&st, name, q.get("reduce")).await?;
         tokio::spawn(feed_ndjson(body, tx, st.max_body));
         fs
     } else {
@@ -200,13 +211,9 @@ async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
     st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
-pub async fn get_job(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
     let parsed: Id = parse_id(&id)?;
-    let wait = crate::api::wait_param(&q)?;
+    let wait = q.wait()?;
     let failures_wanted = match q.get("failures") {
         None => None,
         Some(n) => Some(
@@ -249,24 +256,20 @@ async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResul
     Ok(out)
 }
 
-pub async fn list_jobs(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
-    let limit = crate::api::limit_param(&q)?;
-    let before = q.get("before").map(|s| parse_id(s)).transpose()?;
+async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<Value>> {
+    let limit = q.limit()?;
+    let before = q.before()?;
     let jobs = st.store.list_jobs(project(), before, limit).await?;
     Ok(Json(json!({"jobs": jobs.iter().map(|j| job_json(&st, j)).collect::<Vec<_>>()})))
 }
 
-pub async fn job_results(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
     let job = find_job(&st, &id).await?;
     let from: u64 = match q.get("from") {
         None => 0,
         Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'")))?,
     };
-    let limit = crate::api::limit_param(&q)?;
+    let limit = q.limit()?;
     let page = st.store.job_results(job.id, from, limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.index + 1)).flatten();
     let results: Vec<TaskResultView> =
@@ -280,7 +283,7 @@ pub async fn job_results(
     Ok(Json(v))
 }
 
-pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let job = find_job(&st, &id).await?;
     let stream = futures::stream::unfold((st, job.id, false), |(st, id, done)| async move {
         if done {
@@ -298,7 +301,7 @@ pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> A
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let job = find_job(&st, &id).await?;
     if job.state.is_terminal() {
         return Err(ApiError::Conflict(format!("job '{}' is already {}", job.id, job.state)));

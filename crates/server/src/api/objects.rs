@@ -1,17 +1,24 @@
 //! `/v1/objects/{bucket}/{key...}`: user objects, streamed both ways.
 
-use crate::api::{AppState, project};
+use super::AppState;
+use super::extract::{Params, project};
 use crate::error::{ApiError, ApiResult};
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
-use std::collections::HashMap;
 use stratus_blob::Key;
 use stratus_core::validate_name;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/objects/{bucket}/{*key}", put(put_object).get(get_object).head(head_object).delete(delete_object))
+        .route("/v1/objects/{bucket}", get(list_bucket))
+}
 
 /// The user-facing key `bucket/key`, validated.
 pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
@@ -19,7 +26,7 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
     Ok(Key::new(format!("{bucket}/{key}"))?)
 }
 
-pub async fn put_object(
+async fn put_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
@@ -47,7 +54,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
     Ok(Some(start..end))
 }
 
-pub async fn get_object(
+async fn get_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -71,10 +78,7 @@ pub async fn get_object(
     res.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub async fn head_object(
-    State(st): State<AppState>,
-    Path((bucket, key)): Path<(String, String)>,
-) -> ApiResult<Response> {
+async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(String, String)>) -> ApiResult<Response> {
     let object = object_key(&bucket, &key)?;
     match st.objects.head(&Key::user(project(), &object)).await? {
         Some(m) => Ok(([(header::CONTENT_LENGTH, m.size.to_string())], ()).into_response()),
@@ -82,7 +86,7 @@ pub async fn head_object(
     }
 }
 
-pub async fn delete_object(
+async fn delete_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -110,12 +114,12 @@ pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResul
         .collect())
 }
 
-pub async fn list_bucket(
+async fn list_bucket(
     State(st): State<AppState>,
     Path(bucket): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Params,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
+    let prefix = q.get("prefix").unwrap_or("");
     let list = list_objects(&st, &bucket, prefix).await?;
     let objects: Vec<_> =
         list.iter().map(|m| json!({"key": m.key, "size": m.size, "last_modified": m.last_modified})).collect();

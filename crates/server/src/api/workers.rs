@@ -1,16 +1,27 @@
 //! `/v1/workers`: registration, leases, heartbeats and completions of
 //! workers that run in their own process.
 
-use crate::api::{AppState, Body, parse_json};
+use super::AppState;
+use super::extract::{Body, parse_json};
 use crate::error::{ApiError, ApiResult};
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 use stratus_core::wire::{WireCompletion, WireTask};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workers", post(register).get(list))
+        .route("/v1/workers/{id}", delete(deregister))
+        .route("/v1/workers/{id}/heartbeat", post(heartbeat))
+        .route("/v1/workers/{id}/lease", post(lease))
+        .route("/v1/workers/{id}/complete", post(complete))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +31,7 @@ struct Register {
     slots: usize,
 }
 
-pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
+async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
     let r: Register = parse_json(&body)?;
     if r.slots == 0 || r.slots > 4096 {
         return Err(ApiError::BadRequest("invalid slots: 1 to 4096".into()));
@@ -43,7 +54,7 @@ pub async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult
     Ok((StatusCode::CREATED, Json(reg)))
 }
 
-pub async fn list(State(st): State<AppState>) -> Json<Value> {
+async fn list(State(st): State<AppState>) -> Json<Value> {
     Json(json!({"workers": st.scheduler.workers()}))
 }
 
@@ -51,7 +62,7 @@ fn lost(id: &str) -> ApiError {
     ApiError::Gone(format!("worker '{id}' is unknown or was declared lost; register again"))
 }
 
-pub async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     Ok(Json(json!({"cancel": cancel})))
 }
@@ -64,7 +75,7 @@ struct Lease {
     wait_ms: u64,
 }
 
-pub async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
+async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
     let l: Lease = parse_json(&body)?;
     st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     let wait = Duration::from_millis(l.wait_ms.min(30_000));
@@ -79,7 +90,7 @@ struct Complete {
     completions: Vec<WireCompletion>,
 }
 
-pub async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
+async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
     let c: Complete = parse_json(&body)?;
     // A lost worker's late results are recorded only if still current; the
     // store's guard decides, so they are passed on either way. The answer
@@ -91,7 +102,7 @@ pub async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(b
 
 /// A worker that stops cleanly says so, and leaves the list at once rather
 /// than being declared lost a lease timeout later.
-pub async fn deregister(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn deregister(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     match st.scheduler.deregister_worker(&id) {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::NotFound(format!("worker '{id}' not found"))),

@@ -1,0 +1,56 @@
+//! What the node is and how it is doing: `/metrics`, `/v1/info`, and this
+//! API's own description at `/v1/openapi.json`.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics)).route("/v1/openapi.json", get(openapi)).route("/v1/info", get(info))
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let (queued, running) = st.scheduler.depth();
+    let mut workers = BTreeMap::new();
+    for w in st.scheduler.workers() {
+        *workers.entry(w.state.to_string()).or_default() += 1;
+    }
+    let mut jobs = BTreeMap::new();
+    // A store that cannot answer leaves the job gauges at zero; the scrape
+    // still shows everything else.
+    for j in st.store.active_jobs().await.unwrap_or_default() {
+        *jobs.entry(j.state.as_str().to_string()).or_default() += 1;
+    }
+    let gauges = crate::metrics::Gauges { queued, running, slots: st.slots, workers, jobs };
+    let mut text = st.scheduler.metrics.render(&gauges);
+    let waiting = st.scheduler.waiting();
+    text.push_str(&format!(
+        "# HELP stratus_waiters Requests waiting for an invocation or a job to finish.\n# TYPE stratus_waiters gauge\nstratus_waiters {waiting}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// What this node is and runs: version, local slots, and the sandbox
+/// layers of its process functions.
+async fn info(State(st): State<AppState>) -> Json<Value> {
+    let sandbox = match &st.sandbox {
+        Some((layers, reasons)) => {
+            json!({"layers": layers, "all": layers.all(), "off": layers.missing(), "reasons": reasons})
+        }
+        None => Value::Null,
+    };
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "slots": st.slots,
+        "sandbox": sandbox,
+    }))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
