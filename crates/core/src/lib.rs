@@ -6,6 +6,7 @@
 //! correctness (retry or finish, backoff, which state an outcome maps to) are
 //! pure functions here so they can be tested without a database or a runtime.
 
+pub mod api;
 pub mod clock;
 pub mod error;
 pub mod ids;

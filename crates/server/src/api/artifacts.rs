@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
-use serde_json::json;
 use stratus_blob::Key;
+use stratus_core::api::ArtifactStored;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact).get(get_artifact))
@@ -38,9 +38,9 @@ async fn put_artifact(
             "artifact digest mismatch: the body's sha256 is {actual}, not {digest}"
         )));
     }
-    let size = body.len();
+    let size = body.len() as u64;
     st.objects.put(&Key::artifact(&digest), body).await?;
-    Ok((StatusCode::CREATED, Json(json!({"digest": digest, "size": size}))))
+    Ok((StatusCode::CREATED, Json(ArtifactStored { digest, size })))
 }
 
 async fn get_artifact(State(st): State<AppState>, Path(digest): Path<String>) -> ApiResult<Response> {

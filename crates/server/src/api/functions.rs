@@ -9,38 +9,15 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use stratus_blob::Key;
+use stratus_core::api::{DeployRequest, FunctionInfo, FunctionList};
 use stratus_core::{Function, FunctionSpec, Limits, Runtime, validate_name};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/functions", get(list_functions))
         .route("/v1/functions/{name}", put(deploy).get(get_function).delete(delete_function))
-}
-
-/// The body of `PUT /v1/functions/{name}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployRequest {
-    runtime: Runtime,
-    artifact: String,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    timeout_ms: Option<u64>,
-    memory_mb: Option<u64>,
-    /// Processes the function's tree may have at once (process functions).
-    max_procs: Option<u32>,
-    /// CPU cores the function may use (process functions), e.g. 0.5.
-    cpus: Option<f64>,
-    #[serde(default)]
-    retries: u32,
-    /// Outbound network for a process function.
-    #[serde(default)]
-    network: bool,
 }
 
 async fn deploy(
@@ -91,30 +68,12 @@ async fn deploy(
     let f = st.store.put_function(project(), &name, &spec, st.clock.now_ms()).await?;
     st.functions.forget(project(), &name);
     tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
-    Ok((StatusCode::CREATED, Json(function_json(&f))))
+    Ok((StatusCode::CREATED, Json(FunctionInfo::from(&f))))
 }
 
-fn function_json(f: &Function) -> Value {
-    json!({
-        "name": f.name,
-        "project": f.project,
-        "version": f.version,
-        "runtime": f.spec.runtime,
-        "artifact": f.spec.artifact,
-        "env": f.spec.env,
-        "timeout_ms": f.spec.limits.timeout_ms,
-        "memory_mb": f.spec.limits.memory_mb,
-        "max_procs": f.spec.limits.max_procs,
-        "cpus": (f.spec.limits.cpu_millis > 0).then(|| f.spec.limits.cpu_millis as f64 / 1000.0),
-        "network": f.spec.network,
-        "retries": f.spec.retries,
-        "created_at": f.created_at,
-    })
-}
-
-async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<FunctionList>> {
     let fs = st.store.list_functions(project()).await?;
-    Ok(Json(json!({"functions": fs.iter().map(function_json).collect::<Vec<_>>()})))
+    Ok(Json(FunctionList { functions: fs.iter().map(FunctionInfo::from).collect() }))
 }
 
 pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
@@ -132,11 +91,11 @@ pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>
     Ok(f)
 }
 
-async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FunctionInfo>> {
     validate_name("function name", &name)?;
     let f = st.store.get_function(project(), &name, None).await?;
     let f = f.ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
-    Ok(Json(function_json(&f)))
+    Ok(Json(FunctionInfo::from(&f)))
 }
 
 async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {

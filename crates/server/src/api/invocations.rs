@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use stratus_core::api::{Accepted, ErrorDetail, FunctionError, InvocationInfo, InvocationList};
 use stratus_core::{Id, Invocation, InvocationState, validate_name};
 
 pub fn routes() -> Router<AppState> {
@@ -40,7 +40,8 @@ async fn invoke(
                     Ok(Some(finished)) => Ok(sync_response(&finished)),
                     _ => {
                         here.stored().await;
-                        Ok((StatusCode::ACCEPTED, Json(json!({"id": here.id, "state": "running"}))).into_response())
+                        Ok((StatusCode::ACCEPTED, Json(Accepted { id: here.id, state: InvocationState::Running }))
+                            .into_response())
                     }
                 };
             }
@@ -50,7 +51,7 @@ async fn invoke(
     let mut submitted = st.scheduler.submit(f, vec![input], !is_async).await?;
     let (id, rx) = submitted.pop().expect("one submitted");
     if is_async {
-        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "queued"}))).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(Accepted { id, state: InvocationState::Queued })).into_response());
     }
     match tokio::time::timeout(MAX_WAIT, rx.expect("watched")).await {
         Ok(Ok(finished)) => Ok(sync_response(&finished)),
@@ -58,7 +59,7 @@ async fn invoke(
             // Its row may still be held back by the writer: the id is handed
             // out only once the row is in the store.
             st.scheduler.flush().await;
-            Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "state": "running"}))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Accepted { id, state: InvocationState::Running })).into_response())
         }
     }
 }
@@ -84,15 +85,15 @@ fn sync_response(f: &Finished) -> Response {
         _ => (StatusCode::BAD_GATEWAY, "function_failed"),
     };
     let message = inv.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| inv.state.to_string());
-    let body = json!({
-        "error": {"code": code, "message": message},
-        "invocation": inv,
-        "logs_tail": logs_tail(&f.logs),
-    });
+    let body = FunctionError {
+        error: ErrorDetail { code: code.into(), message },
+        invocation: inv.clone(),
+        logs_tail: logs_tail(&f.logs),
+    };
     (status, headers, Json(body)).into_response()
 }
 
-async fn list_invocations(State(st): State<AppState>, q: Params) -> ApiResult<Json<Value>> {
+async fn list_invocations(State(st): State<AppState>, q: Params) -> ApiResult<Json<InvocationList>> {
     let limit = q.limit()?;
     let before = q.before()?;
     let function = q.get("function");
@@ -101,7 +102,7 @@ async fn list_invocations(State(st): State<AppState>, q: Params) -> ApiResult<Js
     }
     let list = st.store.list_invocations(project(), function, before, limit).await?;
     let next = (list.len() == limit as usize).then(|| list.last().map(|i| i.id)).flatten();
-    Ok(Json(json!({"invocations": list, "next_before": next})))
+    Ok(Json(InvocationList { invocations: list, next_before: next }))
 }
 
 async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
@@ -111,7 +112,11 @@ async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))
 }
 
-async fn get_invocation(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
+async fn get_invocation(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Params,
+) -> ApiResult<Json<InvocationInfo>> {
     let id = parse_id(&id)?;
     let wait = q.wait()?;
     // Watch before reading, so a finish in between is not missed.
@@ -126,10 +131,8 @@ async fn get_invocation(State(st): State<AppState>, Path(id): Path<String>, q: P
             _ => inv = find_invocation(&st, id).await?,
         }
     }
-    let attempts = st.store.list_attempts(id).await?;
-    let mut v = serde_json::to_value(&inv).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["attempt_history"] = serde_json::to_value(attempts).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(v))
+    let attempt_history = st.store.list_attempts(id).await?;
+    Ok(Json(InvocationInfo { invocation: inv, attempt_history }))
 }
 
 async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

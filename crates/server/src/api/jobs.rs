@@ -1,7 +1,7 @@
 //! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
 
 use super::AppState;
-use super::extract::{Params, parse_id, project};
+use super::extract::{Params, parse_id, parse_json, project};
 use super::functions::load_function;
 use super::objects::list_objects;
 use crate::error::{ApiError, ApiResult};
@@ -14,10 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use stratus_core::api::{JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
 use tokio::sync::mpsc;
@@ -29,18 +28,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/results", get(job_results))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
-}
-
-/// The JSON body of `POST /v1/jobs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobRequest {
-    function: String,
-    reduce: Option<String>,
-    inputs: Option<Vec<Value>>,
-    /// `bucket/prefix`: one task per object, or per chunk with `chunk_size`.
-    objects: Option<String>,
-    chunk_size: Option<u64>,
 }
 
 async fn functions(
@@ -76,8 +63,7 @@ async fn create_job(
     } else {
         let bytes =
             axum::body::to_bytes(body, st.max_body).await.map_err(|_| ApiError::PayloadTooLarge(st.max_body))?;
-        let req: JobRequest =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        let req: JobRequest = parse_json(&bytes)?;
         let fs = functions(&st, &req.function, req.reduce.as_deref()).await?;
         let specs = match (req.inputs, req.objects) {
             (Some(inputs), None) => {
@@ -103,7 +89,7 @@ async fn create_job(
         other => other.into(),
     })?;
     tracing::info!(job = %job.id, function = %job.function, tasks = job.total, "job created");
-    Ok((StatusCode::CREATED, Json(job_json(&st, &job))))
+    Ok((StatusCode::CREATED, Json(job_info(&st, job))))
 }
 
 /// Streams NDJSON lines into task specs; a line that is not JSON aborts the job.
@@ -196,14 +182,11 @@ async fn partitions(st: &AppState, objects: &str, chunk: Option<u64>) -> ApiResu
     Ok(out)
 }
 
-fn job_json(st: &AppState, job: &Job) -> Value {
+fn job_info(st: &AppState, job: Job) -> JobInfo {
     let running = if job.state.is_terminal() { 0 } else { st.scheduler.job_running(job.id) as u64 };
     let queued =
         if job.state == stratus_core::JobState::Running { job.total.saturating_sub(job.done() + running) } else { 0 };
-    let mut v = serde_json::to_value(job).expect("job serialises");
-    v["running"] = json!(running);
-    v["queued"] = json!(queued);
-    v
+    JobInfo { job, running, queued, failures: None }
 }
 
 async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
@@ -211,7 +194,7 @@ async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
     st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
-async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
+async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<JobInfo>> {
     let parsed: Id = parse_id(&id)?;
     let wait = q.wait()?;
     let failures_wanted = match q.get("failures") {
@@ -231,11 +214,11 @@ async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) 
         let _ = tokio::time::timeout(wait, rx).await;
         job = find_job(&st, &id).await?;
     }
-    let mut v = job_json(&st, &job);
-    if let Some(n) = failures_wanted {
-        v["failures"] = json!(failures(&st, &job, n).await?);
-    }
-    Ok(Json(v))
+    let failures = match failures_wanted {
+        Some(n) => Some(failures(&st, &job, n).await?),
+        None => None,
+    };
+    Ok(Json(JobInfo { failures, ..job_info(&st, job) }))
 }
 
 async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResultView>> {
@@ -256,14 +239,14 @@ async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResul
     Ok(out)
 }
 
-async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<Value>> {
+async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobList>> {
     let limit = q.limit()?;
     let before = q.before()?;
     let jobs = st.store.list_jobs(project(), before, limit).await?;
-    Ok(Json(json!({"jobs": jobs.iter().map(|j| job_json(&st, j)).collect::<Vec<_>>()})))
+    Ok(Json(JobList { jobs: jobs.into_iter().map(|j| job_info(&st, j)).collect() }))
 }
 
-async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
+async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<ResultsPage>> {
     let job = find_job(&st, &id).await?;
     let from: u64 = match q.get("from") {
         None => 0,
@@ -274,13 +257,13 @@ async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Para
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.index + 1)).flatten();
     let results: Vec<TaskResultView> =
         page.into_iter().map(|r| TaskResultView::new(r.index, r.invocation, r.state, r.output, r.error)).collect();
-    let mut v = json!({"results": results, "next": next});
+    let mut page = ResultsPage { results, next, reduce_output: None };
     if let Some(rid) = job.reduce_invocation
         && let Some(p) = st.store.get_payloads(project(), rid).await?
     {
-        v["reduce_output"] = json!(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
+        page.reduce_output = Some(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
     }
-    Ok(Json(v))
+    Ok(Json(page))
 }
 
 async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
@@ -291,7 +274,8 @@ async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
         }
         let job = st.store.get_job(project(), id).await.ok().flatten()?;
         let ended = job.state.is_terminal();
-        let event = Event::default().event("progress").data(job_json(&st, &job).to_string());
+        let info = serde_json::to_string(&job_info(&st, job)).expect("a job serialises");
+        let event = Event::default().event("progress").data(info);
         if !ended {
             let rx = st.scheduler.watch_job(id);
             let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
@@ -301,11 +285,11 @@ async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobCancelled>> {
     let job = find_job(&st, &id).await?;
     if job.state.is_terminal() {
         return Err(ApiError::Conflict(format!("job '{}' is already {}", job.id, job.state)));
     }
     let n = st.scheduler.cancel_job(&job).await?;
-    Ok(Json(json!({"id": job.id, "cancelled_queued": n})))
+    Ok(Json(JobCancelled { id: job.id, cancelled_queued: n }))
 }

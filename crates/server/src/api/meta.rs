@@ -7,8 +7,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use stratus_core::api::{NodeInfo, SandboxInfo};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics)).route("/v1/openapi.json", get(openapi)).route("/v1/info", get(info))
@@ -37,18 +38,15 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 /// What this node is and runs: version, local slots, and the sandbox
 /// layers of its process functions.
-async fn info(State(st): State<AppState>) -> Json<Value> {
-    let sandbox = match &st.sandbox {
-        Some((layers, reasons)) => {
-            json!({"layers": layers, "all": layers.all(), "off": layers.missing(), "reasons": reasons})
-        }
-        None => Value::Null,
-    };
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "slots": st.slots,
-        "sandbox": sandbox,
-    }))
+async fn info(State(st): State<AppState>) -> Json<NodeInfo> {
+    let sandbox = st.sandbox.as_ref().map(|(layers, reasons)| SandboxInfo {
+        // The layers by name, as they serialise.
+        layers: serde_json::to_value(layers).and_then(serde_json::from_value).expect("layers are booleans"),
+        all: layers.all(),
+        off: layers.missing().into_iter().map(String::from).collect(),
+        reasons: reasons.clone(),
+    });
+    Json(NodeInfo { version: env!("CARGO_PKG_VERSION").to_string(), slots: st.slots, sandbox })
 }
 
 async fn openapi() -> Json<Value> {

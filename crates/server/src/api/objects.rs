@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::json;
 use stratus_blob::Key;
+use stratus_core::api::{ObjectInfo, ObjectList, ObjectStored};
 use stratus_core::validate_name;
 
 pub fn routes() -> Router<AppState> {
@@ -34,7 +34,7 @@ async fn put_object(
     let object = object_key(&bucket, &key)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
     let size = st.objects.put_stream(&Key::user(project(), &object), stream).await?;
-    Ok((StatusCode::CREATED, Json(json!({"key": object.as_str(), "size": size}))))
+    Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
 }
 
 fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
@@ -114,14 +114,10 @@ pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResul
         .collect())
 }
 
-async fn list_bucket(
-    State(st): State<AppState>,
-    Path(bucket): Path<String>,
-    q: Params,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn list_bucket(State(st): State<AppState>, Path(bucket): Path<String>, q: Params) -> ApiResult<Json<ObjectList>> {
     let prefix = q.get("prefix").unwrap_or("");
     let list = list_objects(&st, &bucket, prefix).await?;
-    let objects: Vec<_> =
-        list.iter().map(|m| json!({"key": m.key, "size": m.size, "last_modified": m.last_modified})).collect();
-    Ok(Json(json!({"objects": objects})))
+    let objects =
+        list.into_iter().map(|m| ObjectInfo { key: m.key, size: m.size, last_modified: m.last_modified }).collect();
+    Ok(Json(ObjectList { objects }))
 }

@@ -9,10 +9,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use std::time::Duration;
-use stratus_core::wire::{WireCompletion, WireTask};
+use stratus_core::api::{
+    CompleteRequest, Heartbeat, LeaseRequest, Leased, RegisterRequest, Registration, WorkerInfo, WorkerList,
+};
+use stratus_core::wire::WireTask;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -23,16 +24,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/workers/{id}/complete", post(complete))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Register {
-    name: String,
-    host: String,
-    slots: usize,
-}
-
 async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
-    let r: Register = parse_json(&body)?;
+    let r: RegisterRequest = parse_json(&body)?;
     if r.slots == 0 || r.slots > 4096 {
         return Err(ApiError::BadRequest("invalid slots: 1 to 4096".into()));
     }
@@ -44,59 +37,62 @@ async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<imp
     // At least every 2 s, however long the lease: a server that takes over
     // from a leader that died knows its workers once they beat again.
     let heartbeat_ms = (lease_ms / 4).min(2000);
-    let mut reg = json!({"id": id, "lease_timeout_ms": lease_ms, "heartbeat_ms": heartbeat_ms});
-    if let Some(url) = &st.shared_objects {
-        reg["objects"] = json!(url);
-    }
-    if let Some(broker) = &st.broker {
-        reg["broker"] = json!(broker);
-    }
+    let reg = Registration {
+        id,
+        lease_timeout_ms: lease_ms,
+        heartbeat_ms,
+        objects: st.shared_objects.clone(),
+        broker: st.broker.clone(),
+    };
     Ok((StatusCode::CREATED, Json(reg)))
 }
 
-async fn list(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({"workers": st.scheduler.workers()}))
+async fn list(State(st): State<AppState>) -> Json<WorkerList> {
+    let workers = st
+        .scheduler
+        .workers()
+        .into_iter()
+        .map(|w| WorkerInfo {
+            id: w.id,
+            host: w.host,
+            slots: w.slots,
+            local: w.local,
+            registered_at: w.registered_at,
+            last_heartbeat: w.last_heartbeat,
+            state: w.state.to_string(),
+            running: w.running,
+        })
+        .collect();
+    Json(WorkerList { workers })
 }
 
 fn lost(id: &str) -> ApiError {
     ApiError::Gone(format!("worker '{id}' is unknown or was declared lost; register again"))
 }
 
-async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Heartbeat>> {
     let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
-    Ok(Json(json!({"cancel": cancel})))
+    Ok(Json(Heartbeat { cancel }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Lease {
-    max: usize,
-    #[serde(default)]
-    wait_ms: u64,
-}
-
-async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Value>> {
-    let l: Lease = parse_json(&body)?;
+async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Leased>> {
+    let l: LeaseRequest = parse_json(&body)?;
     st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     let wait = Duration::from_millis(l.wait_ms.min(30_000));
     let leased = st.scheduler.lease(&id, l.max.clamp(1, 256), wait).await;
     let tasks: Vec<WireTask> = leased.iter().map(|t| WireTask::from(&t.task)).collect();
-    Ok(Json(json!({"tasks": tasks})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Complete {
-    completions: Vec<WireCompletion>,
+    Ok(Json(Leased { tasks }))
 }
 
 async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
-    let c: Complete = parse_json(&body)?;
+    let c: CompleteRequest = parse_json(&body)?;
     // A lost worker's late results are recorded only if still current; the
     // store's guard decides, so they are passed on either way. The answer
     // waits until they are durable: a worker acknowledges its dispatch
     // message on it.
-    st.scheduler.complete_durably(c.completions.into_iter().map(|w| w.into_completion(&id)).collect()).await;
+    st.scheduler
+        .complete_durably(c.completions.into_owned().into_iter().map(|w| w.into_completion(&id)).collect())
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
