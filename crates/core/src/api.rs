@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable and machine-readable, e.g. `not_found`, `function_failed`.
     pub code: String,
@@ -25,6 +27,7 @@ pub struct ErrorDetail {
 /// The answer of a synchronous invoke whose function failed or timed out:
 /// the error, the invocation, and the end of its logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionError {
     pub error: ErrorDetail,
     pub invocation: Invocation,
@@ -35,6 +38,7 @@ pub struct FunctionError {
 /// The body of `PUT /v1/functions/{name}`; `artifact` is the sha256 of an
 /// uploaded artifact. Limits left out take the platform's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub runtime: Runtime,
@@ -61,6 +65,7 @@ pub struct DeployRequest {
 /// A deployed function, as the API describes it. `cpus` is `null` when the
 /// function has no CPU limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionInfo {
     pub name: String,
     pub project: String,
@@ -104,6 +109,7 @@ impl From<&Function> for FunctionInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionList {
     pub functions: Vec<FunctionInfo>,
 }
@@ -111,6 +117,7 @@ pub struct FunctionList {
 /// The answer of an invoke that did not finish in the request: the
 /// invocation is `queued` (asynchronous) or `running` (past the wait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     pub id: Id,
     pub state: InvocationState,
@@ -118,6 +125,7 @@ pub struct Accepted {
 
 /// An invocation with its attempt history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvocationInfo {
     #[serde(flatten)]
     pub invocation: Invocation,
@@ -128,6 +136,7 @@ pub struct InvocationInfo {
 /// A page of invocations, newest first; `next_before` (`null` on the last
 /// page) asks for the next one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvocationList {
     pub invocations: Vec<Invocation>,
     #[serde(default)]
@@ -137,6 +146,7 @@ pub struct InvocationList {
 /// The JSON body of `POST /v1/jobs`: `inputs` or `objects`, not both.
 /// `reduce` is sent as `null` when there is no reducer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub function: String,
@@ -155,6 +165,7 @@ pub struct JobRequest {
 /// A job as the API shows it: the record and its live counters, and its
 /// failed tasks when they were asked for (`?failures=N`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     #[serde(flatten)]
     pub job: Job,
@@ -167,6 +178,7 @@ pub struct JobInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<JobInfo>,
 }
@@ -174,12 +186,14 @@ pub struct JobList {
 /// One page of a job's results, in input order; `next` (`null` on the last
 /// page) is where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultsPage {
     pub results: Vec<TaskResultView>,
     pub next: Option<u64>,
     /// Present once the job has a reducer invocation: its output, or `null`
     /// while it has none.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub reduce_output: Option<Option<String>>,
 }
 
@@ -189,6 +203,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCancelled {
     pub id: Id,
     /// Tasks that were still queued and now never start.
@@ -197,6 +212,7 @@ pub struct JobCancelled {
 
 /// An object as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
@@ -204,12 +220,14 @@ pub struct ObjectInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObjectList {
     pub objects: Vec<ObjectInfo>,
 }
 
 /// The answer of `PUT /v1/objects/{bucket}/{key}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObjectStored {
     pub key: String,
     pub size: u64,
@@ -217,6 +235,7 @@ pub struct ObjectStored {
 
 /// The answer of `PUT /v1/artifacts/{digest}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArtifactStored {
     pub digest: String,
     pub size: u64,
@@ -224,6 +243,7 @@ pub struct ArtifactStored {
 
 /// The body of `POST /v1/workers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub name: String,
@@ -233,6 +253,7 @@ pub struct RegisterRequest {
 
 /// What a worker learns when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registration {
     pub id: String,
     pub lease_timeout_ms: u64,
@@ -250,6 +271,7 @@ pub struct Registration {
 
 /// A worker as the server lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,
@@ -262,18 +284,21 @@ pub struct WorkerInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
 
 /// The answer of a heartbeat: the worker's tasks to cancel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     pub cancel: Vec<Id>,
 }
 
 /// The body of `POST /v1/workers/{id}/lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     pub max: usize,
@@ -282,6 +307,7 @@ pub struct LeaseRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leased {
     pub tasks: Vec<WireTask>,
 }
@@ -289,14 +315,17 @@ pub struct Leased {
 /// The body of `POST /v1/workers/{id}/complete`; borrowed when sent, so a
 /// worker does not copy its outputs to report them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest<'a> {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<WireCompletion>))]
     pub completions: Cow<'a, [WireCompletion]>,
 }
 
 /// What a node is and runs: `GET /v1/info`. `sandbox` is `null` on a node
 /// without local slots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     pub version: String,
     pub slots: usize,
@@ -305,6 +334,7 @@ pub struct NodeInfo {
 
 /// The sandbox layers of a node's process functions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxInfo {
     /// Each layer by name, and whether it is on.
     pub layers: BTreeMap<String, bool>,

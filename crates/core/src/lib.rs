@@ -14,6 +14,8 @@ pub mod job;
 pub mod machine;
 pub mod model;
 pub mod names;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod url;
 pub mod wire;
 

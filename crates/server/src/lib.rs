@@ -8,7 +8,6 @@ pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod node;
-pub mod openapi;
 pub mod scheduler;
 
 pub use node::{Node, NodeConfig, NodeError};

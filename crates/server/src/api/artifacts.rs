@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::extract::Body;
+use super::extract::params::Digest;
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
 use stratus_blob::Key;
-use stratus_core::api::ArtifactStored;
+use stratus_core::api::{ArtifactStored, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/artifacts/{digest}", put(put_artifact).head(head_artifact).get(get_artifact))
@@ -26,6 +27,18 @@ fn check_digest(digest: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/artifacts/{digest}",
+    params(Digest),
+    summary = "Upload a wasm module or bundle archive under its sha256",
+    request_body(content(("application/octet-stream"))),
+    responses(
+        (status = 201, description = "stored", body = ArtifactStored),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+    )
+)]
 async fn put_artifact(
     State(st): State<AppState>,
     Path(digest): Path<String>,
@@ -49,6 +62,13 @@ async fn get_artifact(State(st): State<AppState>, Path(digest): Path<String>) ->
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
+#[utoipa::path(
+    head,
+    path = "/v1/artifacts/{digest}",
+    params(Digest),
+    summary = "Whether an artifact is stored",
+    responses((status = 200, description = "stored"), (status = 404, description = "not stored"))
+)]
 async fn head_artifact(State(st): State<AppState>, Path(digest): Path<String>) -> ApiResult<StatusCode> {
     check_digest(&digest)?;
     match st.objects.head(&Key::artifact(&digest)).await? {

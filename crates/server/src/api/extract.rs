@@ -116,3 +116,72 @@ impl Params {
         }
     }
 }
+
+/// The parameters as the OpenAPI document describes them, one type for each
+/// that several operations share. Handlers read them with [`Params`] and
+/// `Path`; these types only document them.
+pub mod params {
+    use stratus_core::Id;
+    use utoipa::IntoParams;
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct FunctionName {
+        #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+        pub name: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct Digest {
+        /// The sha256 of the artifact's bytes, in hex.
+        #[param(pattern = "^[0-9a-f]{64}$")]
+        pub digest: String,
+    }
+
+    /// The id of an invocation or a job.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct ResourceId {
+        pub id: Id,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct WorkerId {
+        /// The id the worker registered with.
+        pub id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct Bucket {
+        #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+        pub bucket: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct ObjectKey {
+        /// May contain '/'; no '.' or '..' segments.
+        pub key: String,
+    }
+
+    /// A page of a newest-first list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct Page {
+        /// How many, 1 to 1000; 50 by default.
+        #[param(minimum = 1, maximum = 1000)]
+        pub limit: Option<u32>,
+        /// Start after this id (the `next_before` of the previous page).
+        pub before: Option<Id>,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct Wait {
+        /// Seconds to wait for it to finish, at most 900.
+        pub wait: Option<f64>,
+    }
+}

@@ -2,6 +2,7 @@
 //! is [`super::invocations`]'s.
 
 use super::AppState;
+use super::extract::params::FunctionName;
 use super::extract::{Body, parse_json, project};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use std::sync::Arc;
 use stratus_blob::Key;
-use stratus_core::api::{DeployRequest, FunctionInfo, FunctionList};
+use stratus_core::api::{DeployRequest, ErrorBody, FunctionInfo, FunctionList};
 use stratus_core::{Function, FunctionSpec, Limits, Runtime, validate_name};
 
 pub fn routes() -> Router<AppState> {
@@ -20,6 +21,18 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/functions/{name}", put(deploy).get(get_function).delete(delete_function))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "Deploy a new version of a function",
+    request_body = DeployRequest,
+    responses(
+        (status = 201, description = "deployed", body = FunctionInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+    )
+)]
 async fn deploy(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -71,6 +84,12 @@ async fn deploy(
     Ok((StatusCode::CREATED, Json(FunctionInfo::from(&f))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    summary = "List functions (latest version of each)",
+    responses((status = 200, description = "functions", body = FunctionList))
+)]
 async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<FunctionList>> {
     let fs = st.store.list_functions(project()).await?;
     Ok(Json(FunctionList { functions: fs.iter().map(FunctionInfo::from).collect() }))
@@ -91,6 +110,17 @@ pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>
     Ok(f)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "The latest version of a function",
+    responses(
+        (status = 200, description = "function", body = FunctionInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FunctionInfo>> {
     validate_name("function name", &name)?;
     let f = st.store.get_function(project(), &name, None).await?;
@@ -98,6 +128,17 @@ async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> A
     Ok(Json(FunctionInfo::from(&f)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "Delete a function (its invocations are kept)",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     validate_name("function name", &name)?;
     st.functions.forget(project(), &name);

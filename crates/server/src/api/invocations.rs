@@ -1,6 +1,7 @@
 //! `/v1/invocations`, and `POST /v1/functions/{name}/invoke` that creates
 //! them: synchronous (answered with the output) or queued.
 
+use super::extract::params::{FunctionName, Page, ResourceId, Wait};
 use super::extract::{Body, Params, parse_id, project};
 use super::functions::load_function;
 use super::{AppState, MAX_WAIT};
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use stratus_core::api::{Accepted, ErrorDetail, FunctionError, InvocationInfo, InvocationList};
+use stratus_core::api::{Accepted, ErrorBody, ErrorDetail, FunctionError, InvocationInfo, InvocationList};
 use stratus_core::{Id, Invocation, InvocationState, validate_name};
 
 pub fn routes() -> Router<AppState> {
@@ -23,6 +24,29 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/invocations/{id}/logs", get(get_logs))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invoke",
+    params(FunctionName, ("async" = Option<bool>, Query)),
+    summary = "Invoke a function with the request body as its input",
+    description = concat!(
+        "Synchronous by default: answers with the output bytes when the invocation finishes. ",
+        "With async=true, answers 202 with the invocation id once the invocation is durably queued."
+    ),
+    request_body(content(("application/octet-stream"))),
+    responses(
+        (
+            status = 200, description = "succeeded; the body is the output", content(("application/octet-stream")),
+            headers(("x-stratus-invocation-id" = String), ("x-stratus-function-version" = u32)),
+        ),
+        (status = 202, description = "accepted", body = Accepted),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+        (status = 502, description = "the function failed", body = FunctionError),
+        (status = 504, description = "the function timed out", body = FunctionError),
+    )
+)]
 async fn invoke(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -93,6 +117,19 @@ fn sync_response(f: &Finished) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invocations",
+    params(
+        ("function" = Option<String>, Query),
+        Page,
+    ),
+    summary = "List invocations, newest first",
+    responses(
+        (status = 200, description = "a page of invocations", body = InvocationList),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
 async fn list_invocations(State(st): State<AppState>, q: Params) -> ApiResult<Json<InvocationList>> {
     let limit = q.limit()?;
     let before = q.before()?;
@@ -112,6 +149,20 @@ async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invocations/{id}",
+    params(
+        ResourceId,
+        Wait,
+    ),
+    summary = "An invocation, with its attempts",
+    responses(
+        (status = 200, description = "invocation", body = InvocationInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_invocation(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -135,6 +186,18 @@ async fn get_invocation(
     Ok(Json(InvocationInfo { invocation: inv, attempt_history }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invocations/{id}/output",
+    params(ResourceId),
+    summary = "The output bytes of a succeeded invocation",
+    responses(
+        (status = 200, description = "output", content(("application/octet-stream"))),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let inv = find_invocation(&st, id).await?;
@@ -145,6 +208,17 @@ async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], p.output.unwrap_or_default()).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/invocations/{id}/logs",
+    params(ResourceId),
+    summary = "The captured stderr of an invocation",
+    responses(
+        (status = 200, description = "logs", content(("text/plain"))),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let p = st

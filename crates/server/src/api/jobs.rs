@@ -1,6 +1,7 @@
 //! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
 
 use super::AppState;
+use super::extract::params::{Page, ResourceId, Wait};
 use super::extract::{Params, parse_id, parse_json, project};
 use super::functions::load_function;
 use super::objects::list_objects;
@@ -16,7 +17,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use stratus_core::api::{JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
+use stratus_core::api::{ErrorBody, JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
 use tokio::sync::mpsc;
@@ -43,6 +44,26 @@ async fn functions(
     Ok((f, r))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    params(
+        ("function" = Option<String>, Query, description = "with an NDJSON body"),
+        ("reduce" = Option<String>, Query, description = "with an NDJSON body"),
+    ),
+    summary = "Create a map (or map_reduce) job",
+    description = concat!(
+        "A JSON body, or an application/x-ndjson body of inputs, one JSON value per line, ",
+        "with function and reduce in the query."
+    ),
+    request_body(content((JobRequest = "application/json"), ("application/x-ndjson"))),
+    responses(
+        (status = 201, description = "created", body = JobInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+    )
+)]
 async fn create_job(
     State(st): State<AppState>,
     q: Params,
@@ -194,6 +215,21 @@ async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
     st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    params(
+        ResourceId,
+        Wait,
+        ("failures" = Option<u32>, Query, maximum = 1000, description = "include up to N failed tasks"),
+    ),
+    summary = "A job with its counters",
+    responses(
+        (status = 200, description = "job", body = JobInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<JobInfo>> {
     let parsed: Id = parse_id(&id)?;
     let wait = q.wait()?;
@@ -239,6 +275,16 @@ async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResul
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    params(Page),
+    summary = "List jobs, newest first",
+    responses(
+        (status = 200, description = "jobs", body = JobList),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
 async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobList>> {
     let limit = q.limit()?;
     let before = q.before()?;
@@ -246,6 +292,21 @@ async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobL
     Ok(Json(JobList { jobs: jobs.into_iter().map(|j| job_info(&st, j)).collect() }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/results",
+    params(
+        ResourceId,
+        ("from" = Option<u64>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
+    ),
+    summary = "Task results in input order",
+    responses(
+        (status = 200, description = "a page of results (and the reducer's output)", body = ResultsPage),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<ResultsPage>> {
     let job = find_job(&st, &id).await?;
     let from: u64 = match q.get("from") {
@@ -266,6 +327,20 @@ async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Para
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    params(ResourceId),
+    summary = "Progress as server-sent events until the job ends",
+    responses(
+        (
+            status = 200, description = "text/event-stream of 'progress' events, each a job",
+            content(("text/event-stream")),
+        ),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let job = find_job(&st, &id).await?;
     let stream = futures::stream::unfold((st, job.id, false), |(st, id, done)| async move {
@@ -285,6 +360,18 @@ async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    params(ResourceId),
+    summary = "Cancel a job: queued tasks never start, running ones are killed",
+    responses(
+        (status = 200, description = "cancelled", body = JobCancelled),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
 async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobCancelled>> {
     let job = find_job(&st, &id).await?;
     if job.state.is_terminal() {

@@ -7,7 +7,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use stratus_core::api::{NodeInfo, SandboxInfo};
 
@@ -15,6 +14,12 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics)).route("/v1/openapi.json", get(openapi)).route("/v1/info", get(info))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "text exposition format", content(("text/plain"))))
+)]
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let (queued, running) = st.scheduler.depth();
     let mut workers = BTreeMap::new();
@@ -49,6 +54,28 @@ async fn info(State(st): State<AppState>) -> Json<NodeInfo> {
     Json(NodeInfo { version: env!("CARGO_PKG_VERSION").to_string(), slots: st.slots, sandbox })
 }
 
-async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI document", content(("application/json"))))
+)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document())
 }
+
+/// `/healthz` is answered by [`crate::front`] before a request reaches this
+/// router (a standby answers it too); it is described here with the rest.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "Liveness, answered by this server itself",
+    responses(
+        (status = 200, description = concat!(
+            "{status: ok, role: leader | standby | starting, leader?: URL} — ",
+            "a standby forwards every other request to the leader"
+        )),
+    )
+)]
+#[allow(dead_code)]
+fn healthz() {}

@@ -12,6 +12,7 @@ pub mod invocations;
 pub mod jobs;
 pub mod meta;
 pub mod objects;
+pub mod openapi;
 pub mod workers;
 
 use crate::error::ApiError;

@@ -1,6 +1,7 @@
 //! `/v1/objects/{bucket}/{key...}`: user objects, streamed both ways.
 
 use super::AppState;
+use super::extract::params::{Bucket, ObjectKey};
 use super::extract::{Params, project};
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use stratus_blob::Key;
-use stratus_core::api::{ObjectInfo, ObjectList, ObjectStored};
+use stratus_core::api::{ErrorBody, ObjectInfo, ObjectList, ObjectStored};
 use stratus_core::validate_name;
 
 pub fn routes() -> Router<AppState> {
@@ -26,6 +27,20 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
     Ok(Key::new(format!("{bucket}/{key}"))?)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Store an object (streamed)",
+    request_body(content(("application/octet-stream"))),
+    responses(
+        (status = 201, description = "stored", body = ObjectStored),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
 async fn put_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -54,6 +69,22 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
     Ok(Some(start..end))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Read an object (streamed; Range: bytes=A-B gives 206)",
+    responses(
+        (status = 200, description = "the object", content(("application/octet-stream"))),
+        (status = 206, description = "a range", content(("application/octet-stream"))),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 416, description = "error", body = ErrorBody),
+    )
+)]
 async fn get_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -78,6 +109,16 @@ async fn get_object(
     res.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+#[utoipa::path(
+    head,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "An object's size",
+    responses((status = 200, description = "exists"), (status = 404, description = "missing"))
+)]
 async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(String, String)>) -> ApiResult<Response> {
     let object = object_key(&bucket, &key)?;
     match st.objects.head(&Key::user(project(), &object)).await? {
@@ -86,6 +127,20 @@ async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(Stri
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Delete an object",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
 async fn delete_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -114,6 +169,16 @@ pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResul
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{bucket}",
+    params(Bucket, ("prefix" = Option<String>, Query)),
+    summary = "List a bucket's objects",
+    responses(
+        (status = 200, description = "objects", body = ObjectList),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
 async fn list_bucket(State(st): State<AppState>, Path(bucket): Path<String>, q: Params) -> ApiResult<Json<ObjectList>> {
     let prefix = q.get("prefix").unwrap_or("");
     let list = list_objects(&st, &bucket, prefix).await?;

@@ -2,6 +2,7 @@
 //! workers that run in their own process.
 
 use super::AppState;
+use super::extract::params::WorkerId;
 use super::extract::{Body, parse_json};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::routing::{delete, post};
 use axum::{Json, Router};
 use std::time::Duration;
 use stratus_core::api::{
-    CompleteRequest, Heartbeat, LeaseRequest, Leased, RegisterRequest, Registration, WorkerInfo, WorkerList,
+    CompleteRequest, ErrorBody, Heartbeat, LeaseRequest, Leased, RegisterRequest, Registration, WorkerInfo, WorkerList,
 };
 use stratus_core::wire::WireTask;
 
@@ -24,6 +25,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/workers/{id}/complete", post(complete))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers",
+    summary = "Register a worker",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "registered", body = Registration),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
 async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
     let r: RegisterRequest = parse_json(&body)?;
     if r.slots == 0 || r.slots > 4096 {
@@ -47,6 +58,12 @@ async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<imp
     Ok((StatusCode::CREATED, Json(reg)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    summary = "List workers",
+    responses((status = 200, description = "workers", body = WorkerList))
+)]
 async fn list(State(st): State<AppState>) -> Json<WorkerList> {
     let workers = st
         .scheduler
@@ -70,11 +87,33 @@ fn lost(id: &str) -> ApiError {
     ApiError::Gone(format!("worker '{id}' is unknown or was declared lost; register again"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/heartbeat",
+    params(WorkerId),
+    summary = "Keep a worker's leases; answers the ids of its tasks to cancel",
+    responses(
+        (status = 200, description = "the tasks to cancel", body = Heartbeat),
+        (status = 410, description = "error", body = ErrorBody),
+    )
+)]
 async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Heartbeat>> {
     let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     Ok(Json(Heartbeat { cancel }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/lease",
+    params(WorkerId),
+    summary = "Lease up to max tasks, waiting up to wait_ms for one",
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, description = "the leased tasks", body = Leased),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 410, description = "error", body = ErrorBody),
+    )
+)]
 async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Leased>> {
     let l: LeaseRequest = parse_json(&body)?;
     st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
@@ -84,6 +123,14 @@ async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): B
     Ok(Json(Leased { tasks }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workers/{id}/complete",
+    params(WorkerId),
+    summary = "Report attempt ends (a duplicate or late one changes nothing)",
+    request_body = CompleteRequest,
+    responses((status = 204, description = "accepted"), (status = 400, description = "error", body = ErrorBody))
+)]
 async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
     let c: CompleteRequest = parse_json(&body)?;
     // A lost worker's late results are recorded only if still current; the
@@ -98,6 +145,17 @@ async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body)
 
 /// A worker that stops cleanly says so, and leaves the list at once rather
 /// than being declared lost a lease timeout later.
+#[utoipa::path(
+    delete,
+    path = "/v1/workers/{id}",
+    params(WorkerId),
+    summary = "Deregister a worker that stopped cleanly (its completions delivered)",
+    responses(
+        (status = 204, description = "deregistered"),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
 async fn deregister(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     match st.scheduler.deregister_worker(&id) {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
