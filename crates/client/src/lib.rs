@@ -11,9 +11,16 @@
 //! ```
 
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::time::Duration;
+pub use stratus_core::api::{
+    Accepted, DeployRequest, FunctionInfo, InvocationInfo, JobInfo, NodeInfo, ObjectInfo, Registration, ResultsPage,
+    SandboxInfo, WorkerInfo,
+};
+use stratus_core::api::{
+    CompleteRequest, ErrorBody, FunctionError, FunctionList, Heartbeat, InvocationList, JobCancelled, JobList,
+    JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
+};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,56 +41,6 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A deployed function, as the API describes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionInfo {
-    pub name: String,
-    pub project: String,
-    pub version: u32,
-    pub runtime: Runtime,
-    pub artifact: String,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub timeout_ms: u64,
-    pub memory_mb: u64,
-    #[serde(default)]
-    pub max_procs: Option<u32>,
-    #[serde(default)]
-    pub cpus: Option<f64>,
-    #[serde(default)]
-    pub network: bool,
-    pub retries: u32,
-    pub created_at: i64,
-}
-
-/// What to deploy; `artifact` is the sha256 of an uploaded artifact.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployRequest {
-    pub runtime: Runtime,
-    pub artifact: String,
-    pub env: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_procs: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    pub retries: u32,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub network: bool,
-}
-
-/// An invocation with its attempt history.
-#[derive(Debug, Clone, Deserialize)]
-pub struct InvocationInfo {
-    #[serde(flatten)]
-    pub invocation: Invocation,
-    #[serde(default)]
-    pub attempt_history: Vec<Attempt>,
-}
-
 /// The result of a successful synchronous invoke.
 #[derive(Debug, Clone)]
 pub struct Invoked {
@@ -95,20 +52,6 @@ pub struct Invoked {
 pub struct Client {
     base: String,
     http: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-    invocation: Option<Invocation>,
-    #[serde(default)]
-    logs_tail: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 impl Client {
@@ -167,16 +110,12 @@ impl Client {
 
     /// What the server is and runs (`GET /v1/info`): version, local slots,
     /// and which sandbox layers its process functions have.
-    pub async fn info(&self) -> Result<serde_json::Value> {
+    pub async fn info(&self) -> Result<NodeInfo> {
         self.json(self.http.get(self.url("/v1/info"))).await
     }
 
     pub async fn list_functions(&self) -> Result<Vec<FunctionInfo>> {
-        #[derive(Deserialize)]
-        struct L {
-            functions: Vec<FunctionInfo>,
-        }
-        let l: L = self.json(self.http.get(self.url("/v1/functions"))).await?;
+        let l: FunctionList = self.json(self.http.get(self.url("/v1/functions"))).await?;
         Ok(l.functions)
     }
 
@@ -194,11 +133,8 @@ impl Client {
         let res = self.send(self.http.post(self.url(&format!("/v1/functions/{name}/invoke"))).body(input)).await?;
         if res.status() == StatusCode::ACCEPTED {
             // Still running after the server's wait limit: keep waiting.
-            #[derive(Deserialize)]
-            struct A {
-                id: Id,
-            }
-            let a: A = serde_json::from_slice(&res.bytes().await?).map_err(|e| Error::Protocol(e.to_string()))?;
+            let a: Accepted =
+                serde_json::from_slice(&res.bytes().await?).map_err(|e| Error::Protocol(e.to_string()))?;
             let output = self.wait(a.id).await?;
             return Ok(Invoked { id: a.id, output });
         }
@@ -213,11 +149,7 @@ impl Client {
 
     /// Queues an invocation; returns its id once it is durably accepted.
     pub async fn call_async(&self, name: &str, input: Vec<u8>) -> Result<Id> {
-        #[derive(Deserialize)]
-        struct A {
-            id: Id,
-        }
-        let a: A =
+        let a: Accepted =
             self.json(self.http.post(self.url(&format!("/v1/functions/{name}/invoke?async=true"))).body(input)).await?;
         Ok(a.id)
     }
@@ -232,15 +164,11 @@ impl Client {
     }
 
     pub async fn list_invocations(&self, function: Option<&str>, limit: u32) -> Result<Vec<Invocation>> {
-        #[derive(Deserialize)]
-        struct L {
-            invocations: Vec<Invocation>,
-        }
         let mut req = self.http.get(self.url("/v1/invocations")).query(&[("limit", limit.to_string())]);
         if let Some(f) = function {
             req = req.query(&[("function", f)]);
         }
-        let l: L = self.json(req).await?;
+        let l: InvocationList = self.json(req).await?;
         Ok(l.invocations)
     }
 
@@ -274,10 +202,10 @@ impl Client {
 async fn error_from(res: reqwest::Response) -> Error {
     let status = res.status().as_u16();
     let bytes = res.bytes().await.unwrap_or_default();
+    if let Ok(FunctionError { error, invocation, logs_tail }) = serde_json::from_slice(&bytes) {
+        return Error::FunctionFailed { invocation: Box::new(invocation), message: error.message, logs_tail };
+    }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(ErrorBody { invocation: Some(inv), error, logs_tail }) => {
-            Error::FunctionFailed { invocation: Box::new(inv), message: error.message, logs_tail }
-        }
         Ok(b) => Error::Api { status, code: b.error.code, message: b.error.message },
         Err(_) => Error::Api {
             status,
@@ -295,66 +223,6 @@ fn stratus_core_digest(bytes: &[u8]) -> String {
 pub use stratus_core::wire::{TaskResultView, WireCompletion, WireTask};
 pub use stratus_core::{Job, JobState};
 
-/// A job as the API shows it: the record and its live counters.
-#[derive(Debug, Clone, Deserialize)]
-pub struct JobInfo {
-    #[serde(flatten)]
-    pub job: Job,
-    #[serde(default)]
-    pub running: u64,
-    #[serde(default)]
-    pub queued: u64,
-    #[serde(default)]
-    pub failures: Vec<TaskResultView>,
-}
-
-/// One page of a job's results.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ResultsPage {
-    pub results: Vec<TaskResultView>,
-    pub next: Option<u64>,
-    #[serde(default)]
-    pub reduce_output: Option<String>,
-}
-
-/// An object as listed.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    pub last_modified: i64,
-}
-
-/// A worker as the server lists it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct WorkerInfo {
-    pub id: String,
-    pub host: String,
-    pub slots: usize,
-    pub local: bool,
-    pub registered_at: i64,
-    pub last_heartbeat: i64,
-    pub state: String,
-    pub running: usize,
-}
-
-/// What a worker learns when it registers.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Registration {
-    pub id: String,
-    pub lease_timeout_ms: u64,
-    pub heartbeat_ms: u64,
-    /// The object store's URL, with its credentials, when workers should use
-    /// it directly (S3); absent when objects are local to the server. Never
-    /// print or log it unredacted.
-    #[serde(default)]
-    pub objects: Option<String>,
-    /// Where to take tasks from when the server dispatches through a broker;
-    /// absent: lease them from the server. The URL carries credentials.
-    #[serde(default)]
-    pub broker: Option<stratus_core::wire::WireBroker>,
-}
-
 /// Where a map job's tasks come from.
 #[derive(Debug, Clone)]
 pub enum MapSource {
@@ -370,11 +238,7 @@ impl Client {
 
     /// Stores an object from a byte stream (never held whole in memory).
     pub async fn put_object(&self, key: &str, body: reqwest::Body) -> Result<u64> {
-        #[derive(Deserialize)]
-        struct P {
-            size: u64,
-        }
-        let p: P = self.json(self.http.put(self.url(&format!("/v1/objects/{key}"))).body(body)).await?;
+        let p: ObjectStored = self.json(self.http.put(self.url(&format!("/v1/objects/{key}"))).body(body)).await?;
         Ok(p.size)
     }
 
@@ -384,12 +248,8 @@ impl Client {
     }
 
     pub async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        #[derive(Deserialize)]
-        struct L {
-            objects: Vec<ObjectInfo>,
-        }
         let req = self.http.get(self.url(&format!("/v1/objects/{bucket}"))).query(&[("prefix", prefix)]);
-        Ok(self.json::<L>(req).await?.objects)
+        Ok(self.json::<ObjectList>(req).await?.objects)
     }
 
     pub async fn delete_object(&self, key: &str) -> Result<()> {
@@ -401,14 +261,18 @@ impl Client {
     /// Starts a map (with `reduce`, a map_reduce) job; returns it once it is
     /// durably accepted.
     pub async fn map_job(&self, function: &str, source: MapSource, reduce: Option<&str>) -> Result<JobInfo> {
-        let mut body = serde_json::json!({"function": function, "reduce": reduce});
+        let mut body = JobRequest {
+            function: function.to_string(),
+            reduce: reduce.map(String::from),
+            inputs: None,
+            objects: None,
+            chunk_size: None,
+        };
         match source {
-            MapSource::Inputs(inputs) => body["inputs"] = serde_json::Value::Array(inputs),
+            MapSource::Inputs(inputs) => body.inputs = Some(inputs),
             MapSource::Objects { prefix, chunk_size } => {
-                body["objects"] = prefix.into();
-                if let Some(c) = chunk_size {
-                    body["chunk_size"] = c.into();
-                }
+                body.objects = Some(prefix);
+                body.chunk_size = chunk_size;
             }
         }
         self.json(self.http.post(self.url("/v1/jobs")).json(&body)).await
@@ -460,11 +324,7 @@ impl Client {
     }
 
     pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
-        #[derive(Deserialize)]
-        struct L {
-            jobs: Vec<JobInfo>,
-        }
-        Ok(self.json::<L>(self.http.get(self.url("/v1/jobs")).query(&[("limit", limit.to_string())])).await?.jobs)
+        Ok(self.json::<JobList>(self.http.get(self.url("/v1/jobs")).query(&[("limit", limit.to_string())])).await?.jobs)
     }
 
     pub async fn results_page(&self, id: Id, from: u64, limit: u32) -> Result<ResultsPage> {
@@ -490,25 +350,20 @@ impl Client {
     }
 
     pub async fn cancel_job(&self, id: Id) -> Result<u64> {
-        #[derive(Deserialize)]
-        struct C {
-            cancelled_queued: u64,
-        }
-        Ok(self.json::<C>(self.http.post(self.url(&format!("/v1/jobs/{id}/cancel")))).await?.cancelled_queued)
+        Ok(self
+            .json::<JobCancelled>(self.http.post(self.url(&format!("/v1/jobs/{id}/cancel"))))
+            .await?
+            .cancelled_queued)
     }
 
     // ---- workers ----
 
     pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>> {
-        #[derive(Deserialize)]
-        struct L {
-            workers: Vec<WorkerInfo>,
-        }
-        Ok(self.json::<L>(self.http.get(self.url("/v1/workers"))).await?.workers)
+        Ok(self.json::<WorkerList>(self.http.get(self.url("/v1/workers"))).await?.workers)
     }
 
     pub async fn register_worker(&self, name: &str, host: &str, slots: usize) -> Result<Registration> {
-        let body = serde_json::json!({"name": name, "host": host, "slots": slots});
+        let body = RegisterRequest { name: name.to_string(), host: host.to_string(), slots };
         self.json(self.http.post(self.url("/v1/workers")).json(&body)).await
     }
 
@@ -521,24 +376,19 @@ impl Client {
     /// Ids of this worker's tasks to cancel. [`Error::Api`] with status 410
     /// means the server declared the worker lost.
     pub async fn heartbeat(&self, worker: &str) -> Result<Vec<Id>> {
-        #[derive(Deserialize)]
-        struct H {
-            cancel: Vec<Id>,
-        }
-        Ok(self.json::<H>(self.http.post(self.url(&format!("/v1/workers/{worker}/heartbeat")))).await?.cancel)
+        Ok(self.json::<Heartbeat>(self.http.post(self.url(&format!("/v1/workers/{worker}/heartbeat")))).await?.cancel)
     }
 
     pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Result<Vec<WireTask>> {
-        #[derive(Deserialize)]
-        struct L {
-            tasks: Vec<WireTask>,
-        }
-        let body = serde_json::json!({"max": max, "wait_ms": wait.as_millis() as u64});
-        Ok(self.json::<L>(self.http.post(self.url(&format!("/v1/workers/{worker}/lease"))).json(&body)).await?.tasks)
+        let body = LeaseRequest { max, wait_ms: wait.as_millis() as u64 };
+        Ok(self
+            .json::<Leased>(self.http.post(self.url(&format!("/v1/workers/{worker}/lease"))).json(&body))
+            .await?
+            .tasks)
     }
 
     pub async fn complete(&self, worker: &str, completions: &[WireCompletion]) -> Result<()> {
-        let body = serde_json::json!({"completions": completions});
+        let body = CompleteRequest { completions: Cow::Borrowed(completions) };
         self.send(self.http.post(self.url(&format!("/v1/workers/{worker}/complete"))).json(&body)).await.map(|_| ())
     }
 

@@ -6,6 +6,7 @@
 //! correctness (retry or finish, backoff, which state an outcome maps to) are
 //! pure functions here so they can be tested without a database or a runtime.
 
+pub mod api;
 pub mod change;
 pub mod clock;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod job;
 pub mod machine;
 pub mod model;
 pub mod names;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod url;
 pub mod wire;
 

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use stratus_core::api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,7 +55,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        (status, Json(ErrorBody { error: ErrorDetail { code: code.to_string(), message } })).into_response()
     }
 }
 

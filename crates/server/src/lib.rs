@@ -3,15 +3,11 @@
 //! and the roles of a process (API, local worker slots) are switched on.
 
 pub mod api;
-pub mod api_jobs;
-pub mod api_objects;
-pub mod api_workers;
 pub mod error;
 pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod node;
-pub mod openapi;
 pub mod scheduler;
 
 pub use node::{Node, NodeConfig, NodeError};

@@ -180,7 +180,7 @@ async fn print_results(ctx: &Ctx, job: &JobInfo) -> anyhow::Result<ExitCode> {
     if j.reduce_function.is_some() && !ctx.json {
         if j.state == JobState::Succeeded {
             let page = ctx.client.results_page(j.id, 0, 1).await?;
-            let reduced = page.reduce_output.unwrap_or_default();
+            let reduced = page.reduce_output.flatten().unwrap_or_default();
             drop(out);
             output::raw(reduced.as_bytes())?;
             return Ok(ExitCode::SUCCESS);
@@ -204,7 +204,7 @@ async fn print_results(ctx: &Ctx, job: &JobInfo) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            reduce_output = reduce_output.or(page.reduce_output);
+            reduce_output = reduce_output.or(page.reduce_output.flatten());
             match page.next {
                 Some(n) => from = n,
                 None => break,
@@ -273,7 +273,7 @@ impl Explained {
 async fn explain_failures(ctx: &Ctx, id: Id) -> anyhow::Result<Vec<Explained>> {
     let detail = ctx.client.get_job(id, None, 5).await?;
     let mut out = Vec::new();
-    for f in &detail.failures {
+    for f in detail.failures.iter().flatten() {
         let why = f.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| f.status.to_string());
         let tail = explain::logs_tail(&ctx.client, f.invocation).await;
         let hint = explain::hint(&ctx.client, &detail.job.function, f.error.as_ref(), &tail).await;
@@ -372,7 +372,7 @@ async fn show(ctx: &Ctx, id: Id) -> anyhow::Result<ExitCode> {
     let j = ctx.client.get_job(id, None, 10).await?;
     if ctx.json {
         let mut v = job_value(&j)?;
-        v["failures"] = serde_json::to_value(&j.failures)?;
+        v["failures"] = serde_json::to_value(j.failures.as_deref().unwrap_or_default())?;
         output::json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -144,27 +144,26 @@ pub async fn list(ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub async fn info(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let info = ctx.client.info().await?;
     if ctx.json {
-        println!("{info}");
+        // Through a Value, whose keys are sorted, as this output always was.
+        println!("{}", serde_json::to_value(&info)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("version: {}", info["version"].as_str().unwrap_or("?"));
-    println!("slots:   {}", info["slots"]);
-    let sandbox = &info["sandbox"];
-    if sandbox.is_null() {
+    println!("version: {}", info.version);
+    println!("slots:   {}", info.slots);
+    let Some(sandbox) = &info.sandbox else {
         println!("sandbox: none (no local slots)");
         return Ok(ExitCode::SUCCESS);
-    }
-    let layers = sandbox["layers"].as_object().cloned().unwrap_or_default();
-    let on: Vec<&str> = layers.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
-    let off: Vec<&str> = layers.iter().filter(|(_, v)| v.as_bool() != Some(true)).map(|(k, _)| k.as_str()).collect();
+    };
+    let on: Vec<&str> = sandbox.layers.iter().filter(|(_, on)| **on).map(|(k, _)| k.as_str()).collect();
+    let off: Vec<&str> = sandbox.layers.iter().filter(|(_, on)| !**on).map(|(k, _)| k.as_str()).collect();
     println!(
         "sandbox: {}",
         if off.is_empty() { "every layer on".to_string() } else { format!("on: {}", on.join(", ")) }
     );
     if !off.is_empty() {
         println!("off:     {}", off.join(", "));
-        for r in sandbox["reasons"].as_array().into_iter().flatten() {
-            println!("         {}", r.as_str().unwrap_or_default());
+        for r in &sandbox.reasons {
+            println!("         {r}");
         }
     }
     Ok(ExitCode::SUCCESS)

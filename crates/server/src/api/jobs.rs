@@ -1,35 +1,34 @@
 //! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
 
-use crate::api::{AppState, load_function, parse_id, project};
-use crate::api_objects::list_objects;
+use super::AppState;
+use super::extract::params::{Page, ResourceId, Wait};
+use super::extract::{Params, parse_id, parse_json, project};
+use super::functions::load_function;
+use super::objects::list_objects;
 use crate::error::{ApiError, ApiResult};
 use crate::scheduler::TaskSpec;
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use stratus_core::api::{ErrorBody, JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
 use tokio::sync::mpsc;
 
-/// The JSON body of `POST /v1/jobs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobRequest {
-    function: String,
-    reduce: Option<String>,
-    inputs: Option<Vec<Value>>,
-    /// `bucket/prefix`: one task per object, or per chunk with `chunk_size`.
-    objects: Option<String>,
-    chunk_size: Option<u64>,
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
 }
 
 async fn functions(
@@ -45,9 +44,29 @@ async fn functions(
     Ok((f, r))
 }
 
-pub async fn create_job(
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    params(
+        ("function" = Option<String>, Query, description = "with an NDJSON body"),
+        ("reduce" = Option<String>, Query, description = "with an NDJSON body"),
+    ),
+    summary = "Create a map (or map_reduce) job",
+    description = concat!(
+        "A JSON body, or an application/x-ndjson body of inputs, one JSON value per line, ",
+        "with function and reduce in the query."
+    ),
+    request_body(content((JobRequest = "application/json"), ("application/x-ndjson"))),
+    responses(
+        (status = 201, description = "created", body = JobInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+    )
+)]
+async fn create_job(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
@@ -59,14 +78,13 @@ pub async fn create_job(
     let (f, r) = if ndjson {
         let name =
             q.get("function").ok_or_else(|| ApiError::BadRequest("missing query parameter 'function'".into()))?;
-        let fs = functions(&st, name, q.get("reduce").map(String::as_str)).await?;
+        let fs = functions(&st, name, q.get("reduce")).await?;
         tokio::spawn(feed_ndjson(body, tx, st.max_body));
         fs
     } else {
         let bytes =
             axum::body::to_bytes(body, st.max_body).await.map_err(|_| ApiError::PayloadTooLarge(st.max_body))?;
-        let req: JobRequest =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        let req: JobRequest = parse_json(&bytes)?;
         let fs = functions(&st, &req.function, req.reduce.as_deref()).await?;
         let specs = match (req.inputs, req.objects) {
             (Some(inputs), None) => {
@@ -92,7 +110,7 @@ pub async fn create_job(
         other => other.into(),
     })?;
     tracing::info!(job = %job.id, function = %job.function, tasks = job.total, "job created");
-    Ok((StatusCode::CREATED, Json(job_json(&st, &job))))
+    Ok((StatusCode::CREATED, Json(job_info(&st, job))))
 }
 
 /// Streams NDJSON lines into task specs; a line that is not JSON aborts the job.
@@ -185,14 +203,11 @@ async fn partitions(st: &AppState, objects: &str, chunk: Option<u64>) -> ApiResu
     Ok(out)
 }
 
-fn job_json(st: &AppState, job: &Job) -> Value {
+fn job_info(st: &AppState, job: Job) -> JobInfo {
     let running = if job.state.is_terminal() { 0 } else { st.scheduler.job_running(job.id) as u64 };
     let queued =
         if job.state == stratus_core::JobState::Running { job.total.saturating_sub(job.done() + running) } else { 0 };
-    let mut v = serde_json::to_value(job).expect("job serialises");
-    v["running"] = json!(running);
-    v["queued"] = json!(queued);
-    v
+    JobInfo { job, running, queued, failures: None }
 }
 
 async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
@@ -200,13 +215,24 @@ async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
     st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
-pub async fn get_job(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    params(
+        ResourceId,
+        Wait,
+        ("failures" = Option<u32>, Query, maximum = 1000, description = "include up to N failed tasks"),
+    ),
+    summary = "A job with its counters",
+    responses(
+        (status = 200, description = "job", body = JobInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<JobInfo>> {
     let parsed: Id = parse_id(&id)?;
-    let wait = crate::api::wait_param(&q)?;
+    let wait = q.wait()?;
     let failures_wanted = match q.get("failures") {
         None => None,
         Some(n) => Some(
@@ -224,11 +250,11 @@ pub async fn get_job(
         let _ = tokio::time::timeout(wait, rx).await;
         job = find_job(&st, &id).await?;
     }
-    let mut v = job_json(&st, &job);
-    if let Some(n) = failures_wanted {
-        v["failures"] = json!(failures(&st, &job, n).await?);
-    }
-    Ok(Json(v))
+    let failures = match failures_wanted {
+        Some(n) => Some(failures(&st, &job, n).await?),
+        None => None,
+    };
+    Ok(Json(JobInfo { failures, ..job_info(&st, job) }))
 }
 
 async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResultView>> {
@@ -249,38 +275,73 @@ async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResul
     Ok(out)
 }
 
-pub async fn list_jobs(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
-    let limit = crate::api::limit_param(&q)?;
-    let before = q.get("before").map(|s| parse_id(s)).transpose()?;
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    params(Page),
+    summary = "List jobs, newest first",
+    responses(
+        (status = 200, description = "jobs", body = JobList),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
+async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobList>> {
+    let limit = q.limit()?;
+    let before = q.before()?;
     let jobs = st.store.list_jobs(project(), before, limit).await?;
-    Ok(Json(json!({"jobs": jobs.iter().map(|j| job_json(&st, j)).collect::<Vec<_>>()})))
+    Ok(Json(JobList { jobs: jobs.into_iter().map(|j| job_info(&st, j)).collect() }))
 }
 
-pub async fn job_results(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/results",
+    params(
+        ResourceId,
+        ("from" = Option<u64>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000),
+    ),
+    summary = "Task results in input order",
+    responses(
+        (status = 200, description = "a page of results (and the reducer's output)", body = ResultsPage),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<ResultsPage>> {
     let job = find_job(&st, &id).await?;
     let from: u64 = match q.get("from") {
         None => 0,
         Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'")))?,
     };
-    let limit = crate::api::limit_param(&q)?;
+    let limit = q.limit()?;
     let page = st.store.job_results(job.id, from, limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.index + 1)).flatten();
     let results: Vec<TaskResultView> =
         page.into_iter().map(|r| TaskResultView::new(r.index, r.invocation, r.state, r.output, r.error)).collect();
-    let mut v = json!({"results": results, "next": next});
+    let mut page = ResultsPage { results, next, reduce_output: None };
     if let Some(rid) = job.reduce_invocation
         && let Some(p) = st.store.get_payloads(project(), rid).await?
     {
-        v["reduce_output"] = json!(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
+        page.reduce_output = Some(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
     }
-    Ok(Json(v))
+    Ok(Json(page))
 }
 
-pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    params(ResourceId),
+    summary = "Progress as server-sent events until the job ends",
+    responses(
+        (
+            status = 200, description = "text/event-stream of 'progress' events, each a job",
+            content(("text/event-stream")),
+        ),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     let job = find_job(&st, &id).await?;
     let stream = futures::stream::unfold((st, job.id, false), |(st, id, done)| async move {
         if done {
@@ -288,7 +349,8 @@ pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> A
         }
         let job = st.store.get_job(project(), id).await.ok().flatten()?;
         let ended = job.state.is_terminal();
-        let event = Event::default().event("progress").data(job_json(&st, &job).to_string());
+        let info = serde_json::to_string(&job_info(&st, job)).expect("a job serialises");
+        let event = Event::default().event("progress").data(info);
         if !ended {
             let rx = st.scheduler.watch_job(id);
             let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
@@ -298,11 +360,23 @@ pub async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> A
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-pub async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    params(ResourceId),
+    summary = "Cancel a job: queued tasks never start, running ones are killed",
+    responses(
+        (status = 200, description = "cancelled", body = JobCancelled),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
+async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobCancelled>> {
     let job = find_job(&st, &id).await?;
     if job.state.is_terminal() {
         return Err(ApiError::Conflict(format!("job '{}' is already {}", job.id, job.state)));
     }
     let n = st.scheduler.cancel_job(&job).await?;
-    Ok(Json(json!({"id": job.id, "cancelled_queued": n})))
+    Ok(Json(JobCancelled { id: job.id, cancelled_queued: n }))
 }

@@ -1,17 +1,25 @@
 //! `/v1/objects/{bucket}/{key...}`: user objects, streamed both ways.
 
-use crate::api::{AppState, project};
+use super::AppState;
+use super::extract::params::{Bucket, ObjectKey};
+use super::extract::{Params, project};
 use crate::error::{ApiError, ApiResult};
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::json;
-use std::collections::HashMap;
 use stratus_blob::Key;
+use stratus_core::api::{ErrorBody, ObjectInfo, ObjectList, ObjectStored};
 use stratus_core::validate_name;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/objects/{bucket}/{*key}", put(put_object).get(get_object).head(head_object).delete(delete_object))
+        .route("/v1/objects/{bucket}", get(list_bucket))
+}
 
 /// The user-facing key `bucket/key`, validated.
 pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
@@ -19,7 +27,21 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
     Ok(Key::new(format!("{bucket}/{key}"))?)
 }
 
-pub async fn put_object(
+#[utoipa::path(
+    put,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Store an object (streamed)",
+    request_body(content(("application/octet-stream"))),
+    responses(
+        (status = 201, description = "stored", body = ObjectStored),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
+async fn put_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
@@ -27,7 +49,7 @@ pub async fn put_object(
     let object = object_key(&bucket, &key)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
     let size = st.objects.put_stream(&Key::user(project(), &object), stream).await?;
-    Ok((StatusCode::CREATED, Json(json!({"key": object.as_str(), "size": size}))))
+    Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
 }
 
 fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
@@ -47,7 +69,23 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
     Ok(Some(start..end))
 }
 
-pub async fn get_object(
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Read an object (streamed; Range: bytes=A-B gives 206)",
+    responses(
+        (status = 200, description = "the object", content(("application/octet-stream"))),
+        (status = 206, description = "a range", content(("application/octet-stream"))),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+        (status = 416, description = "error", body = ErrorBody),
+    )
+)]
+async fn get_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -71,10 +109,17 @@ pub async fn get_object(
     res.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub async fn head_object(
-    State(st): State<AppState>,
-    Path((bucket, key)): Path<(String, String)>,
-) -> ApiResult<Response> {
+#[utoipa::path(
+    head,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "An object's size",
+    responses((status = 200, description = "exists"), (status = 404, description = "missing"))
+)]
+async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(String, String)>) -> ApiResult<Response> {
     let object = object_key(&bucket, &key)?;
     match st.objects.head(&Key::user(project(), &object)).await? {
         Some(m) => Ok(([(header::CONTENT_LENGTH, m.size.to_string())], ()).into_response()),
@@ -82,7 +127,21 @@ pub async fn head_object(
     }
 }
 
-pub async fn delete_object(
+#[utoipa::path(
+    delete,
+    path = "/v1/objects/{bucket}/{key}",
+    params(
+        Bucket,
+        ObjectKey,
+    ),
+    summary = "Delete an object",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn delete_object(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -110,14 +169,20 @@ pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResul
         .collect())
 }
 
-pub async fn list_bucket(
-    State(st): State<AppState>,
-    Path(bucket): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{bucket}",
+    params(Bucket, ("prefix" = Option<String>, Query)),
+    summary = "List a bucket's objects",
+    responses(
+        (status = 200, description = "objects", body = ObjectList),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
+async fn list_bucket(State(st): State<AppState>, Path(bucket): Path<String>, q: Params) -> ApiResult<Json<ObjectList>> {
+    let prefix = q.get("prefix").unwrap_or("");
     let list = list_objects(&st, &bucket, prefix).await?;
-    let objects: Vec<_> =
-        list.iter().map(|m| json!({"key": m.key, "size": m.size, "last_modified": m.last_modified})).collect();
-    Ok(Json(json!({"objects": objects})))
+    let objects =
+        list.into_iter().map(|m| ObjectInfo { key: m.key, size: m.size, last_modified: m.last_modified }).collect();
+    Ok(Json(ObjectList { objects }))
 }

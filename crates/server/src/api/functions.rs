@@ -1,0 +1,150 @@
+//! `/v1/functions`: deploy, list, read and delete functions. Invoking one
+//! is [`super::invocations`]'s.
+
+use super::AppState;
+use super::extract::params::FunctionName;
+use super::extract::{Body, parse_json, project};
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use std::sync::Arc;
+use stratus_blob::Key;
+use stratus_core::api::{DeployRequest, ErrorBody, FunctionInfo, FunctionList};
+use stratus_core::{Function, FunctionSpec, Limits, Runtime, validate_name};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{name}", put(deploy).get(get_function).delete(delete_function))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "Deploy a new version of a function",
+    request_body = DeployRequest,
+    responses(
+        (status = 201, description = "deployed", body = FunctionInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 413, description = "error", body = ErrorBody),
+    )
+)]
+async fn deploy(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    validate_name("function name", &name)?;
+    let req: DeployRequest = parse_json(&body)?;
+    let defaults = Limits::default();
+    let cpu_millis = match req.cpus {
+        None => 0,
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => ((c * 1000.0).round() as u32).max(1),
+        Some(c) => return Err(ApiError::BadRequest(format!("invalid cpus {c}: more than 0, at most 1024"))),
+    };
+    let spec = FunctionSpec {
+        runtime: req.runtime,
+        artifact: req.artifact,
+        env: req.env,
+        limits: Limits {
+            timeout_ms: req.timeout_ms.unwrap_or(defaults.timeout_ms),
+            memory_mb: req.memory_mb.unwrap_or(defaults.memory_mb),
+            max_procs: req.max_procs.unwrap_or(defaults.max_procs),
+            cpu_millis,
+        },
+        retries: req.retries,
+        network: req.network,
+    };
+    spec.validate()?;
+    let key = Key::artifact(&spec.artifact);
+    let bytes = match st.objects.get(&key).await {
+        Ok(b) => b,
+        Err(stratus_blob::Error::NotFound(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "artifact {} has not been uploaded (PUT /v1/artifacts/{{digest}} first)",
+                spec.artifact
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if spec.runtime == Runtime::Wasm {
+        let (wasm, digest) = (st.wasm.clone(), spec.artifact.clone());
+        tokio::task::spawn_blocking(move || wasm.validate(&digest, &bytes))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    let f = st.store.put_function(project(), &name, &spec, st.clock.now_ms()).await?;
+    st.functions.forget(project(), &name);
+    tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
+    Ok((StatusCode::CREATED, Json(FunctionInfo::from(&f))))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    summary = "List functions (latest version of each)",
+    responses((status = 200, description = "functions", body = FunctionList))
+)]
+async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<FunctionList>> {
+    let fs = st.store.list_functions(project()).await?;
+    Ok(Json(FunctionList { functions: fs.iter().map(FunctionInfo::from).collect() }))
+}
+
+pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
+    validate_name("function name", name)?;
+    if let Some(f) = st.functions.get(project(), name) {
+        return Ok(f);
+    }
+    let f = st
+        .store
+        .get_function(project(), name, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
+    let f = Arc::new(f);
+    st.functions.put(f.clone());
+    Ok(f)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "The latest version of a function",
+    responses(
+        (status = 200, description = "function", body = FunctionInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FunctionInfo>> {
+    validate_name("function name", &name)?;
+    let f = st.store.get_function(project(), &name, None).await?;
+    let f = f.ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
+    Ok(Json(FunctionInfo::from(&f)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{name}",
+    params(FunctionName),
+    summary = "Delete a function (its invocations are kept)",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    validate_name("function name", &name)?;
+    st.functions.forget(project(), &name);
+    if st.store.delete_function(project(), &name, st.clock.now_ms()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("function '{name}' not found")))
+    }
+}

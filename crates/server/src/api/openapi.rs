@@ -1,0 +1,142 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`, generated from
+//! the handlers' `#[utoipa::path]` annotations and the schemas of the API's
+//! types ([`stratus_core::api`]), so it cannot drift from them. A route
+//! added to a resource's `routes()` belongs in `paths` below;
+//! `tests/e2e_http.rs` checks that every path listed is routed and answers
+//! with a status the document lists.
+
+use super::{artifacts, functions, invocations, jobs, meta, objects, workers};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stratus API", description = "Deploy functions, invoke them, and read their invocations."),
+    paths(
+        meta::healthz,
+        meta::metrics,
+        meta::openapi,
+        artifacts::put_artifact,
+        artifacts::head_artifact,
+        functions::list_functions,
+        functions::deploy,
+        functions::get_function,
+        functions::delete_function,
+        invocations::invoke,
+        invocations::list_invocations,
+        invocations::get_invocation,
+        invocations::get_output,
+        invocations::get_logs,
+        objects::list_bucket,
+        objects::put_object,
+        objects::get_object,
+        objects::head_object,
+        objects::delete_object,
+        jobs::create_job,
+        jobs::list_jobs,
+        jobs::get_job,
+        jobs::job_results,
+        jobs::job_events,
+        jobs::cancel_job,
+        workers::register,
+        workers::list,
+        workers::deregister,
+        workers::heartbeat,
+        workers::lease,
+        workers::complete,
+    )
+)]
+struct Doc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every operation and the statuses it documents. Clients and the
+    /// end-to-end tests rely on these; a change here is a change of the API.
+    const OPERATIONS: &[(&str, &str, &[u16])] = &[
+        ("/healthz", "get", &[200]),
+        ("/metrics", "get", &[200]),
+        ("/v1/openapi.json", "get", &[200]),
+        ("/v1/artifacts/{digest}", "put", &[201, 400, 413]),
+        ("/v1/artifacts/{digest}", "head", &[200, 404]),
+        ("/v1/functions", "get", &[200]),
+        ("/v1/functions/{name}", "put", &[201, 400, 413]),
+        ("/v1/functions/{name}", "get", &[200, 400, 404]),
+        ("/v1/functions/{name}", "delete", &[204, 400, 404]),
+        ("/v1/functions/{name}/invoke", "post", &[200, 202, 400, 404, 413, 502, 504]),
+        ("/v1/invocations", "get", &[200, 400]),
+        ("/v1/invocations/{id}", "get", &[200, 400, 404]),
+        ("/v1/invocations/{id}/output", "get", &[200, 400, 404, 409]),
+        ("/v1/invocations/{id}/logs", "get", &[200, 400, 404]),
+        ("/v1/objects/{bucket}", "get", &[200, 400]),
+        ("/v1/objects/{bucket}/{key}", "put", &[201, 400]),
+        ("/v1/objects/{bucket}/{key}", "get", &[200, 206, 400, 404, 416]),
+        ("/v1/objects/{bucket}/{key}", "head", &[200, 404]),
+        ("/v1/objects/{bucket}/{key}", "delete", &[204, 400, 404]),
+        ("/v1/jobs", "post", &[201, 400, 404, 413]),
+        ("/v1/jobs", "get", &[200, 400]),
+        ("/v1/jobs/{id}", "get", &[200, 400, 404]),
+        ("/v1/jobs/{id}/results", "get", &[200, 400, 404]),
+        ("/v1/jobs/{id}/events", "get", &[200, 400, 404]),
+        ("/v1/jobs/{id}/cancel", "post", &[200, 400, 404, 409]),
+        ("/v1/workers", "post", &[201, 400]),
+        ("/v1/workers", "get", &[200]),
+        ("/v1/workers/{id}", "delete", &[204, 404, 409]),
+        ("/v1/workers/{id}/heartbeat", "post", &[200, 410]),
+        ("/v1/workers/{id}/lease", "post", &[200, 400, 410]),
+        ("/v1/workers/{id}/complete", "post", &[204, 400]),
+    ];
+
+    fn document() -> Value {
+        serde_json::to_value(super::document()).unwrap()
+    }
+
+    #[test]
+    fn the_document_lists_every_operation_with_its_statuses() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut listed = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let mut codes: Vec<u16> =
+                    op["responses"].as_object().unwrap().keys().map(|c| c.parse().unwrap()).collect();
+                codes.sort();
+                listed.push((path.clone(), method.clone(), codes));
+            }
+        }
+        let mut expected: Vec<_> =
+            OPERATIONS.iter().map(|(p, m, c)| (p.to_string(), m.to_string(), c.to_vec())).collect();
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
+
+    /// Every `$ref` names a schema the document has.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+        }
+    }
+}
