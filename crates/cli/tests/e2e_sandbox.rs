@@ -80,8 +80,23 @@ unsafe extern "C" {
     fn flock(fd: i32, op: i32) -> i32;
 }
 
-/// Every probe, as `(name, input)`, for node `n` whose server pid is `pid`.
-fn probes(n: &Node, other_bundle: &Path, listener_port: u16) -> Vec<(&'static str, String)> {
+/// This host's first non-loopback IPv4 address (`ip -4 -o addr show scope
+/// global`): a listener there is reached without leaving the machine.
+fn host_address() -> std::net::Ipv4Addr {
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let addr = text.split_whitespace().skip_while(|w| *w != "inet").nth(1).expect("a non-loopback IPv4 address");
+    addr.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Every probe, as `(name, input)`, for node `n`; `outside` is a listener
+/// on the host's non-loopback address.
+fn probes(
+    n: &Node,
+    other_bundle: &Path,
+    listener_port: u16,
+    outside: std::net::SocketAddr,
+) -> Vec<(&'static str, String)> {
     let s = &n.server;
     vec![
         ("environ", format!("environ {} {CANARY_ENV}", s.child.id())),
@@ -89,6 +104,7 @@ fn probes(n: &Node, other_bundle: &Path, listener_port: u16) -> Vec<(&'static st
         ("own-bundle", "write .".to_string()),
         ("other-bundle", format!("write {}", other_bundle.display())),
         ("loopback", format!("connect {listener_port}")),
+        ("non-loopback", format!("connect {} {}", outside.ip(), outside.port())),
         ("mount", format!("mount {}", n.exchange.join("mnt").display())),
         ("ptrace", "ptrace".to_string()),
         ("procs", "procs".to_string()),
@@ -100,6 +116,8 @@ fn a_hostile_function_escapes_without_the_sandbox_and_not_with_it() {
     let tmp = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let outside_listener = std::net::TcpListener::bind((host_address(), 0)).unwrap();
+    let outside = outside_listener.local_addr().unwrap();
     let guest = guest_wasm();
 
     for (mode, flag) in [("off", "--no-sandbox"), ("on", "--require-sandbox")] {
@@ -121,7 +139,7 @@ fn a_hostile_function_escapes_without_the_sandbox_and_not_with_it() {
         assert!(victim.is_dir());
 
         let mut outputs = String::new();
-        for (name, input) in probes(&n, &victim, port) {
+        for (name, input) in probes(&n, &victim, port, outside) {
             let (status, body, text) = run(s, "hostile", &input);
             outputs.push_str(&text);
             if mode == "off" {
@@ -170,6 +188,8 @@ fn a_hostile_function_escapes_without_the_sandbox_and_not_with_it() {
             deploy_probe(s, "networked", &["--network"]);
             let (_, _, text) = run(s, "networked", &format!("connect {port}"));
             assert_eq!(text.trim(), "escaped");
+            let (_, _, text) = run(s, "networked", &format!("connect {} {}", outside.ip(), outside.port()));
+            assert_eq!(text.trim(), "escaped", "a --network function reaches the host's address");
             for canary in [CANARY_ENV, CANARY_FILE] {
                 assert!(!outputs.contains(canary), "a canary shows in an output or log");
             }

@@ -26,7 +26,8 @@ def probe(name, args):
             f.write("x")
         return True
     if name == "connect":
-        s = socket.create_connection(("127.0.0.1", int(args[0])), timeout=5)
+        host, port = (args[0], args[1]) if len(args) == 2 else ("127.0.0.1", args[0])
+        s = socket.create_connection((host, int(port)), timeout=5)
         s.close()
         return True
     if name == "setsid":
