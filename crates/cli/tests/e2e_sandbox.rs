@@ -214,6 +214,7 @@ fn a_sandboxed_function_sees_its_own_small_world() {
         "#!/bin/sh\necho \"uid=$(id -u)\"\necho \"procs=$(ls /proc | grep -c '^[0-9]')\"\n\
          touch /tmp/ok && echo tmp=rw\ntouch /usr/x 2>/dev/null || echo usr=ro\n\
          touch ./x 2>/dev/null || echo app=ro\n[ -e /etc/shadow ] || echo shadow=absent\n\
+         [ -e /etc/ssl/private ] || echo keys=absent\necho \"dev=$(head -c 8 /dev/urandom | wc -c)\"\n\
          python3 -c \"import os,urllib.request;print('api=' + urllib.request.urlopen(os.environ['STRATUS_URL'] + '/healthz').read().decode())\"\n",
     )
     .unwrap();
@@ -226,7 +227,15 @@ fn a_sandboxed_function_sees_its_own_small_world() {
         out.contains("procs=2") || out.contains("procs=3") || out.contains("procs=4"),
         "only its own processes: {out}"
     );
-    for line in ["tmp=rw", "usr=ro", "app=ro", "shadow=absent", "api={\"role\":\"leader\",\"status\":\"ok\"}"] {
+    for line in [
+        "tmp=rw",
+        "usr=ro",
+        "app=ro",
+        "shadow=absent",
+        "keys=absent",
+        "dev=8",
+        "api={\"role\":\"leader\",\"status\":\"ok\"}",
+    ] {
         assert!(out.contains(line), "{line} in {out}");
     }
 }

@@ -12,11 +12,12 @@
 //!   it started with it (nothing outlives the call, `setsid` or not);
 //! - **filesystem**: a private copy of a prepared mount namespace whose root
 //!   is a read-only tmpfs holding read-only binds of the system (`/usr`,
-//!   `/lib*`, `/bin`, `/sbin`, the essentials of `/etc`, a few device
-//!   nodes, and the paths given in [`SandboxConfig::extra_paths`]); per call
-//!   its bundle is bound read-only at `/app`, a size-capped tmpfs at `/tmp`
-//!   and its own `/proc`. The data directory, other bundles and the host's
-//!   `/proc` are not there;
+//!   `/lib*`, `/bin`, `/sbin`, and the paths given in
+//!   [`SandboxConfig::extra_paths`]), a copy of the essentials of `/etc`
+//!   taken at start, and a few device nodes; per call its bundle (a
+//!   detached read-only copy of its mount, made by the server) is moved to
+//!   `/app`, with a size-capped tmpfs at `/tmp` and its own `/proc`. The
+//!   data directory, other bundles and the host's `/proc` are never there;
 //! - **network**: all functions not deployed with `network` share one
 //!   prepared network namespace with only a loopback, where the node
 //!   listens for the Stratus API ([`Sandbox::take_api_listener`]) and
@@ -246,16 +247,17 @@ impl Sandbox {
     pub(crate) fn enter(&self, bundle: &Path, limits: &Jail) -> io::Result<Entry> {
         let any = self.layers.user || self.layers.namespaces || self.layers.filesystem || self.layers.cgroups;
         if !any && self.filters.is_empty() {
-            return Ok(Entry { child: None, lease: None, chroot: false });
+            return Ok(Entry { child: None, lease: None, chroot: false, _bundle: None });
         }
         let lease = match &self.cgroups {
             Some(pool) => Some(CgroupPool::lease(pool, limits)?),
             None => None,
         };
-        let bundle_in_template = match (&self.mnt, bundle.strip_prefix(&self.bundles_dir)) {
-            (Some(_), Ok(rel)) if !rel.as_os_str().is_empty() => {
-                Some(cstr(Path::new("/.bundles").join(rel).as_os_str().as_bytes())?)
-            }
+        // The bundle as a detached, read-only copy of its mount, made here
+        // and moved into place by the child: nothing of other bundles is
+        // ever in the child's namespace.
+        let bundle_tree = match (&self.mnt, bundle.strip_prefix(&self.bundles_dir)) {
+            (Some(_), Ok(rel)) if !rel.as_os_str().is_empty() => Some(detached_read_only(bundle)?),
             (Some(_), _) => {
                 return Err(io::Error::other(format!(
                     "{} is not an unpacked bundle under {}",
@@ -270,7 +272,7 @@ impl Sandbox {
             namespaces: self.layers.namespaces,
             net: if limits.network { -1 } else { self.net.as_ref().map_or(-1, |f| f.as_raw_fd()) },
             mnt: self.mnt.as_ref().map_or(-1, |f| f.as_raw_fd()),
-            bundle: bundle_in_template,
+            bundle: bundle_tree.as_ref().map_or(-1, |f| f.as_raw_fd()),
             cgroup_procs: lease.as_ref().map(|l| l.procs()).unwrap_or([-1; 3]),
             filters: self
                 .filters
@@ -280,7 +282,7 @@ impl Sandbox {
             tmp_binds: self.tmp_binds.as_slice() as *const [TmpBind],
         };
         let chroot = self.mnt.is_some();
-        Ok(Entry { child: Some(child), lease, chroot })
+        Ok(Entry { child: Some(child), lease, chroot, _bundle: bundle_tree })
     }
 }
 
@@ -302,6 +304,9 @@ pub(crate) struct Entry {
     pub(crate) lease: Option<Lease>,
     /// The child sees the sandbox's file system: its bundle at [`APP_DIR`].
     pub(crate) chroot: bool,
+    /// The detached bundle the child moves into place, open until the
+    /// child has exec'd.
+    _bundle: Option<OwnedFd>,
 }
 
 /// The raw values the child uses: descriptors and pointers only, prepared
@@ -311,7 +316,8 @@ pub(crate) struct ChildJail {
     pub namespaces: bool,
     pub net: RawFd,
     pub mnt: RawFd,
-    pub bundle: Option<CString>,
+    /// A detached mount of the bundle, read-only, for `/app`.
+    pub bundle: RawFd,
     pub cgroup_procs: [RawFd; 3],
     pub filters: Vec<libc::sock_fprog>,
     /// The sandbox's [`TmpBind`]s (alive as long as the sandbox).
@@ -351,13 +357,17 @@ pub(crate) unsafe fn enter_in_child(j: &ChildJail) -> Result<(), (&'static str, 
             check!("copying the mount namespace", libc::unshare(libc::CLONE_NEWNS));
             let none = std::ptr::null::<libc::c_char>();
             let app = c"/app".as_ptr();
-            if let Some(bundle) = &j.bundle {
-                let bind = libc::MS_BIND | libc::MS_REC;
-                check!("mounting the bundle", libc::mount(bundle.as_ptr(), app, none, bind, std::ptr::null()));
-                let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-                check!("making the bundle read-only", libc::mount(none, app, none, ro, std::ptr::null()));
+            if j.bundle >= 0 {
+                let moved = libc::syscall(
+                    libc::SYS_move_mount,
+                    j.bundle,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    app,
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                );
+                check!("mounting the bundle", moved as libc::c_int);
             }
-            check!("hiding other bundles", libc::umount2(c"/.bundles".as_ptr(), libc::MNT_DETACH));
             check!(
                 "mounting /tmp",
                 libc::mount(
@@ -484,7 +494,82 @@ const ETC: &[&str] = &[
     "python3.12",
     "python3.13",
 ];
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// The devices every function sees, with their minor numbers (major 1).
+const DEVICES: &[(&str, u32)] = &[("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)];
+
+/// `open_tree`'s flag for a detached copy, and `move_mount`'s for a source
+/// given as a descriptor (linux/mount.h).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+const MOUNT_ATTR_NOSUID: u64 = 2;
+const MOUNT_ATTR_NODEV: u64 = 4;
+
+/// `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached copy of the mount at `path`, read-only, nosuid and nodev,
+/// for a child to move into its own namespace (Linux 5.12).
+fn detached_read_only(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str().as_bytes())?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a valid C string; the descriptor returned is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) } as libc::c_int;
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid descriptor and attribute struct of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    } as libc::c_int;
+    cvt(r)?;
+    Ok(fd)
+}
+
+/// Copies `src` to `dst`: files with their modes, directories whole,
+/// symbolic links as links; anything missing, or named `private` (keys),
+/// is left out.
+fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(src) else { return Ok(()) };
+    if src.file_name().is_some_and(|n| n == "private") {
+        return Ok(());
+    }
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        std::fs::set_permissions(dst, meta.permissions())
+    } else if meta.is_file() {
+        std::fs::copy(src, dst).map(drop)
+    } else {
+        Ok(())
+    }
+}
 
 /// Builds the template: a mount namespace whose root is the sandbox's
 /// view of the system, and an empty network namespace with a loopback and
@@ -570,9 +655,14 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
     let net = open_ns("net")?;
     let listener = loopback_listener()?;
 
+    // Calls get their bundle through `open_tree`: check it works here.
+    std::fs::create_dir_all(&config.bundles_dir)?;
+    drop(detached_read_only(&config.bundles_dir).map_err(|e| io::Error::other(format!("open_tree: {e}")))?);
     let root = &config.root_dir;
     std::fs::create_dir_all(root)?;
-    mount(Path::new("stratus-root"), root, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755,size=4m"))?;
+    // Not nodev: the root holds the few device nodes (read-only, and no
+    // function may make more).
+    mount(Path::new("stratus-root"), root, Some("tmpfs"), libc::MS_NOSUID, Some("mode=0755,size=16m"))?;
     for p in SYSTEM_PATHS {
         bind_ro(root, Path::new(p))?;
     }
@@ -603,15 +693,21 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
             _ => bind(root, p, *writable)?,
         }
     }
+    // `/etc` and `/dev` are files of the root itself, not mounts: every
+    // mount here is copied into each call's namespace and torn down after
+    // it, so the template keeps as few as it can. `/etc` is a copy taken
+    // when the node starts.
     std::fs::create_dir_all(root.join("etc"))?;
     for name in ETC {
-        bind_ro(root, &Path::new("/etc").join(name))?;
+        copy_tree(&Path::new("/etc").join(name), &root.join("etc").join(name))?;
     }
     std::fs::create_dir_all(root.join("dev"))?;
-    for d in DEVICES {
-        let dst = root.join("dev").join(d);
-        std::fs::write(&dst, b"")?;
-        mount(&Path::new("/dev").join(d), &dst, None, libc::MS_BIND, None)?;
+    for (d, minor) in DEVICES {
+        let dst = cstr(root.join("dev").join(d).as_os_str().as_bytes())?;
+        // SAFETY: a valid C string; as root, in a tmpfs of our own.
+        cvt(unsafe { libc::mknod(dst.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, *minor)) })?;
+        // The umask may have taken bits off.
+        cvt(unsafe { libc::chmod(dst.as_ptr(), 0o666) })?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -621,18 +717,9 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
     ] {
         std::os::unix::fs::symlink(target, root.join("dev").join(link))?;
     }
-    for d in ["tmp", "proc", "app", ".bundles", ".old", ".shared"] {
+    for d in ["tmp", "proc", "app", ".old", ".shared"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    std::fs::create_dir_all(&config.bundles_dir)?;
-    mount(&config.bundles_dir, &root.join(".bundles"), None, libc::MS_BIND, None)?;
-    mount(
-        Path::new("none"),
-        &root.join(".bundles"),
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
-    )?;
     let root_c = cstr(root.as_os_str().as_bytes())?;
     let old_c = cstr(root.join(".old").as_os_str().as_bytes())?;
     // SAFETY: valid C strings; this thread alone is in this namespace.
@@ -642,13 +729,7 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
         cvt(libc::umount2(c"/.old".as_ptr(), libc::MNT_DETACH))?;
         cvt(libc::rmdir(c"/.old".as_ptr()))?;
     }
-    mount(
-        Path::new("none"),
-        Path::new("/"),
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
-    )?;
+    mount(Path::new("none"), Path::new("/"), None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID, None)?;
     Ok(Template { mnt, net, listener, tmp_binds })
 }
 
@@ -755,20 +836,28 @@ fn seccomp_filters() -> io::Result<Vec<Vec<libc::sock_filter>>> {
     rules.insert(libc::SYS_clone, clone_rules);
     let eperm = SeccompAction::Errno(libc::EPERM as u32);
     let deny = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch).map_err(bad)?;
-    let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(bad)?;
-    let mut out = Vec::new();
-    for f in [deny, clone3] {
-        let prog: BpfProgram = f.try_into().map_err(bad)?;
-        // seccompiler's instructions are the kernel's `sock_filter`.
-        out.push(prog.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect());
-    }
-    Ok(out)
+    let prog: BpfProgram = deny.try_into().map_err(bad)?;
+    // One program (each one installed costs the child a copy and a
+    // compile, and every system call a run): `clone3` answers ENOSYS
+    // first, then seccompiler's program, whose jumps are relative.
+    let mut out = vec![
+        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_clone3 as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+    ];
+    // seccompiler's instructions are the kernel's `sock_filter`.
+    out.extend(prog.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }));
+    Ok(vec![out])
 }
 
 // ---- cgroups ----------------------------------------------------------------
