@@ -10,6 +10,7 @@ use std::str::FromStr;
 /// How a function's code runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", from = "RuntimeFields")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Runtime {
     /// A WASI preview 1 command module run by wasmtime.
     Wasm,
@@ -179,6 +180,7 @@ pub struct Function {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InvocationState {
     Queued,
     Running,
@@ -232,6 +234,7 @@ impl FromStr for InvocationState {
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureKind {
     /// The function exited with a non-zero status.
     Exit,
@@ -252,6 +255,7 @@ pub enum FailureKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
@@ -273,6 +277,7 @@ impl fmt::Display for Failure {
 
 /// An invocation as stored, without its payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invocation {
     pub id: Id,
     pub project: String,
@@ -323,6 +328,7 @@ impl Invocation {
 
 /// One attempt of an invocation, as recorded for timelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub attempt: u32,
     pub worker: String,
@@ -375,6 +381,7 @@ pub struct Partition {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     /// Map tasks are queued or running.
     Running,
@@ -418,6 +425,7 @@ impl FromStr for JobState {
 
 /// A map (and optional reduce) over many inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: Id,
     pub project: String,

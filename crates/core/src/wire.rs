@@ -23,13 +23,20 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WireTask {
     pub invocation: Id,
     pub attempt: u32,
+    /// The function version to run, as stored.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub function: Function,
+    /// The input, base64.
     #[serde(with = "b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub input: Vec<u8>,
+    /// A byte range of an object to read as the input instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub partition: Option<Partition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Id>,
@@ -73,22 +80,28 @@ pub struct WireDispatch {
 /// message broker; part of the registration answer. The URL carries
 /// credentials: never print or log it unredacted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WireBroker {
     pub url: String,
     pub queue: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WireCompletion {
     pub invocation: Id,
     pub attempt: u32,
     pub started_at: i64,
     pub finished_at: i64,
+    /// The output, base64, when the attempt succeeded.
     #[serde(default, with = "opt_b64", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub output: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// The captured stderr, base64.
     #[serde(with = "b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub logs: Vec<u8>,
 }
 
@@ -145,6 +158,7 @@ impl WireCompletion {
 /// One task's result in a job, as clients read it: the output as text when
 /// it is UTF-8, else as base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskResultView {
     pub index: u64,
     pub invocation: Id,
