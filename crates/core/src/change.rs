@@ -10,7 +10,7 @@
 //! only bind these values to their statements.
 
 use crate::clock::Millis;
-use crate::{Failure, FailureKind, Id, Invocation, InvocationState, Job, JobState, Partition};
+use crate::{Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition};
 
 /// A new invocation with its input.
 #[derive(Debug, Clone)]
@@ -149,21 +149,53 @@ pub struct JobMove {
     pub update: JobUpdate,
 }
 
-/// One commit: new invocations, then attempt starts, then attempt ends,
-/// then job moves, in one transaction. A new invocation whose id is stored
-/// already is skipped, so a commit that failed can be made again; every
-/// other part is guarded, so making it again changes nothing that applied.
+/// A change to a function's versions.
+#[derive(Debug, Clone)]
+pub enum FunctionChange {
+    /// A new version: the highest this name ever had + 1 (versions of a
+    /// deleted function are never reused).
+    Put { project: String, name: String, spec: FunctionSpec, at: Millis },
+    /// Every live version marked deleted (old versions stay readable for
+    /// the invocations that run them).
+    Delete { project: String, name: String, at: Millis },
+}
+
+/// What a [`FunctionChange`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FunctionOutcome {
+    /// The version stored.
+    Put(Function),
+    /// Whether there was a live function to delete.
+    Deleted(bool),
+}
+
+/// A job cancelled: its queued tasks end `cancelled` (running ones are the
+/// scheduler's to stop), its counters move, and it ends `cancelled` if it
+/// was running or reducing.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCancel {
+    pub id: Id,
+    pub at: Millis,
+}
+
+/// One commit: function versions, then new invocations, attempt starts,
+/// attempt ends, job moves and job cancellations, in that order, in one
+/// transaction. A new invocation whose id is stored already is skipped, so
+/// a commit that failed can be made again; ends, moves and cancellations
+/// are guarded, so making them again changes nothing that applied.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
+    pub functions: Vec<FunctionChange>,
     pub new: Vec<NewInvocation>,
     pub starts: Vec<AttemptStart>,
     pub ends: Vec<AttemptEnd>,
     pub jobs: Vec<JobMove>,
+    pub cancels: Vec<JobCancel>,
 }
 
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
-        self.new.is_empty() && self.starts.is_empty() && self.ends.is_empty() && self.jobs.is_empty()
+        self.rows() == 0
     }
 
     pub fn insert(new: Vec<NewInvocation>) -> Self {
@@ -184,7 +216,20 @@ impl ChangeSet {
 
     /// Rows in all, for engines that size their fast paths by it.
     pub fn rows(&self) -> usize {
-        self.new.len() + self.starts.len() + self.ends.len() + self.jobs.len()
+        self.functions.len()
+            + self.new.len()
+            + self.starts.len()
+            + self.ends.len()
+            + self.jobs.len()
+            + self.cancels.len()
+    }
+
+    pub fn function(change: FunctionChange) -> Self {
+        ChangeSet { functions: vec![change], ..Default::default() }
+    }
+
+    pub fn cancel(id: Id, at: Millis) -> Self {
+        ChangeSet { cancels: vec![JobCancel { id, at }], ..Default::default() }
     }
 
     /// The starts that can apply: the first of each invocation.
@@ -203,6 +248,15 @@ pub struct CommitReport {
     pub jobs: Vec<Job>,
     /// Per job move, in order: whether it applied.
     pub moved: Vec<bool>,
+    /// Per function change, in order.
+    pub functions: Vec<FunctionOutcome>,
+    /// Per cancellation, in order: how many queued tasks it cancelled.
+    pub cancelled: Vec<u64>,
+}
+
+/// The error a cancelled task records.
+pub fn cancelled_task() -> Failure {
+    Failure::new(FailureKind::Cancelled, "the job was cancelled")
 }
 
 /// A failure as the engines store it.

@@ -66,7 +66,8 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub use stratus_core::change::{
-    AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, JobMove, JobUpdate, NewInvocation,
+    AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, FunctionChange, FunctionOutcome, JobCancel, JobMove,
+    JobUpdate, NewInvocation,
 };
 
 /// What the producer of a job's tasks sends to [`StateStore::create_job`].
@@ -119,25 +120,40 @@ pub trait StateStore: Send + Sync + 'static {
     fn schema(&self) -> SchemaVersion;
 
     /// Stores a new version of a function (version = previous highest + 1).
-    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function>;
+    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
+        let change = FunctionChange::Put { project: project.into(), name: name.into(), spec: spec.clone(), at: now };
+        match self.commit(ChangeSet::function(change)).await?.functions.pop() {
+            Some(FunctionOutcome::Put(f)) => Ok(f),
+            other => Err(Error::Corrupt(format!("a function's put reported {other:?}"))),
+        }
+    }
     /// The latest live version, or the given version even if deleted since
     /// (invocations keep running the version they were created for).
     async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>>;
     /// The latest version of each live function, by name.
     async fn list_functions(&self, project: &str) -> Result<Vec<Function>>;
     /// Marks every version deleted; false if there was no live function.
-    async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool>;
+    async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool> {
+        let change = FunctionChange::Delete { project: project.into(), name: name.into(), at: now };
+        Ok(matches!(
+            self.commit(ChangeSet::function(change)).await?.functions.pop(),
+            Some(FunctionOutcome::Deleted(true))
+        ))
+    }
     /// Writes (and commits) one small row, to tell whether the store takes
     /// writes at all (`/healthz`).
     async fn check_writable(&self, now: Millis) -> Result<()>;
 
-    /// Writes a change set in one transaction: its new invocations, then
-    /// its attempt starts, its attempt ends (with the counters of the jobs
-    /// they belong to) and its job moves, each guarded as
-    /// [`stratus_core::change`] says. Every change to invocations, attempts
-    /// and jobs goes through here or [`Self::commit_ordered`]; the methods
-    /// below that write (`insert_invocations`, `record`, ...) are shorthands
-    /// for change sets, and engines do not override them.
+    /// Writes a change set in one transaction: its function versions, new
+    /// invocations, attempt starts, attempt ends (with the counters of the
+    /// jobs they belong to), job moves and job cancellations, each guarded
+    /// as [`stratus_core::change`] says. Every change to functions,
+    /// invocations, attempts and jobs goes through here or
+    /// [`Self::commit_ordered`] — but a job's creation, whose rows stream
+    /// in ([`Self::create_job`]), and the recovery at start
+    /// ([`Self::requeue_running`]); the methods that write (`put_function`,
+    /// `insert_invocations`, `record`, `cancel_job`, ...) are shorthands for
+    /// change sets, and engines do not override them.
     async fn commit(&self, changes: ChangeSet) -> Result<CommitReport>;
     /// As [`Self::commit`], returning as soon as the transaction is ordered
     /// before every write made through this store after it, with a future
@@ -185,7 +201,8 @@ pub trait StateStore: Send + Sync + 'static {
     }
     /// New invocations, attempt starts and attempt ends in one commit.
     async fn record(&self, new: &[NewInvocation], starts: &[AttemptStart], ends: &[AttemptEnd]) -> Result<EndReport> {
-        let changes = ChangeSet { new: new.to_vec(), starts: starts.to_vec(), ends: ends.to_vec(), jobs: Vec::new() };
+        let changes =
+            ChangeSet { new: new.to_vec(), starts: starts.to_vec(), ends: ends.to_vec(), ..Default::default() };
         self.commit(changes).await
     }
 
@@ -233,7 +250,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// Results of a job's map tasks in input order, from index `from`.
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>>;
     /// Cancels a job's queued tasks (and the job); returns how many tasks.
-    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64>;
+    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64> {
+        Ok(self.commit(ChangeSet::cancel(id, now)).await?.cancelled.pop().unwrap_or(0))
+    }
 }
 
 /// A server among several on one store: which server (an id kept with its

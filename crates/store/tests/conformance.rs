@@ -9,7 +9,8 @@ use std::sync::Arc;
 use stratus_core::{Failure, FailureKind, InvocationState};
 use stratus_core::{Job, JobState};
 use stratus_store::{
-    AttemptEnd, AttemptStart, ChangeSet, EndOutcome, JobMove, JobRows, JobUpdate, Lane, NewInvocation, StateStore,
+    AttemptEnd, AttemptStart, ChangeSet, EndOutcome, FunctionChange, JobMove, JobRows, JobUpdate, Lane, NewInvocation,
+    StateStore,
 };
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
@@ -449,7 +450,9 @@ async fn change_sets_commit_whole_or_not_at_all(s: Arc<dyn StateStore>) {
         to: JobState::Reducing,
         update: JobUpdate { reduce_invocation: Some(io), insert, ..Default::default() },
     };
+    let put = FunctionChange::Put { project: "p".into(), name: "g".into(), spec: spec(), at: 5 };
     let failing = ChangeSet {
+        functions: vec![put],
         starts: vec![start(io)],
         ends: vec![end(it, 1, finish_ok(b"out"))],
         jobs: vec![finish(Some(clash))],
@@ -461,6 +464,7 @@ async fn change_sets_commit_whole_or_not_at_all(s: Arc<dyn StateStore>) {
     assert_eq!(s.get_invocation("p", io).await.unwrap().unwrap().state, InvocationState::Queued, "so was the start");
     let job_now = s.get_job("p", j.id).await.unwrap().unwrap();
     assert_eq!((job_now.state, job_now.succeeded), (JobState::Running, 0), "and the counters");
+    assert!(s.get_function("p", "g", None).await.unwrap().is_none(), "and the function's version");
 
     // The same without the clash: everything lands, once.
     let ok = ChangeSet {

@@ -224,7 +224,7 @@ impl Scheduler {
                 records.push(end);
             }
         }
-        let changes = ChangeSet { new, starts, ends: records, jobs: Vec::new() };
+        let changes = ChangeSet { new, starts, ends: records, ..Default::default() };
         let report = retry_forever("record attempts", || self.store.commit(changes.clone())).await;
         for (((c, _), decision), applied) in ends.into_iter().zip(decisions).zip(report.applied) {
             if !applied {

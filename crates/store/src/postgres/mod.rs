@@ -20,8 +20,8 @@
 //! statement or one transaction, it is simply run again.
 
 use crate::{
-    AttemptEnd, AttemptStart, ChangeSet, CommitReport, Error, JobMove, JobRows, Lane, NewInvocation, Payloads,
-    PendingInvocation, Result, SchemaVersion, Seat, StateStore, TaskResult,
+    AttemptEnd, AttemptStart, ChangeSet, CommitReport, Error, FunctionChange, FunctionOutcome, JobMove, JobRows, Lane,
+    NewInvocation, Payloads, PendingInvocation, Result, SchemaVersion, Seat, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -30,9 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use stratus_core::change::{JobCount, failure_json, partition_json};
 use stratus_core::clock::Millis;
-use stratus_core::{
-    Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition,
-};
+use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
@@ -90,17 +88,6 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    async fn put_function_once(&self, project: &str, name: &str, spec: &str, now: Millis) -> PgResult<u32> {
-        let mut c = self.pool.get().await?;
-        let lock = c.stmt(LOCK_FUNCTION).await?;
-        let put = c.stmt(PUT_FUNCTION).await?;
-        let tx = c.client.transaction().await?;
-        tx.execute(&lock, &[&FUNCTION_LOCK, &project, &name]).await?;
-        let row = tx.query_one(&put, &[&project, &name, &spec, &now]).await?;
-        tx.commit().await?;
-        Ok(to_u32(row.try_get(0)?, "version")?)
-    }
-
     async fn commit_once(
         &self,
         changes: &ChangeSet,
@@ -115,7 +102,8 @@ impl PostgresStore {
         };
         let (new, ends) = (&changes.new, &changes.ends);
         let statements = usize::from(!new.is_empty()) + usize::from(!starts.is_empty()) + rounds.len();
-        if changes.jobs.is_empty() && statements == 1 {
+        let others = changes.functions.is_empty() && changes.jobs.is_empty() && changes.cancels.is_empty();
+        if others && statements == 1 {
             // One statement is atomic on its own: no BEGIN and COMMIT.
             st.insert_and_start(&c.client, new, starts).await?;
             return st.end(&c.client, ends, rounds).await;
@@ -123,21 +111,30 @@ impl PostgresStore {
         // Several statements share one transaction (two more round trips),
         // so a change set is kept whole or not at all.
         let (set, insert) = (c.stmt(SET_JOB_STATE).await?, c.stmt(INSERT_INVOCATIONS).await?);
+        let functions = Functions {
+            lock: c.stmt(LOCK_FUNCTION).await?,
+            put: c.stmt(PUT_FUNCTION).await?,
+            delete: c.stmt(DELETE_FUNCTION).await?,
+        };
+        let cancel = c.stmt(CANCEL_JOB).await?;
         let tx = c.client.transaction().await?;
+        let mut changed = Vec::with_capacity(changes.functions.len());
+        for f in &changes.functions {
+            changed.push(functions.change(&tx, f).await?);
+        }
         st.insert_and_start(&tx, new, starts).await?;
         let mut report = st.end(&tx, ends, rounds).await?;
+        report.functions = changed;
         for m in &changes.jobs {
             report.moved.push(move_job(&tx, &set, &insert, m).await?);
         }
+        let error = failure_json(&stratus_core::change::cancelled_task());
+        for j in &changes.cancels {
+            let row = tx.query_one(&cancel, &[&j.at, &error, &j.id.as_uuid()]).await?;
+            report.cancelled.push(to_u64(row.try_get(0)?, "count")?);
+        }
         tx.commit().await?;
         Ok(report)
-    }
-
-    async fn cancel_job_once(&self, id: Id, now: Millis, error: &str) -> PgResult<u64> {
-        let mut c = self.pool.get().await?;
-        let st = c.stmt(CANCEL_JOB).await?;
-        let row = c.client.query_one(&st, &[&now, &error, &id.as_uuid()]).await?;
-        Ok(to_u64(row.try_get(0)?, "count")?)
     }
 
     async fn lead_once(&self, seat: &Seat, lease_ms: i64, restarted: bool) -> PgResult<Option<Seat>> {
@@ -173,13 +170,6 @@ impl StateStore for PostgresStore {
         self.schema
     }
 
-    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
-        let spec_json = serde_json::to_string(spec).expect("spec serialises");
-        let spec_json = spec_json.as_str();
-        let version = retrying(move || self.put_function_once(project, name, spec_json, now)).await?;
-        Ok(Function { project: project.into(), name: name.into(), version, spec: spec.clone(), created_at: now })
-    }
-
     async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>> {
         let mut c = self.pool.get().await?;
         let row = match version {
@@ -210,12 +200,6 @@ impl StateStore for PostgresStore {
             )
             .await?;
         Ok(())
-    }
-
-    async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool> {
-        let mut c = self.pool.get().await?;
-        let st = c.stmt(DELETE_FUNCTION).await?;
-        Ok(c.client.execute(&st, &[&now, &project, &name]).await? > 0)
     }
 
     async fn commit(&self, changes: ChangeSet) -> Result<CommitReport> {
@@ -448,12 +432,6 @@ impl StateStore for PostgresStore {
             })
             .collect()
     }
-
-    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64> {
-        let err = failure_json(&Failure::new(FailureKind::Cancelled, "the job was cancelled"));
-        let err = err.as_str();
-        retrying(move || self.cancel_job_once(id, now, err)).await
-    }
 }
 
 #[cfg(test)]
@@ -480,7 +458,7 @@ mod tests {
             finished_at: 0,
             outcome: crate::EndOutcome::Requeue {
                 not_before: 0,
-                error: Failure::new(FailureKind::Exit, "x"),
+                error: Failure::new(stratus_core::FailureKind::Exit, "x"),
                 logs: vec![],
             },
         };

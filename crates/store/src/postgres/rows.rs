@@ -310,7 +310,34 @@ impl Recording {
             absorb_round(&rows, &mut applied, &mut jobs)?;
         }
         jobs.sort_by_key(|(first, _)| *first);
-        Ok(CommitReport { applied, jobs: jobs.into_iter().map(|(_, j)| j).collect(), moved: Vec::new() })
+        Ok(CommitReport { applied, jobs: jobs.into_iter().map(|(_, j)| j).collect(), ..Default::default() })
+    }
+}
+
+/// The statements of a change to a function's versions.
+pub(super) struct Functions {
+    pub(super) lock: Statement,
+    pub(super) put: Statement,
+    pub(super) delete: Statement,
+}
+
+impl Functions {
+    /// One change in `tx`. A new version takes the function's advisory lock
+    /// first, so two servers putting the same name get two versions.
+    pub(super) async fn change(&self, tx: &Transaction<'_>, change: &FunctionChange) -> PgResult<FunctionOutcome> {
+        match change {
+            FunctionChange::Put { project, name, spec, at } => {
+                tx.execute(&self.lock, &[&FUNCTION_LOCK, project, name]).await?;
+                let spec_json = serde_json::to_string(spec).expect("spec serialises");
+                let row = tx.query_one(&self.put, &[project, name, &spec_json, at]).await?;
+                let version = to_u32(row.try_get(0)?, "version")?;
+                let (project, name, spec) = (project.clone(), name.clone(), spec.clone());
+                Ok(FunctionOutcome::Put(Function { project, name, version, spec, created_at: *at }))
+            }
+            FunctionChange::Delete { project, name, at } => {
+                Ok(FunctionOutcome::Deleted(tx.execute(&self.delete, &[at, project, name]).await? > 0))
+            }
+        }
     }
 }
 

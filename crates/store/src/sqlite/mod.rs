@@ -10,8 +10,8 @@
 //! commits them itself (see `SqliteStore::idle_writer`).
 
 use crate::{
-    AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, Error, JobMove, JobRows, Lane, NewInvocation,
-    Payloads, PendingInvocation, Result, SchemaVersion, StateStore, TaskResult,
+    AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, Error, FunctionChange, FunctionOutcome, JobCancel,
+    JobMove, JobRows, Lane, NewInvocation, Payloads, PendingInvocation, Result, SchemaVersion, StateStore, TaskResult,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -23,9 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stratus_core::change::{failure_json, partition_json};
 use stratus_core::clock::Millis;
-use stratus_core::{
-    Attempt, Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition,
-};
+use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 
 mod rows;
 mod threads;
@@ -178,27 +176,6 @@ impl StateStore for SqliteStore {
         self.schema
     }
 
-    async fn put_function(&self, project: &str, name: &str, spec: &FunctionSpec, now: Millis) -> Result<Function> {
-        let spec_json = serde_json::to_string(spec).expect("spec serialises");
-        let (project, name, spec) = (project.to_string(), name.to_string(), spec.clone());
-        self.call(true, move |c| {
-            let tx = c.transaction()?;
-            let max: Option<u32> = tx.query_row(
-                "SELECT MAX(version) FROM functions WHERE project = ?1 AND name = ?2",
-                params![project, name],
-                |r| r.get(0),
-            )?;
-            let version = max.unwrap_or(0) + 1;
-            tx.execute(
-                "INSERT INTO functions (project, name, version, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![project, name, version, spec_json, now],
-            )?;
-            tx.commit()?;
-            Ok(Function { project, name, version, spec, created_at: now })
-        })
-        .await
-    }
-
     async fn get_function(&self, project: &str, name: &str, version: Option<u32>) -> Result<Option<Function>> {
         let (project, name) = (project.to_string(), name.to_string());
         self.call(false, move |c| {
@@ -237,18 +214,6 @@ impl StateStore for SqliteStore {
                 params![now],
             )?;
             Ok(())
-        })
-        .await
-    }
-
-    async fn delete_function(&self, project: &str, name: &str, now: Millis) -> Result<bool> {
-        let (project, name) = (project.to_string(), name.to_string());
-        self.call(true, move |c| {
-            let n = c.execute(
-                "UPDATE functions SET deleted_at = ?1 WHERE project = ?2 AND name = ?3 AND deleted_at IS NULL",
-                params![now, project, name],
-            )?;
-            Ok(n > 0)
         })
         .await
     }
@@ -457,25 +422,6 @@ impl StateStore for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn cancel_job(&self, id: Id, now: Millis) -> Result<u64> {
-        self.call(true, move |c| {
-            let tx = c.transaction()?;
-            let err = failure_json(&Failure::new(FailureKind::Cancelled, "the job was cancelled"));
-            let n = tx.execute(
-                "UPDATE invocations SET state = 'cancelled', finished_at = ?1, error = ?2 WHERE job_id = ?3 AND state = 'queued'",
-                params![now, err, id_bytes(id)],
-            )?;
-            tx.execute(
-                "UPDATE jobs SET cancelled = cancelled + ?1, state = CASE WHEN state IN ('running', 'reducing') THEN 'cancelled' ELSE state END, \
-                 finished_at = COALESCE(finished_at, ?2) WHERE id = ?3",
-                params![n as i64, now, id_bytes(id)],
-            )?;
-            tx.commit()?;
-            Ok(n as u64)
         })
         .await
     }

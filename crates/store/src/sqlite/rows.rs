@@ -239,20 +239,69 @@ pub(super) fn insert_finished(
 
 /// The body of [`StateStore::commit`], in one transaction.
 pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
-    let ChangeSet { new, starts, ends, jobs } = changes;
+    let ChangeSet { functions, new, starts, ends, jobs, cancels } = changes;
     let tx = c.transaction()?;
+    let functions = functions.iter().map(|f| change_function(&tx, f)).collect::<Result<Vec<_>>>()?;
     let finished = insert_finished(&tx, new, starts, ends)?;
     let ids: HashSet<Id> = ends.iter().zip(&finished).filter(|(_, f)| **f).map(|(e, _)| e.id).collect();
     insert_rows_with(&tx, INSERT_INVOCATION_ONCE, new.iter().filter(|n| !ids.contains(&n.invocation.id)))?;
     start_rows(&tx, starts.iter().filter(|s| !ids.contains(&s.id)))?;
     let mut report = end_rows(&tx, ends.iter().zip(&finished).filter(|(_, f)| !**f).map(|(e, _)| e))?;
     report.moved = jobs.iter().map(|m| move_job(&tx, m)).collect::<Result<_>>()?;
+    report.cancelled = cancels.iter().map(|c| cancel_job(&tx, c)).collect::<Result<_>>()?;
+    report.functions = functions;
     tx.commit()?;
     if !ids.is_empty() {
         let mut others = report.applied.into_iter();
         report.applied = finished.iter().map(|&f| f || others.next().unwrap_or(false)).collect();
     }
     Ok(report)
+}
+
+/// One change to a function's versions within `tx`.
+pub(super) fn change_function(tx: &rusqlite::Transaction, change: &FunctionChange) -> Result<FunctionOutcome> {
+    match change {
+        FunctionChange::Put { project, name, spec, at } => {
+            let max: Option<u32> = tx
+                .prepare_cached("SELECT MAX(version) FROM functions WHERE project = ?1 AND name = ?2")?
+                .query_row(params![project, name], |r| r.get(0))?;
+            let version = max.unwrap_or(0) + 1;
+            let spec_json = serde_json::to_string(spec).expect("spec serialises");
+            tx.prepare_cached(
+                "INSERT INTO functions (project, name, version, spec, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![project, name, version, spec_json, at])?;
+            let f =
+                Function { project: project.clone(), name: name.clone(), version, spec: spec.clone(), created_at: *at };
+            Ok(FunctionOutcome::Put(f))
+        }
+        FunctionChange::Delete { project, name, at } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE functions SET deleted_at = ?1 WHERE project = ?2 AND name = ?3 AND deleted_at IS NULL",
+                )?
+                .execute(params![at, project, name])?;
+            Ok(FunctionOutcome::Deleted(n > 0))
+        }
+    }
+}
+
+/// One job cancellation within `tx`; see [`JobCancel`].
+pub(super) fn cancel_job(tx: &rusqlite::Transaction, c: &JobCancel) -> Result<u64> {
+    let err = failure_json(&stratus_core::change::cancelled_task());
+    let n = tx
+        .prepare_cached(
+            "UPDATE invocations SET state = 'cancelled', finished_at = ?1, error = ?2 \
+             WHERE job_id = ?3 AND state = 'queued'",
+        )?
+        .execute(params![c.at, err, id_bytes(c.id)])?;
+    tx.prepare_cached(
+        "UPDATE jobs SET cancelled = cancelled + ?1, \
+         state = CASE WHEN state IN ('running', 'reducing') THEN 'cancelled' ELSE state END, \
+         finished_at = COALESCE(finished_at, ?2) WHERE id = ?3",
+    )?
+    .execute(params![n as i64, c.at, id_bytes(c.id)])?;
+    Ok(n as u64)
 }
 
 /// One guarded job move within `tx`; see [`JobMove`].
@@ -360,5 +409,5 @@ pub(super) fn end_rows<'a>(
         .into_iter()
         .flatten()
         .collect();
-    Ok(CommitReport { applied, jobs, moved: Vec::new() })
+    Ok(CommitReport { applied, jobs, ..Default::default() })
 }
