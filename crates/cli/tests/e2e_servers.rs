@@ -143,3 +143,26 @@ fn a_worker_cut_off_while_nobody_leads_stops_taking_tasks_and_resumes_under_the_
     assert!(text.contains("taking no more tasks until it can"), "{text}");
     assert!(text.contains("the server answers again: taking tasks"), "{text}");
 }
+
+/// A leader that finds its lease taken (here by another server's row
+/// written straight into the database) stops at once, with exit code 3, so
+/// two servers never drive the queue together.
+#[test]
+fn a_leader_whose_lease_is_taken_stops_at_once_with_exit_code_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = format!("e2e_{}", stratus_core::new_id().as_uuid().simple());
+    let state = postgres_url(&schema);
+    let mut a = server(tmp.path(), "a", &state, None, "2s");
+    assert_eq!(a.get_json("/healthz")["role"], "leader");
+    let base =
+        std::env::var("STRATUS_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let steal = format!(
+        "UPDATE {schema}.leader SET server = gen_random_uuid(), incarnation = gen_random_uuid(), \
+         url = 'http://elsewhere:7878', renewed_at = (extract(epoch from clock_timestamp()) * 1000)::bigint + 600000"
+    );
+    let out = std::process::Command::new("psql").args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &steal]).output();
+    let out = out.expect("psql runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = a.child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status}");
+}

@@ -529,7 +529,9 @@ fn detached_read_only(path: &Path) -> io::Result<OwnedFd> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
-        propagation: 0,
+        // Not a peer of the host's mount: nothing mounted later under the
+        // bundles directory shows in a running call.
+        propagation: libc::MS_PRIVATE,
         userns_fd: 0,
     };
     // SAFETY: a valid descriptor and attribute struct of the size given.
@@ -657,7 +659,9 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
 
     // Calls get their bundle through `open_tree`: check it works here.
     std::fs::create_dir_all(&config.bundles_dir)?;
-    drop(detached_read_only(&config.bundles_dir).map_err(|e| io::Error::other(format!("open_tree: {e}")))?);
+    drop(detached_read_only(&config.bundles_dir).map_err(|e| {
+        io::Error::other(format!("bundles are mounted with open_tree and mount_setattr (Linux 5.12 or later): {e}"))
+    })?);
     let root = &config.root_dir;
     std::fs::create_dir_all(root)?;
     // Not nodev: the root holds the few device nodes (read-only, and no

@@ -187,6 +187,18 @@ fn lock_dir(dir: &std::path::Path) -> Result<DirLock, NodeError> {
     Ok(DirLock(file))
 }
 
+/// The error a node stops with when its lease task ends: the lease was
+/// lost while it led.
+fn lease_lost(ended: Result<front::LeaseLost, tokio::task::JoinError>) -> NodeError {
+    match ended {
+        Ok(lost) => {
+            tracing::error!(error = %lost, "stopping at once");
+            lost.into()
+        }
+        Err(e) => NodeError::Serve(std::io::Error::other(e)),
+    }
+}
+
 fn worker_name() -> String {
     format!("{}/{}", host_name(), std::process::id())
 }
@@ -291,6 +303,12 @@ impl Node {
     /// Runs until `shutdown` resolves. `on_listen` is called with the bound
     /// address once the API accepts connections (forwarded to the leading
     /// server, when another server on the same database leads).
+    ///
+    /// A node that leads and loses its lease returns
+    /// [`NodeError::LeaseLost`] at once, without writing what its writer
+    /// holds or waiting for running functions (another server drives the
+    /// queue now, and everything acknowledged is in the store): the caller
+    /// must end the process then, as the CLI does (exit code 3).
     pub async fn run(
         config: NodeConfig,
         on_listen: impl FnOnce(SocketAddr),
@@ -374,15 +392,10 @@ impl Node {
                 _ = stop_rx.wait_for(|s| *s) => break,
                 changed = role_rx.changed() => if changed.is_err() { break },
                 lost = &mut lease_task => {
-                    // Stop driving the queue now; what is acknowledged is
-                    // in the store for the next leader.
                     if let Some(leading) = &leading {
                         leading.scheduler.close();
-                        leading.background.stop.cancel();
                     }
-                    let lost = lost.map_err(|e| NodeError::Serve(std::io::Error::other(e)))?;
-                    tracing::error!(error = %lost, "stopping at once");
-                    return Err(lost.into());
+                    return Err(lease_lost(lost));
                 }
             }
             let role = role_rx.borrow_and_update().clone();
@@ -395,29 +408,45 @@ impl Node {
                 Role::Standby(holder) => front.follow(&holder),
             }
         }
-        match http.await {
-            Ok(served) => served.map_err(NodeError::Serve)?,
-            Err(e) => return Err(NodeError::Serve(std::io::Error::other(e))),
-        }
-
-        if let Some(leading) = leading {
-            tracing::info!("shutting down: finishing running invocations");
-            leading.scheduler.close();
-            let running = async {
-                if let Some(slots) = leading.slots {
-                    let _ = slots.await;
-                }
-                leading.scheduler.ran_here().await;
-            };
-            if tokio::time::timeout(Duration::from_secs(10), running).await.is_err() {
-                tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
+        // The lease is still watched while the node stops: a leader that
+        // loses it meanwhile stops at once, as above.
+        let stopping = async {
+            match http.await {
+                Ok(served) => served.map_err(NodeError::Serve)?,
+                Err(e) => return Err(NodeError::Serve(std::io::Error::other(e))),
             }
-            leading.scheduler.flush().await;
-            // The writer writes what it still holds, then every task ends.
-            leading.background.stop.cancel();
-            leading.background.tasks.close();
-            leading.background.tasks.wait().await;
-            lease_task.abort();
+            if let Some(leading) = leading.as_mut() {
+                tracing::info!("shutting down: finishing running invocations");
+                leading.scheduler.close();
+                let slots = leading.slots.take();
+                let running = async {
+                    if let Some(slots) = slots {
+                        let _ = slots.await;
+                    }
+                    leading.scheduler.ran_here().await;
+                };
+                if tokio::time::timeout(Duration::from_secs(10), running).await.is_err() {
+                    tracing::warn!("running invocations did not finish in 10 s; they will run again on the next start");
+                }
+                leading.scheduler.flush().await;
+                // The writer writes what it still holds, then every task ends.
+                leading.background.stop.cancel();
+                leading.background.tasks.close();
+                leading.background.tasks.wait().await;
+            }
+            Ok(())
+        };
+        tokio::select! {
+            stopped = stopping => stopped?,
+            lost = &mut lease_task => {
+                if let Some(leading) = &leading {
+                    leading.scheduler.close();
+                }
+                return Err(lease_lost(lost));
+            }
+        }
+        lease_task.abort();
+        if leading.is_some() {
             resign(&parts, &front).await;
         }
         tracing::info!("stopped");

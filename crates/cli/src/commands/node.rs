@@ -201,9 +201,10 @@ async fn run_node(
     )
     .await;
     if let Err(NodeError::LeaseLost(why)) = &ran {
-        // Another server leads now; exit code 3 tells a supervisor so.
+        // Another server leads now: end at once (returning would wait for
+        // the runtime's running functions). Exit code 3 tells a supervisor.
         crate::errors::print("lease_lost", &format!("stopping at once: {why}"), json, None);
-        return Ok(ExitCode::from(3));
+        std::process::exit(3);
     }
     ran.map_err(|e| match e {
         NodeError::Listen(addr, io) if io.kind() == std::io::ErrorKind::AddrInUse => crate::errors::CliError {
