@@ -139,7 +139,7 @@ async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body)
     // message on it.
     st.scheduler
         .complete_durably(c.completions.into_owned().into_iter().map(|w| w.into_completion(&id)).collect())
-        .await;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,7 +12,7 @@
 //! limit is dead-lettered, and the dead-letter consumer here ends its tasks
 //! `failed`.
 
-use super::{Ending, Scheduler, Write};
+use super::{Ending, Scheduler};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +21,6 @@ use std::time::Duration;
 use stratus_broker::{Broker, QueueSpec, dead_letter_queue};
 use stratus_core::wire::{WireDispatch, WireTask};
 use stratus_core::{Completion, Failure, FailureKind, Function, Task};
-use tokio::sync::oneshot;
 
 /// A function version: (project, name, version).
 type RunKey = (String, String, u32);
@@ -288,7 +287,13 @@ impl Scheduler {
             while let Some(delivery) = subscription.next().await {
                 let Ok(delivery) = delivery else { break };
                 match serde_json::from_slice::<WireDispatch>(&delivery.body) {
-                    Ok(message) => self.dead_lettered(message, limit).await,
+                    Ok(message) => {
+                        if self.dead_lettered(message, limit).await.is_err() {
+                            // The writer has stopped: left unacknowledged,
+                            // the message goes to the next leader.
+                            return;
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, queue, "dropping an unreadable dead-lettered message"),
                 }
                 let _ = delivery.ack().await;
@@ -298,39 +303,39 @@ impl Scheduler {
     }
 
     /// Records the tasks of a dead-lettered message as failed; returns once
-    /// that is durable. Those that ended meanwhile are left as they are.
-    async fn dead_lettered(&self, message: WireDispatch, limit: u32) {
+    /// that is durable, or fails when the writer has stopped. Those that
+    /// ended meanwhile are left as they are.
+    async fn dead_lettered(&self, message: WireDispatch, limit: u32) -> Result<(), super::Error> {
         let now = self.clock.now_ms();
         let n = message.tasks.len();
-        {
+        let why = format!(
+            "its dispatch message was delivered {} without a result: \
+             every worker that took it died or lost its connection",
+            times(limit)
+        );
+        let ends: Vec<(Completion, Ending)> = {
             let inflight = self.inflight.lock().unwrap();
-            for t in message.tasks {
-                let started_at = inflight.get(&t.invocation).map(|f| f.started_at).unwrap_or(now);
-                let why = format!(
-                    "its dispatch message was delivered {} without a result: \
-                     every worker that took it died or lost its connection",
-                    times(limit)
-                );
-                let _ = self.writes.send(Write::End(
-                    Completion {
+            message
+                .tasks
+                .into_iter()
+                .map(|t| {
+                    let started_at = inflight.get(&t.invocation).map(|f| f.started_at).unwrap_or(now);
+                    let completion = Completion {
                         invocation: t.invocation,
                         attempt: t.attempt,
                         worker: BROKER.to_string(),
                         started_at,
                         finished_at: now,
-                        result: Err(Failure::new(FailureKind::Lost, why)),
+                        result: Err(Failure::new(FailureKind::Lost, why.clone())),
                         logs: Vec::new(),
-                    },
-                    Ending::DeadLettered,
-                ));
-            }
-        }
+                    };
+                    (completion, Ending::DeadLettered)
+                })
+                .collect()
+        };
         self.metrics.dead_lettered.fetch_add(n as u64, Relaxed);
         tracing::warn!(tasks = n, "a dispatch message was dead-lettered; its tasks fail");
-        let (tx, rx) = oneshot::channel();
-        if self.writes.send(Write::Barrier(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.ended(ends).await
     }
 }
 

@@ -677,7 +677,8 @@ mod tests {
                 result: Err(failure),
                 logs: Vec::new(),
             }])
-            .await;
+            .await
+            .unwrap();
         let after = store.get_invocation("p", id).await.unwrap().unwrap();
         assert_eq!((after.state, after.attempts), (InvocationState::Queued, 1), "two attempts are left");
     }
@@ -694,5 +695,18 @@ mod tests {
         background.tasks.wait().await;
         let stored = store.get_invocation("p", id).await.unwrap().expect("written on the way out");
         assert_eq!(stored.state, InvocationState::Queued);
+        // Ends reported after that are refused, not taken as durable: the
+        // worker reports them again, to the next leader.
+        let late = Completion {
+            invocation: id,
+            attempt: 1,
+            worker: "w".into(),
+            started_at: 1,
+            finished_at: 2,
+            result: Ok(Vec::new()),
+            logs: Vec::new(),
+        };
+        assert!(matches!(scheduler.complete_durably(vec![late]).await, Err(Error::Stopped)));
+        assert_eq!(store.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Queued);
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! [`StateStore::commit`]: stratus_store::StateStore::commit
 
-use super::{BROKER_START_HOLD, Ending, Finished, START_HOLD, Scheduler, dispatch, retry_forever};
+use super::{BROKER_START_HOLD, Ending, Error, Finished, START_HOLD, Scheduler, dispatch, retry_forever};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -164,15 +164,22 @@ impl Scheduler {
         }
     }
 
-    /// Records attempt ends and returns once they are durable.
-    pub async fn complete_durably(&self, completions: Vec<Completion>) {
-        for c in completions {
-            let _ = self.writes.send(Write::End(c, Ending::Reported));
+    /// Records attempt ends and returns once they are durable; fails with
+    /// [`Error::Stopped`] when the writer has ended, so that the reporter
+    /// (a worker, which acknowledges its dispatch message on the answer)
+    /// reports them again, to the next leader.
+    pub async fn complete_durably(&self, completions: Vec<Completion>) -> Result<(), Error> {
+        self.ended(completions.into_iter().map(|c| (c, Ending::Reported))).await
+    }
+
+    /// Sends ends to the writer and waits until they are written.
+    pub(super) async fn ended(&self, ends: impl IntoIterator<Item = (Completion, Ending)>) -> Result<(), Error> {
+        for (c, how) in ends {
+            self.writes.send(Write::End(c, how)).map_err(|_| Error::Stopped)?;
         }
         let (tx, rx) = oneshot::channel();
-        if self.writes.send(Write::Barrier(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.writes.send(Write::Barrier(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
     }
 
     /// Commits new invocations, attempt starts and attempt ends as one
