@@ -10,6 +10,7 @@ cargo build --release --target wasm32-wasip1 --manifest-path examples/hello-wasm
 # The examples are outside the workspace: without CARGO_TARGET_DIR each has its own target/.
 S=${CARGO_TARGET_DIR:-$PWD/target}/release/stratus
 HELLO=${CARGO_TARGET_DIR:-examples/hello-wasm/target}/wasm32-wasip1/release/hello-wasm.wasm
+export STRATUS_CREDENTIALS="$data/credentials.toml"
 pid=
 data=$(mktemp -d)
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT

@@ -20,7 +20,7 @@ fn once(conn: &mut Conn, path: &str) -> Result<Duration> {
 }
 
 /// Round trips of `function` on each node, in alternating blocks of 100.
-fn alternating(urls: &[&str], function: &str, warmup: usize, n: usize) -> Result<Vec<Latency>> {
+pub fn alternating(urls: &[&str], function: &str, warmup: usize, n: usize) -> Result<Vec<Latency>> {
     let path = format!("/v1/functions/{function}/invoke");
     let mut conns = urls.iter().map(|u| Conn::open(u)).collect::<Result<Vec<_>>>()?;
     for c in conns.iter_mut() {

@@ -87,12 +87,15 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         ("cold process no-op (/bin/true), sandboxed", vec![]),
         ("bare fork+exec of /bin/true", vec![]),
         ("cold process no-op (/bin/true), --no-sandbox", vec![]),
+        ("wasm no-op, --insecure-no-auth (no token checked)", vec![]),
     ];
     let mut idle_rss = Vec::new();
     let mut after_rss = Vec::new();
     for _ in 0..reps {
         let node = Node::up(bin, &["--slots", "2"])?;
         let plain = Node::up(bin, &["--slots", "2", "--no-sandbox"])?;
+        let open = Node::up(bin, &["--slots", "2", "--insecure-no-auth"])?;
+        open.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap()])?;
         // Let the node settle: wait for the API to answer.
         node.cli(&["fn", "list"])?;
         idle_rss.push(node.rss_mib()?);
@@ -109,7 +112,11 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
         ])?;
         node.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
         plain.cli(&["fn", "deploy", "cold", "--dir", cold_dir.0.to_str().unwrap(), "--cmd", "true"])?;
-        rows[0].1.push(invoke_latencies(&node.url, "noop", warmup, n)?);
+        // With and without token checks, alternating in blocks.
+        let mut wasm = crate::ab::alternating(&[&node.url, &open.url], "noop", warmup, n)?.into_iter();
+        rows[0].1.push(wasm.next().unwrap());
+        rows[5].1.push(wasm.next().unwrap());
+        drop(open);
         rows[1].1.push(invoke_latencies(&node.url, "warm", warmup, n)?);
         let (cold, unsandboxed, bare) = cold_and_fork_exec(&node.url, &plain.url, "cold", warmup, n)?;
         rows[2].1.push(cold);
@@ -142,6 +149,7 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let cold = Spread::of(&rows[2].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let fork = Spread::of(&rows[3].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let unsandboxed = Spread::of(&rows[4].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
+    let open = Spread::of(&rows[5].1.iter().map(|l| l.p50_us).collect::<Vec<_>>()).median;
     let idle = Spread::of(&idle_rss);
     let after = Spread::of(&after_rss);
     println!();
@@ -149,6 +157,7 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     println!("sandboxed cold p50 / bare fork+exec: {:.2}× (target ≤ 2×)", cold / fork);
     println!("unsandboxed cold p50 / bare:         {:.2}× (target ≤ 1.5×)", unsandboxed / fork);
     println!("wasm p50 under 1 ms:                {}", if wasm < 1000.0 { "yes" } else { "NO" });
+    println!("wasm p50 with tokens / without:     {:.3}× (target ≤ 1.03×)", wasm / open);
     println!(
         "idle `stratus up` RSS:              {:.1} MiB ({:.1}–{:.1}); after the run {:.1} MiB (target < 50 MiB)",
         idle.median, idle.min, idle.max, after.median
@@ -163,6 +172,7 @@ pub fn run(bin: &Path, quick: bool, out: &Path) -> Result<()> {
             "warm_over_wasm": warm / wasm,
             "cold_over_fork_exec": cold / fork,
             "unsandboxed_cold_over_fork_exec": unsandboxed / fork,
+            "auth_over_no_auth": wasm / open,
         },
         "idle_rss_mib": idle, "rss_after_mib": after,
     });

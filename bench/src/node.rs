@@ -43,6 +43,7 @@ impl Node {
             .arg(dir.0.join("data"))
             .args(args)
             .env("STRATUS_LOG", "warn")
+            .env("STRATUS_CREDENTIALS", dir.0.join("credentials.toml"))
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {} (build it with cargo build --release)", bin.display()))?;
@@ -51,16 +52,33 @@ impl Node {
         let Some(url) = line.trim().strip_prefix("stratus listening on ") else {
             bail!("unexpected first line from stratus up: {line:?}");
         };
+        // The first admin token, which builds from before tokens lack; a
+        // standby on the store of a node started before uses that node's.
+        match std::fs::read_to_string(dir.0.join("data/admin.token")) {
+            Ok(token) => crate::http::use_token(url, token.trim()),
+            Err(_) => {
+                if let Some(last) = crate::http::last_token() {
+                    crate::http::use_token(url, &last);
+                }
+            }
+        }
         Ok(Node { child, url: url.to_string(), bin: bin.to_path_buf(), _dir: dir, workers: Vec::new() })
     }
 
     /// Starts `n` `stratus worker` processes with `slots` slots each, joined
     /// to this node; they stop with it.
     pub fn add_workers(&mut self, n: usize, slots: usize) -> Result<()> {
+        let token = match crate::http::token_for(&self.url) {
+            Some(_) => {
+                vec!["--token".to_string(), self.cli(&["token", "create", "--role", "worker"])?.trim().to_string()]
+            }
+            None => Vec::new(),
+        };
         for i in 0..n {
             let mut child = Command::new(&self.bin)
                 .args(["worker", "--server", &self.url, "--slots", &slots.to_string(), "--data-dir"])
                 .arg(self._dir.0.join(format!("worker-{i}")))
+                .args(&token)
                 .env("STRATUS_LOG", "warn")
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -76,7 +94,12 @@ impl Node {
 
     /// Runs a client command against this node; it must succeed.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bin).args(args).env("STRATUS_URL", &self.url).output()?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).env("STRATUS_URL", &self.url).env("STRATUS_CREDENTIALS", self._dir.0.join("credentials.toml"));
+        if let Some(t) = crate::http::token_for(&self.url) {
+            cmd.env("STRATUS_TOKEN", t);
+        }
+        let out = cmd.output()?;
         if !out.status.success() {
             bail!("stratus {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }

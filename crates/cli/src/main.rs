@@ -4,6 +4,7 @@
 
 mod commands;
 mod config;
+mod credentials;
 mod errors;
 mod output;
 mod parse;

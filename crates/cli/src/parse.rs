@@ -11,6 +11,8 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
         (n, 60_000.0)
     } else if let Some(n) = s.strip_suffix('h') {
         (n, 3_600_000.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400_000.0)
     } else {
         (s, 1000.0)
     };

@@ -67,8 +67,9 @@ fn every_documented_operation_is_served_with_a_documented_status() {
     let running =
         s.ok(&["map", "g", "--inputs", inputs_file(tmp.path(), 1).to_str().unwrap(), "--detach"]).trim().to_string();
     s.ok(&["object", "put", "bk/some/key", guest.to_str().unwrap()]);
-    let worker: serde_json::Value = s
-        .http()
+    // The worker API takes worker tokens only.
+    let as_worker = http_with(Some(&worker_token(&s.url)));
+    let worker: serde_json::Value = as_worker
         .post(format!("{}/v1/workers", s.url))
         .body(r#"{"name":"w","host":"h","slots":1}"#)
         .send()
@@ -95,8 +96,14 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             } else {
                 &id
             };
+            let http = if path.starts_with("/v1/workers") && !(path == "/v1/workers" && method == "get") {
+                &as_worker
+            } else {
+                &http
+            };
+            let name = if path.starts_with("/v1/projects") { "default" } else { "t" };
             let concrete = path
-                .replace("{name}", "t")
+                .replace("{name}", name)
                 .replace("{id}", the_id)
                 .replace("{digest}", &digest)
                 .replace("{bucket}", "bk")
@@ -115,6 +122,8 @@ fn every_documented_operation_is_served_with_a_documented_status() {
                 "head" => http.head(&url),
                 "post" if path == "/v1/jobs" => http.post(&url).body(r#"{"function":"t","inputs":[1]}"#),
                 "post" if path == "/v1/workers" => http.post(&url).body(r#"{"name":"w2","host":"h","slots":1}"#),
+                "post" if path == "/v1/projects" => http.post(&url).body(r#"{"name":"another"}"#),
+                "post" if path == "/v1/tokens" => http.post(&url).body(r#"{"role":"reader"}"#),
                 "post" if path.ends_with("/lease") => http.post(&url).body(r#"{"max":1,"wait_ms":0}"#),
                 "post" if path.ends_with("/complete") => http.post(&url).body(r#"{"completions":[]}"#),
                 "post" if path.ends_with("/heartbeat") || path.ends_with("/cancel") => http.post(&url),
@@ -137,5 +146,5 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             checked += 1;
         }
     }
-    assert!(checked >= 28, "checked {checked} operations");
+    assert!(checked >= 33, "checked {checked} operations");
 }

@@ -76,7 +76,7 @@ fn uuid_like() -> String {
 fn lost_workers_are_forgotten_after_ten_lease_timeouts() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &["--slots", "0", "--lease-timeout", "200ms"]);
-    let http = s.http();
+    let http = http_with(Some(&worker_token(&s.url)));
     for i in 0..20 {
         let res = http
             .post(format!("{}/v1/workers", s.url))

@@ -60,7 +60,11 @@ fn a_sync_invocation_whose_caller_goes_away_still_ends_and_is_recorded() {
     let go = deploy_gate(&s, tmp.path(), "gate");
     let addr = s.url.strip_prefix("http://").unwrap();
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.write_all(b"POST /v1/functions/gate/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nwalkout").unwrap();
+    let head = format!(
+        "POST /v1/functions/gate/invoke HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 7\r\n\r\nwalkout",
+        s.token
+    );
+    conn.write_all(head.as_bytes()).unwrap();
     s.eventually("the invocation shows running", || {
         invocations(&s, "gate").first().is_some_and(|i| i["state"] == "running")
     });

@@ -17,10 +17,13 @@ pub use stratus_core::api::{
     Accepted, DeployRequest, FunctionInfo, InvocationInfo, JobInfo, NodeInfo, ObjectInfo, Registration, ResultsPage,
     SandboxInfo, WorkerInfo,
 };
+use stratus_core::api::{AuditList, ProjectList, ProjectRequest, TokenList};
 use stratus_core::api::{
     CompleteRequest, ErrorBody, FunctionError, FunctionList, Heartbeat, InvocationList, JobCancelled, JobList,
     JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
 };
+pub use stratus_core::api::{ProjectInfo, TokenCreated, TokenInfo, TokenRequest};
+pub use stratus_core::trust::{AuditEntry, Role};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,25 @@ impl Client {
     pub fn new(base_url: &str) -> Self {
         let http = reqwest::Client::builder().tcp_nodelay(true).build().expect("http client");
         Client { base: base_url.trim_end_matches('/').to_string(), http }
+    }
+
+    /// This client, sending `token` (`Authorization: Bearer`) with every
+    /// request and, for an admin token, acting in `project`.
+    pub fn with_auth(self, token: Option<&str>, project: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                .map_err(|_| Error::Protocol("the token has characters a header cannot carry".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        if let Some(p) = project {
+            let v = reqwest::header::HeaderValue::from_str(p)
+                .map_err(|_| Error::Protocol(format!("invalid project name '{p}'")))?;
+            headers.insert("stratus-project", v);
+        }
+        let http = reqwest::Client::builder().tcp_nodelay(true).default_headers(headers).build()?;
+        Ok(Client { base: self.base, http })
     }
 
     pub fn base_url(&self) -> &str {
@@ -112,6 +134,50 @@ impl Client {
     /// and which sandbox layers its process functions have.
     pub async fn info(&self) -> Result<NodeInfo> {
         self.json(self.http.get(self.url("/v1/info"))).await
+    }
+
+    /// The token's name, role and project (`GET /v1/whoami`).
+    pub async fn whoami(&self) -> Result<serde_json::Value> {
+        self.json(self.http.get(self.url("/v1/whoami"))).await
+    }
+
+    pub async fn create_project(&self, name: &str) -> Result<ProjectInfo> {
+        self.json(self.http.post(self.url("/v1/projects")).json(&ProjectRequest { name: name.into() })).await
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<ProjectInfo>> {
+        let l: ProjectList = self.json(self.http.get(self.url("/v1/projects"))).await?;
+        Ok(l.projects)
+    }
+
+    pub async fn get_project(&self, name: &str) -> Result<ProjectInfo> {
+        self.json(self.http.get(self.url(&format!("/v1/projects/{name}")))).await
+    }
+
+    pub async fn delete_project(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/projects/{name}")))).await.map(|_| ())
+    }
+
+    /// Creates a token; the answer is the only place its secret is shown.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated> {
+        self.json(self.http.post(self.url("/v1/tokens")).json(req)).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let l: TokenList = self.json(self.http.get(self.url("/v1/tokens"))).await?;
+        Ok(l.tokens)
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/tokens/{name}")))).await.map(|_| ())
+    }
+
+    /// Audit entries from `since` (ms since the epoch) on, oldest first.
+    pub async fn audit(&self, since: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        let req =
+            self.http.get(self.url("/v1/audit")).query(&[("since", since.to_string()), ("limit", limit.to_string())]);
+        let l: AuditList = self.json(req).await?;
+        Ok(l.entries)
     }
 
     pub async fn list_functions(&self) -> Result<Vec<FunctionInfo>> {
@@ -396,9 +462,14 @@ impl Client {
         Ok(self.send(self.http.get(self.url(&format!("/v1/artifacts/{digest}")))).await?.bytes().await?)
     }
 
-    /// A byte range of an object.
-    pub async fn object_range(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<reqwest::Response> {
-        let mut req = self.http.get(self.url(&format!("/v1/objects/{key}")));
+    /// A byte range of an object of `project` (a worker reads any project's).
+    pub async fn object_range(
+        &self,
+        project: &str,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self.http.get(self.url(&format!("/v1/objects/{key}"))).header("stratus-project", project);
         if let Some(r) = range {
             if r.start >= r.end {
                 return Err(Error::Protocol("empty range".into()));

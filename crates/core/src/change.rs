@@ -10,6 +10,7 @@
 //! only bind these values to their statements.
 
 use crate::clock::Millis;
+use crate::trust::{AuditEntry, TrustChange};
 use crate::{Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition};
 
 /// A new invocation with its input.
@@ -179,8 +180,8 @@ pub struct JobCancel {
 }
 
 /// One commit: function versions, then new invocations, attempt starts,
-/// attempt ends, job moves and job cancellations, in that order, in one
-/// transaction. A new invocation whose id is stored already is skipped, so
+/// attempt ends, job moves, job cancellations, changes to projects and
+/// tokens, and audit entries, in that order, in one transaction. A new invocation whose id is stored already is skipped, so
 /// a commit that failed can be made again; ends, moves and cancellations
 /// are guarded, so making them again changes nothing that applied.
 #[derive(Debug, Clone, Default)]
@@ -191,6 +192,10 @@ pub struct ChangeSet {
     pub ends: Vec<AttemptEnd>,
     pub jobs: Vec<JobMove>,
     pub cancels: Vec<JobCancel>,
+    /// Changes to projects and tokens, after the rest.
+    pub trust: Vec<TrustChange>,
+    /// What the audit trail records of this commit, written with it.
+    pub audit: Vec<AuditEntry>,
 }
 
 impl ChangeSet {
@@ -222,6 +227,8 @@ impl ChangeSet {
             + self.ends.len()
             + self.jobs.len()
             + self.cancels.len()
+            + self.trust.len()
+            + self.audit.len()
     }
 
     pub fn function(change: FunctionChange) -> Self {
@@ -252,6 +259,8 @@ pub struct CommitReport {
     pub functions: Vec<FunctionOutcome>,
     /// Per cancellation, in order: how many queued tasks it cancelled.
     pub cancelled: Vec<u64>,
+    /// Per change to projects and tokens, in order: whether it applied.
+    pub trust: Vec<bool>,
 }
 
 /// The error a cancelled task records.

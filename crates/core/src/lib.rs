@@ -17,6 +17,7 @@ pub mod model;
 pub mod names;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod trust;
 pub mod url;
 pub mod wire;
 

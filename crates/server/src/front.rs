@@ -46,17 +46,18 @@ pub struct Front {
     /// Who leads while this server stands by.
     leader: Mutex<Option<String>>,
     http: reqwest::Client,
+    origins: crate::origin::Origins,
 }
 
 impl Front {
-    pub fn new(seat: Seat, health: Arc<crate::health::Health>) -> Arc<Front> {
+    pub fn new(seat: Seat, health: Arc<crate::health::Health>, origins: crate::origin::Origins) -> Arc<Front> {
         // No overall timeout: a synchronous invoke or a lease poll takes as
         // long as it takes on the leader.
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .expect("HTTP client builds");
-        Arc::new(Front { seat, health, api: OnceLock::new(), leader: Mutex::new(None), http })
+        Arc::new(Front { seat, health, api: OnceLock::new(), leader: Mutex::new(None), http, origins })
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -118,6 +119,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
+    // Checked where the request arrives; the leader does not check a
+    // request a standby forwards (its Host is the leader's then).
+    if !req.headers().contains_key(FORWARDED_BY)
+        && let Err(e) = front.origins.check(req.headers())
+    {
+        return e.into_response();
+    }
     let leader = front.leader.lock().unwrap().clone();
     if req.uri().path() == "/healthz" {
         let mut body = match &leader {

@@ -8,6 +8,7 @@ pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod scheduler;
 
 pub use node::{Node, NodeConfig, NodeError};

@@ -56,6 +56,12 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// How the local slots' process functions are walled in.
     pub sandbox: SandboxOptions,
+    /// Whether every API request needs a token. Without, the node only
+    /// listens on loopback and every request acts as an admin.
+    pub auth: bool,
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the
+    /// API, besides the node's own; their hosts are allowed in `Host`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The sandbox of process functions, as the node is told to make it.
@@ -129,6 +135,8 @@ impl NodeConfig {
             lease_timeout: Duration::from_secs(10),
             advertise: None,
             sandbox: SandboxOptions::default(),
+            auth: true,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -153,6 +161,12 @@ pub enum NodeError {
     Listen(SocketAddr, std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "refusing to listen on {0} without authentication: --insecure-no-auth is for loopback addresses only (127.0.0.1, ::1)"
+    )]
+    InsecureListen(SocketAddr),
+    #[error("--allowed-origin {0}: {1}")]
+    Origin(String, String),
     #[error("sandbox: {0}")]
     Sandbox(String),
     /// This server led and lost its lease: it stopped at once.
@@ -314,6 +328,10 @@ impl Node {
         on_listen: impl FnOnce(SocketAddr),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
+        if !config.auth && !config.listen.ip().is_loopback() {
+            return Err(NodeError::InsecureListen(config.listen));
+        }
+        let mut origins = crate::origin::Origins::new(&config.allowed_origins)?;
         // The address first: a busy port is reported before a new data
         // directory is created for nothing.
         let listener =
@@ -350,7 +368,11 @@ impl Node {
         }
         let server = server_id(&config.data_dir)?;
         let health = crate::health::Health::new(parts.store.clone(), parts.objects.clone(), parts.clock.clone());
-        let front = Front::new(Seat { server, url: advertised(&config, addr), incarnation: new_id() }, health);
+        let url = advertised(&config, addr);
+        if let Some(host) = url.split("://").nth(1).map(|r| r.split(['/', ':']).next().unwrap_or(r)) {
+            origins.allow_host(host);
+        }
+        let front = Front::new(Seat { server, url, incarnation: new_id() }, health, origins);
         let lease = config.lease_timeout;
         // The same server restarted takes its lease back at once.
         let role = match parts.store.lead(front.seat(), lease, true).await? {
@@ -498,7 +520,13 @@ impl Node {
                 Some(WireBroker { url: url.clone(), queue: config.broker_queue.clone() })
             }
         };
+        let trust = Arc::new(api::auth::Trust::new(config.auth, parts.store.trust().await?));
+        if api::trust::first_admin_token(&*parts.store, &trust, &config.data_dir, parts.clock.now_ms()).await? {
+            tracing::info!(file = %config.data_dir.join("admin.token").display(), "created the first admin token");
+        }
         let state = AppState {
+            trust,
+            worker_tokens: Default::default(),
             functions: Default::default(),
             scheduler: scheduler.clone(),
             store: parts.store.clone(),

@@ -11,10 +11,12 @@
 
 mod postgres;
 mod sqlite;
+mod trust;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 use stratus_core::clock::Millis;
+pub use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{
     Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
 };
@@ -69,6 +71,13 @@ pub use stratus_core::change::{
     AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, FunctionChange, FunctionOutcome, JobCancel, JobMove,
     JobUpdate, NewInvocation,
 };
+
+/// What [`StateStore::trust`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub projects: Vec<Project>,
+    pub tokens: Vec<Token>,
+}
 
 /// What the producer of a job's tasks sends to [`StateStore::create_job`].
 #[derive(Debug)]
@@ -175,6 +184,14 @@ pub trait StateStore: Send + Sync + 'static {
         self.commit_ordered(ChangeSet::insert(new)).await
     }
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>>;
+
+    /// The live projects and the tokens not revoked (expired ones too), for
+    /// the leading server to hold in memory: requests are checked there,
+    /// without a query each.
+    async fn trust(&self) -> Result<Trust>;
+    /// Audit entries at or after `since`, oldest first, at most `limit`; of
+    /// one project, or of all.
+    async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
     /// How many attempts each of these invocations may make, for those that

@@ -502,10 +502,123 @@ async fn a_server_leads_renews_and_resigns(s: Arc<dyn StateStore>) {
     assert_eq!(s.lead(&b, lease, false).await.unwrap(), None, "a resigning again does not unseat b");
 }
 
+/// Projects and tokens: each change applies at most once, as its guard says,
+/// and is kept with its audit entry.
+async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
+    use stratus_core::trust::{AuditEntry, Project, Role, Token, TrustChange};
+    let token = |name: &str, project: &str, role: Role| Token {
+        hash: stratus_core::trust::hash_token(name),
+        name: name.into(),
+        project: project.into(),
+        role,
+        created_at: 5,
+        created_by: "-".into(),
+        expires_at: Some(99),
+        revoked_at: None,
+    };
+    let audit = |at: i64, project: &str, action: &str| AuditEntry {
+        id: stratus_core::new_id(),
+        at,
+        actor: "admin".into(),
+        project: project.into(),
+        action: action.into(),
+        target: "x".into(),
+    };
+    let apply = |changes: Vec<TrustChange>, audit: Vec<AuditEntry>| {
+        let s = s.clone();
+        async move { s.commit(ChangeSet { trust: changes, audit, ..Default::default() }).await.unwrap().trust }
+    };
+    let loaded = s.trust().await.unwrap();
+    assert_eq!(loaded.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["default"]);
+    assert!(loaded.tokens.is_empty());
+
+    let first = TrustChange::PutToken { token: token("admin", "default", Role::Admin), first: true };
+    assert_eq!(apply(vec![first.clone()], vec![audit(1, "default", "token.create")]).await, [true]);
+    let again = TrustChange::PutToken { token: token("admin2", "default", Role::Admin), first: true };
+    assert_eq!(apply(vec![again], vec![]).await, [false], "only one first token, ever");
+
+    let a = TrustChange::CreateProject(Project { name: "a".into(), created_at: 2 });
+    assert_eq!(apply(vec![a.clone(), a], vec![audit(2, "a", "project.create")]).await, [true, false]);
+    let dev = TrustChange::PutToken { token: token("dev", "a", Role::Developer), first: false };
+    let nowhere = TrustChange::PutToken { token: token("lost", "nowhere", Role::Reader), first: false };
+    let worker = TrustChange::PutToken { token: token("w", "", Role::Worker), first: false };
+    let clash = TrustChange::PutToken { token: token("dev2", "a", Role::Developer), first: false };
+    let clash = match clash {
+        TrustChange::PutToken { mut token, first } => {
+            token.name = "dev".into();
+            TrustChange::PutToken { token, first }
+        }
+        other => other,
+    };
+    assert_eq!(apply(vec![dev, nowhere, worker, clash], vec![]).await, [true, false, true, false]);
+    let loaded = s.trust().await.unwrap();
+    let mut names: Vec<_> = loaded.tokens.iter().map(|t| (t.name.as_str(), t.role, t.expires_at)).collect();
+    names.sort_by_key(|n| n.0);
+    assert_eq!(
+        names,
+        [("admin", Role::Admin, Some(99)), ("dev", Role::Developer, Some(99)), ("w", Role::Worker, Some(99))]
+    );
+    assert_eq!(loaded.tokens[0].hash, stratus_core::trust::hash_token(loaded.tokens[0].name.as_str()));
+
+    // A project with a live function stays; without, it goes with its tokens (not the workers').
+    s.put_function("a", "f", &spec(), 3).await.unwrap();
+    let delete = TrustChange::DeleteProject { name: "a".into(), at: 4 };
+    assert_eq!(apply(vec![delete.clone()], vec![]).await, [false]);
+    s.delete_function("a", "f", 5).await.unwrap();
+    assert_eq!(apply(vec![delete.clone(), delete], vec![audit(6, "a", "project.delete")]).await, [true, false]);
+    let again = TrustChange::CreateProject(Project { name: "a".into(), created_at: 7 });
+    assert_eq!(apply(vec![again], vec![]).await, [false], "a deleted project's name is not reused");
+    let loaded = s.trust().await.unwrap();
+    assert_eq!(loaded.projects.len(), 1);
+    let mut left: Vec<_> = loaded.tokens.iter().map(|t| t.name.as_str()).collect();
+    left.sort();
+    assert_eq!(left, ["admin", "w"]);
+
+    let revoke = TrustChange::RevokeToken { name: "w".into(), at: 8 };
+    assert_eq!(apply(vec![revoke.clone(), revoke], vec![]).await, [true, false]);
+    // Its name is free again.
+    let w = TrustChange::PutToken { token: token("w2", "", Role::Worker), first: false };
+    let w = match w {
+        TrustChange::PutToken { mut token, first } => {
+            token.name = "w".into();
+            TrustChange::PutToken { token, first }
+        }
+        other => other,
+    };
+    assert_eq!(apply(vec![w], vec![]).await, [true]);
+
+    // A set whose last change fails (a second token with the same secret)
+    // keeps none of it: not the project before it, not the audit entry.
+    let mut twin = token("admin", "default", Role::Reader);
+    twin.name = "twin".into();
+    let bad = ChangeSet {
+        trust: vec![
+            TrustChange::CreateProject(Project { name: "b".into(), created_at: 9 }),
+            TrustChange::PutToken { token: twin, first: false },
+        ],
+        audit: vec![audit(9, "b", "project.create")],
+        ..Default::default()
+    };
+    assert!(s.commit(bad).await.is_err());
+    assert!(!s.trust().await.unwrap().projects.iter().any(|p| p.name == "b"));
+    assert!(s.audit(None, 9, 10).await.unwrap().is_empty());
+
+    let all = s.audit(None, 0, 100).await.unwrap();
+    let actions: Vec<_> = all.iter().map(|e| (e.at, e.action.as_str())).collect();
+    assert!(actions.starts_with(&[(1, "token.create"), (2, "project.create"), (6, "project.delete")]), "{actions:?}");
+    assert_eq!(s.audit(Some("a"), 0, 100).await.unwrap().len(), 2);
+    assert_eq!(s.audit(None, 2, 1).await.unwrap()[0].action, "project.create");
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
             use super::*;
+            #[tokio::test]
+            async fn trust() {
+                let (_guard, s) = $open.await;
+                projects_and_tokens_apply_once(s).await;
+            }
             #[tokio::test]
             async fn functions() {
                 let (_guard, s) = $open.await;

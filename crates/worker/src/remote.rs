@@ -284,7 +284,8 @@ fn remote_err(e: ClientError) -> stratus_blob::Error {
 /// Maps an internal key to its API path: `_stratus/artifacts/D` or `p/default/bucket/key`.
 enum Remote<'a> {
     Artifact(&'a str),
-    Object(&'a str),
+    /// A project's object: (project, bucket/key).
+    Object(&'a str, &'a str),
 }
 
 fn remote(key: &Key) -> stratus_blob::Result<Remote<'_>> {
@@ -293,9 +294,9 @@ fn remote(key: &Key) -> stratus_blob::Result<Remote<'_>> {
         return Ok(Remote::Artifact(d));
     }
     if let Some(rest) = k.strip_prefix("p/")
-        && let Some((_project, object)) = rest.split_once('/')
+        && let Some((project, object)) = rest.split_once('/')
     {
-        return Ok(Remote::Object(object));
+        return Ok(Remote::Object(project, object));
     }
     Err(stratus_blob::Error::Backend(format!("{k} is not readable through the server")))
 }
@@ -311,20 +312,20 @@ impl ObjectStore for RemoteObjects {
     async fn get(&self, key: &Key) -> stratus_blob::Result<Bytes> {
         match remote(key)? {
             Remote::Artifact(d) => self.0.artifact(d).await.map_err(remote_err),
-            Remote::Object(o) => {
-                let res = self.0.object_range(o, None).await.map_err(remote_err)?;
+            Remote::Object(p, o) => {
+                let res = self.0.object_range(p, o, None).await.map_err(remote_err)?;
                 res.bytes().await.map_err(|e| stratus_blob::Error::Backend(e.to_string()))
             }
         }
     }
     async fn get_stream(&self, key: &Key, range: Option<Range<u64>>) -> stratus_blob::Result<(ObjectMeta, ByteStream)> {
-        let Remote::Object(o) = remote(key)? else {
+        let Remote::Object(p, o) = remote(key)? else {
             let b = self.get(key).await?;
             let meta = ObjectMeta { key: key.to_string(), size: b.len() as u64, last_modified: 0 };
             return Ok((meta, futures::stream::once(async move { Ok(b) }).boxed()));
         };
         let range = range.filter(|r| r.start < r.end);
-        let res = self.0.object_range(o, range).await.map_err(remote_err)?;
+        let res = self.0.object_range(p, o, range).await.map_err(remote_err)?;
         let size = res.content_length().unwrap_or(0);
         let meta = ObjectMeta { key: key.to_string(), size, last_modified: 0 };
         let stream = res.bytes_stream().map(|r| r.map_err(std::io::Error::other)).boxed();

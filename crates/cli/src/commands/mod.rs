@@ -6,6 +6,7 @@ mod invocations;
 mod jobs;
 mod node;
 mod objects;
+mod trust;
 mod workers;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,12 @@ pub struct Cli {
     /// Settings file (see docs/configuration.md), or STRATUS_CONFIG; flags and environment win over it.
     #[arg(long, global = true)]
     config: Option<std::path::PathBuf>,
+    /// API token, or STRATUS_TOKEN [default: the credentials file's for the server].
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// The project to act in (admin tokens; others act in their own), or STRATUS_PROJECT.
+    #[arg(long, global = true)]
+    project: Option<String>,
     /// Print JSON: one object for one thing, one object per line for lists and
     /// streams; errors as {"error": {"code", "message"}} on stderr.
     #[arg(long, global = true)]
@@ -66,6 +73,18 @@ enum Command {
     Workers,
     /// What the server is and runs: version, slots, sandbox layers.
     Info,
+    /// Store a token for a server in the credentials file.
+    Login(trust::LoginArgs),
+    /// The token's name, role and project.
+    Whoami,
+    /// Create, list, show and delete projects (admin).
+    #[command(subcommand)]
+    Project(trust::ProjectCommand),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(trust::TokenCommand),
+    /// Changes to projects, tokens and functions: who, what, when.
+    Audit(trust::AuditArgs),
 }
 
 pub struct Ctx {
@@ -137,7 +156,21 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
     } else {
         server
     };
-    let ctx = Ctx { client: stratus_client::Client::new(&server), json: cli.json };
+    // The token: --token, STRATUS_TOKEN, else the credentials file's for
+    // this server. Node roles have none (`up` writes the first one).
+    let token = match cli.token.clone().or_else(|| env("STRATUS_TOKEN").map(|v| v.to_string_lossy().into_owned())) {
+        Some(t) => Some(t),
+        None if is_client(&cli.command) && !matches!(cli.command, Command::Login(_)) => {
+            crate::credentials::token_for(&server)?
+        }
+        None => None,
+    };
+    let project = cli.project.clone().or_else(|| env("STRATUS_PROJECT").map(|v| v.to_string_lossy().into_owned()));
+    if let Some(p) = &project {
+        stratus_core::validate_name("--project", p)?;
+    }
+    let client = stratus_client::Client::new(&server).with_auth(token.as_deref(), project.as_deref())?;
+    let ctx = Ctx { client, json: cli.json };
     match cli.command {
         Command::Up(a) => node::up(a, &file, ctx.json).await,
         Command::Server(a) => node::server(a, &file, ctx.json).await,
@@ -154,6 +187,11 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Worker(a) => workers::worker(&ctx, a, &file.worker).await,
         Command::Workers => workers::list(&ctx).await,
         Command::Info => workers::info(&ctx).await,
+        Command::Login(a) => trust::login(&ctx, a).await,
+        Command::Whoami => trust::whoami(&ctx).await,
+        Command::Project(c) => trust::project(&ctx, c).await,
+        Command::Token(c) => trust::token(&ctx, c).await,
+        Command::Audit(a) => trust::audit(&ctx, a).await,
     }
 }
 

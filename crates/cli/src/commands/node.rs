@@ -65,6 +65,14 @@ pub struct NodeArgs {
     /// Largest request body accepted [default: 64M].
     #[arg(long, env = "STRATUS_MAX_BODY", value_parser = crate::parse::memory_mb)]
     max_body: Option<u64>,
+    /// Serve the API without tokens, every request acting as an admin;
+    /// only on a loopback address.
+    #[arg(long, env = "STRATUS_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// A web origin (https://host[:port]) whose pages may call the API, or
+    /// '*' for any (repeatable); others are refused.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
 }
 
 /// How process functions are walled in; shared by `up` and `worker`.
@@ -187,9 +195,28 @@ async fn run_node(
     config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
     config.lease_timeout =
         std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));
+    config.auth = !args.insecure_no_auth;
+    config.allowed_origins = args.allowed_origins;
+    let admin_token = config.data_dir.join("admin.token");
+    let had_token = admin_token.exists();
     let ran = Node::run(
         config,
         |addr| {
+            // The first admin token, created by this start (or by an earlier
+            // one, when the CLI has no token for this URL yet): the CLI on
+            // this machine uses it for this URL from now on.
+            let url = format!("http://{addr}");
+            let known = || crate::credentials::token_for(&url).ok().flatten().is_some();
+            if let Ok(token) = std::fs::read_to_string(&admin_token)
+                && (!had_token || !known())
+            {
+                match crate::credentials::store(&url, token.trim()) {
+                    Ok(file) => {
+                        tracing::info!(credentials = %file.display(), %url, "stored the admin token for the CLI")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot store the admin token for the CLI"),
+                }
+            }
             // The first line on stdout, for people and for scripts.
             if json {
                 println!("{}", serde_json::json!({"listening": format!("http://{addr}")}));

@@ -52,6 +52,54 @@ pub struct Server {
     pub child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The admin token its first start created (a standby's is the
+    /// leader's: the last one any server of this test created).
+    pub token: String,
+}
+
+/// Admin tokens by server URL, and the last one created; worker tokens by URL.
+static TOKENS: std::sync::Mutex<Option<Tokens>> = std::sync::Mutex::new(None);
+
+#[derive(Default)]
+struct Tokens {
+    admin: std::collections::HashMap<String, String>,
+    last: Option<String>,
+    worker: std::collections::HashMap<String, String>,
+}
+
+fn with_tokens<R>(f: impl FnOnce(&mut Tokens) -> R) -> R {
+    f(TOKENS.lock().unwrap().get_or_insert_with(Default::default))
+}
+
+/// The admin token of the server at `url` (or the last one created).
+pub fn admin_token(url: &str) -> String {
+    with_tokens(|t| t.admin.get(url).or(t.last.as_ref()).cloned()).unwrap_or_default()
+}
+
+/// A worker token for the server at `url`, created once.
+pub fn worker_token(url: &str) -> String {
+    if let Some(t) = with_tokens(|t| t.worker.get(url).cloned()) {
+        return t;
+    }
+    let out = cli(url, &["token", "create", "--role", "worker"], None);
+    assert!(out.status.success(), "creating a worker token: {}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    with_tokens(|t| t.worker.insert(url.to_string(), token.clone()));
+    token
+}
+
+/// Before the first server starts: the CLI commands and workers this test
+/// runs, however it spawns them, use the admin token of the first server
+/// (`STRATUS_TOKEN`) and a credentials file of this test process's own,
+/// never the user's.
+fn isolate_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let file = std::env::temp_dir().join(format!("stratus-test-credentials-{}.toml", std::process::id()));
+        // SAFETY: set once, before this test spawns any process or thread
+        // that reads the environment.
+        unsafe { std::env::set_var("STRATUS_CREDENTIALS", file) };
+    });
 }
 
 impl Server {
@@ -82,13 +130,20 @@ impl Server {
 
     /// A node started from `cmd` (a `stratus` command with its arguments,
     /// and any environment or directory of its own); waits for its first line.
-    pub fn from_command(mut cmd: Command, data_dir: PathBuf) -> Server {
-        let mut child = cmd
-            .env("STRATUS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("stratus starts");
+    pub fn from_command(cmd: Command, data_dir: PathBuf) -> Server {
+        Self::from_command_logged(cmd, data_dir, None)
+    }
+
+    /// As [`Self::from_command`]; with `log`, the node's info-level log
+    /// goes to that file.
+    pub fn from_command_logged(mut cmd: Command, data_dir: PathBuf, log: Option<&Path>) -> Server {
+        isolate_credentials();
+        let (level, stderr) = match log {
+            Some(p) => ("info", Stdio::from(std::fs::File::create(p).unwrap())),
+            None => ("warn", Stdio::inherit()),
+        };
+        let mut child =
+            cmd.env("STRATUS_LOG", level).stdout(Stdio::piped()).stderr(stderr).spawn().expect("stratus starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line
@@ -96,7 +151,19 @@ impl Server {
             .strip_prefix("stratus listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Server { child, url, data_dir }
+        let created = std::fs::read_to_string(data_dir.join("admin.token")).ok().map(|t| t.trim().to_string());
+        let token = with_tokens(|t| {
+            if let Some(c) = created {
+                t.admin.insert(url.clone(), c.clone());
+                if t.last.is_none() {
+                    // SAFETY: as in `isolate_credentials`.
+                    unsafe { std::env::set_var("STRATUS_TOKEN", &c) };
+                }
+                t.last = Some(c);
+            }
+            t.admin.get(&url).or(t.last.as_ref()).cloned().unwrap_or_default()
+        });
+        Server { child, url, data_dir, token }
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -119,8 +186,9 @@ impl Server {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// An HTTP client that sends the admin token.
     pub fn http(&self) -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+        http_with(Some(&self.token))
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
@@ -164,9 +232,24 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP client that sends `token`, if any.
+pub fn http_with(token: Option<&str>) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).default_headers(headers).build().unwrap()
+}
+
+/// A CLI command against `url`, with its admin token.
 pub fn cli(url: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    cli_as(url, &admin_token(url), args, stdin)
+}
+
+/// A CLI command against `url` with `token`.
+pub fn cli_as(url: &str, token: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env("STRATUS_URL", url).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args).env("STRATUS_URL", url).env("STRATUS_TOKEN", token).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().unwrap();
     if let Some(data) = stdin {
@@ -216,8 +299,9 @@ impl Worker {
             Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
             None => Stdio::inherit(),
         };
+        let token = worker_token(url);
         let mut child = Command::new(BIN)
-            .args(["worker", "--server", url, "--slots", &slots.to_string(), "--data-dir"])
+            .args(["worker", "--server", url, "--token", &token, "--slots", &slots.to_string(), "--data-dir"])
             .arg(dir)
             .args(share_with_functions(dir))
             .args(extra)
@@ -308,7 +392,8 @@ pub fn raw_status(url: &str, method: &str, path: &str, body: &[u8]) -> u16 {
     let mut s = std::net::TcpStream::connect(host).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        admin_token(url),
         body.len()
     )
     .unwrap();

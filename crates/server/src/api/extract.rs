@@ -1,6 +1,6 @@
 //! What every resource reads from a request, parsed in one place: the raw
-//! body (with the size limit answered as a JSON 413), JSON bodies, ids, the
-//! project, and the query parameters several resources share (`wait`,
+//! body (with the size limit answered as a JSON 413), JSON bodies, ids, and
+//! the query parameters several resources share (`wait`,
 //! `limit`, `before`, flags), each with the message that names it.
 
 use super::{AppState, MAX_WAIT};
@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use std::collections::HashMap;
 use std::time::Duration;
-use stratus_core::{DEFAULT_PROJECT, Id};
+use stratus_core::Id;
 
 /// The raw request body, with the size limit reported as a JSON 413.
 pub struct Body(pub Bytes);
@@ -35,13 +35,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 
 pub fn parse_id(s: &str) -> ApiResult<Id> {
     s.parse().map_err(ApiError::from)
-}
-
-/// The project a request acts in. There are no tokens yet to name another
-/// one, so it is always the default project; handlers ask here so that the
-/// day tokens arrive, one place changes.
-pub fn project() -> &'static str {
-    DEFAULT_PROJECT
 }
 
 /// The query string as names and values, with typed accessors for the

@@ -2,8 +2,9 @@
 //! is [`super::invocations`]'s.
 
 use super::AppState;
+use super::auth::Caller;
 use super::extract::params::FunctionName;
-use super::extract::{Body, parse_json, project};
+use super::extract::{Body, parse_json};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use stratus_blob::Key;
 use stratus_core::api::{DeployRequest, ErrorBody, FunctionInfo, FunctionList};
+use stratus_core::change::{ChangeSet, FunctionChange, FunctionOutcome};
 use stratus_core::{Function, FunctionSpec, Limits, Runtime, validate_name};
 
 pub fn routes() -> Router<AppState> {
@@ -35,6 +37,7 @@ pub fn routes() -> Router<AppState> {
 )]
 async fn deploy(
     State(st): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Body(body): Body,
 ) -> ApiResult<impl IntoResponse> {
@@ -78,8 +81,16 @@ async fn deploy(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let f = st.store.put_function(project(), &name, &spec, st.clock.now_ms()).await?;
-    st.functions.forget(project(), &name);
+    let project = caller.project.clone();
+    let at = st.clock.now_ms();
+    let change = FunctionChange::Put { project: project.clone(), name: name.clone(), spec, at };
+    let audit = super::trust::entry(&caller, at, &project, "function.deploy", &name);
+    let set = ChangeSet { functions: vec![change], audit: vec![audit], ..Default::default() };
+    let f = match st.store.commit(set).await?.functions.pop() {
+        Some(FunctionOutcome::Put(f)) => f,
+        other => return Err(ApiError::Internal(format!("a function's deploy reported {other:?}"))),
+    };
+    st.functions.forget(&project, &name);
     tracing::info!(function = %name, version = f.version, runtime = f.spec.runtime.kind(), "deployed");
     Ok((StatusCode::CREATED, Json(FunctionInfo::from(&f))))
 }
@@ -90,19 +101,20 @@ async fn deploy(
     summary = "List functions (latest version of each)",
     responses((status = 200, description = "functions", body = FunctionList))
 )]
-async fn list_functions(State(st): State<AppState>) -> ApiResult<Json<FunctionList>> {
-    let fs = st.store.list_functions(project()).await?;
+async fn list_functions(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<FunctionList>> {
+    let fs = st.store.list_functions(&caller.project).await?;
     Ok(Json(FunctionList { functions: fs.iter().map(FunctionInfo::from).collect() }))
 }
 
-pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>> {
+/// The latest version of a function of `project`, from the cache if it is fresh.
+pub async fn load_function(st: &AppState, project: &str, name: &str) -> ApiResult<Arc<Function>> {
     validate_name("function name", name)?;
-    if let Some(f) = st.functions.get(project(), name) {
+    if let Some(f) = st.functions.get(project, name) {
         return Ok(f);
     }
     let f = st
         .store
-        .get_function(project(), name, None)
+        .get_function(project, name, None)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
     let f = Arc::new(f);
@@ -121,9 +133,13 @@ pub async fn load_function(st: &AppState, name: &str) -> ApiResult<Arc<Function>
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FunctionInfo>> {
+async fn get_function(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<FunctionInfo>> {
     validate_name("function name", &name)?;
-    let f = st.store.get_function(project(), &name, None).await?;
+    let f = st.store.get_function(&caller.project, &name, None).await?;
     let f = f.ok_or_else(|| ApiError::NotFound(format!("function '{name}' not found")))?;
     Ok(Json(FunctionInfo::from(&f)))
 }
@@ -139,12 +155,25 @@ async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> A
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_function(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     validate_name("function name", &name)?;
-    st.functions.forget(project(), &name);
-    if st.store.delete_function(project(), &name, st.clock.now_ms()).await? {
+    let project = &caller.project;
+    st.functions.forget(project, &name);
+    let at = st.clock.now_ms();
+    let change = FunctionChange::Delete { project: project.clone(), name: name.clone(), at };
+    let audit = super::trust::entry(&caller, at, project, "function.delete", &name);
+    let missing = || ApiError::NotFound(format!("function '{name}' not found"));
+    // Asked first so that the audit trail records only deletes of a live
+    // function (two deletes racing each record one).
+    st.store.get_function(project, &name, None).await?.ok_or_else(missing)?;
+    let set = ChangeSet { functions: vec![change], audit: vec![audit], ..Default::default() };
+    if st.store.commit(set).await?.functions.pop() == Some(FunctionOutcome::Deleted(true)) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("function '{name}' not found")))
+        Err(missing())
     }
 }

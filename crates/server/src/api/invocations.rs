@@ -1,8 +1,9 @@
 //! `/v1/invocations`, and `POST /v1/functions/{name}/invoke` that creates
 //! them: synchronous (answered with the output) or queued.
 
+use super::auth::Caller;
 use super::extract::params::{FunctionName, Page, ResourceId, Wait};
-use super::extract::{Body, Params, parse_id, project};
+use super::extract::{Body, Params, parse_id};
 use super::functions::load_function;
 use super::{AppState, MAX_WAIT};
 use crate::error::{ApiError, ApiResult};
@@ -49,13 +50,14 @@ pub fn routes() -> Router<AppState> {
 )]
 async fn invoke(
     State(st): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     q: Params,
     Body(input): Body,
 ) -> ApiResult<Response> {
     let is_async = q.flag("async")?;
     q.only(&["async"])?;
-    let f = load_function(&st, &name).await?;
+    let f = load_function(&st, &caller.project, &name).await?;
     let mut input = input.to_vec();
     if !is_async {
         match st.scheduler.run_here(f.clone(), input) {
@@ -130,21 +132,21 @@ fn sync_response(f: &Finished) -> Response {
         (status = 400, description = "error", body = ErrorBody),
     )
 )]
-async fn list_invocations(State(st): State<AppState>, q: Params) -> ApiResult<Json<InvocationList>> {
+async fn list_invocations(State(st): State<AppState>, caller: Caller, q: Params) -> ApiResult<Json<InvocationList>> {
     let limit = q.limit()?;
     let before = q.before()?;
     let function = q.get("function");
     if let Some(f) = function {
         validate_name("function", f)?;
     }
-    let list = st.store.list_invocations(project(), function, before, limit).await?;
+    let list = st.store.list_invocations(&caller.project, function, before, limit).await?;
     let next = (list.len() == limit as usize).then(|| list.last().map(|i| i.id)).flatten();
     Ok(Json(InvocationList { invocations: list, next_before: next }))
 }
 
-async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
+async fn find_invocation(st: &AppState, project: &str, id: Id) -> ApiResult<Invocation> {
     st.store
-        .get_invocation(project(), id)
+        .get_invocation(project, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))
 }
@@ -165,6 +167,7 @@ async fn find_invocation(st: &AppState, id: Id) -> ApiResult<Invocation> {
 )]
 async fn get_invocation(
     State(st): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     q: Params,
 ) -> ApiResult<Json<InvocationInfo>> {
@@ -172,14 +175,14 @@ async fn get_invocation(
     let wait = q.wait()?;
     // Watch before reading, so a finish in between is not missed.
     let rx = wait.map(|_| st.scheduler.watch(id));
-    let mut inv = find_invocation(&st, id).await?;
+    let mut inv = find_invocation(&st, &caller.project, id).await?;
     if let (Some(rx), Some(wait)) = (rx, wait)
         && !inv.state.is_terminal()
     {
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(f)) => inv = f.invocation.clone(),
             // Finished elsewhere, or the wait ran out: read it again.
-            _ => inv = find_invocation(&st, id).await?,
+            _ => inv = find_invocation(&st, &caller.project, id).await?,
         }
     }
     let attempt_history = st.store.list_attempts(id).await?;
@@ -198,13 +201,13 @@ async fn get_invocation(
         (status = 409, description = "error", body = ErrorBody),
     )
 )]
-async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_output(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let inv = find_invocation(&st, id).await?;
+    let inv = find_invocation(&st, &caller.project, id).await?;
     if inv.state != InvocationState::Succeeded {
         return Err(ApiError::Conflict(format!("invocation '{id}' has no output: it is {}", inv.state)));
     }
-    let p = st.store.get_payloads(project(), id).await?.unwrap_or_default();
+    let p = st.store.get_payloads(&caller.project, id).await?.unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], p.output.unwrap_or_default()).into_response())
 }
 
@@ -219,11 +222,11 @@ async fn get_output(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn get_logs(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let p = st
         .store
-        .get_payloads(project(), id)
+        .get_payloads(&caller.project, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], p.logs.unwrap_or_default()).into_response())

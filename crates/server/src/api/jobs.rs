@@ -1,8 +1,9 @@
 //! `/v1/jobs`: map and map_reduce jobs over inputs or object storage.
 
 use super::AppState;
+use super::auth::Caller;
 use super::extract::params::{Page, ResourceId, Wait};
-use super::extract::{Params, parse_id, parse_json, project};
+use super::extract::{Params, parse_id, parse_json};
 use super::functions::load_function;
 use super::objects::list_objects;
 use crate::error::{ApiError, ApiResult};
@@ -33,12 +34,13 @@ pub fn routes() -> Router<AppState> {
 
 async fn functions(
     st: &AppState,
+    project: &str,
     name: &str,
     reduce: Option<&str>,
 ) -> ApiResult<(Arc<Function>, Option<Arc<Function>>)> {
-    let f = load_function(st, name).await?;
+    let f = load_function(st, project, name).await?;
     let r = match reduce {
-        Some(r) => Some(load_function(st, r).await?),
+        Some(r) => Some(load_function(st, project, r).await?),
         None => None,
     };
     Ok((f, r))
@@ -66,6 +68,7 @@ async fn functions(
 )]
 async fn create_job(
     State(st): State<AppState>,
+    caller: Caller,
     q: Params,
     headers: HeaderMap,
     body: Body,
@@ -78,14 +81,14 @@ async fn create_job(
     let (f, r) = if ndjson {
         let name =
             q.get("function").ok_or_else(|| ApiError::BadRequest("missing query parameter 'function'".into()))?;
-        let fs = functions(&st, name, q.get("reduce")).await?;
+        let fs = functions(&st, &caller.project, name, q.get("reduce")).await?;
         tokio::spawn(feed_ndjson(body, tx, st.max_body));
         fs
     } else {
         let bytes =
             axum::body::to_bytes(body, st.max_body).await.map_err(|_| ApiError::PayloadTooLarge(st.max_body))?;
         let req: JobRequest = parse_json(&bytes)?;
-        let fs = functions(&st, &req.function, req.reduce.as_deref()).await?;
+        let fs = functions(&st, &caller.project, &req.function, req.reduce.as_deref()).await?;
         let specs = match (req.inputs, req.objects) {
             (Some(inputs), None) => {
                 if req.chunk_size.is_some() {
@@ -93,7 +96,7 @@ async fn create_job(
                 }
                 inputs.into_iter().map(|v| TaskSpec::Input(v.to_string().into_bytes())).collect()
             }
-            (None, Some(objects)) => partitions(&st, &objects, req.chunk_size).await?,
+            (None, Some(objects)) => partitions(&st, &caller.project, &objects, req.chunk_size).await?,
             _ => return Err(ApiError::BadRequest("give exactly one of 'inputs' and 'objects'".into())),
         };
         tokio::spawn(async move {
@@ -165,12 +168,12 @@ async fn feed_ndjson(body: Body, tx: mpsc::Sender<Result<TaskSpec, String>>, max
 }
 
 /// The tasks of a map over `bucket/prefix`.
-async fn partitions(st: &AppState, objects: &str, chunk: Option<u64>) -> ApiResult<Vec<TaskSpec>> {
+async fn partitions(st: &AppState, project: &str, objects: &str, chunk: Option<u64>) -> ApiResult<Vec<TaskSpec>> {
     let (bucket, prefix) = objects.split_once('/').unwrap_or((objects, ""));
     if chunk == Some(0) {
         return Err(ApiError::BadRequest("chunk_size must be at least 1 byte".into()));
     }
-    let list = list_objects(st, bucket, prefix).await?;
+    let list = list_objects(st, project, bucket, prefix).await?;
     if list.is_empty() {
         return Err(ApiError::BadRequest(format!("no objects match '{objects}'")));
     }
@@ -210,9 +213,9 @@ fn job_info(st: &AppState, job: Job) -> JobInfo {
     JobInfo { job, running, queued, failures: None }
 }
 
-async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
+async fn find_job(st: &AppState, project: &str, id: &str) -> ApiResult<Job> {
     let id = parse_id(id)?;
-    st.store.get_job(project(), id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
+    st.store.get_job(project, id).await?.ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
 #[utoipa::path(
@@ -230,7 +233,12 @@ async fn find_job(st: &AppState, id: &str) -> ApiResult<Job> {
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<JobInfo>> {
+async fn get_job(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Params,
+) -> ApiResult<Json<JobInfo>> {
     let parsed: Id = parse_id(&id)?;
     let wait = q.wait()?;
     let failures_wanted = match q.get("failures") {
@@ -243,12 +251,12 @@ async fn get_job(State(st): State<AppState>, Path(id): Path<String>, q: Params) 
         ),
     };
     let rx = wait.map(|_| st.scheduler.watch_job(parsed));
-    let mut job = find_job(&st, &id).await?;
+    let mut job = find_job(&st, &caller.project, &id).await?;
     if let (Some(rx), Some(wait)) = (rx, wait)
         && !job.state.is_terminal()
     {
         let _ = tokio::time::timeout(wait, rx).await;
-        job = find_job(&st, &id).await?;
+        job = find_job(&st, &caller.project, &id).await?;
     }
     let failures = match failures_wanted {
         Some(n) => Some(failures(&st, &job, n).await?),
@@ -285,10 +293,10 @@ async fn failures(st: &AppState, job: &Job, n: usize) -> ApiResult<Vec<TaskResul
         (status = 400, description = "error", body = ErrorBody),
     )
 )]
-async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobList>> {
+async fn list_jobs(State(st): State<AppState>, caller: Caller, q: Params) -> ApiResult<Json<JobList>> {
     let limit = q.limit()?;
     let before = q.before()?;
-    let jobs = st.store.list_jobs(project(), before, limit).await?;
+    let jobs = st.store.list_jobs(&caller.project, before, limit).await?;
     Ok(Json(JobList { jobs: jobs.into_iter().map(|j| job_info(&st, j)).collect() }))
 }
 
@@ -307,8 +315,13 @@ async fn list_jobs(State(st): State<AppState>, q: Params) -> ApiResult<Json<JobL
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<ResultsPage>> {
-    let job = find_job(&st, &id).await?;
+async fn job_results(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Params,
+) -> ApiResult<Json<ResultsPage>> {
+    let job = find_job(&st, &caller.project, &id).await?;
     let from: u64 = match q.get("from") {
         None => 0,
         Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'")))?,
@@ -320,7 +333,7 @@ async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Para
         page.into_iter().map(|r| TaskResultView::new(r.index, r.invocation, r.state, r.output, r.error)).collect();
     let mut page = ResultsPage { results, next, reduce_output: None };
     if let Some(rid) = job.reduce_invocation
-        && let Some(p) = st.store.get_payloads(project(), rid).await?
+        && let Some(p) = st.store.get_payloads(&caller.project, rid).await?
     {
         page.reduce_output = Some(p.output.map(|o| String::from_utf8_lossy(&o).into_owned()));
     }
@@ -341,21 +354,29 @@ async fn job_results(State(st): State<AppState>, Path(id): Path<String>, q: Para
         (status = 404, description = "error", body = ErrorBody),
     )
 )]
-async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let job = find_job(&st, &id).await?;
-    let stream = futures::stream::unfold((st, job.id, false), |(st, id, done)| async move {
-        if done {
-            return None;
+async fn job_events(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let job = find_job(&st, &caller.project, &id).await?;
+    let project: std::sync::Arc<str> = caller.project.into();
+    let stream = futures::stream::unfold((st, job.id, false), move |(st, id, done)| {
+        let project = project.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let job = st.store.get_job(&project, id).await.ok().flatten()?;
+            let ended = job.state.is_terminal();
+            let info = serde_json::to_string(&job_info(&st, job)).expect("a job serialises");
+            let event = Event::default().event("progress").data(info);
+            if !ended {
+                let rx = st.scheduler.watch_job(id);
+                let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(event), (st, id, ended)))
         }
-        let job = st.store.get_job(project(), id).await.ok().flatten()?;
-        let ended = job.state.is_terminal();
-        let info = serde_json::to_string(&job_info(&st, job)).expect("a job serialises");
-        let event = Event::default().event("progress").data(info);
-        if !ended {
-            let rx = st.scheduler.watch_job(id);
-            let _ = tokio::time::timeout(Duration::from_millis(500), rx).await;
-        }
-        Some((Ok::<_, std::convert::Infallible>(event), (st, id, ended)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -372,8 +393,12 @@ async fn job_events(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
         (status = 409, description = "error", body = ErrorBody),
     )
 )]
-async fn cancel_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<JobCancelled>> {
-    let job = find_job(&st, &id).await?;
+async fn cancel_job(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobCancelled>> {
+    let job = find_job(&st, &caller.project, &id).await?;
     if job.state.is_terminal() {
         return Err(ApiError::Conflict(format!("job '{}' is already {}", job.id, job.state)));
     }

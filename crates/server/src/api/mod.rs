@@ -6,6 +6,7 @@
 //! Errors answer with the JSON body described in [`crate::error`].
 
 pub mod artifacts;
+pub mod auth;
 pub mod extract;
 pub mod functions;
 pub mod invocations;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod meta;
 pub mod objects;
 pub mod openapi;
+pub mod trust;
 pub mod workers;
 
 use crate::error::ApiError;
@@ -59,6 +61,10 @@ impl FunctionCache {
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The projects and tokens requests are checked against.
+    pub trust: Arc<auth::Trust>,
+    /// The name of the token each remote worker registered with, by id.
+    pub worker_tokens: Arc<std::sync::Mutex<HashMap<String, String>>>,
     pub functions: Arc<FunctionCache>,
     pub scheduler: Arc<Scheduler>,
     pub store: Arc<dyn StateStore>,
@@ -87,8 +93,10 @@ pub fn router(state: AppState) -> Router {
         .merge(workers::routes())
         .merge(functions::routes())
         .merge(invocations::routes())
+        .merge(trust::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -1,8 +1,9 @@
 //! `/v1/objects/{bucket}/{key...}`: user objects, streamed both ways.
 
 use super::AppState;
+use super::auth::Caller;
+use super::extract::Params;
 use super::extract::params::{Bucket, ObjectKey};
-use super::extract::{Params, project};
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -43,12 +44,13 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
 )]
 async fn put_object(
     State(st): State<AppState>,
+    caller: Caller,
     Path((bucket, key)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
     let object = object_key(&bucket, &key)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
-    let size = st.objects.put_stream(&Key::user(project(), &object), stream).await?;
+    let size = st.objects.put_stream(&Key::user(&caller.project, &object), stream).await?;
     Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
 }
 
@@ -87,11 +89,12 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
 )]
 async fn get_object(
     State(st): State<AppState>,
+    caller: Caller,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let object = object_key(&bucket, &key)?;
-    let internal = Key::user(project(), &object);
+    let internal = Key::user(&caller.project, &object);
     let meta =
         st.objects.head(&internal).await?.ok_or_else(|| ApiError::NotFound(format!("object '{object}' not found")))?;
     let range = parse_range(&headers, meta.size)?;
@@ -119,9 +122,13 @@ async fn get_object(
     summary = "An object's size",
     responses((status = 200, description = "exists"), (status = 404, description = "missing"))
 )]
-async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(String, String)>) -> ApiResult<Response> {
+async fn head_object(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((bucket, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let object = object_key(&bucket, &key)?;
-    match st.objects.head(&Key::user(project(), &object)).await? {
+    match st.objects.head(&Key::user(&caller.project, &object)).await? {
         Some(m) => Ok(([(header::CONTENT_LENGTH, m.size.to_string())], ()).into_response()),
         None => Ok(StatusCode::NOT_FOUND.into_response()),
     }
@@ -143,10 +150,11 @@ async fn head_object(State(st): State<AppState>, Path((bucket, key)): Path<(Stri
 )]
 async fn delete_object(
     State(st): State<AppState>,
+    caller: Caller,
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let object = object_key(&bucket, &key)?;
-    if st.objects.delete(&Key::user(project(), &object)).await? {
+    if st.objects.delete(&Key::user(&caller.project, &object)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("object '{object}' not found")))
@@ -154,10 +162,15 @@ async fn delete_object(
 }
 
 /// Objects of a bucket whose key (after `bucket/`) starts with `prefix`.
-pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResult<Vec<stratus_blob::ObjectMeta>> {
+pub async fn list_objects(
+    st: &AppState,
+    project: &str,
+    bucket: &str,
+    prefix: &str,
+) -> ApiResult<Vec<stratus_blob::ObjectMeta>> {
     validate_name("bucket", bucket)?;
-    let base = Key::user(project(), &Key::new(bucket.to_string())?);
-    let strip = format!("p/{}/", project());
+    let base = Key::user(project, &Key::new(bucket.to_string())?);
+    let strip = format!("p/{}/", project);
     let all = st.objects.list(Some(&base)).await?;
     let want = format!("{bucket}/{prefix}");
     Ok(all
@@ -179,9 +192,14 @@ pub async fn list_objects(st: &AppState, bucket: &str, prefix: &str) -> ApiResul
         (status = 400, description = "error", body = ErrorBody),
     )
 )]
-async fn list_bucket(State(st): State<AppState>, Path(bucket): Path<String>, q: Params) -> ApiResult<Json<ObjectList>> {
+async fn list_bucket(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(bucket): Path<String>,
+    q: Params,
+) -> ApiResult<Json<ObjectList>> {
     let prefix = q.get("prefix").unwrap_or("");
-    let list = list_objects(&st, &bucket, prefix).await?;
+    let list = list_objects(&st, &caller.project, &bucket, prefix).await?;
     let objects =
         list.into_iter().map(|m| ObjectInfo { key: m.key, size: m.size, last_modified: m.last_modified }).collect();
     Ok(Json(ObjectList { objects }))

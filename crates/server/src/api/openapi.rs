@@ -5,8 +5,10 @@
 //! `tests/e2e_http.rs` checks that every path listed is routed and answers
 //! with a status the document lists.
 
-use super::{artifacts, functions, invocations, jobs, meta, objects, workers};
-use utoipa::OpenApi;
+use super::{artifacts, functions, invocations, jobs, meta, objects, trust, workers};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,9 +45,57 @@ use utoipa::OpenApi;
         workers::heartbeat,
         workers::lease,
         workers::complete,
-    )
+        trust::create_project,
+        trust::list_projects,
+        trust::show_project,
+        trust::delete_project,
+        trust::create_token,
+        trust::list_tokens,
+        trust::revoke_token,
+        trust::audit,
+        trust::whoami,
+    ),
+    modifiers(&Bearer)
 )]
 struct Doc;
+
+/// Every `/v1` operation but this document takes `Authorization: Bearer
+/// TOKEN`, and may answer 401 (no live token) or 403 (a role that does not
+/// allow it, or a foreign Host or Origin).
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API token (`stratus token create`); see docs/security.md."))
+            .build();
+        doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let guarded = path.starts_with("/v1/") && path != "/v1/openapi.json";
+            for op in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.head].into_iter().flatten()
+            {
+                if guarded {
+                    op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                    op.responses
+                        .responses
+                        .insert("401".into(), error("no token, or one unknown, expired or revoked").into());
+                    op.responses.responses.insert("403".into(), error("the token's role does not allow this").into());
+                }
+            }
+        }
+    }
+}
 
 pub fn document() -> utoipa::openapi::OpenApi {
     Doc::openapi()
@@ -89,6 +139,15 @@ mod tests {
         ("/v1/workers/{id}/heartbeat", "post", &[200, 410]),
         ("/v1/workers/{id}/lease", "post", &[200, 400, 410]),
         ("/v1/workers/{id}/complete", "post", &[204, 400]),
+        ("/v1/projects", "post", &[201, 400, 409]),
+        ("/v1/projects", "get", &[200]),
+        ("/v1/projects/{name}", "get", &[200, 404]),
+        ("/v1/projects/{name}", "delete", &[204, 404, 409]),
+        ("/v1/tokens", "post", &[201, 400, 404, 409]),
+        ("/v1/tokens", "get", &[200]),
+        ("/v1/tokens/{name}", "delete", &[204, 404]),
+        ("/v1/audit", "get", &[200, 400]),
+        ("/v1/whoami", "get", &[200]),
     ];
 
     fn document() -> Value {
@@ -99,6 +158,9 @@ mod tests {
     fn the_document_lists_every_operation_with_its_statuses() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(doc["paths"]["/v1/functions"]["get"]["security"][0]["bearer"], serde_json::json!([]));
+        assert!(doc["paths"]["/metrics"]["get"].get("security").is_none());
         let mut listed = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -108,8 +170,19 @@ mod tests {
                 listed.push((path.clone(), method.clone(), codes));
             }
         }
-        let mut expected: Vec<_> =
-            OPERATIONS.iter().map(|(p, m, c)| (p.to_string(), m.to_string(), c.to_vec())).collect();
+        // Every /v1 operation but the document itself also answers 401 and 403.
+        let guarded = |p: &str| p.starts_with("/v1/") && p != "/v1/openapi.json";
+        let mut expected: Vec<_> = OPERATIONS
+            .iter()
+            .map(|(p, m, c)| {
+                let mut codes = c.to_vec();
+                if guarded(p) {
+                    codes.extend([401, 403]);
+                    codes.sort();
+                }
+                (p.to_string(), m.to_string(), codes)
+            })
+            .collect();
         listed.sort();
         expected.sort();
         assert_eq!(listed, expected);

@@ -2,6 +2,7 @@
 //! workers that run in their own process.
 
 use super::AppState;
+use super::auth::Caller;
 use super::extract::params::WorkerId;
 use super::extract::{Body, parse_json};
 use crate::error::{ApiError, ApiResult};
@@ -35,7 +36,7 @@ pub fn routes() -> Router<AppState> {
         (status = 400, description = "error", body = ErrorBody),
     )
 )]
-async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<impl IntoResponse> {
+async fn register(State(st): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<impl IntoResponse> {
     let r: RegisterRequest = parse_json(&body)?;
     if r.slots == 0 || r.slots > 4096 {
         return Err(ApiError::BadRequest("invalid slots: 1 to 4096".into()));
@@ -44,6 +45,7 @@ async fn register(State(st): State<AppState>, Body(body): Body) -> ApiResult<imp
         return Err(ApiError::BadRequest("invalid worker name".into()));
     }
     let id = st.scheduler.register_worker(&r.name, &r.host, r.slots, false);
+    st.worker_tokens.lock().unwrap().insert(id.clone(), caller.token);
     let lease_ms = st.lease_timeout.as_millis() as u64;
     // At least every 2 s, however long the lease: a server that takes over
     // from a leader that died knows its workers once they beat again.
@@ -83,6 +85,17 @@ async fn list(State(st): State<AppState>) -> Json<WorkerList> {
     Json(WorkerList { workers })
 }
 
+/// A worker registered with one token is driven with that token only;
+/// another worker token is told the worker does not exist. (A worker this
+/// server does not know, registered with the server that led before, may
+/// still report ends: the store's guard decides whether they apply.)
+fn owned(st: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
+    match st.worker_tokens.lock().unwrap().get(id) {
+        Some(owner) if owner != &caller.token => Err(ApiError::NotFound(format!("worker '{id}' not found"))),
+        _ => Ok(()),
+    }
+}
+
 fn lost(id: &str) -> ApiError {
     ApiError::Gone(format!("worker '{id}' is unknown or was declared lost; register again"))
 }
@@ -97,7 +110,8 @@ fn lost(id: &str) -> ApiError {
         (status = 410, description = "error", body = ErrorBody),
     )
 )]
-async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Heartbeat>> {
+async fn heartbeat(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Heartbeat>> {
+    owned(&st, &caller, &id)?;
     let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     Ok(Json(Heartbeat { cancel }))
 }
@@ -114,7 +128,13 @@ async fn heartbeat(State(st): State<AppState>, Path(id): Path<String>) -> ApiRes
         (status = 410, description = "error", body = ErrorBody),
     )
 )]
-async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<Json<Leased>> {
+async fn lease(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Leased>> {
+    owned(&st, &caller, &id)?;
     let l: LeaseRequest = parse_json(&body)?;
     st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     let wait = Duration::from_millis(l.wait_ms.min(30_000));
@@ -131,7 +151,13 @@ async fn lease(State(st): State<AppState>, Path(id): Path<String>, Body(body): B
     request_body = CompleteRequest,
     responses((status = 204, description = "accepted"), (status = 400, description = "error", body = ErrorBody))
 )]
-async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body): Body) -> ApiResult<StatusCode> {
+async fn complete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    owned(&st, &caller, &id)?;
     let c: CompleteRequest = parse_json(&body)?;
     // A lost worker's late results are recorded only if still current; the
     // store's guard decides, so they are passed on either way. The answer
@@ -156,9 +182,13 @@ async fn complete(State(st): State<AppState>, Path(id): Path<String>, Body(body)
         (status = 409, description = "error", body = ErrorBody),
     )
 )]
-async fn deregister(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn deregister(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    owned(&st, &caller, &id)?;
     match st.scheduler.deregister_worker(&id) {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(true) => {
+            st.worker_tokens.lock().unwrap().remove(&id);
+            Ok(StatusCode::NO_CONTENT)
+        }
         Ok(false) => Err(ApiError::NotFound(format!("worker '{id}' not found"))),
         Err(n) => Err(ApiError::Conflict(format!("worker '{id}' still runs {n} attempts"))),
     }

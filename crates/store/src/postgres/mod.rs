@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use stratus_core::change::{JobCount, failure_json, partition_json};
 use stratus_core::clock::Millis;
+use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -50,6 +51,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_leader.sql")),
     (3, include_str!("../../migrations/postgres/0003_health.sql")),
+    (4, include_str!("../../migrations/postgres/0004_trust.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -102,7 +104,11 @@ impl PostgresStore {
         };
         let (new, ends) = (&changes.new, &changes.ends);
         let statements = usize::from(!new.is_empty()) + usize::from(!starts.is_empty()) + rounds.len();
-        let others = changes.functions.is_empty() && changes.jobs.is_empty() && changes.cancels.is_empty();
+        let others = changes.functions.is_empty()
+            && changes.jobs.is_empty()
+            && changes.cancels.is_empty()
+            && changes.trust.is_empty()
+            && changes.audit.is_empty();
         if others && statements == 1 {
             // One statement is atomic on its own: no BEGIN and COMMIT.
             st.insert_and_start(&c.client, new, starts).await?;
@@ -117,6 +123,10 @@ impl PostgresStore {
             delete: c.stmt(DELETE_FUNCTION).await?,
         };
         let cancel = c.stmt(CANCEL_JOB).await?;
+        let trust = match changes.trust.is_empty() && changes.audit.is_empty() {
+            true => None,
+            false => Some(TrustStatements::prepare(&mut c).await?),
+        };
         let tx = c.client.transaction().await?;
         let mut changed = Vec::with_capacity(changes.functions.len());
         for f in &changes.functions {
@@ -132,6 +142,15 @@ impl PostgresStore {
         for j in &changes.cancels {
             let row = tx.query_one(&cancel, &[&j.at, &error, &j.id.as_uuid()]).await?;
             report.cancelled.push(to_u64(row.try_get(0)?, "count")?);
+        }
+        if let Some(trust) = trust {
+            for t in &changes.trust {
+                report.trust.push(trust.change(&tx, t).await?);
+            }
+            for a in &changes.audit {
+                let params: [Param<'_>; 6] = [&a.id.as_uuid(), &a.at, &a.actor, &a.project, &a.action, &a.target];
+                tx.execute(&trust.audit, &params).await?;
+            }
         }
         tx.commit().await?;
         Ok(report)
@@ -210,6 +229,58 @@ impl StateStore for PostgresStore {
         let rounds = end_rounds(&changes.ends);
         let (changes, starts, rounds) = (&changes, &starts, &rounds);
         retrying(move || self.commit_once(changes, starts, rounds)).await
+    }
+
+    async fn trust(&self) -> Result<crate::Trust> {
+        use crate::trust::*;
+        let mut c = self.pool.get().await?;
+        let (p, t) = (c.stmt(&pg(LIVE_PROJECTS)).await?, c.stmt(&pg(LIVE_TOKENS)).await?);
+        let projects = c
+            .client
+            .query(&p, &[])
+            .await?
+            .iter()
+            .map(|r| Ok(Project { name: r.try_get(0)?, created_at: r.try_get(1)? }))
+            .collect::<Result<Vec<_>>>()?;
+        let tokens = c
+            .client
+            .query(&t, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Token {
+                    hash: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    project: r.try_get(2)?,
+                    role: role_from(r.try_get(3)?).map_err(Error::Corrupt)?,
+                    created_at: r.try_get(4)?,
+                    created_by: r.try_get(5)?,
+                    expires_at: r.try_get(6)?,
+                    revoked_at: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::Trust { projects, tokens })
+    }
+
+    async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&crate::trust::pg(crate::trust::AUDIT)).await?;
+        c.client
+            .query(&st, &[&since, &project, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: Id::from_uuid(r.try_get(0)?),
+                    at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    project: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    target: r.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>> {
@@ -487,7 +558,7 @@ mod tests {
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 3 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 4 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -502,11 +573,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 3, known: 1 })
+            Err(Error::TooNew { found: 4, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

@@ -361,3 +361,57 @@ pub(super) async fn move_job(tx: &Transaction<'_>, set: &Statement, insert: &Sta
     }
     Ok(true)
 }
+
+/// The statements of changes to projects and tokens, prepared before the
+/// transaction that runs them.
+pub(super) struct TrustStatements {
+    create_project: Statement,
+    delete_project: Statement,
+    revoke_project_tokens: Statement,
+    put_token: Statement,
+    revoke_token: Statement,
+    pub(super) audit: Statement,
+}
+
+impl TrustStatements {
+    pub(super) async fn prepare(c: &mut PgConn) -> PgResult<Self> {
+        use crate::trust::*;
+        Ok(TrustStatements {
+            create_project: c.stmt(&pg(CREATE_PROJECT)).await?,
+            delete_project: c.stmt(&pg(DELETE_PROJECT)).await?,
+            revoke_project_tokens: c.stmt(&pg(REVOKE_PROJECT_TOKENS)).await?,
+            put_token: c.stmt(&pg(PUT_TOKEN)).await?,
+            revoke_token: c.stmt(&pg(REVOKE_TOKEN)).await?,
+            audit: c.stmt(&pg(INSERT_AUDIT)).await?,
+        })
+    }
+
+    /// One change within `tx`; whether it applied.
+    pub(super) async fn change(&self, tx: &Transaction<'_>, change: &TrustChange) -> PgResult<bool> {
+        use crate::trust::Steps;
+        Ok(match Steps::of(change) {
+            Steps::Project { name, at } => tx.execute(&self.create_project, &[&name, &at]).await? > 0,
+            Steps::DeleteProject { name, at } => {
+                let applied = tx.execute(&self.delete_project, &[&name, &at]).await? > 0;
+                if applied {
+                    tx.execute(&self.revoke_project_tokens, &[&name, &at]).await?;
+                }
+                applied
+            }
+            Steps::Token { token: t, first } => {
+                let params: [Param<'_>; 8] = [
+                    &t.hash,
+                    &t.name,
+                    &t.project,
+                    &t.role.as_str(),
+                    &t.created_at,
+                    &t.created_by,
+                    &t.expires_at,
+                    &first,
+                ];
+                tx.execute(&self.put_token, &params).await? > 0
+            }
+            Steps::Revoke { name, at } => tx.execute(&self.revoke_token, &[&name, &at]).await? > 0,
+        })
+    }
+}

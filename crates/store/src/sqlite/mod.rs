@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stratus_core::change::{failure_json, partition_json};
 use stratus_core::clock::Millis;
+use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 
 mod rows;
@@ -35,6 +36,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_jobs.sql")),
     (3, include_str!("../../migrations/sqlite/0003_health.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_trust.sql")),
 ];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -231,6 +233,55 @@ impl StateStore for SqliteStore {
     async fn commit_ordered(&self, changes: ChangeSet) -> Result<crate::Committed> {
         let committed = self.queue(true, move |c| commit_rows(c, &changes).map(drop))?;
         Ok(Box::pin(committed))
+    }
+
+    async fn trust(&self) -> Result<crate::Trust> {
+        self.call(false, |c| {
+            use crate::trust::*;
+            let projects = c
+                .prepare_cached(LIVE_PROJECTS)?
+                .query_map([], |r| Ok(Project { name: r.get(0)?, created_at: r.get(1)? }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let tokens = c
+                .prepare_cached(LIVE_TOKENS)?
+                .query_map([], |r| {
+                    let role: String = r.get(3)?;
+                    Ok(Token {
+                        hash: r.get(0)?,
+                        name: r.get(1)?,
+                        project: r.get(2)?,
+                        role: role_from(&role).map_err(corrupt("token role"))?,
+                        created_at: r.get(4)?,
+                        created_by: r.get(5)?,
+                        expires_at: r.get(6)?,
+                        revoked_at: None,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::Trust { projects, tokens })
+        })
+        .await
+    }
+
+    async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>> {
+        let project = project.map(str::to_string);
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::trust::AUDIT)?
+                .query_map(params![since, project, limit], |r| {
+                    Ok(AuditEntry {
+                        id: id_from(r.get(0)?)?,
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        project: r.get(3)?,
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn get_invocation(&self, project: &str, id: Id) -> Result<Option<Invocation>> {

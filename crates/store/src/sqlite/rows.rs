@@ -239,7 +239,7 @@ pub(super) fn insert_finished(
 
 /// The body of [`StateStore::commit`], in one transaction.
 pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
-    let ChangeSet { functions, new, starts, ends, jobs, cancels } = changes;
+    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit } = changes;
     let tx = c.transaction()?;
     let functions = functions.iter().map(|f| change_function(&tx, f)).collect::<Result<Vec<_>>>()?;
     let finished = insert_finished(&tx, new, starts, ends)?;
@@ -250,6 +250,17 @@ pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<Com
     report.moved = jobs.iter().map(|m| move_job(&tx, m)).collect::<Result<_>>()?;
     report.cancelled = cancels.iter().map(|c| cancel_job(&tx, c)).collect::<Result<_>>()?;
     report.functions = functions;
+    report.trust = trust.iter().map(|t| change_trust(&tx, t)).collect::<Result<_>>()?;
+    for a in audit {
+        tx.prepare_cached(crate::trust::INSERT_AUDIT)?.execute(params![
+            id_bytes(a.id),
+            a.at,
+            a.actor,
+            a.project,
+            a.action,
+            a.target
+        ])?;
+    }
     tx.commit()?;
     if !ids.is_empty() {
         let mut others = report.applied.into_iter();
@@ -284,6 +295,35 @@ pub(super) fn change_function(tx: &rusqlite::Transaction, change: &FunctionChang
             Ok(FunctionOutcome::Deleted(n > 0))
         }
     }
+}
+
+/// One change to projects or tokens within `tx`; whether it applied.
+pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> Result<bool> {
+    use crate::trust::*;
+    let applied = match Steps::of(change) {
+        Steps::Project { name, at } => tx.prepare_cached(CREATE_PROJECT)?.execute(params![name, at])? > 0,
+        Steps::DeleteProject { name, at } => {
+            let applied = tx.prepare_cached(DELETE_PROJECT)?.execute(params![name, at])? > 0;
+            if applied {
+                tx.prepare_cached(REVOKE_PROJECT_TOKENS)?.execute(params![name, at])?;
+            }
+            applied
+        }
+        Steps::Token { token: t, first } => {
+            tx.prepare_cached(PUT_TOKEN)?.execute(params![
+                t.hash,
+                t.name,
+                t.project,
+                t.role.as_str(),
+                t.created_at,
+                t.created_by,
+                t.expires_at,
+                first
+            ])? > 0
+        }
+        Steps::Revoke { name, at } => tx.prepare_cached(REVOKE_TOKEN)?.execute(params![name, at])? > 0,
+    };
+    Ok(applied)
 }
 
 /// One job cancellation within `tx`; see [`JobCancel`].

@@ -1,0 +1,257 @@
+//! `stratus login | whoami | project | token | audit`: who the CLI is, the
+//! projects, the tokens that act in them, and the trail of changes.
+
+use super::Ctx;
+use crate::output::out;
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use stratus_client::{ProjectInfo, Role, TokenRequest};
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The server's URL, e.g. https://stratus.example.com.
+    url: String,
+    /// The token; else STRATUS_TOKEN, else read from stdin.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project (admin).
+    Create {
+        /// 1-63 characters of a-z, 0-9 and '-'.
+        name: String,
+    },
+    /// List projects (admin).
+    List,
+    /// Show a project: its functions and tokens (admin).
+    Show {
+        /// The project.
+        name: String,
+    },
+    /// Delete a project with no live function, revoking its tokens (admin).
+    Delete {
+        /// The project.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (its secret is shown only here) (admin).
+    Create(TokenArgs),
+    /// List the tokens not revoked (admin).
+    List,
+    /// Revoke a token: refused from the moment this returns (admin).
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// admin, developer, invoker, reader or worker.
+    #[arg(long)]
+    role: String,
+    /// It expires after this long, e.g. 12h, 30d [default: never].
+    #[arg(long, value_parser = crate::parse::duration_ms)]
+    expires: Option<u64>,
+    /// Its name, unique among tokens not revoked [default: ROLE-RANDOM].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// From this time on: a duration ago (e.g. 2h, 7d) or ms since the epoch [default: all].
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many entries, 1 to 1000.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+pub async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
+    let url = crate::parse::server_url(&a.url).map_err(|e| crate::errors::invalid(format!("URL: {e}")))?;
+    let token = match a.token.or_else(|| std::env::var("STRATUS_TOKEN").ok().filter(|t| !t.is_empty())) {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    if token.is_empty() {
+        return Err(crate::errors::invalid("no token: give --token, STRATUS_TOKEN, or one line on stdin"));
+    }
+    let who = stratus_client::Client::new(&url).with_auth(Some(&token), None)?.whoami().await?;
+    let file = crate::credentials::store(&url, &token)?;
+    if ctx.json {
+        crate::output::json(&serde_json::json!({"server": url, "token": who, "credentials": file}))?;
+    } else {
+        out!(
+            "logged in to {url} as {} ({} in project '{}'); token stored in {}",
+            who["name"].as_str().unwrap_or("?"),
+            who["role"].as_str().unwrap_or("?"),
+            who["project"].as_str().unwrap_or(""),
+            file.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn whoami(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let who = ctx.client.whoami().await?;
+    if ctx.json {
+        crate::output::json(&who)?;
+    } else {
+        out!("token:   {}", who["name"].as_str().unwrap_or("?"))?;
+        out!("role:    {}", who["role"].as_str().unwrap_or("?"))?;
+        out!("project: {}", who["project"].as_str().unwrap_or(""))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
+    if ctx.json {
+        return crate::output::json(p);
+    }
+    out!("name:      {}", p.name)?;
+    out!("created:   {}", crate::output::when(p.created_at, crate::output::now_ms()))?;
+    out!("functions: {}", p.functions)?;
+    out!("tokens:    {}", p.tokens)?;
+    Ok(())
+}
+
+pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        ProjectCommand::Create { name } => {
+            stratus_core::validate_name("project", &name)?;
+            let p = ctx.client.create_project(&name).await?;
+            if ctx.json {
+                crate::output::json(&p)?;
+            } else {
+                out!("created project {}", p.name)?;
+            }
+        }
+        ProjectCommand::List => {
+            let ps = ctx.client.list_projects().await?;
+            if ctx.json {
+                crate::output::json_rows(&ps)?;
+            } else {
+                out!("{:<24} {:>9} {:>6}  CREATED", "NAME", "FUNCTIONS", "TOKENS")?;
+                let now = crate::output::now_ms();
+                for p in &ps {
+                    out!(
+                        "{:<24} {:>9} {:>6}  {}",
+                        p.name,
+                        p.functions,
+                        p.tokens,
+                        crate::output::age(p.created_at, now)
+                    )?;
+                }
+            }
+        }
+        ProjectCommand::Show { name } => print_project(ctx, &ctx.client.get_project(&name).await?)?,
+        ProjectCommand::Delete { name } => {
+            ctx.client.delete_project(&name).await?;
+            if ctx.json {
+                crate::output::json(&serde_json::json!({"name": name, "deleted": true}))?;
+            } else {
+                out!("deleted project {name}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(ctx: &Ctx, c: TokenCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        TokenCommand::Create(a) => {
+            let role: Role = a.role.parse()?;
+            let req = TokenRequest {
+                role,
+                // The project is the request's: --project, else the caller's.
+                project: None,
+                name: a.name,
+                expires_in_s: a.expires.map(|ms| ms.div_ceil(1000)),
+            };
+            let t = ctx.client.create_token(&req).await?;
+            if ctx.json {
+                crate::output::json(&serde_json::json!({
+                    "token": t.token, "name": t.name, "project": t.project, "role": t.role, "expires_at": t.expires_at,
+                }))?;
+            } else {
+                // The token alone on stdout, for `$(stratus token create …)`.
+                out!("{}", t.token)?;
+            }
+        }
+        TokenCommand::List => {
+            let ts = ctx.client.list_tokens().await?;
+            if ctx.json {
+                crate::output::json_rows(&ts)?;
+            } else {
+                out!("{:<24} {:<10} {:<20} {:<10} EXPIRES", "NAME", "ROLE", "PROJECT", "CREATED")?;
+                let now = crate::output::now_ms();
+                for t in &ts {
+                    let expires = match t.expires_at {
+                        None => "never".to_string(),
+                        Some(_) if t.expired => "expired".to_string(),
+                        Some(e) => crate::output::date(e),
+                    };
+                    out!(
+                        "{:<24} {:<10} {:<20} {:<10} {expires}",
+                        t.name,
+                        t.role.as_str(),
+                        if t.project.is_empty() { "-" } else { &t.project },
+                        crate::output::age(t.created_at, now)
+                    )?;
+                }
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            ctx.client.revoke_token(&name).await?;
+            if ctx.json {
+                crate::output::json(&serde_json::json!({"name": name, "revoked": true}))?;
+            } else {
+                out!("revoked {name}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let since = match a.since.as_deref() {
+        None => 0,
+        Some(s) => match s.parse::<i64>() {
+            Ok(ms) if ms >= 0 => ms,
+            _ => {
+                let ago = crate::parse::duration_ms(s).map_err(|e| crate::errors::invalid(format!("--since: {e}")))?;
+                crate::output::now_ms() - ago as i64
+            }
+        },
+    };
+    if !(1..=1000).contains(&a.limit) {
+        return Err(crate::errors::invalid("--limit: 1 to 1000"));
+    }
+    let entries = ctx.client.audit(since, a.limit).await?;
+    if ctx.json {
+        crate::output::json_rows(&entries)?;
+    } else {
+        out!("{:<20} {:<16} {:<16} {:<16} TARGET", "TIME", "ACTOR", "PROJECT", "ACTION")?;
+        for e in &entries {
+            out!(
+                "{:<20} {:<16} {:<16} {:<16} {}",
+                crate::output::date(e.at),
+                e.actor,
+                if e.project.is_empty() { "-" } else { &e.project },
+                e.action,
+                e.target
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,258 @@
+//! Who may do what: projects, API tokens and their roles, and the audit
+//! trail of changes to them.
+//!
+//! A token is 256 random bits shown once to whoever created it; the store
+//! keeps only its SHA-256 ([`hash_token`]). Every token has a role, and
+//! every role but `worker` acts inside one project. What each role may do
+//! is [`Role::may`], against the [`Need`] of a request.
+
+use crate::clock::Millis;
+use crate::{Error, Id};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Projects, tokens, and everything inside any project.
+    Admin,
+    /// Everything inside its project.
+    Developer,
+    /// Invokes functions and runs jobs in its project, and reads it.
+    Invoker,
+    /// Reads its project.
+    Reader,
+    /// The worker API only; belongs to no project and serves all.
+    Worker,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Developer, Role::Invoker, Role::Reader, Role::Worker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Invoker => "invoker",
+            Role::Reader => "reader",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Whether this role may make a request that needs `need`.
+    pub fn may(self, need: Need) -> bool {
+        use Role::*;
+        match need {
+            Need::Read => matches!(self, Admin | Developer | Invoker | Reader),
+            Need::Fetch => matches!(self, Admin | Developer | Invoker | Reader | Worker),
+            Need::Invoke => matches!(self, Admin | Developer | Invoker),
+            Need::Develop => matches!(self, Admin | Developer),
+            Need::Admin => self == Admin,
+            Need::Worker => self == Worker,
+            Need::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            Error::invalid("role", format!("'{s}' is not a role: use admin, developer, invoker, reader or worker"))
+        })
+    }
+}
+
+/// What a request needs its token's role to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Reading a project's functions, invocations, jobs, objects and logs.
+    Read,
+    /// Reading artifacts and objects, which workers do too (for any project).
+    Fetch,
+    /// Invoking functions and running jobs.
+    Invoke,
+    /// Deploying and deleting functions, writing objects, cancelling jobs.
+    Develop,
+    /// Projects and tokens.
+    Admin,
+    /// The worker API.
+    Worker,
+    /// Asking who the token is.
+    Any,
+}
+
+/// A token as stored: never its secret, only the secret's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The secret's SHA-256, in hex.
+    pub hash: String,
+    /// Unique among tokens not revoked.
+    pub name: String,
+    /// The project it acts in; empty for a worker token.
+    pub project: String,
+    pub role: Role,
+    pub created_at: Millis,
+    /// The name of the token that created it (`-` for the first admin token).
+    pub created_by: String,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+impl Token {
+    /// Whether it is accepted at `now`.
+    pub fn live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// A project: a namespace of functions, invocations, jobs and objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// One recorded change: who (the token's name) did what to what, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: Id,
+    /// Milliseconds since the Unix epoch.
+    pub at: Millis,
+    /// The name of the token that made the change.
+    pub actor: String,
+    /// The project changed, or the project the change happened in.
+    pub project: String,
+    /// `project.create`, `project.delete`, `token.create`, `token.revoke`,
+    /// `function.deploy` or `function.delete`.
+    pub action: String,
+    /// What was changed: a project, token or function name.
+    pub target: String,
+}
+
+/// A change to projects or tokens, applied by the state store inside a
+/// commit, each guarded so that it applies at most once.
+#[derive(Debug, Clone)]
+pub enum TrustChange {
+    /// Applies when no project of that name ever existed: a deleted
+    /// project's name is not given to another, which would see its data.
+    CreateProject(Project),
+    /// Applies while the project is live and has no live function; revokes
+    /// its tokens with it.
+    DeleteProject { name: String, at: Millis },
+    /// Applies when no live token has that name and, but for a worker
+    /// token, its project is live. With `first`, applies only when no token
+    /// was ever stored: the admin token a new installation starts with.
+    PutToken { token: Token, first: bool },
+    /// Applies while the token is not revoked.
+    RevokeToken { name: String, at: Millis },
+}
+
+/// The prefix of every token's secret, so one found in a file or a log can
+/// be recognised (and so a secret scanner can be taught it).
+pub const TOKEN_PREFIX: &str = "stratus_";
+
+/// A new token's secret: [`TOKEN_PREFIX`] and 256 random bits, base64url.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The SHA-256 of a secret, in hex: all the store keeps of a token.
+pub fn hash_token(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A token's name: 1 to 63 of `a-z 0-9 - _ .`.
+pub fn validate_token_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "token name",
+            format!(
+                "'{}' is not a valid token name: use 1 to 63 characters of a-z, 0-9, '-', '_' and '.'",
+                name.chars().take(80).collect::<String>()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_hashed() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43, "256 bits in base64url");
+        assert_eq!(hash_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+
+    #[test]
+    fn roles_allow_what_they_say() {
+        use Need::*;
+        let table = [
+            (Role::Admin, [true, true, true, true, false, true]),
+            (Role::Developer, [true, true, true, false, false, true]),
+            (Role::Invoker, [true, true, false, false, false, true]),
+            (Role::Reader, [true, false, false, false, false, true]),
+            (Role::Worker, [false, false, false, false, true, true]),
+        ];
+        for (role, allowed) in table {
+            for (need, ok) in [Read, Invoke, Develop, Admin, Worker, Fetch].into_iter().zip(allowed) {
+                assert_eq!(role.may(need), ok, "{role} {need:?}");
+            }
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!("root".parse::<Role>().unwrap_err().to_string().contains("not a role"));
+    }
+
+    #[test]
+    fn expiry_and_revocation() {
+        let t = Token {
+            hash: hash_token("x"),
+            name: "t".into(),
+            project: "p".into(),
+            role: Role::Reader,
+            created_at: 0,
+            created_by: "-".into(),
+            expires_at: Some(100),
+            revoked_at: None,
+        };
+        assert!(t.live(99));
+        assert!(!t.live(100));
+        assert!(!Token { revoked_at: Some(5), ..t.clone() }.live(0));
+        assert!(Token { expires_at: None, ..t }.live(i64::MAX));
+        assert!(validate_token_name("ci.deploy_1").is_ok());
+        assert!(validate_token_name("Bad Name").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Projects, tokens and the audit trail: the statements both engines run,
+//! written once in SQLite's `?N` style ([`pg`] turns them into
+//! PostgreSQL's `$N`). Every value in a `SELECT` list is cast, so that
+//! PostgreSQL knows its type without a column to infer it from.
+
+use stratus_core::trust::{Role, Token, TrustChange};
+
+pub(crate) const CREATE_PROJECT: &str =
+    "INSERT INTO projects (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
+
+pub(crate) const DELETE_PROJECT: &str = "UPDATE projects SET deleted_at = ?2 \
+     WHERE name = ?1 AND deleted_at IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM functions WHERE project = ?1 AND deleted_at IS NULL)";
+
+/// Run only after [`DELETE_PROJECT`] applied.
+pub(crate) const REVOKE_PROJECT_TOKENS: &str =
+    "UPDATE tokens SET revoked_at = ?2 WHERE project = ?1 AND revoked_at IS NULL AND role <> 'worker'";
+
+pub(crate) const PUT_TOKEN: &str = "INSERT INTO tokens (hash, name, project, role, created_at, created_by, expires_at) \
+     SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS TEXT), CAST(?5 AS BIGINT), \
+            CAST(?6 AS TEXT), CAST(?7 AS BIGINT) \
+     WHERE NOT EXISTS (SELECT 1 FROM tokens WHERE name = ?2 AND revoked_at IS NULL) \
+     AND (?4 = 'worker' OR EXISTS (SELECT 1 FROM projects WHERE name = ?3 AND deleted_at IS NULL)) \
+     AND (NOT ?8 OR NOT EXISTS (SELECT 1 FROM tokens))";
+
+pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL";
+
+pub(crate) const INSERT_AUDIT: &str =
+    "INSERT INTO audit (id, at, actor, project, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+pub(crate) const LIVE_PROJECTS: &str = "SELECT name, created_at FROM projects WHERE deleted_at IS NULL ORDER BY name";
+
+pub(crate) const LIVE_TOKENS: &str = "SELECT hash, name, project, role, created_at, created_by, expires_at \
+     FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, name";
+
+/// `?2` is the project, or NULL for every project.
+pub(crate) const AUDIT: &str = "SELECT id, at, actor, project, action, target FROM audit \
+     WHERE at >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR project = ?2) ORDER BY at, id LIMIT ?3";
+
+/// A statement in PostgreSQL's placeholder style: `?N` becomes `$N`.
+pub(crate) fn pg(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The statements one trust change runs, in order: the first decides
+/// whether the change applied, the rest run only if it did.
+pub(crate) enum Steps<'a> {
+    Project { name: &'a str, at: i64 },
+    DeleteProject { name: &'a str, at: i64 },
+    Token { token: &'a Token, first: bool },
+    Revoke { name: &'a str, at: i64 },
+}
+
+impl<'a> Steps<'a> {
+    pub(crate) fn of(change: &'a TrustChange) -> Self {
+        match change {
+            TrustChange::CreateProject(p) => Steps::Project { name: &p.name, at: p.created_at },
+            TrustChange::DeleteProject { name, at } => Steps::DeleteProject { name, at: *at },
+            TrustChange::PutToken { token, first } => Steps::Token { token, first: *first },
+            TrustChange::RevokeToken { name, at } => Steps::Revoke { name, at: *at },
+        }
+    }
+}
+
+/// A role as stored, read back.
+pub(crate) fn role_from(s: &str) -> Result<Role, String> {
+    s.parse::<Role>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_become_dollars() {
+        assert_eq!(super::pg("a = ?1 AND b = ?12 OR c = '?'"), "a = $1 AND b = $12 OR c = '?'");
+    }
+}
