@@ -23,6 +23,11 @@ pub struct FileConfig {
     pub lease_timeout: Option<String>,
     pub max_body: Option<String>,
     pub advertise: Option<String>,
+    /// Serve without tokens (loopback only).
+    pub insecure_no_auth: Option<bool>,
+    /// Web origins whose pages may call the API.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(default)]
     pub worker: WorkerConfig,
 }
@@ -99,6 +104,8 @@ mod tests {
             slots = 3
             lease_timeout = "30s"
             max_body = "1G"
+            insecure_no_auth = false
+            allowed_origins = ["https://dash.example.com"]
             [worker]
             server = "http://control:7878"
             slots = 8
@@ -113,6 +120,7 @@ mod tests {
         assert_eq!(c.broker.as_deref(), Some("amqp://guest:guest@mq:5672/%2f"));
         assert_eq!((c.broker_queue.as_deref(), c.delivery_limit), (Some("team-a.work"), Some(3)));
         assert_eq!(c.worker.server.as_deref(), Some("http://control:7878"));
+        assert_eq!((c.insecure_no_auth, c.allowed_origins.len()), (Some(false), 1));
         assert_eq!((c.worker.slots, c.worker.name.as_deref()), (Some(8), Some("gpu-1")));
     }
 

@@ -195,8 +195,9 @@ async fn run_node(
     config.max_body = (args.max_body.or(file.max_body_mb()).unwrap_or(64) as usize) << 20;
     config.lease_timeout =
         std::time::Duration::from_millis(args.lease_timeout.or(file.lease_timeout_ms()).unwrap_or(10_000));
-    config.auth = !args.insecure_no_auth;
-    config.allowed_origins = args.allowed_origins;
+    config.auth = !(args.insecure_no_auth || file.insecure_no_auth == Some(true));
+    config.allowed_origins =
+        if args.allowed_origins.is_empty() { file.allowed_origins.clone() } else { args.allowed_origins };
     let admin_token = config.data_dir.join("admin.token");
     let had_token = admin_token.exists();
     let ran = Node::run(
