@@ -406,3 +406,50 @@ fn two_servers_share_tokens_and_revocations_across_a_failover() {
     assert_eq!((status(&b, &kept), status(&b, &gone)), (200, 401));
     assert!(b.ok(&["token", "list"]).contains("kept"));
 }
+
+/// A worker that reports the end of an attempt another worker leased
+/// changes nothing (the store's guard checks the worker); the real end
+/// then stands.
+#[test]
+fn a_completion_forged_by_another_worker_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "0"]);
+    let u = &s.url;
+    s.ok(&["fn", "deploy", "t", "--wasm", guest_wasm().to_str().unwrap()]);
+    let id = s.ok(&["invoke", "t", "--async", "echo:real"]).trim().to_string();
+    let (one, two) = (token(&s, &["--role", "worker"]), token(&s, &["--role", "worker"]));
+    let register = |t: &str| {
+        let (status, reg) = answer(
+            http_with(Some(t))
+                .post(format!("{u}/v1/workers"))
+                .body(r#"{"name":"w","host":"h","slots":1}"#)
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(status, 201);
+        reg["id"].as_str().unwrap().to_string()
+    };
+    let (w1, w2) = (register(&one), register(&two));
+    let (status, leased) = answer(
+        http_with(Some(&one))
+            .post(format!("{u}/v1/workers/{w1}/lease"))
+            .body(r#"{"max":1,"wait_ms":30000}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    let task = &leased["tasks"][0];
+    assert_eq!(task["invocation"], id.as_str());
+    let complete = |t: &str, w: &str, output: &str| {
+        let body = serde_json::json!({"completions": [{
+            "invocation": task["invocation"], "attempt": task["attempt"],
+            "started_at": 1, "finished_at": 2, "output": output, "logs": "",
+        }]});
+        http_with(Some(t)).post(format!("{u}/v1/workers/{w}/complete")).json(&body).send().unwrap().status()
+    };
+    assert_eq!(complete(&two, &w2, "Zm9yZ2Vk"), 204, "accepted, as a late report is");
+    assert_eq!(s.get_json(&format!("/v1/invocations/{id}"))["state"], "running", "the forged end did not apply");
+    assert_eq!(complete(&two, &w1, "Zm9yZ2Vk"), 404, "nor can it report as the holder");
+    assert_eq!(complete(&one, &w1, "cmVhbA=="), 204);
+    assert_eq!(s.ok(&["wait", &id]), "real");
+}

@@ -32,10 +32,17 @@ pub struct AttemptStart {
     pub started_at: Millis,
 }
 
+/// The worker name attempts dispatched through a broker start under: any
+/// worker may take their message, so their ends are not checked against
+/// the worker that started them.
+pub const BROKER_WORKER: &str = "broker";
+
 /// What to record when an attempt ends. Applies only while the invocation
 /// is on that attempt (running it, or still queued for it when its start
 /// was never written) and not finished: a duplicate or a late report
-/// changes nothing — the exactly-once guard every engine enforces.
+/// changes nothing — the exactly-once guard every engine enforces. A
+/// running attempt ends only by the worker it started on (or any, when it
+/// started on [`BROKER_WORKER`]): a worker cannot report another's.
 #[derive(Debug, Clone)]
 pub struct AttemptEnd {
     pub id: Id,

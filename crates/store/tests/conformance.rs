@@ -58,6 +58,9 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let running = s.get_invocation("p", ia).await.unwrap().unwrap();
     assert_eq!((running.state, running.attempts), (InvocationState::Running, 1));
 
+    // Another worker's report of the attempt changes nothing.
+    let forged = AttemptEnd { worker: "w2".into(), ..end(ia, 1, finish_ok(b"forged")) };
+    assert_eq!(s.end_attempts(&[forged]).await.unwrap().applied, [false], "w1 holds the attempt");
     // First completion applies; a duplicate and a late one change nothing.
     assert_eq!(s.end_attempts(&[end(ia, 1, finish_ok(b"out"))]).await.unwrap().applied, [true]);
     assert_eq!(s.end_attempts(&[end(ia, 1, finish_ok(b"other"))]).await.unwrap().applied, [false]);
@@ -66,6 +69,15 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let p = s.get_payloads("p", ia).await.unwrap().unwrap();
     assert_eq!(p.output.as_deref(), Some(&b"out"[..]));
     assert_eq!(p.logs.as_deref(), Some(&b"log"[..]));
+
+    // An attempt started on the broker's pseudo-worker ends by whichever worker took it.
+    let c = new_inv("f", 1, 102);
+    s.insert_invocations(&[c.clone()]).await.unwrap();
+    let ic = c.invocation.id;
+    let start = AttemptStart { id: ic, attempt: 1, worker: stratus_core::change::BROKER_WORKER.into(), started_at: 10 };
+    s.start_attempts(&[start]).await.unwrap();
+    let taken = AttemptEnd { worker: "w9".into(), ..end(ic, 1, finish_ok(b"brokered")) };
+    assert_eq!(s.end_attempts(&[taken]).await.unwrap().applied, [true]);
 
     // Requeue, then a stale report of the first attempt, then the second attempt.
     let fail = Failure::new(FailureKind::Exit, "exit 1");

@@ -66,7 +66,7 @@ impl RunTimes {
 
 /// The worker name attempts dispatched through the broker run under until
 /// they end (the end records the worker that ran them).
-pub(crate) const BROKER: &str = "broker";
+pub(crate) const BROKER: &str = stratus_core::change::BROKER_WORKER;
 /// Tasks per dispatch message, at most. Every message costs a publisher
 /// confirm, a delivery and an ack: for tasks of microseconds that is most
 /// of the work (100k no-op tasks: 32 per message 6k tasks/s, 256 per message

@@ -37,6 +37,9 @@ pub(super) enum Write {
     Barrier(oneshot::Sender<()>),
 }
 
+/// The attempts a batch ends, with the workers that report each end.
+pub(super) type Ended<'a> = HashMap<(Id, u32), Vec<&'a str>>;
+
 /// Held inserts and starts, by due time.
 #[derive(Default)]
 pub(super) struct Holds {
@@ -64,22 +67,33 @@ impl Holds {
     }
 
     /// What to write with a batch of `ended` attempts at `now`: the inserts
-    /// of those invocations (their starts are dropped: the end records
-    /// them), and every insert and start whose hold is over — all of them
-    /// with `flush`.
+    /// of those invocations, and every insert and start whose hold is over
+    /// — all of them with `flush`. The start of an ended attempt is dropped
+    /// when the worker it started on reports the end (the end records it);
+    /// when another worker does, the start is written now, before that
+    /// end, so that the store's guard refuses it.
     pub(super) fn release(
         &mut self,
         now: Instant,
-        ended: &HashSet<(Id, u32)>,
+        ended: &Ended<'_>,
         flush: bool,
     ) -> (Vec<NewInvocation>, Vec<AttemptStart>) {
         let mut inserts = Vec::new();
+        let mut starts = Vec::new();
         if !ended.is_empty() {
             for h in &mut self.starts {
-                h.retain(|(_, s)| !ended.contains(&(s.id, s.attempt)));
+                let mut kept = VecDeque::with_capacity(h.len());
+                for (t, s) in h.drain(..) {
+                    match ended.get(&(s.id, s.attempt)) {
+                        None => kept.push_back((t, s)),
+                        Some(by) if s.worker == dispatch::BROKER || by.contains(&s.worker.as_str()) => {}
+                        Some(_) => starts.push(s),
+                    }
+                }
+                *h = kept;
             }
             if !self.inserts.is_empty() {
-                let ended: HashSet<Id> = ended.iter().map(|(id, _)| *id).collect();
+                let ended: HashSet<Id> = ended.keys().map(|(id, _)| *id).collect();
                 let (pulled, kept): (VecDeque<_>, VecDeque<_>) =
                     self.inserts.drain(..).partition(|(_, n)| ended.contains(&n.invocation.id));
                 self.inserts = kept;
@@ -89,7 +103,6 @@ impl Holds {
         while self.inserts.front().is_some_and(|(t, _)| flush || *t <= now) {
             inserts.push(self.inserts.pop_front().expect("front exists").1);
         }
-        let mut starts = Vec::new();
         for h in &mut self.starts {
             while h.front().is_some_and(|(t, _)| flush || *t <= now) {
                 starts.push(h.pop_front().expect("front exists").1);
@@ -147,9 +160,12 @@ impl Scheduler {
                 Write::Barrier(tx) => barriers.push(tx),
             }
         }
-        let ended: HashSet<(Id, u32)> =
-            ends.iter().map(|(c, _): &(Completion, Ending)| (c.invocation, c.attempt)).collect();
+        let mut ended = Ended::new();
+        for (c, _) in &ends {
+            ended.entry((c.invocation, c.attempt)).or_default().push(c.worker.as_str());
+        }
         let (inserts, starts) = holds.release(now, &ended, !flushes.is_empty());
+        drop(ended);
         self.write_records(inserts, starts, ends).await;
         for tx in flushes.into_iter().chain(barriers) {
             let _ = tx.send(());
@@ -238,8 +254,11 @@ impl Scheduler {
                 self.metrics.stale_completions.fetch_add(1, Relaxed);
                 // The attempt is over all the same (its job was cancelled
                 // while its start was held, say): nothing else will end it.
+                // Not when another worker reported it: the holder still runs it.
                 let mut inflight = self.inflight.lock().unwrap();
-                if inflight.get(&c.invocation).is_some_and(|f| f.entry.task.attempt == c.attempt) {
+                if inflight.get(&c.invocation).is_some_and(|f| {
+                    f.entry.task.attempt == c.attempt && (f.worker == c.worker || f.worker == dispatch::BROKER)
+                }) {
                     self.remove_inflight(&mut inflight, &c.invocation);
                 }
                 continue;
@@ -322,12 +341,12 @@ mod tests {
         h.hold_start(t0, start(a, "w"));
         h.hold_start(t0, start(b, dispatch::BROKER));
         assert_eq!(h.next_due(), Some(t0 + START_HOLD));
-        let (i, s) = h.release(t0 + START_HOLD / 2, &HashSet::new(), false);
+        let (i, s) = h.release(t0 + START_HOLD / 2, &Ended::new(), false);
         assert!(i.is_empty() && s.is_empty(), "nothing due yet");
-        let (_, s) = h.release(t0 + START_HOLD, &HashSet::new(), false);
+        let (_, s) = h.release(t0 + START_HOLD, &Ended::new(), false);
         assert_eq!(s.iter().map(|s| s.id).collect::<Vec<_>>(), [a]);
         assert_eq!(h.next_due(), Some(t0 + BROKER_START_HOLD), "a brokered start is held longer");
-        let (_, s) = h.release(t0 + START_HOLD, &HashSet::new(), true);
+        let (_, s) = h.release(t0 + START_HOLD, &Ended::new(), true);
         assert_eq!(s.len(), 1, "a flush writes everything held");
         assert!(h.next_due().is_none(), "nothing held");
     }
@@ -341,12 +360,25 @@ mod tests {
             h.hold_insert(t0, insert(id));
             h.hold_start(t0, start(id, "w"));
         }
-        let ended = HashSet::from([(a, 1)]);
+        let ended = Ended::from([((a, 1), vec!["w"])]);
         let (i, s) = h.release(t0 + Duration::from_millis(1), &ended, false);
         assert_eq!(i.iter().map(|n| n.invocation.id).collect::<Vec<_>>(), [a], "written with its end");
         assert!(s.is_empty(), "the end records its start");
-        let (i, s) = h.release(t0 + START_HOLD, &HashSet::new(), false);
+        let (i, s) = h.release(t0 + START_HOLD, &Ended::new(), false);
         assert_eq!((i.len(), s.len()), (1, 1), "the other one is written when its hold is over");
         assert!(h.next_due().is_none(), "nothing held");
+    }
+
+    #[test]
+    fn an_end_another_worker_reports_has_the_start_written_before_it() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        let (a, b) = (new_id(), new_id());
+        h.hold_start(t0, start(a, "w"));
+        h.hold_start(t0, start(b, dispatch::BROKER));
+        let ended = Ended::from([((a, 1), vec!["intruder"]), ((b, 1), vec!["any"])]);
+        let (_, s) = h.release(t0 + Duration::from_millis(1), &ended, false);
+        assert_eq!(s.iter().map(|s| (s.id, s.worker.as_str())).collect::<Vec<_>>(), [(a, "w")], "w's start is kept");
+        assert!(h.next_due().is_none(), "a brokered start ends by whichever worker took it");
     }
 }

@@ -118,7 +118,8 @@ pub(super) const END_ATTEMPTS: &str = concat!(
             not_before = COALESCE(n.not_before, i.not_before)
         FROM input n
         WHERE i.id = n.id
-          AND ((i.state = 'running' AND i.attempts = n.attempt) OR (i.state = 'queued' AND i.attempts < n.attempt))
+          AND ((i.state = 'running' AND i.attempts = n.attempt AND (i.worker = n.worker OR i.worker = 'broker'))
+               OR (i.state = 'queued' AND i.attempts < n.attempt))
         RETURNING n.ord, i.job_id, i.task_index, n.counts
     ), recorded AS (
         INSERT INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error)

@@ -378,11 +378,13 @@ pub(super) fn end_rows<'a>(
     let mut touched: Vec<([u8; 16], (i64, i64, i64))> = Vec::new();
     {
         // The guard: still on this attempt (or queued for it, when the
-        // start was never recorded) and not finished.
+        // start was never recorded) and not finished, reported by the
+        // worker that started it (see BROKER_WORKER).
         let mut update = tx.prepare_cached(
             "UPDATE invocations SET state = ?1, attempts = ?2, output = ?3, error = ?4, logs = ?5, worker = ?6, \
              started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
-             WHERE id = ?10 AND ((state = 'running' AND attempts = ?2) OR (state = 'queued' AND attempts < ?2)) \
+             WHERE id = ?10 AND ((state = 'running' AND attempts = ?2 AND (worker = ?6 OR worker = 'broker')) \
+             OR (state = 'queued' AND attempts < ?2)) \
              RETURNING job_id, task_index",
         )?;
         let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
