@@ -72,7 +72,7 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
 
     // An attempt started on the broker's pseudo-worker ends by whichever worker took it.
     let c = new_inv("f", 1, 102);
-    s.insert_invocations(&[c.clone()]).await.unwrap();
+    s.insert_invocations(std::slice::from_ref(&c)).await.unwrap();
     let ic = c.invocation.id;
     let start = AttemptStart { id: ic, attempt: 1, worker: stratus_core::change::BROKER_WORKER.into(), started_at: 10 };
     s.start_attempts(&[start]).await.unwrap();
