@@ -88,6 +88,8 @@ fn word_count_map_reduce_over_objects_equals_a_direct_count() {
     let ex = repo_root().join("examples/wordcount");
     s.ok(&["fn", "deploy", "wc-map", "--dir", ex.to_str().unwrap(), "--cmd", "python3 mapper.py"]);
     s.ok(&["fn", "deploy", "wc-reduce", "--dir", ex.to_str().unwrap(), "--cmd", "python3 reducer.py"]);
+    // Chunks far below the default quota (64 KiB), to cut these small objects.
+    s.ok(&["project", "set", "default", "--min-chunk-size", "1"]);
     let out = s.ok(&["map", "wc-map", "--objects", "corpus/", "--chunk-size", "7777", "--reduce", "wc-reduce"]);
     assert_eq!(out.trim(), expected);
     let jobs = s.get_json("/v1/jobs");
@@ -111,6 +113,8 @@ fn chunk_boundaries_read_each_line_exactly_once() {
     let file = tmp.path().join("lines.txt");
     std::fs::write(&file, &data).unwrap();
     s.ok(&["object", "put", "b/lines.txt", file.to_str().unwrap()]);
+    // Chunks far below the default quota (64 KiB), to cut these small objects.
+    s.ok(&["project", "set", "default", "--min-chunk-size", "1"]);
     for chunk in ["10", "64", "1000"] {
         let out = s.ok(&["map", "cat", "--objects", "b/lines", "--chunk-size", chunk, "--json"]);
         let joined: String = out

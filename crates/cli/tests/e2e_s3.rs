@@ -32,6 +32,8 @@ fn bundles_modules_and_job_inputs_live_in_s3_and_workers_read_them_directly() {
     s.ok(&["object", "put", "corpus/part-1.txt", file.to_str().unwrap()]);
 
     // Chunks cut at line ends, read by the worker with ranged GETs.
+    // Chunks far below the default quota (64 KiB), to cut these small objects.
+    s.ok(&["project", "set", "default", "--min-chunk-size", "1"]);
     let out = s.ok(&["map", "cat", "--objects", "corpus/", "--chunk-size", "4096", "--json"]);
     let joined: String = out
         .lines()

@@ -453,3 +453,52 @@ fn a_completion_forged_by_another_worker_changes_nothing() {
     assert_eq!(complete(&one, &w1, "cmVhbA=="), 204);
     assert_eq!(s.ok(&["wait", &id]), "real");
 }
+
+/// A project's quotas refuse, with a 422 naming the limit, what would
+/// exceed them, and nothing is created.
+#[test]
+fn quotas_refuse_what_exceeds_them_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    s.ok(&["fn", "deploy", "t", "--wasm", guest_wasm().to_str().unwrap()]);
+    let shown: Value = serde_json::from_str(&s.ok(&["project", "show", "default", "--json"])).unwrap();
+    assert_eq!(shown["quotas"]["max_tasks_per_job"], 1_000_000, "{shown}");
+    assert_eq!(shown["quotas"]["min_chunk_size"], 65_536, "{shown}");
+    s.ok(&["project", "set", "default", "--max-tasks-per-job", "3", "--max-object-size", "1KiB"]);
+    let shown = s.ok(&["project", "show", "default"]);
+    assert!(shown.contains("max tasks per job 3") && shown.contains("max object size 1.0 KiB"), "{shown}");
+
+    // Tasks: three pass, four are refused (streamed or in one body), and no job is left.
+    assert!(s.cli(&["map", "t", "--inputs", inputs_file(tmp.path(), 3).to_str().unwrap()]).status.success());
+    let out = s.cli(&["map", "t", "--inputs", inputs_file(tmp.path(), 4).to_str().unwrap(), "--json"]);
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(err["error"]["code"], "quota_exceeded", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("max_tasks_per_job"), "{err}");
+    let body = r#"{"function":"t","inputs":[1,2,3,4]}"#;
+    let res = s.http().post(format!("{}/v1/jobs", s.url)).body(body).send().unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(s.get_json("/v1/jobs")["jobs"].as_array().unwrap().len(), 1, "only the job that fit");
+
+    // Objects: one byte over is refused, with or without a declared length, and leaves nothing.
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'x'; 1025]).unwrap();
+    let out = s.cli(&["object", "put", "b/big", big.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("max_object_size"), "{}", stderr(&out));
+    let out = s.cli_stdin(&["object", "put", "b/big", "-"], &[b'x'; 5000]);
+    assert!(!out.status.success() && stderr(&out).contains("max_object_size"), "{}", stderr(&out));
+    assert!(!s.ok(&["object", "ls", "b"]).contains("big"));
+    std::fs::write(&big, vec![b'x'; 1024]).unwrap();
+    s.ok(&["object", "put", "b/big", big.to_str().unwrap()]);
+
+    // Chunks below the minimum.
+    let out = s.cli(&["map", "t", "--objects", "b/", "--chunk-size", "4KiB"]);
+    assert!(!out.status.success() && stderr(&out).contains("min_chunk_size"), "{}", stderr(&out));
+
+    // Bad values change nothing; the change is audited.
+    assert!(!s.cli(&["project", "set", "default", "--max-tasks-per-job", "0"]).status.success());
+    let res = s.http().put(format!("{}/v1/projects/default/quotas", s.url)).body(r#"{"max_tasks":5}"#).send().unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(s.ok(&["project", "show", "default"]).contains("max tasks per job 3"));
+    assert!(s.ok(&["audit"]).contains("project.quotas"));
+}

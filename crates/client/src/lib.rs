@@ -23,7 +23,7 @@ use stratus_core::api::{
     JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
 };
 pub use stratus_core::api::{ProjectInfo, TokenCreated, TokenInfo, TokenRequest};
-pub use stratus_core::trust::{AuditEntry, Role};
+pub use stratus_core::trust::{AuditEntry, Quotas, Role};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,11 @@ impl Client {
 
     pub async fn get_project(&self, name: &str) -> Result<ProjectInfo> {
         self.json(self.http.get(self.url(&format!("/v1/projects/{name}")))).await
+    }
+
+    /// Sets a project's quotas, all at once (a limit left out takes its default).
+    pub async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<ProjectInfo> {
+        self.json(self.http.put(self.url(&format!("/v1/projects/{name}/quotas"))).json(quotas)).await
     }
 
     pub async fn delete_project(&self, name: &str) -> Result<()> {

@@ -413,6 +413,8 @@ pub struct ProjectInfo {
     pub functions: u64,
     /// Tokens not revoked (expired ones included).
     pub tokens: u64,
+    /// The limits in force, defaults filled in (`max_object_size` absent: none).
+    pub quotas: crate::trust::Quotas,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

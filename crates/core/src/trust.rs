@@ -119,6 +119,51 @@ impl Token {
 pub struct Project {
     pub name: String,
     pub created_at: Millis,
+    pub quotas: Quotas,
+}
+
+/// A project's limits, enforced by the server; a limit left out takes its
+/// default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Tasks one job may have [default: 1,000,000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks_per_job: Option<u64>,
+    /// Bytes one object may have [default: no limit but the request body's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_size: Option<u64>,
+    /// The smallest `chunk_size` of a map over objects [default: 64 KiB].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_chunk_size: Option<u64>,
+}
+
+impl Quotas {
+    pub const DEFAULT_MAX_TASKS_PER_JOB: u64 = 1_000_000;
+    pub const DEFAULT_MIN_CHUNK_SIZE: u64 = 64 << 10;
+
+    pub fn max_tasks_per_job(&self) -> u64 {
+        self.max_tasks_per_job.unwrap_or(Self::DEFAULT_MAX_TASKS_PER_JOB)
+    }
+
+    pub fn min_chunk_size(&self) -> u64 {
+        self.min_chunk_size.unwrap_or(Self::DEFAULT_MIN_CHUNK_SIZE)
+    }
+
+    /// Refuses zeros: a limit of nothing is a mistake, not a setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, v) in [
+            ("max_tasks_per_job", self.max_tasks_per_job),
+            ("max_object_size", self.max_object_size),
+            ("min_chunk_size", self.min_chunk_size),
+        ] {
+            if v == Some(0) {
+                return Err(Error::invalid(name, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One recorded change: who (the token's name) did what to what, when.
@@ -133,8 +178,8 @@ pub struct AuditEntry {
     pub actor: String,
     /// The project changed, or the project the change happened in.
     pub project: String,
-    /// `project.create`, `project.delete`, `token.create`, `token.revoke`,
-    /// `function.deploy` or `function.delete`.
+    /// `project.create`, `project.delete`, `project.quotas`,
+    /// `token.create`, `token.revoke`, `function.deploy` or `function.delete`.
     pub action: String,
     /// What was changed: a project, token or function name.
     pub target: String,
@@ -156,6 +201,8 @@ pub enum TrustChange {
     PutToken { token: Token, first: bool },
     /// Applies while the token is not revoked.
     RevokeToken { name: String, at: Millis },
+    /// Applies while the project is live.
+    SetQuotas { name: String, quotas: Quotas },
 }
 
 /// The prefix of every token's secret, so one found in a file or a log can

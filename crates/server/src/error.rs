@@ -31,6 +31,9 @@ pub enum ApiError {
     RangeNotSatisfiable(String),
     #[error("{0}")]
     Gone(String),
+    /// A project's quota would be exceeded; nothing was created.
+    #[error("{0}")]
+    Quota(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::Quota(_) => (StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -28,7 +28,10 @@ pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = ?2 WHERE n
 pub(crate) const INSERT_AUDIT: &str =
     "INSERT INTO audit (id, at, actor, project, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-pub(crate) const LIVE_PROJECTS: &str = "SELECT name, created_at FROM projects WHERE deleted_at IS NULL ORDER BY name";
+pub(crate) const SET_QUOTAS: &str = "UPDATE projects SET quotas = ?2 WHERE name = ?1 AND deleted_at IS NULL";
+
+pub(crate) const LIVE_PROJECTS: &str =
+    "SELECT name, created_at, quotas FROM projects WHERE deleted_at IS NULL ORDER BY name";
 
 pub(crate) const LIVE_TOKENS: &str = "SELECT hash, name, project, role, created_at, created_by, expires_at \
      FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, name";
@@ -58,6 +61,7 @@ pub(crate) enum Steps<'a> {
     DeleteProject { name: &'a str, at: i64 },
     Token { token: &'a Token, first: bool },
     Revoke { name: &'a str, at: i64 },
+    Quotas { name: &'a str, quotas: String },
 }
 
 impl<'a> Steps<'a> {
@@ -67,8 +71,16 @@ impl<'a> Steps<'a> {
             TrustChange::DeleteProject { name, at } => Steps::DeleteProject { name, at: *at },
             TrustChange::PutToken { token, first } => Steps::Token { token, first: *first },
             TrustChange::RevokeToken { name, at } => Steps::Revoke { name, at: *at },
+            TrustChange::SetQuotas { name, quotas } => {
+                Steps::Quotas { name, quotas: serde_json::to_string(quotas).expect("quotas serialise") }
+            }
         }
     }
+}
+
+/// Quotas as stored, read back.
+pub(crate) fn quotas_from(s: &str) -> Result<stratus_core::trust::Quotas, String> {
+    serde_json::from_str(s).map_err(|e| format!("project quotas: {e}"))
 }
 
 /// A role as stored, read back.

@@ -549,7 +549,7 @@ async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
     let again = TrustChange::PutToken { token: token("admin2", "default", Role::Admin), first: true };
     assert_eq!(apply(vec![again], vec![]).await, [false], "only one first token, ever");
 
-    let a = TrustChange::CreateProject(Project { name: "a".into(), created_at: 2 });
+    let a = TrustChange::CreateProject(Project { name: "a".into(), created_at: 2, quotas: Default::default() });
     assert_eq!(apply(vec![a.clone(), a], vec![audit(2, "a", "project.create")]).await, [true, false]);
     let dev = TrustChange::PutToken { token: token("dev", "a", Role::Developer), first: false };
     let nowhere = TrustChange::PutToken { token: token("lost", "nowhere", Role::Reader), first: false };
@@ -578,7 +578,7 @@ async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
     assert_eq!(apply(vec![delete.clone()], vec![]).await, [false]);
     s.delete_function("a", "f", 5).await.unwrap();
     assert_eq!(apply(vec![delete.clone(), delete], vec![audit(6, "a", "project.delete")]).await, [true, false]);
-    let again = TrustChange::CreateProject(Project { name: "a".into(), created_at: 7 });
+    let again = TrustChange::CreateProject(Project { name: "a".into(), created_at: 7, quotas: Default::default() });
     assert_eq!(apply(vec![again], vec![]).await, [false], "a deleted project's name is not reused");
     let loaded = s.trust().await.unwrap();
     assert_eq!(loaded.projects.len(), 1);
@@ -605,7 +605,7 @@ async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
     twin.name = "twin".into();
     let bad = ChangeSet {
         trust: vec![
-            TrustChange::CreateProject(Project { name: "b".into(), created_at: 9 }),
+            TrustChange::CreateProject(Project { name: "b".into(), created_at: 9, quotas: Default::default() }),
             TrustChange::PutToken { token: twin, first: false },
         ],
         audit: vec![audit(9, "b", "project.create")],

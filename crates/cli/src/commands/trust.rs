@@ -35,6 +35,23 @@ pub enum ProjectCommand {
         /// The project.
         name: String,
     },
+    /// Change a project's quotas; the others keep their values (admin).
+    Set(SetArgs),
+}
+
+#[derive(Args)]
+pub struct SetArgs {
+    /// The project.
+    name: String,
+    /// Tasks one job may have [default: 1000000].
+    #[arg(long)]
+    max_tasks_per_job: Option<u64>,
+    /// Bytes one object may have, e.g. 1G [default: no limit].
+    #[arg(long, value_parser = crate::parse::bytes)]
+    max_object_size: Option<u64>,
+    /// The smallest --chunk-size of a map over objects, e.g. 1MiB [default: 64KiB].
+    #[arg(long, value_parser = crate::parse::bytes)]
+    min_chunk_size: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +139,11 @@ fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
     out!("created:   {}", crate::output::when(p.created_at, crate::output::now_ms()))?;
     out!("functions: {}", p.functions)?;
     out!("tokens:    {}", p.tokens)?;
+    let q = &p.quotas;
+    let or_none = |v: Option<u64>, f: fn(u64) -> String| v.map_or("none".to_string(), f);
+    out!("quotas:    max tasks per job {}", or_none(q.max_tasks_per_job, |n| n.to_string()))?;
+    out!("           max object size {}", or_none(q.max_object_size, crate::output::size))?;
+    out!("           min chunk size {}", or_none(q.min_chunk_size, crate::output::size))?;
     Ok(())
 }
 
@@ -155,6 +177,16 @@ pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ProjectCommand::Show { name } => print_project(ctx, &ctx.client.get_project(&name).await?)?,
+        ProjectCommand::Set(a) => {
+            let mut q = ctx.client.get_project(&a.name).await?.quotas;
+            if a.max_tasks_per_job == Some(0) {
+                return Err(crate::errors::invalid("--max-tasks-per-job: at least 1"));
+            }
+            q.max_tasks_per_job = a.max_tasks_per_job.or(q.max_tasks_per_job);
+            q.max_object_size = a.max_object_size.or(q.max_object_size);
+            q.min_chunk_size = a.min_chunk_size.or(q.min_chunk_size);
+            print_project(ctx, &ctx.client.set_quotas(&a.name, &q).await?)?;
+        }
         ProjectCommand::Delete { name } => {
             ctx.client.delete_project(&name).await?;
             if ctx.json {

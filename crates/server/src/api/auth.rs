@@ -106,6 +106,11 @@ impl Trust {
                 s.tokens.insert(token.hash.clone(), Arc::new(token.clone()));
             }
             TrustChange::RevokeToken { name, .. } => s.tokens.retain(|_, t| &t.name != name),
+            TrustChange::SetQuotas { name, quotas } => {
+                if let Some(p) = s.projects.get_mut(name) {
+                    p.quotas = *quotas;
+                }
+            }
         }
     }
 
@@ -224,7 +229,8 @@ mod tests {
             expires_at: Some(1000),
             revoked_at: None,
         };
-        let projects = ["a", "b"].map(|n| Project { name: n.into(), created_at: 0 }).to_vec();
+        let projects =
+            ["a", "b"].map(|n| Project { name: n.into(), created_at: 0, quotas: Default::default() }).to_vec();
         (Trust::new(true, stratus_store::Trust { projects, tokens: vec![token] }), secret)
     }
 

@@ -17,8 +17,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use stratus_core::api::{ErrorBody, JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
+use stratus_core::trust::Quotas;
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
 use tokio::sync::mpsc;
@@ -64,6 +67,7 @@ async fn functions(
         (status = 400, description = "error", body = ErrorBody),
         (status = 404, description = "error", body = ErrorBody),
         (status = 413, description = "error", body = ErrorBody),
+        (status = 422, description = "over the project's max_tasks_per_job", body = ErrorBody),
     )
 )]
 async fn create_job(
@@ -96,7 +100,19 @@ async fn create_job(
                 }
                 inputs.into_iter().map(|v| TaskSpec::Input(v.to_string().into_bytes())).collect()
             }
-            (None, Some(objects)) => partitions(&st, &caller.project, &objects, req.chunk_size).await?,
+            (None, Some(objects)) => {
+                let min = st
+                    .trust
+                    .project(&caller.project)
+                    .map_or(Quotas::DEFAULT_MIN_CHUNK_SIZE, |p| p.quotas.min_chunk_size());
+                if let Some(c) = req.chunk_size.filter(|c| *c < min) {
+                    return Err(ApiError::Quota(format!(
+                        "chunk_size {c} is below project '{}''s min_chunk_size of {min} bytes",
+                        caller.project
+                    )));
+                }
+                partitions(&st, &caller.project, &objects, req.chunk_size).await?
+            }
             _ => return Err(ApiError::BadRequest("give exactly one of 'inputs' and 'objects'".into())),
         };
         tokio::spawn(async move {
@@ -108,7 +124,35 @@ async fn create_job(
         });
         fs
     };
-    let job = st.scheduler.create_job(f, r, rx).await.map_err(|e| match e {
+    // The project's task limit: the producer's rows pass through a counter
+    // that aborts the job (nothing of it is kept) at one task too many.
+    let max =
+        st.trust.project(&caller.project).map_or(Quotas::DEFAULT_MAX_TASKS_PER_JOB, |p| p.quotas.max_tasks_per_job());
+    let (counted_tx, counted) = mpsc::channel::<Result<TaskSpec, String>>(1024);
+    let over = Arc::new(AtomicBool::new(false));
+    let flag = over.clone();
+    let project = caller.project.clone();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let mut n = 0u64;
+        while let Some(item) = rx.recv().await {
+            n += 1;
+            let item = if n > max {
+                flag.store(true, Relaxed);
+                Err(format!("the job has more than {max} tasks, project '{project}''s max_tasks_per_job"))
+            } else {
+                item
+            };
+            let stop = item.is_err();
+            if counted_tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let job = st.scheduler.create_job(f, r, counted).await.map_err(|e| match e {
+        crate::scheduler::Error::Store(stratus_store::Error::Aborted(why)) if over.load(Relaxed) => {
+            ApiError::Quota(why)
+        }
         crate::scheduler::Error::Store(stratus_store::Error::Aborted(why)) => ApiError::BadRequest(why),
         other => other.into(),
     })?;

@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use stratus_blob::Key;
 use stratus_core::api::{ErrorBody, ObjectInfo, ObjectList, ObjectStored};
 use stratus_core::validate_name;
@@ -40,17 +43,53 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
     responses(
         (status = 201, description = "stored", body = ObjectStored),
         (status = 400, description = "error", body = ErrorBody),
+        (status = 422, description = "over the project's max_object_size", body = ErrorBody),
     )
 )]
 async fn put_object(
     State(st): State<AppState>,
     caller: Caller,
     Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
     let object = object_key(&bucket, &key)?;
-    let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
-    let size = st.objects.put_stream(&Key::user(&caller.project, &object), stream).await?;
+    let limit = st.trust.project(&caller.project).and_then(|p| p.quotas.max_object_size);
+    let too_big = |limit: u64| {
+        ApiError::Quota(format!(
+            "the object is larger than project '{}''s max_object_size of {limit} bytes",
+            caller.project
+        ))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(limit), Some(n)) = (limit, declared)
+        && n > limit
+    {
+        return Err(too_big(limit));
+    }
+    // A body of no declared length is counted as it streams: one that
+    // passes the limit fails the upload, which then leaves nothing.
+    let over = Arc::new(AtomicBool::new(false));
+    let (mut seen, flag) = (0u64, over.clone());
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .and_then(move |chunk| {
+            seen += chunk.len() as u64;
+            let past = limit.is_some_and(|l| seen > l);
+            flag.store(past, Relaxed);
+            std::future::ready(if past {
+                Err(std::io::Error::other("over the project's max_object_size"))
+            } else {
+                Ok(chunk)
+            })
+        })
+        .boxed();
+    let stored = st.objects.put_stream(&Key::user(&caller.project, &object), stream).await;
+    let size = match (stored, limit) {
+        (Err(_), Some(limit)) if over.load(Relaxed) => return Err(too_big(limit)),
+        (other, _) => other?,
+    };
     Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
 }
 

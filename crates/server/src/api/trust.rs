@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use std::path::Path as FsPath;
 use stratus_core::api::{
@@ -18,7 +18,9 @@ use stratus_core::api::{
 };
 use stratus_core::change::ChangeSet;
 use stratus_core::clock::Millis;
-use stratus_core::trust::{AuditEntry, Project, Role, Token, TrustChange, hash_token, new_secret, validate_token_name};
+use stratus_core::trust::{
+    AuditEntry, Project, Quotas, Role, Token, TrustChange, hash_token, new_secret, validate_token_name,
+};
 use stratus_core::{DEFAULT_PROJECT, new_id, validate_name};
 use stratus_store::StateStore;
 
@@ -26,6 +28,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/projects", post(create_project).get(list_projects))
         .route("/v1/projects/{name}", get(show_project).delete(delete_project))
+        .route("/v1/projects/{name}/quotas", put(set_quotas))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{name}", delete(revoke_token))
         .route("/v1/audit", get(audit))
@@ -58,7 +61,13 @@ async fn change(st: &AppState, change: TrustChange, audit: AuditEntry) -> ApiRes
 async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
     let functions = st.store.list_functions(&p.name).await?.len() as u64;
     let tokens = st.trust.tokens().iter().filter(|t| t.project == p.name && t.role != Role::Worker).count() as u64;
-    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens })
+    let q = p.quotas;
+    let quotas = Quotas {
+        max_tasks_per_job: Some(q.max_tasks_per_job()),
+        max_object_size: q.max_object_size,
+        min_chunk_size: Some(q.min_chunk_size()),
+    };
+    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas })
 }
 
 #[utoipa::path(
@@ -75,7 +84,7 @@ async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
 async fn create_project(State(st): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<impl IntoResponse> {
     let r: ProjectRequest = parse_json(&body)?;
     validate_name("project", &r.name)?;
-    let p = Project { name: r.name.clone(), created_at: st.clock.now_ms() };
+    let p = Project { name: r.name.clone(), created_at: st.clock.now_ms(), quotas: Quotas::default() };
     let audit = entry(&caller, p.created_at, &p.name, "project.create", &p.name);
     if !change(&st, TrustChange::CreateProject(p.clone()), audit).await? {
         return Err(ApiError::Conflict(match st.trust.project(&r.name) {
@@ -145,6 +154,35 @@ async fn delete_project(State(st): State<AppState>, caller: Caller, Path(name): 
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::Conflict(format!("project '{name}' changed meanwhile; try again"))),
     }
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/projects/{name}/quotas",
+    params(("name" = String, Path)),
+    summary = "Set a project's quotas, all at once: a limit left out takes its default (admin)",
+    request_body = Quotas,
+    responses(
+        (status = 200, description = "the project", body = ProjectInfo),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn set_quotas(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<ProjectInfo>> {
+    st.trust.project(&name).ok_or_else(|| no_project(&name))?;
+    let quotas: Quotas = parse_json(&body)?;
+    quotas.validate()?;
+    let audit = entry(&caller, st.clock.now_ms(), &name, "project.quotas", &name);
+    if !change(&st, TrustChange::SetQuotas { name: name.clone(), quotas }, audit).await? {
+        return Err(no_project(&name));
+    }
+    let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
+    Ok(Json(project_info(&st, p).await?))
 }
 
 /// The longest a token may live: ten years.

@@ -4,7 +4,9 @@
 CREATE TABLE projects (
     name        text    COLLATE "C" PRIMARY KEY,
     created_at  bigint  NOT NULL,
-    deleted_at  bigint
+    deleted_at  bigint,
+    -- stratus_core::trust::Quotas as JSON.
+    quotas      text    NOT NULL DEFAULT '{}'
 );
 INSERT INTO projects (name, created_at) VALUES ('default', 0);
 

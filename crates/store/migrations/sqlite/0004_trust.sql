@@ -4,7 +4,9 @@
 CREATE TABLE projects (
     name        TEXT    PRIMARY KEY,
     created_at  INTEGER NOT NULL,
-    deleted_at  INTEGER
+    deleted_at  INTEGER,
+    -- stratus_core::trust::Quotas as JSON.
+    quotas      TEXT    NOT NULL DEFAULT '{}'
 );
 INSERT INTO projects (name, created_at) VALUES ('default', 0);
 

@@ -240,7 +240,10 @@ impl StateStore for PostgresStore {
             .query(&p, &[])
             .await?
             .iter()
-            .map(|r| Ok(Project { name: r.try_get(0)?, created_at: r.try_get(1)? }))
+            .map(|r| {
+                let quotas = quotas_from(r.try_get(2)?).map_err(Error::Corrupt)?;
+                Ok(Project { name: r.try_get(0)?, created_at: r.try_get(1)?, quotas })
+            })
             .collect::<Result<Vec<_>>>()?;
         let tokens = c
             .client

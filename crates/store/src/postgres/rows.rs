@@ -370,6 +370,7 @@ pub(super) struct TrustStatements {
     revoke_project_tokens: Statement,
     put_token: Statement,
     revoke_token: Statement,
+    set_quotas: Statement,
     pub(super) audit: Statement,
 }
 
@@ -382,6 +383,7 @@ impl TrustStatements {
             revoke_project_tokens: c.stmt(&pg(REVOKE_PROJECT_TOKENS)).await?,
             put_token: c.stmt(&pg(PUT_TOKEN)).await?,
             revoke_token: c.stmt(&pg(REVOKE_TOKEN)).await?,
+            set_quotas: c.stmt(&pg(SET_QUOTAS)).await?,
             audit: c.stmt(&pg(INSERT_AUDIT)).await?,
         })
     }
@@ -412,6 +414,7 @@ impl TrustStatements {
                 tx.execute(&self.put_token, &params).await? > 0
             }
             Steps::Revoke { name, at } => tx.execute(&self.revoke_token, &[&name, &at]).await? > 0,
+            Steps::Quotas { name, quotas } => tx.execute(&self.set_quotas, &[&name, &quotas]).await? > 0,
         })
     }
 }

@@ -240,7 +240,11 @@ impl StateStore for SqliteStore {
             use crate::trust::*;
             let projects = c
                 .prepare_cached(LIVE_PROJECTS)?
-                .query_map([], |r| Ok(Project { name: r.get(0)?, created_at: r.get(1)? }))?
+                .query_map([], |r| {
+                    let quotas: String = r.get(2)?;
+                    let quotas = quotas_from(&quotas).map_err(corrupt("project"))?;
+                    Ok(Project { name: r.get(0)?, created_at: r.get(1)?, quotas })
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let tokens = c
                 .prepare_cached(LIVE_TOKENS)?

@@ -322,6 +322,7 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
             ])? > 0
         }
         Steps::Revoke { name, at } => tx.prepare_cached(REVOKE_TOKEN)?.execute(params![name, at])? > 0,
+        Steps::Quotas { name, quotas } => tx.prepare_cached(SET_QUOTAS)?.execute(params![name, quotas])? > 0,
     };
     Ok(applied)
 }
