@@ -502,3 +502,60 @@ fn quotas_refuse_what_exceeds_them_and_create_nothing() {
     assert!(s.ok(&["project", "show", "default"]).contains("max tasks per job 3"));
     assert!(s.ok(&["audit"]).contains("project.quotas"));
 }
+
+/// Code inside a process function calls the API as its project with the
+/// `STRATUS_TOKEN` of its attempt, sees only that project, and the token
+/// is refused once the attempt is over.
+#[test]
+fn a_function_calls_the_api_as_its_project_while_its_attempt_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "2"]);
+    let u = &s.url;
+    s.ok(&["project", "create", "team-a"]);
+    s.ok(&["project", "create", "team-b"]);
+    let a = s.ok(&["token", "create", "--project", "team-a", "--role", "invoker"]).trim().to_string();
+    let b_inv = {
+        s.ok(&["--project", "team-b", "fn", "deploy", "t", "--wasm", guest_wasm().to_str().unwrap()]);
+        s.ok(&["--project", "team-b", "invoke", "t", "--async", "echo:b"]).trim().to_string()
+    };
+    // The function asks for its project's functions, for team-b's
+    // invocation, and for it by naming team-b; then prints its token.
+    let f = tmp.path().join("caller");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(
+        f.join("main.py"),
+        r#"
+import json, os, sys, urllib.request, urllib.error
+url, token = os.environ["STRATUS_URL"], os.environ.get("STRATUS_TOKEN", "")
+def get(path, project=None):
+    req = urllib.request.Request(url + path, headers={"Authorization": "Bearer " + token})
+    if project:
+        req.add_header("stratus-project", project)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, None
+other = sys.stdin.read().strip()
+status, fns = get("/v1/functions")
+print(json.dumps({
+    "functions": [f["name"] for f in fns["functions"]] if status == 200 else status,
+    "other": get("/v1/invocations/" + other)[0],
+    "named": get("/v1/invocations/" + other, "team-b")[0],
+    "token": token,
+}))
+"#,
+    )
+    .unwrap();
+    s.ok(&["--project", "team-a", "fn", "deploy", "caller", "--dir", f.to_str().unwrap(), "--cmd", "python3 main.py"]);
+    let out = cli_as(u, &a, &["invoke", "caller", &b_inv], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(seen["functions"], serde_json::json!(["caller"]), "{seen}");
+    assert_eq!((seen["other"].as_u64(), seen["named"].as_u64()), (Some(404), Some(403)), "{seen}");
+    let token = seen["token"].as_str().unwrap();
+    assert!(token.starts_with("stratus_a.team-a."), "{token}");
+    // Its attempt is over: the token is refused.
+    let res = http_with(Some(token)).get(format!("{u}/v1/functions")).send().unwrap();
+    assert_eq!(res.status(), 401);
+}

@@ -349,6 +349,9 @@ pub struct Task {
     /// When set, the input is this range of an object, read by the worker.
     pub partition: Option<Partition>,
     pub job: Option<Id>,
+    /// The token its process gets as `STRATUS_TOKEN`, for this attempt
+    /// ([`crate::trust::AttemptKey`]); set when the attempt starts.
+    pub token: Option<String>,
 }
 
 /// What a worker reports when an attempt ends.

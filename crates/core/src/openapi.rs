@@ -113,6 +113,7 @@ mod tests {
             input: vec![],
             partition: Some(partition),
             job: Some(id),
+            token: Some("stratus_a.t".into()),
         });
         same_fields(&WireCompletion {
             invocation: id,

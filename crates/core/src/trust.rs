@@ -205,6 +205,71 @@ pub enum TrustChange {
     SetQuotas { name: String, quotas: Quotas },
 }
 
+/// The prefix of an attempt's token.
+pub const ATTEMPT_TOKEN_PREFIX: &str = "stratus_a.";
+
+/// Signs and checks the tokens a function's attempts get (`STRATUS_TOKEN`),
+/// so that code inside a function calls the API as its project, until its
+/// attempt's deadline. A token is `stratus_a.PROJECT.INVOCATION.ATTEMPT.
+/// EXPIRES.MAC`, the MAC an HMAC-SHA256 under a key the leading server
+/// draws when it takes the lead and never stores: nothing is written per
+/// attempt, and a leader that takes over does not honour its
+/// predecessor's (their attempts are run again anyway).
+pub struct AttemptKey([u8; 32]);
+
+impl AttemptKey {
+    pub fn random() -> AttemptKey {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random source");
+        AttemptKey(key)
+    }
+
+    pub fn mint(&self, project: &str, invocation: Id, attempt: u32, expires_at: Millis) -> String {
+        use base64::Engine;
+        let body = format!("{project}.{invocation}.{attempt}.{expires_at}");
+        let mac = hmac_sha256(&self.0, body.as_bytes());
+        format!("{ATTEMPT_TOKEN_PREFIX}{body}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The project, invocation and attempt of a token this key signed that
+    /// has not expired at `now`.
+    pub fn check(&self, token: &str, now: Millis) -> Option<(String, Id, u32)> {
+        use base64::Engine;
+        let rest = token.strip_prefix(ATTEMPT_TOKEN_PREFIX)?;
+        let (body, mac) = rest.rsplit_once('.')?;
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).ok()?;
+        let expected = hmac_sha256(&self.0, body.as_bytes());
+        // Compared in constant time: every byte is looked at.
+        if mac.len() != expected.len() || mac.iter().zip(expected).fold(0u8, |d, (a, b)| d | (a ^ b)) != 0 {
+            return None;
+        }
+        let mut parts = body.split('.');
+        let (project, invocation, attempt, expires) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let expires: Millis = expires.parse().ok()?;
+        if now >= expires || parts.next().is_some() {
+            return None;
+        }
+        Some((project.to_string(), invocation.parse().ok()?, attempt.parse().ok()?))
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under a key of at most 64 bytes.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    assert!(key.len() <= 64, "longer keys are hashed first; ours are 32 bytes");
+    let mut inner = Sha256::new();
+    let mut outer = Sha256::new();
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, k) in key.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    inner.update(ipad);
+    inner.update(msg);
+    outer.update(opad);
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
 /// The prefix of every token's secret, so one found in a file or a log can
 /// be recognised (and so a secret scanner can be taught it).
 pub const TOKEN_PREFIX: &str = "stratus_";
@@ -281,6 +346,28 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
         assert!("root".parse::<Role>().unwrap_err().to_string().contains("not a role"));
+    }
+
+    #[test]
+    fn attempt_tokens_are_signed_and_expire() {
+        let key = AttemptKey([7; 32]);
+        let id = crate::new_id();
+        let t = key.mint("team-a", id, 2, 1000);
+        assert_eq!(key.check(&t, 999), Some(("team-a".to_string(), id, 2)));
+        assert_eq!(key.check(&t, 1000), None, "expired");
+        assert_eq!(AttemptKey([8; 32]).check(&t, 0), None, "another leader's key");
+        let forged = t.replacen("team-a", "team-b", 1);
+        assert_eq!(key.check(&forged, 0), None, "the project is signed");
+        assert_eq!(key.check("stratus_a.x", 0), None);
+        // RFC 4231, test cases 1 and 2.
+        assert_eq!(
+            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

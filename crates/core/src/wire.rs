@@ -40,6 +40,9 @@ pub struct WireTask {
     pub partition: Option<Partition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Id>,
+    /// The attempt's API token, for a process function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl From<&Task> for WireTask {
@@ -51,6 +54,7 @@ impl From<&Task> for WireTask {
             input: t.input.clone(),
             partition: t.partition.clone(),
             job: t.job,
+            token: t.token.clone(),
         }
     }
 }
@@ -64,6 +68,7 @@ impl From<WireTask> for Task {
             input: w.input,
             partition: w.partition,
             job: w.job,
+            token: w.token,
         }
     }
 }

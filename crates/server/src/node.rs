@@ -520,7 +520,9 @@ impl Node {
                 Some(WireBroker { url: url.clone(), queue: config.broker_queue.clone() })
             }
         };
-        let trust = Arc::new(api::auth::Trust::new(config.auth, parts.store.trust().await?));
+        let key = Arc::new(stratus_core::trust::AttemptKey::random());
+        scheduler.sign_attempts_with(key.clone());
+        let trust = Arc::new(api::auth::Trust::new(config.auth, parts.store.trust().await?, key));
         if api::trust::first_admin_token(&*parts.store, &trust, &config.data_dir, parts.clock.now_ms()).await? {
             tracing::info!(file = %config.data_dir.join("admin.token").display(), "created the first admin token");
         }

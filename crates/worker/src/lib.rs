@@ -226,6 +226,10 @@ impl Executor {
             }
             Runtime::Process { cmd, warm } => {
                 env.push(("STRATUS_WORKER".into(), self.name.clone()));
+                // A warm process serves many attempts: it gets none of their tokens.
+                if let (Some(token), false) = (&task.token, *warm) {
+                    env.push(("STRATUS_TOKEN".into(), token.clone()));
+                }
                 let dir = self.bundles_dir.join(digest);
                 if dir.is_dir() && !self.checked_bundles.lock().unwrap().contains(digest) {
                     // Unpacked before this process started: packed again, it

@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use stratus_core::clock::Millis;
-use stratus_core::trust::{Need, Project, Role, Token, TrustChange, hash_token};
-use stratus_core::{DEFAULT_PROJECT, validate_name};
+use stratus_core::trust::{ATTEMPT_TOKEN_PREFIX, AttemptKey, Need, Project, Role, Token, TrustChange, hash_token};
+use stratus_core::{DEFAULT_PROJECT, Id, validate_name};
 
 /// The header in which an admin names the project a request acts in.
 pub const PROJECT_HEADER: &str = "stratus-project";
@@ -49,6 +49,8 @@ pub struct Trust {
     /// False only with `--insecure-no-auth` (on loopback): every request
     /// then acts as an admin.
     required: bool,
+    /// Checks the tokens of attempts (`STRATUS_TOKEN` in a function).
+    attempts: Arc<AttemptKey>,
     state: RwLock<State_>,
 }
 
@@ -60,12 +62,12 @@ struct State_ {
 }
 
 impl Trust {
-    pub fn new(required: bool, loaded: stratus_store::Trust) -> Trust {
+    pub fn new(required: bool, loaded: stratus_store::Trust, attempts: Arc<AttemptKey>) -> Trust {
         let state = State_ {
             tokens: loaded.tokens.into_iter().map(|t| (t.hash.clone(), Arc::new(t))).collect(),
             projects: loaded.projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
         };
-        Trust { required, state: RwLock::new(state) }
+        Trust { required, attempts, state: RwLock::new(state) }
     }
 
     pub fn required(&self) -> bool {
@@ -117,7 +119,16 @@ impl Trust {
     /// The caller of a request that needs `need`: 401 without a live token,
     /// 403 when its role does not allow the request or names a project
     /// the token does not act in.
-    pub fn caller(&self, headers: &HeaderMap, need: Need, now: Millis) -> Result<Caller, ApiError> {
+    ///
+    /// A function's token (`STRATUS_TOKEN`) is accepted while `running`
+    /// says its attempt still runs.
+    pub fn caller(
+        &self,
+        headers: &HeaderMap,
+        need: Need,
+        now: Millis,
+        running: impl Fn(Id, u32) -> bool,
+    ) -> Result<Caller, ApiError> {
         let named = match headers.get(PROJECT_HEADER) {
             None => None,
             Some(v) => Some(
@@ -133,6 +144,9 @@ impl Trust {
             return Ok(Caller { token: "-".into(), role: Role::Admin, project: project.into() });
         }
         let token = bearer(headers)?;
+        if token.starts_with(ATTEMPT_TOKEN_PREFIX) {
+            return self.attempt_caller(token, named, need, now, running);
+        }
         let found = self.state.read().unwrap().tokens.get(&hash_token(token)).cloned();
         let t = found
             .filter(|t| t.live(now))
@@ -151,6 +165,32 @@ impl Trust {
             _ => t.project.clone(),
         };
         Ok(Caller { token: t.name.clone(), role: t.role, project })
+    }
+
+    /// The caller of a request from inside a function: a developer of its
+    /// project, until its attempt's deadline.
+    fn attempt_caller(
+        &self,
+        token: &str,
+        named: Option<&str>,
+        need: Need,
+        now: Millis,
+        running: impl Fn(Id, u32) -> bool,
+    ) -> Result<Caller, ApiError> {
+        let (project, invocation) = self
+            .attempts
+            .check(token, now)
+            .filter(|(_, id, attempt)| running(*id, *attempt))
+            .map(|(p, id, _)| (p, id))
+            .ok_or_else(|| ApiError::Unauthorized("the attempt's token is unknown or its attempt is over".into()))?;
+        if !Role::Developer.may(need) {
+            return Err(ApiError::Forbidden("a function's token may not do this".into()));
+        }
+        if named.is_some_and(|p| p != project) {
+            return Err(ApiError::Forbidden(format!("this token acts in project '{project}' only")));
+        }
+        self.must_exist(&project)?;
+        Ok(Caller { token: format!("invocation-{invocation}"), role: Role::Developer, project })
     }
 
     fn must_exist(&self, project: &str) -> Result<(), ApiError> {
@@ -203,7 +243,8 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         return next.run(req).await;
     }
     let need = need(req.method(), path);
-    match st.trust.caller(req.headers(), need, st.clock.now_ms()) {
+    let running = |id, attempt| st.scheduler.attempt_running(id, attempt);
+    match st.trust.caller(req.headers(), need, st.clock.now_ms(), running) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -231,7 +272,10 @@ mod tests {
         };
         let projects =
             ["a", "b"].map(|n| Project { name: n.into(), created_at: 0, quotas: Default::default() }).to_vec();
-        (Trust::new(true, stratus_store::Trust { projects, tokens: vec![token] }), secret)
+        (
+            Trust::new(true, stratus_store::Trust { projects, tokens: vec![token] }, Arc::new(AttemptKey::random())),
+            secret,
+        )
     }
 
     fn headers(token: Option<&str>, project: Option<&str>) -> HeaderMap {
@@ -248,16 +292,42 @@ mod tests {
     #[test]
     fn a_token_acts_in_its_project_until_it_expires_or_is_revoked() {
         let (t, secret) = trust();
-        let c = t.caller(&headers(Some(&secret), None), Need::Develop, 10).unwrap();
+        let c = t.caller(&headers(Some(&secret), None), Need::Develop, 10, |_, _| true).unwrap();
         assert_eq!((c.token.as_str(), c.project.as_str()), ("dev", "a"));
         let unauthorized = |r: Result<Caller, ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
-        assert!(unauthorized(t.caller(&headers(None, None), Need::Read, 10)));
-        assert!(unauthorized(t.caller(&headers(Some("stratus_guess"), None), Need::Read, 10)));
-        assert!(unauthorized(t.caller(&headers(Some(&secret), None), Need::Read, 1000)), "expired");
-        assert!(matches!(t.caller(&headers(Some(&secret), None), Need::Admin, 10), Err(ApiError::Forbidden(_))));
-        assert!(matches!(t.caller(&headers(Some(&secret), Some("b")), Need::Read, 10), Err(ApiError::Forbidden(_))));
+        assert!(unauthorized(t.caller(&headers(None, None), Need::Read, 10, |_, _| true)));
+        assert!(unauthorized(t.caller(&headers(Some("stratus_guess"), None), Need::Read, 10, |_, _| true)));
+        assert!(unauthorized(t.caller(&headers(Some(&secret), None), Need::Read, 1000, |_, _| true)), "expired");
+        assert!(matches!(
+            t.caller(&headers(Some(&secret), None), Need::Admin, 10, |_, _| true),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            t.caller(&headers(Some(&secret), Some("b")), Need::Read, 10, |_, _| true),
+            Err(ApiError::Forbidden(_))
+        ));
         t.applied(&TrustChange::RevokeToken { name: "dev".into(), at: 20 });
-        assert!(unauthorized(t.caller(&headers(Some(&secret), None), Need::Read, 30)));
+        assert!(unauthorized(t.caller(&headers(Some(&secret), None), Need::Read, 30, |_, _| true)));
+    }
+
+    #[test]
+    fn a_functions_token_acts_in_its_project_while_its_attempt_runs() {
+        let key = Arc::new(AttemptKey::random());
+        let projects = ["a", "b"].map(|n| Project { name: n.into(), created_at: 0, quotas: Default::default() });
+        let t = Trust::new(true, stratus_store::Trust { projects: projects.to_vec(), tokens: vec![] }, key.clone());
+        let id = stratus_core::new_id();
+        let token = key.mint("a", id, 1, 100);
+        let h = headers(Some(&token), None);
+        let c = t.caller(&h, Need::Develop, 10, |i, n| i == id && n == 1).unwrap();
+        assert_eq!((c.project.as_str(), c.role), ("a", Role::Developer));
+        let over = |r: Result<Caller, ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
+        assert!(over(t.caller(&h, Need::Read, 10, |_, _| false)), "its attempt ended");
+        assert!(over(t.caller(&h, Need::Read, 100, |_, _| true)), "past its deadline");
+        let forbidden = |r: Result<Caller, ApiError>| matches!(r, Err(ApiError::Forbidden(_)));
+        assert!(forbidden(t.caller(&h, Need::Admin, 10, |_, _| true)));
+        assert!(forbidden(t.caller(&headers(Some(&token), Some("b")), Need::Read, 10, |_, _| true)));
+        let other = Trust::new(true, stratus_store::Trust::default(), Arc::new(AttemptKey::random()));
+        assert!(over(other.caller(&h, Need::Read, 10, |_, _| true)), "another leader's key");
     }
 
     #[test]

@@ -398,6 +398,7 @@ mod tests {
             input: Vec::new(),
             partition: None,
             job: None,
+            token: None,
         }
     }
 

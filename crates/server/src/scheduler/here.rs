@@ -118,12 +118,14 @@ impl Scheduler {
         let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
         let invocation = Invocation::queued(&function, now, None, None);
         let id = invocation.id;
-        let task = Task { invocation: id, attempt: 1, function, input, partition: None, job: None };
+        let task = Task { invocation: id, attempt: 1, function, input, partition: None, job: None, token: None };
         let row = NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None };
         let worker = local.executor.name.clone();
         let start = AttemptStart { id, attempt: 1, worker: worker.clone(), started_at: now };
         let cancel = CancellationToken::new();
-        let leased = Leased { task: task.clone(), cancel: cancel.clone() };
+        let mut handed = task.clone();
+        handed.token = self.attempt_token(&task, now);
+        let leased = Leased { task: handed, cancel: cancel.clone() };
         let finished = self.watch(id);
         self.inflight
             .lock()

@@ -177,8 +177,15 @@ impl Scheduler {
         let inv = Invocation::queued(&reducer, self.clock.now_ms(), Some(job.id), None);
         let row = NewInvocation { invocation: inv.clone(), input: input.clone(), partition: None };
         if self.store.commit(job::start_reduce(job, row)).await?.moved == [true] {
-            let task =
-                Task { invocation: inv.id, attempt: 1, function: reducer, input, partition: None, job: Some(job.id) };
+            let task = Task {
+                invocation: inv.id,
+                attempt: 1,
+                function: reducer,
+                input,
+                partition: None,
+                job: Some(job.id),
+                token: None,
+            };
             self.enqueue_new(Lane::Direct, vec![Entry { invocation: inv, task }]);
         }
         Ok(())

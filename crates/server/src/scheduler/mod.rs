@@ -115,6 +115,8 @@ pub struct Scheduler {
     direct_lock: tokio::sync::Mutex<()>,
     tasks_lock: tokio::sync::Mutex<()>,
     inflight: Mutex<HashMap<Id, Inflight>>,
+    /// Signs the tokens attempts of process functions get; see [`Self::attempt_token`].
+    attempt_key: std::sync::OnceLock<Arc<stratus_core::trust::AttemptKey>>,
     waiters: Arc<Waiters<Arc<Finished>>>,
     job_waiters: Arc<Waiters<()>>,
     workers: Mutex<Workers>,
@@ -160,6 +162,7 @@ impl Scheduler {
             direct_lock: Default::default(),
             tasks_lock: Default::default(),
             inflight: Mutex::new(HashMap::new()),
+            attempt_key: Default::default(),
             waiters: Waiters::new(),
             job_waiters: Waiters::new(),
             workers: Mutex::new(Workers::default()),
@@ -308,8 +311,15 @@ impl Scheduler {
         for input in inputs {
             let invocation = Invocation::queued(&function, now, None, None);
             let id = invocation.id;
-            let task =
-                Task { invocation: id, attempt: 1, function: function.clone(), input, partition: None, job: None };
+            let task = Task {
+                invocation: id,
+                attempt: 1,
+                function: function.clone(),
+                input,
+                partition: None,
+                job: None,
+                token: None,
+            };
             new.push(NewInvocation { invocation: invocation.clone(), input: task.input.clone(), partition: None });
             entries.push(Entry { invocation, task });
         }
@@ -420,6 +430,29 @@ impl Scheduler {
         Ok(Some((taken.entries, taken.available)))
     }
 
+    /// Whether attempt `attempt` of invocation `id` runs now.
+    pub fn attempt_running(&self, id: Id, attempt: u32) -> bool {
+        self.inflight.lock().unwrap().get(&id).is_some_and(|f| f.entry.task.attempt == attempt)
+    }
+
+    /// From now on, attempts of process functions get a token signed with
+    /// `key`, which the API accepts for their project until their deadline.
+    pub fn sign_attempts_with(&self, key: Arc<stratus_core::trust::AttemptKey>) {
+        let _ = self.attempt_key.set(key);
+    }
+
+    /// The token of an attempt starting now, for a process function (wasm
+    /// guests have no network to use one): valid until its timeout, and a
+    /// minute for its last report.
+    pub(super) fn attempt_token(&self, task: &Task, now: Millis) -> Option<String> {
+        let key = self.attempt_key.get()?;
+        let f = &task.function;
+        matches!(f.spec.runtime, stratus_core::Runtime::Process { .. }).then(|| {
+            let deadline = now + f.spec.limits.timeout_ms as i64 + 60_000;
+            key.mint(&f.project, task.invocation, task.attempt, deadline)
+        })
+    }
+
     /// Starts attempts of `entries` on `worker`: in flight, and their starts
     /// on their way to the store.
     fn start_attempts(&self, worker: &str, entries: Vec<Entry>) -> Vec<Leased> {
@@ -427,7 +460,8 @@ impl Scheduler {
         let mut out = Vec::with_capacity(entries.len());
         let mut inflight = self.inflight.lock().unwrap();
         for entry in entries {
-            let task = entry.task.clone();
+            let mut task = entry.task.clone();
+            task.token = self.attempt_token(&task, now);
             let cancel = CancellationToken::new();
             let _ = self.writes.send(Write::Start(AttemptStart {
                 id: task.invocation,

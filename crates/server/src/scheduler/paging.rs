@@ -55,6 +55,7 @@ impl Scheduler {
                     input: p.input,
                     partition: p.partition,
                     job: inv.job_id,
+                    token: None,
                 };
                 let entry = Entry { invocation: inv, task };
                 if p.not_before > now {

@@ -215,8 +215,15 @@ mod tests {
         };
         let function = Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 });
         let invocation = Invocation::queued(&function, 0, task_index.map(|_| new_id()), task_index);
-        let task =
-            Task { invocation: invocation.id, attempt: 1, function, input: Vec::new(), partition: None, job: None };
+        let task = Task {
+            invocation: invocation.id,
+            attempt: 1,
+            function,
+            input: Vec::new(),
+            partition: None,
+            job: None,
+            token: None,
+        };
         Entry { invocation, task }
     }
 
