@@ -159,6 +159,13 @@ impl Client {
         self.json(self.http.put(self.url(&format!("/v1/projects/{name}/quotas"))).json(quotas)).await
     }
 
+    /// Applies a project's retention now; returns how many invocations were emptied.
+    pub async fn purge_project(&self, name: &str) -> Result<u64> {
+        let p: stratus_core::api::Purged =
+            self.json(self.http.post(self.url(&format!("/v1/projects/{name}/purge")))).await?;
+        Ok(p.purged)
+    }
+
     pub async fn delete_project(&self, name: &str) -> Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/projects/{name}")))).await.map(|_| ())
     }

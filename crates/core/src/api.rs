@@ -417,6 +417,14 @@ pub struct ProjectInfo {
     pub quotas: crate::trust::Quotas,
 }
 
+/// What `POST /v1/projects/{name}/purge` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Purged {
+    /// Invocations whose input, output and logs were dropped.
+    pub purged: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectList {

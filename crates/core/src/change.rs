@@ -186,9 +186,21 @@ pub struct JobCancel {
     pub at: Millis,
 }
 
+/// Finished invocations' input, output and logs dropped (the rows stay,
+/// marked purged), to bound the store's size: a project's invocations
+/// finished before `finished_before`, or only one function's. Tasks of a
+/// job still running or reducing keep theirs (a reducer reads them).
+#[derive(Debug, Clone)]
+pub struct Purge {
+    pub project: String,
+    pub function: Option<String>,
+    pub finished_before: Millis,
+    pub at: Millis,
+}
+
 /// One commit: function versions, then new invocations, attempt starts,
 /// attempt ends, job moves, job cancellations, changes to projects and
-/// tokens, and audit entries, in that order, in one transaction. A new invocation whose id is stored already is skipped, so
+/// tokens, audit entries and purges, in that order, in one transaction. A new invocation whose id is stored already is skipped, so
 /// a commit that failed can be made again; ends, moves and cancellations
 /// are guarded, so making them again changes nothing that applied.
 #[derive(Debug, Clone, Default)]
@@ -203,6 +215,8 @@ pub struct ChangeSet {
     pub trust: Vec<TrustChange>,
     /// What the audit trail records of this commit, written with it.
     pub audit: Vec<AuditEntry>,
+    /// Payloads dropped, last.
+    pub purges: Vec<Purge>,
 }
 
 impl ChangeSet {
@@ -236,6 +250,7 @@ impl ChangeSet {
             + self.cancels.len()
             + self.trust.len()
             + self.audit.len()
+            + self.purges.len()
     }
 
     pub fn function(change: FunctionChange) -> Self {
@@ -268,6 +283,8 @@ pub struct CommitReport {
     pub cancelled: Vec<u64>,
     /// Per change to projects and tokens, in order: whether it applied.
     pub trust: Vec<bool>,
+    /// Per purge, in order: how many invocations it emptied.
+    pub purged: Vec<u64>,
 }
 
 /// The error a cancelled task records.

@@ -137,11 +137,20 @@ pub struct Quotas {
     /// The smallest `chunk_size` of a map over objects [default: 64 KiB].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_chunk_size: Option<u64>,
+    /// Seconds a finished invocation keeps its input, output and logs
+    /// [default: 7 days].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_s: Option<u64>,
 }
 
 impl Quotas {
     pub const DEFAULT_MAX_TASKS_PER_JOB: u64 = 1_000_000;
     pub const DEFAULT_MIN_CHUNK_SIZE: u64 = 64 << 10;
+    pub const DEFAULT_RETENTION_S: u64 = 7 * 24 * 3600;
+
+    pub fn retention_ms(&self) -> i64 {
+        (self.retention_s.unwrap_or(Self::DEFAULT_RETENTION_S).min(100 * 365 * 24 * 3600) * 1000) as i64
+    }
 
     pub fn max_tasks_per_job(&self) -> u64 {
         self.max_tasks_per_job.unwrap_or(Self::DEFAULT_MAX_TASKS_PER_JOB)
@@ -157,6 +166,7 @@ impl Quotas {
             ("max_tasks_per_job", self.max_tasks_per_job),
             ("max_object_size", self.max_object_size),
             ("min_chunk_size", self.min_chunk_size),
+            ("retention_s", self.retention_s),
         ] {
             if v == Some(0) {
                 return Err(Error::invalid(name, "must be at least 1"));

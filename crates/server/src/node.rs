@@ -526,6 +526,8 @@ impl Node {
         if api::trust::first_admin_token(&*parts.store, &trust, &config.data_dir, parts.clock.now_ms()).await? {
             tracing::info!(file = %config.data_dir.join("admin.token").display(), "created the first admin token");
         }
+        let retention = api::trust::keep_retention(parts.store.clone(), trust.clone(), parts.clock.clone());
+        background.tasks.spawn(background.stop.clone().run_until_cancelled_owned(retention));
         let state = AppState {
             trust,
             worker_tokens: Default::default(),

@@ -69,7 +69,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub use stratus_core::change::{
     AttemptEnd, AttemptStart, ChangeSet, CommitReport, EndOutcome, FunctionChange, FunctionOutcome, JobCancel, JobMove,
-    JobUpdate, NewInvocation,
+    JobUpdate, NewInvocation, Purge,
 };
 
 /// What [`StateStore::trust`] reads.
@@ -113,6 +113,8 @@ pub struct PendingInvocation {
 pub struct Payloads {
     pub output: Option<Vec<u8>>,
     pub logs: Option<Vec<u8>>,
+    /// When they were dropped (see [`stratus_core::change::Purge`]).
+    pub purged_at: Option<Millis>,
 }
 
 /// The schema version a store found when it was opened, and the version it

@@ -36,6 +36,14 @@ pub(crate) const LIVE_PROJECTS: &str =
 pub(crate) const LIVE_TOKENS: &str = "SELECT hash, name, project, role, created_at, created_by, expires_at \
      FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, name";
 
+/// Empties finished invocations of project `?1` finished before `?2` (of
+/// function `?4` only, unless NULL), but tasks of jobs still under way;
+/// `?5` is the empty input.
+pub(crate) const PURGE: &str = "UPDATE invocations SET input = ?5, output = NULL, logs = NULL, purged_at = ?3 \
+     WHERE project = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 AND purged_at IS NULL \
+     AND (CAST(?4 AS TEXT) IS NULL OR function = ?4) \
+     AND (job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE state IN ('running', 'reducing')))";
+
 /// `?2` is the project, or NULL for every project.
 pub(crate) const AUDIT: &str = "SELECT id, at, actor, project, action, target FROM audit \
      WHERE at >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR project = ?2) ORDER BY at, id LIMIT ?3";

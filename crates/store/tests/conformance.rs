@@ -622,10 +622,59 @@ async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
     assert_eq!(s.audit(None, 2, 1).await.unwrap()[0].action, "project.create");
 }
 
+/// Purges empty finished invocations of a project (or one function) that
+/// finished before a time, but neither unfinished ones nor the tasks of a
+/// job still under way; the rows stay, marked.
+async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
+    use stratus_store::Purge;
+    let (old, new, other, running) = (new_inv("f", 1, 1), new_inv("f", 1, 2), new_inv("g", 1, 3), new_inv("f", 1, 4));
+    let j = job(5);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let task = job_task(&j, 0);
+    tx.send(JobRows::Rows(vec![task.clone()])).await.unwrap();
+    tx.send(JobRows::Commit).await.unwrap();
+    s.create_job(&j, rx).await.unwrap();
+    s.insert_invocations(&[old.clone(), new.clone(), other.clone(), running.clone()]).await.unwrap();
+    let finish =
+        |n: &NewInvocation, at: i64| AttemptEnd { finished_at: at, ..end(n.invocation.id, 1, finish_ok(b"out")) };
+    let ends = [finish(&old, 100), finish(&new, 300), finish(&other, 100), finish(&task, 100)];
+    s.end_attempts(&ends).await.unwrap();
+    s.start_attempts(&[AttemptStart { id: running.invocation.id, attempt: 1, worker: "w1".into(), started_at: 10 }])
+        .await
+        .unwrap();
+
+    let purge = |function: Option<&str>, before: i64| Purge {
+        project: "p".into(),
+        function: function.map(String::from),
+        finished_before: before,
+        at: 1000,
+    };
+    let purged = |p: Purge| {
+        let s = s.clone();
+        async move { s.commit(ChangeSet { purges: vec![p], ..Default::default() }).await.unwrap().purged }
+    };
+    assert_eq!(purged(purge(Some("f"), 200)).await, [1], "only f's old one: not g's, not the running job's task");
+    let p = s.get_payloads("p", old.invocation.id).await.unwrap().unwrap();
+    assert_eq!((p.output, p.logs, p.purged_at), (None, None, Some(1000)));
+    assert_eq!(s.get_invocation("p", old.invocation.id).await.unwrap().unwrap().state, InvocationState::Succeeded);
+    assert!(s.get_payloads("p", new.invocation.id).await.unwrap().unwrap().output.is_some());
+    assert!(s.get_payloads("p", task.invocation.id).await.unwrap().unwrap().purged_at.is_none());
+    assert_eq!(purged(purge(None, 10_000)).await, [2], "the new one and g's; not the running one, nor the task");
+    assert_eq!(purged(purge(None, 10_000)).await, [0], "nothing twice");
+    s.set_job_state(j.id, &[JobState::Running], JobState::Succeeded, Default::default()).await.unwrap();
+    assert_eq!(purged(purge(None, 10_000)).await, [1], "the job is over: its task too");
+    assert!(s.get_payloads("p", running.invocation.id).await.unwrap().unwrap().purged_at.is_none());
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
             use super::*;
+            #[tokio::test]
+            async fn purges() {
+                let (_guard, s) = $open.await;
+                purges_drop_finished_payloads(s).await;
+            }
             #[tokio::test]
             async fn trust() {
                 let (_guard, s) = $open.await;

@@ -19,7 +19,7 @@ pub enum FnCommand {
         /// Function name.
         name: String,
     },
-    /// Delete a function (its invocation history is kept).
+    /// Delete a function: its invocations are kept, without their input, output and logs.
     Delete {
         /// Function name.
         name: String,

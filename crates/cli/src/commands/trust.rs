@@ -37,6 +37,11 @@ pub enum ProjectCommand {
     },
     /// Change a project's quotas; the others keep their values (admin).
     Set(SetArgs),
+    /// Apply a project's retention now, rather than at the next sweep (admin).
+    Purge {
+        /// The project.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -52,6 +57,9 @@ pub struct SetArgs {
     /// The smallest --chunk-size of a map over objects, e.g. 1MiB [default: 64KiB].
     #[arg(long, value_parser = crate::parse::bytes)]
     min_chunk_size: Option<u64>,
+    /// How long finished invocations keep their input, output and logs, e.g. 30d [default: 7d].
+    #[arg(long, value_parser = crate::parse::duration_ms)]
+    retention: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +152,7 @@ fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
     out!("quotas:    max tasks per job {}", or_none(q.max_tasks_per_job, |n| n.to_string()))?;
     out!("           max object size {}", or_none(q.max_object_size, crate::output::size))?;
     out!("           min chunk size {}", or_none(q.min_chunk_size, crate::output::size))?;
+    out!("           retention {}", or_none(q.retention_s, |s| crate::output::duration(s as i64 * 1000)))?;
     Ok(())
 }
 
@@ -185,7 +194,16 @@ pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
             q.max_tasks_per_job = a.max_tasks_per_job.or(q.max_tasks_per_job);
             q.max_object_size = a.max_object_size.or(q.max_object_size);
             q.min_chunk_size = a.min_chunk_size.or(q.min_chunk_size);
+            q.retention_s = a.retention.map(|ms| ms.div_ceil(1000)).or(q.retention_s);
             print_project(ctx, &ctx.client.set_quotas(&a.name, &q).await?)?;
+        }
+        ProjectCommand::Purge { name } => {
+            let n = ctx.client.purge_project(&name).await?;
+            if ctx.json {
+                crate::output::json(&serde_json::json!({"name": name, "purged": n}))?;
+            } else {
+                out!("dropped the payloads of {n} invocations")?;
+            }
         }
         ProjectCommand::Delete { name } => {
             ctx.client.delete_project(&name).await?;

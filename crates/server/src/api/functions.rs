@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use stratus_blob::Key;
 use stratus_core::api::{DeployRequest, ErrorBody, FunctionInfo, FunctionList};
-use stratus_core::change::{ChangeSet, FunctionChange, FunctionOutcome};
+use stratus_core::change::{ChangeSet, FunctionChange, FunctionOutcome, Purge};
 use stratus_core::{Function, FunctionSpec, Limits, Runtime, validate_name};
 
 pub fn routes() -> Router<AppState> {
@@ -148,7 +148,7 @@ async fn get_function(
     delete,
     path = "/v1/functions/{name}",
     params(FunctionName),
-    summary = "Delete a function (its invocations are kept)",
+    summary = "Delete a function (its invocations are kept, without their input, output and logs)",
     responses(
         (status = 204, description = "deleted"),
         (status = 400, description = "error", body = ErrorBody),
@@ -170,7 +170,10 @@ async fn delete_function(
     // Asked first so that the audit trail records only deletes of a live
     // function (two deletes racing each record one).
     st.store.get_function(project, &name, None).await?.ok_or_else(missing)?;
-    let set = ChangeSet { functions: vec![change], audit: vec![audit], ..Default::default() };
+    // Its finished invocations' payloads go with it (their rows stay): no
+    // one can run it again, and its outputs are what fills a store.
+    let purge = Purge { project: project.clone(), function: Some(name.clone()), finished_before: at + 1, at };
+    let set = ChangeSet { functions: vec![change], audit: vec![audit], purges: vec![purge], ..Default::default() };
     if st.store.commit(set).await?.functions.pop() == Some(FunctionOutcome::Deleted(true)) {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -199,6 +199,7 @@ async fn get_invocation(
         (status = 400, description = "error", body = ErrorBody),
         (status = 404, description = "error", body = ErrorBody),
         (status = 409, description = "error", body = ErrorBody),
+        (status = 410, description = "deleted after retention", body = ErrorBody),
     )
 )]
 async fn get_output(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
@@ -208,6 +209,9 @@ async fn get_output(State(st): State<AppState>, caller: Caller, Path(id): Path<S
         return Err(ApiError::Conflict(format!("invocation '{id}' has no output: it is {}", inv.state)));
     }
     let p = st.store.get_payloads(&caller.project, id).await?.unwrap_or_default();
+    if p.purged_at.is_some() {
+        return Err(purged(id));
+    }
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], p.output.unwrap_or_default()).into_response())
 }
 
@@ -220,6 +224,7 @@ async fn get_output(State(st): State<AppState>, caller: Caller, Path(id): Path<S
         (status = 200, description = "logs", content(("text/plain"))),
         (status = 400, description = "error", body = ErrorBody),
         (status = 404, description = "error", body = ErrorBody),
+        (status = 410, description = "deleted after retention", body = ErrorBody),
     )
 )]
 async fn get_logs(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
@@ -229,5 +234,16 @@ async fn get_logs(State(st): State<AppState>, caller: Caller, Path(id): Path<Str
         .get_payloads(&caller.project, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))?;
+    if p.purged_at.is_some() {
+        return Err(purged(id));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], p.logs.unwrap_or_default()).into_response())
+}
+
+/// The payloads of a purged invocation are gone for good.
+fn purged(id: Id) -> ApiError {
+    ApiError::Gone(format!(
+        "invocation '{id}' no longer has its input, output and logs: they were deleted after its project's \
+         retention, or with its function"
+    ))
 }

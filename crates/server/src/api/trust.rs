@@ -14,9 +14,10 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use std::path::Path as FsPath;
 use stratus_core::api::{
-    AuditList, ErrorBody, ProjectInfo, ProjectList, ProjectRequest, TokenCreated, TokenInfo, TokenList, TokenRequest,
+    AuditList, ErrorBody, ProjectInfo, ProjectList, ProjectRequest, Purged, TokenCreated, TokenInfo, TokenList,
+    TokenRequest,
 };
-use stratus_core::change::ChangeSet;
+use stratus_core::change::{ChangeSet, Purge};
 use stratus_core::clock::Millis;
 use stratus_core::trust::{
     AuditEntry, Project, Quotas, Role, Token, TrustChange, hash_token, new_secret, validate_token_name,
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/projects", post(create_project).get(list_projects))
         .route("/v1/projects/{name}", get(show_project).delete(delete_project))
         .route("/v1/projects/{name}/quotas", put(set_quotas))
+        .route("/v1/projects/{name}/purge", post(purge_project))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{name}", delete(revoke_token))
         .route("/v1/audit", get(audit))
@@ -66,6 +68,7 @@ async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
         max_tasks_per_job: Some(q.max_tasks_per_job()),
         max_object_size: q.max_object_size,
         min_chunk_size: Some(q.min_chunk_size()),
+        retention_s: Some(q.retention_ms() as u64 / 1000),
     };
     Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas })
 }
@@ -183,6 +186,56 @@ async fn set_quotas(
     }
     let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
     Ok(Json(project_info(&st, p).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{name}/purge",
+    params(("name" = String, Path)),
+    summary = "Apply a project's retention now: drop the payloads of invocations finished before it (admin)",
+    responses(
+        (status = 200, description = "how many invocations were emptied", body = Purged),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn purge_project(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Purged>> {
+    let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
+    let purged = retain(&*st.store, &p, st.clock.now_ms()).await?;
+    Ok(Json(Purged { purged }))
+}
+
+/// Drops the payloads of `p`'s invocations finished longer ago than its
+/// retention; returns how many.
+async fn retain(store: &dyn StateStore, p: &Project, now: Millis) -> Result<u64, stratus_store::Error> {
+    let purge =
+        Purge { project: p.name.clone(), function: None, finished_before: now - p.quotas.retention_ms(), at: now };
+    Ok(store.commit(ChangeSet { purges: vec![purge], ..Default::default() }).await?.purged.pop().unwrap_or(0))
+}
+
+/// How often the leader applies every project's retention.
+const RETENTION_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Applies every project's retention a minute after the lead is taken, then
+/// every ten minutes, until `stop`.
+pub async fn keep_retention(
+    store: std::sync::Arc<dyn StateStore>,
+    trust: std::sync::Arc<super::auth::Trust>,
+    clock: std::sync::Arc<dyn stratus_core::Clock>,
+) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = RETENTION_PERIOD;
+        for p in trust.projects() {
+            match retain(&*store, &p, clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(project = %p.name, invocations = n, "retention: payloads dropped"),
+                Err(e) => {
+                    tracing::warn!(project = %p.name, error = %e, "retention: cannot drop payloads; retrying later")
+                }
+            }
+        }
+    }
 }
 
 /// The longest a token may live: ten years.

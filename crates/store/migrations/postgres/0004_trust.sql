@@ -1,4 +1,5 @@
--- Schema version 4: projects, API tokens (only their hashes) and the audit trail.
+-- Schema version 4: projects, API tokens (only their hashes), the audit trail,
+-- and invocations whose payloads were dropped (retention).
 -- Everything stored so far belongs to project 'default'.
 
 CREATE TABLE projects (
@@ -33,3 +34,9 @@ CREATE TABLE audit (
     target      text    NOT NULL
 );
 CREATE INDEX audit_at ON audit (at);
+
+-- When the invocation's input, output and logs were dropped (retention, or
+-- its function deleted); the row itself stays.
+ALTER TABLE invocations ADD COLUMN purged_at bigint;
+CREATE INDEX invocations_unpurged ON invocations (project, finished_at)
+    WHERE purged_at IS NULL AND finished_at IS NOT NULL;

@@ -108,7 +108,8 @@ impl PostgresStore {
             && changes.jobs.is_empty()
             && changes.cancels.is_empty()
             && changes.trust.is_empty()
-            && changes.audit.is_empty();
+            && changes.audit.is_empty()
+            && changes.purges.is_empty();
         if others && statements == 1 {
             // One statement is atomic on its own: no BEGIN and COMMIT.
             st.insert_and_start(&c.client, new, starts).await?;
@@ -123,7 +124,7 @@ impl PostgresStore {
             delete: c.stmt(DELETE_FUNCTION).await?,
         };
         let cancel = c.stmt(CANCEL_JOB).await?;
-        let trust = match changes.trust.is_empty() && changes.audit.is_empty() {
+        let trust = match changes.trust.is_empty() && changes.audit.is_empty() && changes.purges.is_empty() {
             true => None,
             false => Some(TrustStatements::prepare(&mut c).await?),
         };
@@ -150,6 +151,11 @@ impl PostgresStore {
             for a in &changes.audit {
                 let params: [Param<'_>; 6] = [&a.id.as_uuid(), &a.at, &a.actor, &a.project, &a.action, &a.target];
                 tx.execute(&trust.audit, &params).await?;
+            }
+            for p in &changes.purges {
+                let empty: &[u8] = &[];
+                let params: [Param<'_>; 5] = [&p.project, &p.finished_before, &p.at, &p.function, &empty];
+                report.purged.push(tx.execute(&trust.purge, &params).await?);
             }
         }
         tx.commit().await?;
@@ -297,7 +303,7 @@ impl StateStore for PostgresStore {
         let st = c.stmt(GET_PAYLOADS).await?;
         let row = c.client.query_opt(&st, &[&id.as_uuid(), &project]).await?;
         Ok(match row {
-            Some(r) => Some(Payloads { output: r.try_get(0)?, logs: r.try_get(1)? }),
+            Some(r) => Some(Payloads { output: r.try_get(0)?, logs: r.try_get(1)?, purged_at: r.try_get(2)? }),
             None => None,
         })
     }

@@ -372,6 +372,7 @@ pub(super) struct TrustStatements {
     revoke_token: Statement,
     set_quotas: Statement,
     pub(super) audit: Statement,
+    pub(super) purge: Statement,
 }
 
 impl TrustStatements {
@@ -385,6 +386,7 @@ impl TrustStatements {
             revoke_token: c.stmt(&pg(REVOKE_TOKEN)).await?,
             set_quotas: c.stmt(&pg(SET_QUOTAS)).await?,
             audit: c.stmt(&pg(INSERT_AUDIT)).await?,
+            purge: c.stmt(&pg(PURGE)).await?,
         })
     }
 

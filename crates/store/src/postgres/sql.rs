@@ -79,7 +79,7 @@ pub(super) const COPY_TYPES: [Type; 13] = [
 pub(super) const GET_INVOCATION: &str =
     concat!("SELECT ", invocation_columns!(), " FROM invocations WHERE id = $1 AND project = $2");
 
-pub(super) const GET_PAYLOADS: &str = "SELECT output, logs FROM invocations WHERE id = $1 AND project = $2";
+pub(super) const GET_PAYLOADS: &str = "SELECT output, logs, purged_at FROM invocations WHERE id = $1 AND project = $2";
 
 pub(super) const LIST_ATTEMPTS: &str = "SELECT attempt, worker, started_at, finished_at, state, error FROM attempts \
      WHERE invocation_id = $1 ORDER BY attempt";

@@ -303,8 +303,10 @@ impl StateStore for SqliteStore {
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>> {
         let project = project.to_string();
         self.call(false, move |c| {
-            Ok(c.prepare_cached("SELECT output, logs FROM invocations WHERE id = ?1 AND project = ?2")?
-                .query_row(params![id_bytes(id), project], |r| Ok(Payloads { output: r.get(0)?, logs: r.get(1)? }))
+            Ok(c.prepare_cached("SELECT output, logs, purged_at FROM invocations WHERE id = ?1 AND project = ?2")?
+                .query_row(params![id_bytes(id), project], |r| {
+                    Ok(Payloads { output: r.get(0)?, logs: r.get(1)?, purged_at: r.get(2)? })
+                })
                 .optional()?)
         })
         .await

@@ -239,7 +239,7 @@ pub(super) fn insert_finished(
 
 /// The body of [`StateStore::commit`], in one transaction.
 pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
-    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit } = changes;
+    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit, purges } = changes;
     let tx = c.transaction()?;
     let functions = functions.iter().map(|f| change_function(&tx, f)).collect::<Result<Vec<_>>>()?;
     let finished = insert_finished(&tx, new, starts, ends)?;
@@ -260,6 +260,16 @@ pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<Com
             a.action,
             a.target
         ])?;
+    }
+    for p in purges {
+        let n = tx.prepare_cached(crate::trust::PURGE)?.execute(params![
+            p.project,
+            p.finished_before,
+            p.at,
+            p.function,
+            Vec::<u8>::new()
+        ])?;
+        report.purged.push(n as u64);
     }
     tx.commit()?;
     if !ids.is_empty() {
