@@ -190,12 +190,23 @@ pub struct JobCancel {
 /// marked purged), to bound the store's size: a project's invocations
 /// finished before `finished_before`, or only one function's. Tasks of a
 /// job still running or reducing keep theirs (a reducer reads them).
+/// With `made_since`, only invocations made (queued) since then are looked
+/// at: a sweep that ran before need not read the rows it emptied again.
 #[derive(Debug, Clone)]
 pub struct Purge {
     pub project: String,
     pub function: Option<String>,
     pub finished_before: Millis,
+    pub made_since: Option<Millis>,
     pub at: Millis,
+}
+
+impl Purge {
+    /// The ids to look at: `[from, to)`. An invocation finished before
+    /// `finished_before` was made before it, and ids are ordered by time.
+    pub fn id_range(&self) -> (crate::Id, crate::Id) {
+        (crate::Id::first_at(self.made_since.unwrap_or(0)), crate::Id::first_at(self.finished_before))
+    }
 }
 
 /// One commit: function versions, then new invocations, attempt starts,

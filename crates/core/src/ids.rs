@@ -25,6 +25,17 @@ impl Id {
     pub fn to_bytes(&self) -> [u8; 16] {
         *self.0.as_bytes()
     }
+    /// The smallest id made at `ms` (ms since the epoch) or later: ids
+    /// are UUIDv7, ordered by the time they were made.
+    pub fn first_at(ms: i64) -> Self {
+        let ms = ms.clamp(0, (1 << 48) - 1) as u64;
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70;
+        b[8] = 0x80;
+        Id::from_bytes(b)
+    }
+
     pub fn from_bytes(b: [u8; 16]) -> Self {
         Id(Uuid::from_bytes(b))
     }

@@ -38,9 +38,12 @@ pub(crate) const LIVE_TOKENS: &str = "SELECT hash, name, project, role, created_
 
 /// Empties finished invocations of project `?1` finished before `?2` (of
 /// function `?4` only, unless NULL), but tasks of jobs still under way;
-/// `?5` is the empty input.
+/// `?5` is the empty input; only ids in `[?6, ?7)` are looked at (the
+/// project's id index bounds the scan: no index of their own, which every
+/// finished invocation would have to be written into).
 pub(crate) const PURGE: &str = "UPDATE invocations SET input = ?5, output = NULL, logs = NULL, purged_at = ?3 \
-     WHERE project = ?1 AND finished_at IS NOT NULL AND finished_at < ?2 AND purged_at IS NULL \
+     WHERE project = ?1 AND id >= ?6 AND id < ?7 \
+     AND finished_at IS NOT NULL AND finished_at < ?2 AND purged_at IS NULL \
      AND (CAST(?4 AS TEXT) IS NULL OR function = ?4) \
      AND (job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE state IN ('running', 'reducing')))";
 

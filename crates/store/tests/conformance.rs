@@ -626,7 +626,10 @@ async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
 /// finished before a time, but neither unfinished ones nor the tasks of a
 /// job still under way; the rows stay, marked.
 async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
+    use stratus_core::Clock;
     use stratus_store::Purge;
+    // Real times: ids are made now, and an invocation finishes after it is made.
+    let t = stratus_core::clock::SystemClock.now_ms();
     let (old, new, other, running) = (new_inv("f", 1, 1), new_inv("f", 1, 2), new_inv("g", 1, 3), new_inv("f", 1, 4));
     let j = job(5);
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -637,7 +640,7 @@ async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
     s.insert_invocations(&[old.clone(), new.clone(), other.clone(), running.clone()]).await.unwrap();
     let finish =
         |n: &NewInvocation, at: i64| AttemptEnd { finished_at: at, ..end(n.invocation.id, 1, finish_ok(b"out")) };
-    let ends = [finish(&old, 100), finish(&new, 300), finish(&other, 100), finish(&task, 100)];
+    let ends = [finish(&old, t + 100), finish(&new, t + 300), finish(&other, t + 100), finish(&task, t + 100)];
     s.end_attempts(&ends).await.unwrap();
     s.start_attempts(&[AttemptStart { id: running.invocation.id, attempt: 1, worker: "w1".into(), started_at: 10 }])
         .await
@@ -646,8 +649,9 @@ async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
     let purge = |function: Option<&str>, before: i64| Purge {
         project: "p".into(),
         function: function.map(String::from),
-        finished_before: before,
-        at: 1000,
+        finished_before: t + before,
+        made_since: None,
+        at: t + 1000,
     };
     let purged = |p: Purge| {
         let s = s.clone();
@@ -655,10 +659,12 @@ async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
     };
     assert_eq!(purged(purge(Some("f"), 200)).await, [1], "only f's old one: not g's, not the running job's task");
     let p = s.get_payloads("p", old.invocation.id).await.unwrap().unwrap();
-    assert_eq!((p.output, p.logs, p.purged_at), (None, None, Some(1000)));
+    assert_eq!((p.output, p.logs, p.purged_at), (None, None, Some(t + 1000)));
     assert_eq!(s.get_invocation("p", old.invocation.id).await.unwrap().unwrap().state, InvocationState::Succeeded);
     assert!(s.get_payloads("p", new.invocation.id).await.unwrap().unwrap().output.is_some());
     assert!(s.get_payloads("p", task.invocation.id).await.unwrap().unwrap().purged_at.is_none());
+    let recent = Purge { made_since: Some(t + 60_000), ..purge(None, 10_000) };
+    assert_eq!(purged(recent).await, [0], "none of them was made since");
     assert_eq!(purged(purge(None, 10_000)).await, [2], "the new one and g's; not the running one, nor the task");
     assert_eq!(purged(purge(None, 10_000)).await, [0], "nothing twice");
     s.set_job_state(j.id, &[JobState::Running], JobState::Succeeded, Default::default()).await.unwrap();

@@ -172,7 +172,8 @@ async fn delete_function(
     st.store.get_function(project, &name, None).await?.ok_or_else(missing)?;
     // Its finished invocations' payloads go with it (their rows stay): no
     // one can run it again, and its outputs are what fills a store.
-    let purge = Purge { project: project.clone(), function: Some(name.clone()), finished_before: at + 1, at };
+    let (function, finished_before) = (Some(name.clone()), at + 1);
+    let purge = Purge { project: project.clone(), function, finished_before, made_since: None, at };
     let set = ChangeSet { functions: vec![change], audit: vec![audit], purges: vec![purge], ..Default::default() };
     if st.store.commit(set).await?.functions.pop() == Some(FunctionOutcome::Deleted(true)) {
         Ok(StatusCode::NO_CONTENT)

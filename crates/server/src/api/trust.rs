@@ -200,20 +200,30 @@ async fn set_quotas(
 )]
 async fn purge_project(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Purged>> {
     let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
-    let purged = retain(&*st.store, &p, st.clock.now_ms()).await?;
+    let purged = retain(&*st.store, &p, None, st.clock.now_ms()).await?;
     Ok(Json(Purged { purged }))
 }
 
 /// Drops the payloads of `p`'s invocations finished longer ago than its
-/// retention; returns how many.
-async fn retain(store: &dyn StateStore, p: &Project, now: Millis) -> Result<u64, stratus_store::Error> {
-    let purge =
-        Purge { project: p.name.clone(), function: None, finished_before: now - p.quotas.retention_ms(), at: now };
+/// retention, of those made since `made_since` (all without); returns how many.
+async fn retain(
+    store: &dyn StateStore,
+    p: &Project,
+    made_since: Option<Millis>,
+    now: Millis,
+) -> Result<u64, stratus_store::Error> {
+    let finished_before = now - p.quotas.retention_ms();
+    let purge = Purge { project: p.name.clone(), function: None, finished_before, made_since, at: now };
     Ok(store.commit(ChangeSet { purges: vec![purge], ..Default::default() }).await?.purged.pop().unwrap_or(0))
 }
 
 /// How often the leader applies every project's retention.
 const RETENTION_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A sweep looks at the invocations made since a day before the previous
+/// sweep's cutoff (those made earlier that finished since are rare: queued
+/// or running for over a day); once a day it looks at all of them.
+const SWEEP_SLACK_MS: Millis = 24 * 3600 * 1000;
 
 /// Applies every project's retention a minute after the lead is taken, then
 /// every ten minutes, until `stop`.
@@ -223,11 +233,24 @@ pub async fn keep_retention(
     clock: std::sync::Arc<dyn stratus_core::Clock>,
 ) {
     let mut wait = std::time::Duration::from_secs(60);
+    // The cutoff of each project's last sweep, and when the last full one ran.
+    let mut swept: std::collections::HashMap<String, Millis> = Default::default();
+    let mut full_at: Option<Millis> = None;
     loop {
         tokio::time::sleep(wait).await;
         wait = RETENTION_PERIOD;
+        let now = clock.now_ms();
+        let full = full_at.is_none_or(|t| now - t >= SWEEP_SLACK_MS);
+        if full {
+            full_at = Some(now);
+        }
         for p in trust.projects() {
-            match retain(&*store, &p, clock.now_ms()).await {
+            let made_since = swept.get(&p.name).filter(|_| !full).map(|cutoff| cutoff - SWEEP_SLACK_MS);
+            let swept_now = retain(&*store, &p, made_since, now).await;
+            if swept_now.is_ok() {
+                swept.insert(p.name.clone(), now - p.quotas.retention_ms());
+            }
+            match swept_now {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(project = %p.name, invocations = n, "retention: payloads dropped"),
                 Err(e) => {

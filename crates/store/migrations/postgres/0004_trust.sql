@@ -36,7 +36,6 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit (at);
 
 -- When the invocation's input, output and logs were dropped (retention, or
--- its function deleted); the row itself stays.
+-- its function deleted); the row itself stays. No index: every finished
+-- invocation would be written into it, on the invoke path.
 ALTER TABLE invocations ADD COLUMN purged_at bigint;
-CREATE INDEX invocations_unpurged ON invocations (project, finished_at)
-    WHERE purged_at IS NULL AND finished_at IS NOT NULL;

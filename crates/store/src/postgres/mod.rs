@@ -154,7 +154,9 @@ impl PostgresStore {
             }
             for p in &changes.purges {
                 let empty: &[u8] = &[];
-                let params: [Param<'_>; 5] = [&p.project, &p.finished_before, &p.at, &p.function, &empty];
+                let (from, to) = p.id_range();
+                let (from, to) = (from.as_uuid(), to.as_uuid());
+                let params: [Param<'_>; 7] = [&p.project, &p.finished_before, &p.at, &p.function, &empty, &from, &to];
                 report.purged.push(tx.execute(&trust.purge, &params).await?);
             }
         }

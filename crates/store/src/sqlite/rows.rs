@@ -262,12 +262,15 @@ pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<Com
         ])?;
     }
     for p in purges {
+        let (from, to) = p.id_range();
         let n = tx.prepare_cached(crate::trust::PURGE)?.execute(params![
             p.project,
             p.finished_before,
             p.at,
             p.function,
-            Vec::<u8>::new()
+            Vec::<u8>::new(),
+            id_bytes(from),
+            id_bytes(to)
         ])?;
         report.purged.push(n as u64);
     }

@@ -16,6 +16,9 @@ pub(super) fn os_error(what: String, e: impl std::error::Error + Send + Sync + '
     Error::Db { message: format!("{what}: {e}"), transient: false, source: Some(Box::new(e)) }
 }
 
+/// The size the log file is cut back to when it starts over.
+pub const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 pub(super) fn open_conn(path: &PathBuf, synchronous: &str, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -28,6 +31,10 @@ pub(super) fn open_conn(path: &PathBuf, synchronous: &str, read_only: bool) -> R
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The log is reused from its start once checkpointed; a large write
+        // (a big output) leaves the file large until then. This cuts it back
+        // to 64 MiB whenever it starts over, so its size at rest stays bounded.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     }
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.set_prepared_statement_cache_capacity(64);
