@@ -10,9 +10,10 @@ cargo build --release --target wasm32-wasip1 --manifest-path examples/hello-wasm
 # The examples are outside the workspace: without CARGO_TARGET_DIR each has its own target/.
 S=${CARGO_TARGET_DIR:-$PWD/target}/release/stratus
 HELLO=${CARGO_TARGET_DIR:-examples/hello-wasm/target}/wasm32-wasip1/release/hello-wasm.wasm
-export STRATUS_CREDENTIALS="$data/credentials.toml"
 pid=
 data=$(mktemp -d)
+# The admin token the first start creates goes here, not into ~/.config.
+export STRATUS_CREDENTIALS="$data/credentials.toml"
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 STRATUS_LOG=warn "$S" up --listen 127.0.0.1:0 --data-dir "$data/state" >"$data/up.out" 2>"$data/up.err" &
 pid=$!
@@ -48,6 +49,8 @@ printf '"a"\n"b"\n"c"\n' > "$data/inputs.jsonl"
 "$S" object put corpus/readme.txt README.md
 "$S" fn deploy wc-map --dir examples/wordcount --cmd "python3 mapper.py"
 "$S" fn deploy wc-reduce --dir examples/wordcount --cmd "python3 reducer.py"
+# Chunks this small need the project's quota lowered (64 KiB by default).
+"$S" project set default --min-chunk-size 1KiB >/dev/null
 "$S" map wc-map --objects corpus/ --chunk-size 1KiB --reduce wc-reduce | head -c 300; echo
 "$S" fn list
 "$S" workers
