@@ -51,11 +51,16 @@ pub fn entry(caller: &Caller, at: Millis, project: &str, action: &str, target: &
 
 /// Commits one trust change with its audit entry; whether it applied. An
 /// applied change is made in memory before this returns.
-async fn change(st: &AppState, change: TrustChange, audit: AuditEntry) -> ApiResult<bool> {
+async fn change(
+    store: &dyn StateStore,
+    trust: &super::auth::Trust,
+    change: TrustChange,
+    audit: AuditEntry,
+) -> Result<bool, stratus_store::Error> {
     let set = ChangeSet { trust: vec![change.clone()], audit: vec![audit], ..Default::default() };
-    let applied = st.store.commit(set).await?.trust.first().copied().unwrap_or(false);
+    let applied = store.commit(set).await?.trust.first().copied().unwrap_or(false);
     if applied {
-        st.trust.applied(&change);
+        trust.applied(&change);
     }
     Ok(applied)
 }
@@ -89,7 +94,7 @@ async fn create_project(State(st): State<AppState>, caller: Caller, Body(body): 
     validate_name("project", &r.name)?;
     let p = Project { name: r.name.clone(), created_at: st.clock.now_ms(), quotas: Quotas::default() };
     let audit = entry(&caller, p.created_at, &p.name, "project.create", &p.name);
-    if !change(&st, TrustChange::CreateProject(p.clone()), audit).await? {
+    if !change(&*st.store, &st.trust, TrustChange::CreateProject(p.clone()), audit).await? {
         return Err(ApiError::Conflict(match st.trust.project(&r.name) {
             Some(_) => format!("project '{}' exists", r.name),
             None => format!("project '{}' existed and was deleted; its name is not reused", r.name),
@@ -153,7 +158,7 @@ async fn delete_project(State(st): State<AppState>, caller: Caller, Path(name): 
     }
     let at = st.clock.now_ms();
     let audit = entry(&caller, at, &name, "project.delete", &name);
-    match change(&st, TrustChange::DeleteProject { name: name.clone(), at }, audit).await? {
+    match change(&*st.store, &st.trust, TrustChange::DeleteProject { name: name.clone(), at }, audit).await? {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::Conflict(format!("project '{name}' changed meanwhile; try again"))),
     }
@@ -181,7 +186,7 @@ async fn set_quotas(
     let quotas: Quotas = parse_json(&body)?;
     quotas.validate()?;
     let audit = entry(&caller, st.clock.now_ms(), &name, "project.quotas", &name);
-    if !change(&st, TrustChange::SetQuotas { name: name.clone(), quotas }, audit).await? {
+    if !change(&*st.store, &st.trust, TrustChange::SetQuotas { name: name.clone(), quotas }, audit).await? {
         return Err(no_project(&name));
     }
     let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
@@ -317,7 +322,7 @@ async fn create_token(State(st): State<AppState>, caller: Caller, Body(body): Bo
     };
     let expires_at = token.expires_at;
     let audit = entry(&caller, now, &project, "token.create", &name);
-    if !change(&st, TrustChange::PutToken { token, first: false }, audit).await? {
+    if !change(&*st.store, &st.trust, TrustChange::PutToken { token, first: false }, audit).await? {
         return Err(ApiError::Conflict(format!("a token named '{name}' exists: revoke it or choose another name")));
     }
     let created = TokenCreated { token: secret, name, project, role: r.role, expires_at };
@@ -360,9 +365,8 @@ async fn revoke_token(State(st): State<AppState>, caller: Caller, Path(name): Pa
     let t = st.trust.token_named(&name).ok_or_else(|| ApiError::NotFound(format!("token '{name}' not found")))?;
     let at = st.clock.now_ms();
     let audit = entry(&caller, at, &t.project, "token.revoke", &name);
-    change(&st, TrustChange::RevokeToken { name: name.clone(), at }, audit).await?;
     // Applied, or revoked meanwhile by another request: revoked either way.
-    st.trust.applied(&TrustChange::RevokeToken { name, at });
+    change(&*st.store, &st.trust, TrustChange::RevokeToken { name, at }, audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -430,22 +434,13 @@ pub async fn first_admin_token(
         expires_at: None,
         revoked_at: None,
     };
-    let audit = AuditEntry {
-        id: new_id(),
-        at: now,
-        actor: "-".into(),
-        project: DEFAULT_PROJECT.into(),
-        action: "token.create".into(),
-        target: "admin".into(),
-    };
-    let change = TrustChange::PutToken { token, first: true };
-    let set = ChangeSet { trust: vec![change.clone()], audit: vec![audit], ..Default::default() };
-    if !store.commit(set).await?.trust.first().copied().unwrap_or(false) {
+    let nobody = Caller { token: "-".into(), role: Role::Admin, project: DEFAULT_PROJECT.into() };
+    let audit = entry(&nobody, now, DEFAULT_PROJECT, "token.create", "admin");
+    if !change(store, trust, TrustChange::PutToken { token, first: true }, audit).await? {
         return Ok(false);
     }
     let path = data_dir.join("admin.token");
     write_secret(&path, &secret).map_err(|e| crate::node::NodeError::DataDir(path, e))?;
-    trust.applied(&change);
     Ok(true)
 }
 
