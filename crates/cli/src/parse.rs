@@ -1,28 +1,6 @@
 //! Parsers for CLI values: durations, sizes, KEY=VALUE pairs.
 
-/// `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
-pub fn duration_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else if let Some(n) = s.strip_suffix('d') {
-        (n, 86_400_000.0)
-    } else {
-        (s, 1000.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 30s, 2m)"))?;
-    let ms = (v * mult).round();
-    if !ms.is_finite() || ms < 1.0 {
-        return Err(format!("'{s}' is not a positive duration"));
-    }
-    Ok(ms as u64)
-}
+pub use stratus_core::clock::duration_ms;
 
 /// Memory in MiB: `128` (MiB), `128M`, `128Mi`, `128MB`, `1G`, `1Gi`, `1GB`.
 pub fn memory_mb(s: &str) -> Result<u64, String> {

@@ -312,6 +312,70 @@ pub enum MapSource {
 }
 
 impl Client {
+    // ---- events and triggers ----
+
+    /// Publishes CloudEvents in structured JSON (one object, or an array);
+    /// answers `{"accepted", "stored", "duplicates"}` once they are committed.
+    pub async fn publish_events(&self, events: &serde_json::Value) -> Result<serde_json::Value> {
+        self.json(self.http.post(self.url("/v1/events")).json(events)).await
+    }
+
+    /// One page of the event stream after `after`: `{"events", "next_after"}`.
+    pub async fn events(
+        &self,
+        after: u64,
+        limit: u32,
+        ty: Option<&str>,
+        subject_prefix: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let mut q = vec![("after", after.to_string()), ("limit", limit.to_string())];
+        q.extend(ty.map(|t| ("type", t.to_string())));
+        q.extend(subject_prefix.map(|p| ("subject_prefix", p.to_string())));
+        self.json(self.http.get(self.url("/v1/events")).query(&q)).await
+    }
+
+    /// The event stream from `after` on, as it grows: NDJSON, one event per line.
+    pub async fn follow_events(
+        &self,
+        after: u64,
+        ty: Option<&str>,
+        subject_prefix: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let mut q = vec![("after", after.to_string()), ("follow", "true".to_string())];
+        q.extend(ty.map(|t| ("type", t.to_string())));
+        q.extend(subject_prefix.map(|p| ("subject_prefix", p.to_string())));
+        self.send(self.http.get(self.url("/v1/events")).query(&q)).await
+    }
+
+    /// Creates a trigger from `{"name", "on", ..., "action"}`.
+    pub async fn create_trigger(&self, trigger: &serde_json::Value) -> Result<serde_json::Value> {
+        self.json(self.http.post(self.url("/v1/triggers")).json(trigger)).await
+    }
+
+    pub async fn list_triggers(&self) -> Result<Vec<serde_json::Value>> {
+        let mut l: serde_json::Value = self.json(self.http.get(self.url("/v1/triggers"))).await?;
+        Ok(match l["triggers"].take() {
+            serde_json::Value::Array(a) => a,
+            _ => Vec::new(),
+        })
+    }
+
+    pub async fn get_trigger(&self, name: &str) -> Result<serde_json::Value> {
+        self.json(self.http.get(self.url(&format!("/v1/triggers/{name}")))).await
+    }
+
+    pub async fn delete_trigger(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/triggers/{name}")))).await.map(|_| ())
+    }
+
+    /// Enables or disables a trigger.
+    pub async fn enable_trigger(&self, name: &str, enabled: bool) -> Result<serde_json::Value> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.json(self.http.post(self.url(&format!("/v1/triggers/{name}/{verb}")))).await
+    }
+}
+
+impl Client {
     // ---- objects ----
 
     /// Stores an object from a byte stream (never held whole in memory).

@@ -10,6 +10,7 @@
 //! only bind these values to their statements.
 
 use crate::clock::Millis;
+use crate::events::{Event, EventChange};
 use crate::trust::{AuditEntry, TrustChange};
 use crate::{Failure, FailureKind, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition};
 
@@ -211,9 +212,15 @@ impl Purge {
 
 /// One commit: function versions, then new invocations, attempt starts,
 /// attempt ends, job moves, job cancellations, changes to projects and
-/// tokens, audit entries and purges, in that order, in one transaction. A new invocation whose id is stored already is skipped, so
-/// a commit that failed can be made again; ends, moves and cancellations
-/// are guarded, so making them again changes nothing that applied.
+/// tokens, audit entries, purges, events and changes to triggers, in that
+/// order, in one transaction. A new invocation whose id is stored already
+/// is skipped, so a commit that failed can be made again; ends, moves and
+/// cancellations are guarded, so making them again changes nothing that
+/// applied; an event whose `(project, source, id)` is stored is ignored.
+///
+/// The engines add the built-in events ([`crate::events::builtin`]) of what
+/// applied: a direct invocation's end, a job's end (by a move or a
+/// cancellation), a function's new version.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
     pub functions: Vec<FunctionChange>,
@@ -226,8 +233,14 @@ pub struct ChangeSet {
     pub trust: Vec<TrustChange>,
     /// What the audit trail records of this commit, written with it.
     pub audit: Vec<AuditEntry>,
-    /// Payloads dropped, last.
+    /// Payloads dropped.
     pub purges: Vec<Purge>,
+    /// Events published (their `seq` is assigned by the store).
+    pub events: Vec<Event>,
+    /// Changes to triggers, their contexts, the event processor's cursor
+    /// (which, if it is not where the change says, refuses the whole
+    /// commit) and firings; last.
+    pub reactions: Vec<EventChange>,
 }
 
 impl ChangeSet {
@@ -262,6 +275,8 @@ impl ChangeSet {
             + self.trust.len()
             + self.audit.len()
             + self.purges.len()
+            + self.events.len()
+            + self.reactions.len()
     }
 
     pub fn function(change: FunctionChange) -> Self {
@@ -296,6 +311,12 @@ pub struct CommitReport {
     pub trust: Vec<bool>,
     /// Per purge, in order: how many invocations it emptied.
     pub purged: Vec<u64>,
+    /// Per event published, in order: stored, or ignored as a duplicate.
+    pub events: Vec<bool>,
+    /// Per change to triggers, in order: whether it applied.
+    pub reactions: Vec<bool>,
+    /// Events stored in all, built-in ones included.
+    pub stored_events: u64,
 }
 
 /// The error a cancelled task records.

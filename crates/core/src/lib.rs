@@ -10,6 +10,7 @@ pub mod api;
 pub mod change;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod job;
 pub mod machine;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod front;
 pub mod health;
 pub mod metrics;

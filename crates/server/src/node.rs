@@ -528,7 +528,16 @@ impl Node {
         }
         let retention = api::trust::keep_retention(parts.store.clone(), trust.clone(), parts.clock.clone());
         background.tasks.spawn(background.stop.clone().run_until_cancelled_owned(retention));
+        let events = crate::events::EventProcessor::start(
+            parts.store.clone(),
+            parts.objects.clone(),
+            scheduler.clone(),
+            parts.clock.clone(),
+            background.stop.clone(),
+            &background.tasks,
+        );
         let state = AppState {
+            events,
             trust,
             worker_tokens: Default::default(),
             functions: Default::default(),

@@ -9,13 +9,17 @@
 //! invocation is still on that attempt and not finished, so a duplicate or a
 //! late report changes nothing.
 
+mod events;
 mod postgres;
 mod sqlite;
 mod trust;
 
+pub use events::EventQuery;
+
 use async_trait::async_trait;
 use std::sync::Arc;
 use stratus_core::clock::Millis;
+pub use stratus_core::events::{Context, ContextKey, Event, EventChange, Firing, Trigger};
 pub use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{
     Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, JobState, Partition,
@@ -51,6 +55,9 @@ pub enum Error {
     InvalidUrl { url: String, reason: String },
     #[error("job creation aborted: {0}")]
     Aborted(String),
+    /// A guard that refuses the whole commit did not hold; nothing was written.
+    #[error("commit refused: {0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -77,6 +84,15 @@ pub use stratus_core::change::{
 pub struct Trust {
     pub projects: Vec<Project>,
     pub tokens: Vec<Token>,
+}
+
+/// The triggers, their contexts and the event processor's cursor, as
+/// [`StateStore::triggers`] reads them.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerState {
+    pub triggers: Vec<Trigger>,
+    pub contexts: Vec<(ContextKey, Context)>,
+    pub cursor: u64,
 }
 
 /// What the producer of a job's tasks sends to [`StateStore::create_job`].
@@ -208,6 +224,25 @@ pub trait StateStore: Send + Sync + 'static {
         before: Option<Id>,
         limit: u32,
     ) -> Result<Vec<Invocation>>;
+
+    /// Events numbered after `q.after`, oldest first. Only events with a
+    /// number are read: on an engine that numbers them after their commit
+    /// ([`Self::sequence_events`]), the others are not yet in the stream.
+    async fn events(&self, q: &EventQuery) -> Result<Vec<Event>>;
+    /// Numbers the events committed since the last call, in commit order,
+    /// and returns the highest number given so far. Engines that number
+    /// events as they insert them (SQLite, one writer) only return it.
+    async fn sequence_events(&self) -> Result<u64>;
+    /// Changes each time a commit stores events (their number is not said:
+    /// read [`Self::events`]); the server's event processor and the
+    /// readers that follow the stream wait on it.
+    fn event_commits(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Every trigger, every context and the event processor's cursor.
+    async fn triggers(&self) -> Result<TriggerState>;
+    /// The newest firings of a trigger, at most `limit`.
+    async fn firings(&self, project: &str, trigger: &str, limit: u32) -> Result<Vec<Firing>>;
+    /// The firings that started these invocations.
+    async fn firings_of(&self, invocations: &[Id]) -> Result<Vec<Firing>>;
 
     /// Records attempts as started; each applies only to a queued invocation.
     async fn start_attempts(&self, starts: &[AttemptStart]) -> Result<()> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use stratus_core::{Failure, FailureKind, InvocationState};
 use stratus_core::{Job, JobState};
 use stratus_store::{
-    AttemptEnd, AttemptStart, ChangeSet, EndOutcome, FunctionChange, JobMove, JobRows, JobUpdate, Lane, NewInvocation,
-    StateStore,
+    AttemptEnd, AttemptStart, ChangeSet, EndOutcome, Event, EventChange, EventQuery, Firing, FunctionChange, JobMove,
+    JobRows, JobUpdate, Lane, NewInvocation, StateStore, Trigger,
 };
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
@@ -672,10 +672,188 @@ async fn purges_drop_finished_payloads(s: Arc<dyn StateStore>) {
     assert!(s.get_payloads("p", running.invocation.id).await.unwrap().unwrap().purged_at.is_none());
 }
 
+fn event(id: &str, subject: &str) -> Event {
+    Event {
+        seq: 0,
+        project: "p".into(),
+        source: "cam".into(),
+        id: id.into(),
+        ty: "photo".into(),
+        subject: Some(subject.into()),
+        time: 5,
+        datacontenttype: None,
+        data: Some(br#"{"w":1}"#.to_vec()),
+        depth: 0,
+    }
+}
+
+async fn read_events(s: &Arc<dyn StateStore>, q: EventQuery) -> Vec<Event> {
+    s.sequence_events().await.unwrap();
+    s.events(&q).await.unwrap()
+}
+
+async fn events_are_stored_once_with_what_causes_them(s: Arc<dyn StateStore>) {
+    let mut commits = s.event_commits();
+    let r = s
+        .commit(ChangeSet {
+            events: vec![event("1", "a/x"), event("2", "b/y"), event("1", "a/x")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.events, [true, true, false], "a duplicate key in one commit is ignored");
+    assert!(commits.has_changed().unwrap(), "readers are told of stored events");
+    commits.mark_unchanged();
+    let again = s.commit(ChangeSet { events: vec![event("2", "b/y")], ..Default::default() }).await.unwrap();
+    assert_eq!(again.events, [false], "and so is one stored before");
+    assert!(!commits.has_changed().unwrap(), "nothing stored, nothing told");
+    let mut other = event("1", "a/x");
+    other.project = "q".into();
+    assert_eq!(s.commit(ChangeSet { events: vec![other], ..Default::default() }).await.unwrap().events, [true]);
+
+    // Built-in events commit with their change: a deploy, a direct
+    // invocation's end, a job's end; a task of a job has none.
+    let f = s.put_function("p", "f", &spec(), 7).await.unwrap();
+    let a = new_inv("f", 1, 100);
+    s.insert_invocations(std::slice::from_ref(&a)).await.unwrap();
+    s.end_attempts(&[end(a.invocation.id, 1, finish_ok(b"out"))]).await.unwrap();
+    let failing = EndOutcome::Requeue { not_before: 50, error: Failure::new(FailureKind::Exit, "x"), logs: vec![] };
+    let b = new_inv("f", 2, 101);
+    s.insert_invocations(std::slice::from_ref(&b)).await.unwrap();
+    s.end_attempts(&[end(b.invocation.id, 1, failing)]).await.unwrap();
+    let mut j = job(1);
+    j.total = 1;
+    let j = stream_job(&s, &j, vec![job_task(&j, 0)], &[1]).await;
+    let task = s.job_results(j.id, 0, 10).await.unwrap()[0].invocation;
+    s.end_attempts(&[end(task, 1, finish_ok(b"t"))]).await.unwrap();
+    let update = JobUpdate { finished_at: Some(30), ..Default::default() };
+    assert!(s.set_job_state(j.id, &[JobState::Running], JobState::Succeeded, update).await.unwrap());
+    let cancelled = stream_job(&s, &job(2), vec![], &[1]).await;
+    s.cancel_job(cancelled.id, 40).await.unwrap();
+    s.cancel_job(cancelled.id, 41).await.unwrap();
+
+    let all = read_events(&s, EventQuery { project: Some("p".into()), limit: 100, ..Default::default() }).await;
+    let seen: Vec<(&str, &str)> = all.iter().map(|e| (e.ty.as_str(), e.id.as_str())).collect();
+    let (aid, jid, cid) = (a.invocation.id.to_string(), j.id.to_string(), cancelled.id.to_string());
+    assert_eq!(
+        seen,
+        [
+            ("photo", "1"),
+            ("photo", "2"),
+            ("stratus.function.deployed", "f@1"),
+            ("stratus.invocation.succeeded", aid.as_str()),
+            ("stratus.job.succeeded", jid.as_str()),
+            ("stratus.job.cancelled", cid.as_str()),
+        ],
+        "no event for a retry or a task; one per job"
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "numbered in commit order");
+    assert_eq!(all[2].data_json().unwrap()["version"], f.version);
+    let inv = all[3].data_json().unwrap();
+    assert_eq!((inv["function"].as_str(), inv["attempts"].as_u64()), (Some("f"), Some(1)));
+    assert_eq!(all[3].subject.as_deref(), Some("f"));
+    assert_eq!(s.sequence_events().await.unwrap(), all.last().unwrap().seq.max(2));
+
+    let q = |after, ty: Option<&str>, prefix: Option<&str>| EventQuery {
+        project: Some("p".into()),
+        after,
+        limit: 100,
+        ty: ty.map(Into::into),
+        subject_prefix: prefix.map(Into::into),
+    };
+    let ids = |v: Vec<Event>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.events(&q(0, Some("photo"), None)).await.unwrap()), ["1", "2"]);
+    assert_eq!(ids(s.events(&q(0, None, Some("b/"))).await.unwrap()), ["2"]);
+    assert_eq!(ids(s.events(&q(all[1].seq, Some("photo"), None)).await.unwrap()), Vec::<String>::new());
+    let everyone = read_events(&s, EventQuery { limit: 100, ..Default::default() }).await;
+    assert_eq!(everyone.len(), all.len() + 1, "without a project, every project's");
+}
+
+async fn triggers_commit_with_a_guarded_cursor(s: Arc<dyn StateStore>) {
+    use stratus_core::events::{Action, Condition, Context, TriggerSpec};
+    s.commit(ChangeSet { events: vec![event("1", "a")], ..Default::default() }).await.unwrap();
+    let top = s.sequence_events().await.unwrap();
+    let spec = TriggerSpec {
+        on: "photo".into(),
+        source: None,
+        subject_prefix: None,
+        subject_suffix: None,
+        filter: None,
+        condition: Condition::Join { n: 2 },
+        group_by: None,
+        transient: false,
+        action: Action::Emit { ty: "pair".into() },
+    };
+    let t = Trigger { project: "p".into(), name: "t".into(), spec, enabled: true, created_at: 9, from_seq: 0 };
+    let create = || ChangeSet { reactions: vec![EventChange::Create(t.clone())], ..Default::default() };
+    assert_eq!(s.commit(create()).await.unwrap().reactions, [true]);
+    assert_eq!(s.commit(create()).await.unwrap().reactions, [false], "one trigger per name");
+    let key = ("p".to_string(), "t".to_string(), "g".to_string());
+    let context = Context::Join { seen: vec![("cam".into(), "1".into(), top)] };
+    let inv = stratus_core::new_id();
+    let firing = Firing {
+        project: "p".into(),
+        trigger: "t".into(),
+        seq: top,
+        at: 10,
+        invocation: Some(inv),
+        output: Some("out/a".into()),
+        depth: 1,
+    };
+    let step = ChangeSet {
+        events: vec![event("2", "a")],
+        reactions: vec![
+            EventChange::Context { key: key.clone(), context: Some(context.clone()) },
+            EventChange::Fired(firing.clone()),
+            EventChange::Cursor { from: 0, to: top },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(s.commit(step.clone()).await.unwrap().reactions, [true, true, true]);
+    let state = s.triggers().await.unwrap();
+    assert_eq!(state.cursor, top);
+    assert_eq!(state.triggers.len(), 1);
+    assert_eq!(state.triggers[0].from_seq, top, "a trigger reacts to events after its creation");
+    assert_eq!(state.triggers[0].spec, t.spec);
+    assert_eq!(state.contexts, [(key.clone(), context)]);
+    assert_eq!(s.firings_of(&[inv]).await.unwrap(), std::slice::from_ref(&firing));
+    assert_eq!(s.firings("p", "t", 10).await.unwrap(), [firing]);
+
+    // The same step again (another server's, or a retry after the commit
+    // applied) is refused whole: its event is not stored either.
+    let mut stale = step;
+    stale.events = vec![event("3", "a")];
+    assert!(matches!(s.commit(stale).await, Err(stratus_store::Error::Refused(_))));
+    let photos = read_events(&s, EventQuery { project: Some("p".into()), limit: 10, ..Default::default() }).await;
+    assert_eq!(photos.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+
+    let off = EventChange::SetEnabled { project: "p".into(), name: "t".into(), enabled: false };
+    assert_eq!(s.commit(ChangeSet { reactions: vec![off], ..Default::default() }).await.unwrap().reactions, [true]);
+    assert!(!s.triggers().await.unwrap().triggers[0].enabled);
+    let delete = EventChange::Delete { project: "p".into(), name: "t".into() };
+    assert_eq!(s.commit(ChangeSet { reactions: vec![delete], ..Default::default() }).await.unwrap().reactions, [true]);
+    let state = s.triggers().await.unwrap();
+    assert!(state.triggers.is_empty() && state.contexts.is_empty(), "its contexts go with it");
+
+    let expire = EventChange::Expire { before: i64::MAX };
+    s.commit(ChangeSet { reactions: vec![expire], ..Default::default() }).await.unwrap();
+    assert!(read_events(&s, EventQuery { limit: 10, ..Default::default() }).await.is_empty());
+}
+
 macro_rules! conformance {
     ($engine:ident, $open:expr) => {
         mod $engine {
             use super::*;
+            #[tokio::test]
+            async fn events() {
+                let (_guard, s) = $open.await;
+                events_are_stored_once_with_what_causes_them(s).await;
+            }
+            #[tokio::test]
+            async fn triggers() {
+                let (_guard, s) = $open.await;
+                triggers_commit_with_a_guarded_cursor(s).await;
+            }
             #[tokio::test]
             async fn purges() {
                 let (_guard, s) = $open.await;

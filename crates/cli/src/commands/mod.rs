@@ -1,5 +1,6 @@
 //! One enum of subcommands, one small module per subcommand.
 
+mod events;
 mod explain;
 mod functions;
 mod invocations;
@@ -85,6 +86,14 @@ enum Command {
     Token(trust::TokenCommand),
     /// Changes to projects, tokens and functions: who, what, when.
     Audit(trust::AuditArgs),
+    /// Publish events.
+    #[command(subcommand)]
+    Event(events::EventCommand),
+    /// Read the event stream (--follow to keep reading).
+    Events(events::EventsArgs),
+    /// Create, list, show, delete, enable and disable triggers.
+    #[command(subcommand)]
+    Trigger(events::TriggerCommand),
 }
 
 pub struct Ctx {
@@ -192,6 +201,9 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Project(c) => trust::project(&ctx, c).await,
         Command::Token(c) => trust::token(&ctx, c).await,
         Command::Audit(a) => trust::audit(&ctx, a).await,
+        Command::Event(c) => events::event(&ctx, c).await,
+        Command::Events(a) => events::events(&ctx, a).await,
+        Command::Trigger(c) => events::trigger(&ctx, c).await,
     }
 }
 

@@ -231,6 +231,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         _ if read => Need::Read,
         "functions" if rest.ends_with("/invoke") => Need::Invoke,
         "jobs" if rest == "jobs" => Need::Invoke,
+        "events" if rest == "events" => Need::Invoke,
         _ => Need::Develop,
     }
 }

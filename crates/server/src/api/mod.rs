@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod events;
 pub mod extract;
 pub mod functions;
 pub mod invocations;
@@ -61,6 +62,8 @@ impl FunctionCache {
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The event processor: trigger changes, and how far the stream is processed.
+    pub events: Arc<crate::events::EventProcessor>,
     /// The projects and tokens requests are checked against.
     pub trust: Arc<auth::Trust>,
     /// The name of the token each remote worker registered with, by id.
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(meta::routes())
         .merge(artifacts::routes())
         .merge(objects::routes())
+        .merge(events::routes())
         .merge(jobs::routes())
         .merge(workers::routes())
         .merge(functions::routes())

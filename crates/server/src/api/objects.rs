@@ -90,7 +90,18 @@ async fn put_object(
         (Err(_), Some(limit)) if over.load(Relaxed) => return Err(too_big(limit)),
         (other, _) => other?,
     };
+    object_event(&st, &caller.project, object.as_str(), Some(size)).await?;
     Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
+}
+
+/// Commits `stratus.object.created` (with its size) or `.deleted`. The
+/// object is written first: should this commit fail, the request fails
+/// and making it again writes the same object and its event.
+async fn object_event(st: &AppState, project: &str, object: &str, size: Option<u64>) -> ApiResult<()> {
+    let at = st.clock.now_ms();
+    let event = stratus_core::events::builtin::object(project, object, size.is_some(), size, at);
+    st.store.commit(stratus_store::ChangeSet { events: vec![event], ..Default::default() }).await?;
+    Ok(())
 }
 
 fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Range<u64>>> {
@@ -194,6 +205,7 @@ async fn delete_object(
 ) -> ApiResult<StatusCode> {
     let object = object_key(&bucket, &key)?;
     if st.objects.delete(&Key::user(&caller.project, &object)).await? {
+        object_event(&st, &caller.project, object.as_str(), None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("object '{object}' not found")))

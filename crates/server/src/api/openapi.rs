@@ -5,7 +5,7 @@
 //! `tests/e2e_http.rs` checks that every path listed is routed and answers
 //! with a status the document lists.
 
-use super::{artifacts, functions, invocations, jobs, meta, objects, trust, workers};
+use super::{artifacts, events, functions, invocations, jobs, meta, objects, trust, workers};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -56,6 +56,14 @@ use utoipa::{Modify, OpenApi};
         trust::revoke_token,
         trust::audit,
         trust::whoami,
+        events::publish,
+        events::list_events,
+        events::create_trigger,
+        events::list_triggers,
+        events::show_trigger,
+        events::delete_trigger,
+        events::enable_trigger,
+        events::disable_trigger,
     ),
     modifiers(&Bearer)
 )]
@@ -115,6 +123,14 @@ mod tests {
         ("/v1/openapi.json", "get", &[200]),
         ("/v1/artifacts/{digest}", "put", &[201, 400, 413]),
         ("/v1/artifacts/{digest}", "head", &[200, 404]),
+        ("/v1/events", "post", &[202, 400]),
+        ("/v1/events", "get", &[200, 400]),
+        ("/v1/triggers", "post", &[201, 400, 409]),
+        ("/v1/triggers", "get", &[200]),
+        ("/v1/triggers/{name}", "get", &[200, 400, 404]),
+        ("/v1/triggers/{name}", "delete", &[204, 400, 404]),
+        ("/v1/triggers/{name}/enable", "post", &[200, 400, 404]),
+        ("/v1/triggers/{name}/disable", "post", &[200, 400, 404]),
         ("/v1/functions", "get", &[200]),
         ("/v1/functions/{name}", "put", &[201, 400, 413]),
         ("/v1/functions/{name}", "get", &[200, 400, 404]),

@@ -36,7 +36,7 @@ use std::time::Duration;
 use stratus_core::clock::Millis;
 use stratus_core::machine::Backoff;
 use stratus_core::{Clock, Completion, Function, Id, Invocation, Task};
-use stratus_store::{AttemptStart, Lane, NewInvocation, StateStore};
+use stratus_store::{AttemptStart, ChangeSet, Lane, NewInvocation, StateStore};
 use stratus_worker::{Leased, TaskSource};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -365,6 +365,41 @@ impl Scheduler {
         }
         self.metrics.invocations_submitted.fetch_add(n, Relaxed);
         Ok(out)
+    }
+
+    /// Commits `changes` and queues the direct invocations it inserts, of
+    /// the functions in `functions` (by id): the event processor's actions,
+    /// which it commits with its cursor. Under the direct lane's lock, so
+    /// no submit passes them.
+    pub async fn commit_invocations(
+        &self,
+        changes: ChangeSet,
+        functions: &HashMap<Id, Arc<Function>>,
+    ) -> Result<stratus_store::CommitReport, stratus_store::Error> {
+        let _guard = self.direct_lock.lock().await;
+        let entries: Vec<Entry> = changes
+            .new
+            .iter()
+            .filter_map(|n| {
+                let function = functions.get(&n.invocation.id)?.clone();
+                let task = Task {
+                    invocation: n.invocation.id,
+                    attempt: 1,
+                    function,
+                    input: n.input.clone(),
+                    partition: n.partition.clone(),
+                    job: None,
+                    token: None,
+                };
+                Some(Entry { invocation: n.invocation.clone(), task })
+            })
+            .collect();
+        let report = self.store.commit(changes).await?;
+        if !entries.is_empty() {
+            self.metrics.invocations_submitted.fetch_add(entries.len() as u64, Relaxed);
+            self.enqueue_new(Lane::Direct, entries);
+        }
+        Ok(report)
     }
 
     /// A wait that gets the invocation's result when it finishes here.

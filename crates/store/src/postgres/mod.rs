@@ -19,6 +19,7 @@
 //! deadlock; PostgreSQL then fails one of them, and since each write is one
 //! statement or one transaction, it is simply run again.
 
+use crate::trust::pg;
 use crate::{
     AttemptEnd, AttemptStart, ChangeSet, CommitReport, Error, FunctionChange, FunctionOutcome, JobMove, JobRows, Lane,
     NewInvocation, Payloads, PendingInvocation, Result, SchemaVersion, Seat, StateStore, TaskResult,
@@ -30,6 +31,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use stratus_core::change::{JobCount, failure_json, partition_json};
 use stratus_core::clock::Millis;
+use stratus_core::events::{Event, EventChange, Firing, Trigger};
 use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -52,6 +54,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_leader.sql")),
     (3, include_str!("../../migrations/postgres/0003_health.sql")),
     (4, include_str!("../../migrations/postgres/0004_trust.sql")),
+    (5, include_str!("../../migrations/postgres/0005_events.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -69,6 +72,8 @@ const RETRIES: u32 = 8;
 pub struct PostgresStore {
     pool: Pool,
     schema: SchemaVersion,
+    /// Bumped after each commit that stored events.
+    event_commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl PostgresStore {
@@ -85,7 +90,7 @@ impl PostgresStore {
             let mut conn = pool.get().await?;
             migrate(&mut conn.client, schema.as_deref(), migrations).await?
         };
-        Ok(PostgresStore { pool, schema: version })
+        Ok(PostgresStore { pool, schema: version, event_commits: tokio::sync::watch::Sender::new(0) })
     }
 }
 
@@ -109,7 +114,9 @@ impl PostgresStore {
             && changes.cancels.is_empty()
             && changes.trust.is_empty()
             && changes.audit.is_empty()
-            && changes.purges.is_empty();
+            && changes.purges.is_empty()
+            && changes.events.is_empty()
+            && changes.reactions.is_empty();
         if others && statements == 1 {
             // One statement is atomic on its own: no BEGIN and COMMIT.
             st.insert_and_start(&c.client, new, starts).await?;
@@ -128,21 +135,45 @@ impl PostgresStore {
             true => None,
             false => Some(TrustStatements::prepare(&mut c).await?),
         };
+        let (insert_event, job_by_id) = (c.stmt(&pg(crate::events::INSERT_EVENT)).await?, c.stmt(JOB_BY_ID).await?);
+        let reactions = match changes.reactions.is_empty() {
+            true => None,
+            false => Some(Reactions::prepare(&mut c).await?),
+        };
+        let now = stratus_core::Clock::now_ms(&stratus_core::SystemClock);
+        let mut builtin = Vec::new();
         let tx = c.client.transaction().await?;
         let mut changed = Vec::with_capacity(changes.functions.len());
         for f in &changes.functions {
-            changed.push(functions.change(&tx, f).await?);
+            let outcome = functions.change(&tx, f).await?;
+            if let FunctionOutcome::Put(f) = &outcome {
+                builtin.push(stratus_core::events::builtin::deployed(f));
+            }
+            changed.push(outcome);
         }
         st.insert_and_start(&tx, new, starts).await?;
         let mut report = st.end(&tx, ends, rounds).await?;
         report.functions = changed;
+        let job_event = async |id: Id, at: Millis, builtin: &mut Vec<Event>| -> PgResult<()> {
+            if let Some(row) = tx.query_opt(&job_by_id, &[&id.as_uuid()]).await?
+                && let Some(e) = stratus_core::events::builtin::job(&job_from(&row)?, at)
+            {
+                builtin.push(e);
+            }
+            Ok(())
+        };
         for m in &changes.jobs {
-            report.moved.push(move_job(&tx, &set, &insert, m).await?);
+            let moved = move_job(&tx, &set, &insert, m).await?;
+            if moved && stratus_core::events::builtin::job_ended(m.to) {
+                job_event(m.id, m.update.finished_at.unwrap_or(0), &mut builtin).await?;
+            }
+            report.moved.push(moved);
         }
         let error = failure_json(&stratus_core::change::cancelled_task());
         for j in &changes.cancels {
             let row = tx.query_one(&cancel, &[&j.at, &error, &j.id.as_uuid()]).await?;
             report.cancelled.push(to_u64(row.try_get(0)?, "count")?);
+            job_event(j.id, j.at, &mut builtin).await?;
         }
         if let Some(trust) = trust {
             for t in &changes.trust {
@@ -158,6 +189,25 @@ impl PostgresStore {
                 let (from, to) = (from.as_uuid(), to.as_uuid());
                 let params: [Param<'_>; 7] = [&p.project, &p.finished_before, &p.at, &p.function, &empty, &from, &to];
                 report.purged.push(tx.execute(&trust.purge, &params).await?);
+            }
+        }
+        let store_event = async |e: &Event| -> PgResult<bool> {
+            let depth = e.depth as i32;
+            let params: [Param<'_>; 10] =
+                [&e.project, &e.source, &e.id, &e.ty, &e.subject, &e.time, &e.datacontenttype, &e.data, &depth, &now];
+            Ok(tx.execute(&insert_event, &params).await? > 0)
+        };
+        for e in &builtin {
+            report.stored_events += u64::from(store_event(e).await?);
+        }
+        for e in &changes.events {
+            let stored = store_event(e).await?;
+            report.stored_events += u64::from(stored);
+            report.events.push(stored);
+        }
+        if let Some(r) = reactions {
+            for change in &changes.reactions {
+                report.reactions.push(r.change(&tx, change).await?);
             }
         }
         tx.commit().await?;
@@ -236,7 +286,109 @@ impl StateStore for PostgresStore {
         let starts = changes.first_starts();
         let rounds = end_rounds(&changes.ends);
         let (changes, starts, rounds) = (&changes, &starts, &rounds);
-        retrying(move || self.commit_once(changes, starts, rounds)).await
+        let report = retrying(move || self.commit_once(changes, starts, rounds)).await?;
+        if report.stored_events > 0 {
+            self.event_commits.send_modify(|n| *n += 1);
+        }
+        Ok(report)
+    }
+
+    async fn events(&self, q: &crate::EventQuery) -> Result<Vec<Event>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::events::EVENTS)).await?;
+        let prefix = q.subject_prefix.as_deref().filter(|p| !p.is_empty());
+        let end = prefix.map(crate::events::prefix_end);
+        let (after, limit) = (q.after as i64, i64::from(q.limit));
+        let params: [Param<'_>; 6] = [&after, &limit, &q.project, &q.ty, &prefix, &end];
+        c.client
+            .query(&st, &params)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(crate::events::event_from((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                    r.try_get(7)?,
+                    r.try_get(8)?,
+                    r.try_get(9)?,
+                )))
+            })
+            .collect()
+    }
+
+    async fn sequence_events(&self) -> Result<u64> {
+        retrying(|| async {
+            let mut c = self.pool.get().await?;
+            let st = c.stmt(SEQUENCE_EVENTS).await?;
+            let tx = c.client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOCK]).await?;
+            tx.execute(&st, &[]).await?;
+            let max: Option<i64> = tx.query_one("SELECT MAX(seq) FROM events", &[]).await?.try_get(0)?;
+            tx.commit().await?;
+            Ok(max.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.event_commits.subscribe()
+    }
+
+    async fn triggers(&self) -> Result<crate::TriggerState> {
+        use crate::events::*;
+        let mut c = self.pool.get().await?;
+        let (t, x, k) = (c.stmt(&pg(TRIGGERS)).await?, c.stmt(&pg(CONTEXTS)).await?, c.stmt(&pg(CURSOR)).await?);
+        let triggers = c
+            .client
+            .query(&t, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Trigger {
+                    project: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    spec: spec_from(r.try_get(2)?).map_err(Error::Corrupt)?,
+                    enabled: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    from_seq: to_u64(r.try_get(5)?, "from_seq")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let contexts = c
+            .client
+            .query(&x, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                let key = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                Ok((key, context_from(r.try_get(3)?).map_err(Error::Corrupt)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cursor = to_u64(c.client.query_one(&k, &[]).await?.try_get(0)?, "cursor")?;
+        Ok(crate::TriggerState { triggers, contexts, cursor })
+    }
+
+    async fn firings(&self, project: &str, trigger: &str, limit: u32) -> Result<Vec<Firing>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::events::FIRINGS)).await?;
+        c.client.query(&st, &[&project, &trigger, &i64::from(limit)]).await?.iter().map(firing_from).collect()
+    }
+
+    async fn firings_of(&self, invocations: &[Id]) -> Result<Vec<Firing>> {
+        let mut c = self.pool.get().await?;
+        let st = c
+            .stmt(
+                "SELECT project, trigger, seq, at, invocation, output, depth FROM trigger_firings \
+                 WHERE invocation = ANY($1::uuid[])",
+            )
+            .await?;
+        let ids: Vec<Uuid> = invocations.iter().map(|i| i.as_uuid()).collect();
+        c.client.query(&st, &[&ids]).await?.iter().map(firing_from).collect()
     }
 
     async fn trust(&self) -> Result<crate::Trust> {
@@ -565,11 +717,21 @@ mod tests {
             retries: 0,
             network: false,
         };
-        v1.put_function("p", "f", &spec, 1).await.unwrap();
+        // As a binary that knew only version 1 wrote it (no event table).
+        let spec_json = serde_json::to_string(&spec).unwrap();
+        let c = v1.pool.get().await.unwrap();
+        c.client
+            .execute(
+                "INSERT INTO functions (project, name, version, spec, created_at) VALUES ('p', 'f', 1, $1, 1)",
+                &[&spec_json],
+            )
+            .await
+            .unwrap();
+        drop(c);
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 4 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 5 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -584,11 +746,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 4, known: 1 })
+            Err(Error::TooNew { found: 5, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

@@ -243,8 +243,16 @@ pub(super) fn end_rounds(ends: &[AttemptEnd]) -> Vec<Vec<usize>> {
 
 /// Folds the rows of one round of [`END_ATTEMPTS`] into the report: which
 /// ends applied, and each touched job as it is now, keyed by its first end.
-pub(super) fn absorb_round(rows: &[Row], applied: &mut [bool], jobs: &mut Vec<(i32, Job)>) -> Result<()> {
-    for r in rows {
+pub(super) fn absorb_round(
+    rows: &[Row],
+    applied: &mut [bool],
+    jobs: &mut Vec<(i32, Job)>,
+    events: &mut u64,
+) -> Result<()> {
+    for (k, r) in rows.iter().enumerate() {
+        if k == 0 {
+            *events += to_u64(r.try_get("events")?, "events")?;
+        }
         if let Some(ords) = r.try_get::<_, Option<Vec<i32>>>("applied")? {
             for o in ords {
                 if let Some(a) = usize::try_from(o).ok().and_then(|o| applied.get_mut(o)) {
@@ -305,12 +313,14 @@ impl Recording {
     ) -> PgResult<CommitReport> {
         let mut applied = vec![false; ends.len()];
         let mut jobs = Vec::new();
+        let mut events = 0;
         for round in rounds {
             let rows = cl.query(&self.end, &EndArrays::new(ends, round).params()).await?;
-            absorb_round(&rows, &mut applied, &mut jobs)?;
+            absorb_round(&rows, &mut applied, &mut jobs, &mut events)?;
         }
         jobs.sort_by_key(|(first, _)| *first);
-        Ok(CommitReport { applied, jobs: jobs.into_iter().map(|(_, j)| j).collect(), ..Default::default() })
+        let jobs = jobs.into_iter().map(|(_, j)| j).collect();
+        Ok(CommitReport { applied, jobs, stored_events: events, ..Default::default() })
     }
 }
 
@@ -418,5 +428,92 @@ impl TrustStatements {
             Steps::Revoke { name, at } => tx.execute(&self.revoke_token, &[&name, &at]).await? > 0,
             Steps::Quotas { name, quotas } => tx.execute(&self.set_quotas, &[&name, &quotas]).await? > 0,
         })
+    }
+}
+
+pub(super) fn firing_from(r: &Row) -> Result<Firing> {
+    Ok(Firing {
+        project: r.try_get(0)?,
+        trigger: r.try_get(1)?,
+        seq: to_u64(r.try_get(2)?, "seq")?,
+        at: r.try_get(3)?,
+        invocation: r.try_get::<_, Option<Uuid>>(4)?.map(Id::from_uuid),
+        output: r.try_get(5)?,
+        depth: r.try_get::<_, i32>(6)?.max(0) as u32,
+    })
+}
+
+/// The statements of changes to triggers, prepared before the transaction
+/// that runs them.
+pub(super) struct Reactions {
+    create: Statement,
+    delete: Statement,
+    delete_contexts: Statement,
+    enabled: Statement,
+    put_context: Statement,
+    drop_context: Statement,
+    cursor: Statement,
+    fired: Statement,
+    expire_events: Statement,
+    expire_firings: Statement,
+}
+
+impl Reactions {
+    pub(super) async fn prepare(c: &mut PgConn) -> PgResult<Self> {
+        use crate::events::*;
+        use crate::trust::pg;
+        Ok(Reactions {
+            create: c.stmt(&pg(CREATE_TRIGGER)).await?,
+            delete: c.stmt(&pg(DELETE_TRIGGER)).await?,
+            delete_contexts: c.stmt(&pg(DELETE_CONTEXTS)).await?,
+            enabled: c.stmt(&pg(SET_ENABLED)).await?,
+            put_context: c.stmt(&pg(PUT_CONTEXT)).await?,
+            drop_context: c.stmt(&pg(DROP_CONTEXT)).await?,
+            cursor: c.stmt(&pg(MOVE_CURSOR)).await?,
+            fired: c.stmt(&pg(FIRED)).await?,
+            expire_events: c.stmt(&pg(EXPIRE_EVENTS)).await?,
+            expire_firings: c.stmt(&pg(EXPIRE_FIRINGS)).await?,
+        })
+    }
+
+    /// One change in `tx`; whether it applied. A cursor that is not where
+    /// the change says refuses the whole commit.
+    pub(super) async fn change(&self, tx: &Transaction<'_>, change: &EventChange) -> PgResult<bool> {
+        use crate::events::Steps;
+        let applied = match Steps::of(change) {
+            Steps::Create { t, spec } => {
+                tx.execute(&self.delete_contexts, &[&t.project, &t.name]).await?;
+                let params: [Param<'_>; 5] = [&t.project, &t.name, &spec, &t.enabled, &t.created_at];
+                tx.execute(&self.create, &params).await? > 0
+            }
+            Steps::Delete { project, name } => {
+                tx.execute(&self.delete_contexts, &[&project, &name]).await?;
+                tx.execute(&self.delete, &[&project, &name]).await? > 0
+            }
+            Steps::Enabled { project, name, enabled } => {
+                tx.execute(&self.enabled, &[&project, &name, &enabled]).await? > 0
+            }
+            Steps::PutContext { key, context } => {
+                tx.execute(&self.put_context, &[&key.0, &key.1, &key.2, &context]).await? > 0
+            }
+            Steps::DropContext { key } => tx.execute(&self.drop_context, &[&key.0, &key.1, &key.2]).await? > 0,
+            Steps::Cursor { from, to } => {
+                if tx.execute(&self.cursor, &[&from, &to]).await? == 0 {
+                    return Err(Fail::from(crate::events::cursor_moved()));
+                }
+                true
+            }
+            Steps::Fired(f) => {
+                let (seq, depth) = (f.seq as i64, f.depth as i32);
+                let invocation = f.invocation.map(|i| i.as_uuid());
+                let params: [Param<'_>; 7] = [&f.project, &f.trigger, &seq, &f.at, &invocation, &f.output, &depth];
+                tx.execute(&self.fired, &params).await? > 0
+            }
+            Steps::Expire { before } => {
+                tx.execute(&self.expire_firings, &[&before]).await?;
+                tx.execute(&self.expire_events, &[&before]).await? > 0
+            }
+        };
+        Ok(applied)
     }
 }

@@ -120,7 +120,20 @@ pub(super) const END_ATTEMPTS: &str = concat!(
         WHERE i.id = n.id
           AND ((i.state = 'running' AND i.attempts = n.attempt AND (i.worker = n.worker OR i.worker = 'broker'))
                OR (i.state = 'queued' AND i.attempts < n.attempt))
-        RETURNING n.ord, i.job_id, i.task_index, n.counts
+        RETURNING n.ord, i.job_id, i.task_index, n.counts, i.id, i.project, i.function, i.version
+    ), ev AS (
+        -- The event of each direct invocation that finished (built as
+        -- stratus_core::events::builtin::invocation builds it).
+        INSERT INTO events (project, source, id, type, subject, time, datacontenttype, data, depth, stored_at)
+        SELECT d.project, '/stratus/invocations', d.id::text, 'stratus.invocation.' || n.state, d.function,
+            n.finished_at, 'application/json',
+            convert_to(json_build_object('attempts', n.attempt, 'error', n.error::json, 'function', d.function,
+                'invocation', d.id::text, 'state', n.state, 'version', d.version)::text, 'UTF8'),
+            0, (extract(epoch from clock_timestamp()) * 1000)::bigint
+        FROM done d JOIN input n ON n.ord = d.ord
+        WHERE d.job_id IS NULL AND n.not_before IS NULL
+        ON CONFLICT (project, source, id) DO NOTHING
+        RETURNING 1
     ), recorded AS (
         INSERT INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error)
         SELECT n.id, n.attempt, n.worker, n.started_at, n.finished_at, n.attempt_state, n.error
@@ -144,7 +157,7 @@ pub(super) const END_ATTEMPTS: &str = concat!(
      j.failed, j.cancelled, j.created_at, j.finished_at, j.reduce_invocation, j.error",
     "
     )
-    SELECT (SELECT array_agg(ord) FROM done) AS applied, n.*
+    SELECT (SELECT array_agg(ord) FROM done) AS applied, (SELECT COUNT(*) FROM ev) AS events, n.*
     FROM (SELECT 1) AS one LEFT JOIN jobs_now n ON true
     ORDER BY n.first_end"
 );
@@ -197,6 +210,14 @@ pub(super) const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) FROM invocations
 
 pub(super) const INSERT_JOB: &str = "INSERT INTO jobs (id, project, function, version, reduce_function, reduce_version, state, \
      total, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+pub(super) const JOB_BY_ID: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+
+/// Numbers the events committed since the last call (see the migration).
+pub(super) const SEQUENCE_EVENTS: &str = "UPDATE events e SET seq = nextval('events_seq')      FROM (SELECT pk FROM events WHERE seq IS NULL ORDER BY pk LIMIT 10000) s WHERE e.pk = s.pk";
+
+/// First key of the advisory lock under which events are numbered ("EVNT").
+pub(super) const EVENT_LOCK: i64 = 0x4556_4e54;
 
 pub(super) const GET_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 AND project = $2");
 

@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use stratus_core::change::{failure_json, partition_json};
 use stratus_core::clock::Millis;
+use stratus_core::events::{Event, EventChange, Firing, Trigger};
 use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
 use stratus_core::{Attempt, Failure, Function, FunctionSpec, Id, Invocation, InvocationState, Job, Partition};
 
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_jobs.sql")),
     (3, include_str!("../../migrations/sqlite/0003_health.sql")),
     (4, include_str!("../../migrations/sqlite/0004_trust.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_events.sql")),
 ];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -55,6 +57,8 @@ pub struct SqliteStore {
     commit_inline: bool,
     /// When the next commit may checkpoint, it is left to the writer thread.
     checkpoints: Arc<Checkpoints>,
+    /// Bumped after each commit that stored events.
+    event_commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The most rows, and payload bytes, a commit run on the caller's thread
@@ -108,7 +112,17 @@ impl SqliteStore {
             spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
         let commit_inline = sync == "normal" || sync == "off";
-        Ok(SqliteStore { writer: wtx, readers: rtx, schema, write_conn, queued, commit_inline, checkpoints })
+        let event_commits = Arc::new(tokio::sync::watch::Sender::new(0));
+        Ok(SqliteStore {
+            writer: wtx,
+            readers: rtx,
+            schema,
+            write_conn,
+            queued,
+            commit_inline,
+            checkpoints,
+            event_commits,
+        })
     }
 
     /// The write connection, for a small write to run on the caller's
@@ -224,15 +238,113 @@ impl StateStore for SqliteStore {
         if changes.is_empty() {
             return Ok(CommitReport::default());
         }
+        let tell = self.event_commits.clone();
         if let Some(mut c) = self.idle_writer(&changes) {
-            return commit_rows(&mut c, &changes);
+            return commit_telling(&mut c, &changes, &tell);
         }
-        self.call(true, move |c| commit_rows(c, &changes)).await
+        self.call(true, move |c| commit_telling(c, &changes, &tell)).await
     }
 
     async fn commit_ordered(&self, changes: ChangeSet) -> Result<crate::Committed> {
-        let committed = self.queue(true, move |c| commit_rows(c, &changes).map(drop))?;
+        let tell = self.event_commits.clone();
+        let committed = self.queue(true, move |c| commit_telling(c, &changes, &tell).map(drop))?;
         Ok(Box::pin(committed))
+    }
+
+    async fn events(&self, q: &crate::EventQuery) -> Result<Vec<Event>> {
+        let q = q.clone();
+        self.call(false, move |c| {
+            let prefix = q.subject_prefix.filter(|p| !p.is_empty());
+            let end = prefix.as_deref().map(crate::events::prefix_end);
+            let rows = c
+                .prepare_cached(crate::events::EVENTS)?
+                .query_map(params![q.after as i64, q.limit, q.project, q.ty, prefix, end], |r| {
+                    Ok(crate::events::event_from((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    )))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn sequence_events(&self) -> Result<u64> {
+        self.call(false, |c| {
+            let max: Option<i64> = c.prepare_cached("SELECT MAX(seq) FROM events")?.query_row([], |r| r.get(0))?;
+            Ok(max.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.event_commits.subscribe()
+    }
+
+    async fn triggers(&self) -> Result<crate::TriggerState> {
+        self.call(false, |c| {
+            use crate::events::*;
+            let triggers = c
+                .prepare_cached(TRIGGERS)?
+                .query_map([], |r| {
+                    let spec: String = r.get(2)?;
+                    Ok(Trigger {
+                        project: r.get(0)?,
+                        name: r.get(1)?,
+                        spec: spec_from(&spec).map_err(corrupt("trigger"))?,
+                        enabled: r.get(3)?,
+                        created_at: r.get(4)?,
+                        from_seq: r.get::<_, i64>(5)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let contexts = c
+                .prepare_cached(CONTEXTS)?
+                .query_map([], |r| {
+                    let context: String = r.get(3)?;
+                    Ok(((r.get(0)?, r.get(1)?, r.get(2)?), context_from(&context).map_err(corrupt("context"))?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let cursor: i64 = c.prepare_cached(CURSOR)?.query_row([], |r| r.get(0))?;
+            Ok(crate::TriggerState { triggers, contexts, cursor: cursor as u64 })
+        })
+        .await
+    }
+
+    async fn firings(&self, project: &str, trigger: &str, limit: u32) -> Result<Vec<Firing>> {
+        let (project, trigger) = (project.to_string(), trigger.to_string());
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::events::FIRINGS)?
+                .query_map(params![project, trigger, limit], firing_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn firings_of(&self, invocations: &[Id]) -> Result<Vec<Firing>> {
+        let ids: Vec<[u8; 16]> = invocations.iter().map(|i| id_bytes(*i)).collect();
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT project, trigger, seq, at, invocation, output, depth FROM trigger_firings WHERE invocation = ?1",
+            )?;
+            let mut out = Vec::new();
+            for id in ids {
+                out.extend(st.query_map(params![id], firing_from)?.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn trust(&self) -> Result<crate::Trust> {

@@ -172,6 +172,7 @@ pub(super) fn insert_finished(
     new: &[NewInvocation],
     starts: &[AttemptStart],
     ends: &[AttemptEnd],
+    builtin: &mut Vec<Event>,
 ) -> Result<Vec<bool>> {
     let mut written = vec![false; ends.len()];
     if ends.is_empty() || new.is_empty() {
@@ -232,23 +233,66 @@ pub(super) fn insert_finished(
                 error
             ])?;
             written[k] = true;
+            builtin.push(stratus_core::events::builtin::invocation(
+                &i.project,
+                &i.function,
+                i.version,
+                i.id,
+                *state,
+                e.attempt,
+                error.as_deref(),
+                e.finished_at,
+            ));
         }
     }
     Ok(written)
 }
 
+/// [`commit_rows`], then, if it stored events, a bump of `tell`.
+pub(super) fn commit_telling(
+    c: &mut Connection,
+    changes: &ChangeSet,
+    tell: &tokio::sync::watch::Sender<u64>,
+) -> Result<CommitReport> {
+    let report = commit_rows(c, changes)?;
+    if report.stored_events > 0 {
+        tell.send_modify(|n| *n += 1);
+    }
+    Ok(report)
+}
+
+pub(super) fn firing_from(r: &Row) -> rusqlite::Result<Firing> {
+    let invocation: Option<Vec<u8>> = r.get(4)?;
+    Ok(Firing {
+        project: r.get(0)?,
+        trigger: r.get(1)?,
+        seq: r.get::<_, i64>(2)? as u64,
+        at: r.get(3)?,
+        invocation: invocation.map(id_from).transpose()?,
+        output: r.get(5)?,
+        depth: r.get(6)?,
+    })
+}
+
 /// The body of [`StateStore::commit`], in one transaction.
 pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
-    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit, purges } = changes;
+    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit, purges, events, reactions } = changes;
+    let now = stratus_core::Clock::now_ms(&stratus_core::SystemClock);
     let tx = c.transaction()?;
+    let mut builtin = Vec::new();
     let functions = functions.iter().map(|f| change_function(&tx, f)).collect::<Result<Vec<_>>>()?;
-    let finished = insert_finished(&tx, new, starts, ends)?;
+    for f in &functions {
+        if let FunctionOutcome::Put(f) = f {
+            builtin.push(stratus_core::events::builtin::deployed(f));
+        }
+    }
+    let finished = insert_finished(&tx, new, starts, ends, &mut builtin)?;
     let ids: HashSet<Id> = ends.iter().zip(&finished).filter(|(_, f)| **f).map(|(e, _)| e.id).collect();
     insert_rows_with(&tx, INSERT_INVOCATION_ONCE, new.iter().filter(|n| !ids.contains(&n.invocation.id)))?;
     start_rows(&tx, starts.iter().filter(|s| !ids.contains(&s.id)))?;
-    let mut report = end_rows(&tx, ends.iter().zip(&finished).filter(|(_, f)| !**f).map(|(e, _)| e))?;
-    report.moved = jobs.iter().map(|m| move_job(&tx, m)).collect::<Result<_>>()?;
-    report.cancelled = cancels.iter().map(|c| cancel_job(&tx, c)).collect::<Result<_>>()?;
+    let mut report = end_rows(&tx, ends.iter().zip(&finished).filter(|(_, f)| !**f).map(|(e, _)| e), &mut builtin)?;
+    report.moved = jobs.iter().map(|m| move_job(&tx, m, &mut builtin)).collect::<Result<_>>()?;
+    report.cancelled = cancels.iter().map(|c| cancel_job(&tx, c, &mut builtin)).collect::<Result<_>>()?;
     report.functions = functions;
     report.trust = trust.iter().map(|t| change_trust(&tx, t)).collect::<Result<_>>()?;
     for a in audit {
@@ -274,12 +318,83 @@ pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<Com
         ])?;
         report.purged.push(n as u64);
     }
+    for e in &builtin {
+        report.stored_events += u64::from(insert_event(&tx, e, now)?);
+    }
+    for e in events {
+        let stored = insert_event(&tx, e, now)?;
+        report.stored_events += u64::from(stored);
+        report.events.push(stored);
+    }
+    report.reactions = reactions.iter().map(|r| change_reaction(&tx, r)).collect::<Result<_>>()?;
     tx.commit()?;
     if !ids.is_empty() {
         let mut others = report.applied.into_iter();
         report.applied = finished.iter().map(|&f| f || others.next().unwrap_or(false)).collect();
     }
     Ok(report)
+}
+
+/// Stores an event unless its key is stored; whether it was.
+pub(super) fn insert_event(tx: &rusqlite::Transaction, e: &Event, now: Millis) -> Result<bool> {
+    let n = tx.prepare_cached(crate::events::INSERT_EVENT)?.execute(params![
+        e.project,
+        e.source,
+        e.id,
+        e.ty,
+        e.subject,
+        e.time,
+        e.datacontenttype,
+        e.data,
+        e.depth,
+        now
+    ])?;
+    Ok(n > 0)
+}
+
+/// One change to triggers within `tx`; whether it applied. A cursor that
+/// is not where the change says refuses the whole commit.
+pub(super) fn change_reaction(tx: &rusqlite::Transaction, change: &EventChange) -> Result<bool> {
+    use crate::events::*;
+    let applied = match Steps::of(change) {
+        Steps::Create { t, spec } => {
+            tx.prepare_cached(DELETE_CONTEXTS)?.execute(params![t.project, t.name])?;
+            tx.prepare_cached(CREATE_TRIGGER)?.execute(params![t.project, t.name, spec, t.enabled, t.created_at])? > 0
+        }
+        Steps::Delete { project, name } => {
+            tx.prepare_cached(DELETE_CONTEXTS)?.execute(params![project, name])?;
+            tx.prepare_cached(DELETE_TRIGGER)?.execute(params![project, name])? > 0
+        }
+        Steps::Enabled { project, name, enabled } => {
+            tx.prepare_cached(SET_ENABLED)?.execute(params![project, name, enabled])? > 0
+        }
+        Steps::PutContext { key, context } => {
+            tx.prepare_cached(PUT_CONTEXT)?.execute(params![key.0, key.1, key.2, context])? > 0
+        }
+        Steps::DropContext { key } => tx.prepare_cached(DROP_CONTEXT)?.execute(params![key.0, key.1, key.2])? > 0,
+        Steps::Cursor { from, to } => {
+            if tx.prepare_cached(MOVE_CURSOR)?.execute(params![from, to])? == 0 {
+                return Err(cursor_moved());
+            }
+            true
+        }
+        Steps::Fired(f) => {
+            tx.prepare_cached(FIRED)?.execute(params![
+                f.project,
+                f.trigger,
+                f.seq as i64,
+                f.at,
+                f.invocation.map(id_bytes),
+                f.output,
+                f.depth
+            ])? > 0
+        }
+        Steps::Expire { before } => {
+            tx.prepare_cached(EXPIRE_FIRINGS)?.execute(params![before])?;
+            tx.prepare_cached(EXPIRE_EVENTS)?.execute(params![before])? > 0
+        }
+    };
+    Ok(applied)
 }
 
 /// One change to a function's versions within `tx`.
@@ -341,7 +456,7 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
 }
 
 /// One job cancellation within `tx`; see [`JobCancel`].
-pub(super) fn cancel_job(tx: &rusqlite::Transaction, c: &JobCancel) -> Result<u64> {
+pub(super) fn cancel_job(tx: &rusqlite::Transaction, c: &JobCancel, builtin: &mut Vec<Event>) -> Result<u64> {
     let err = failure_json(&stratus_core::change::cancelled_task());
     let n = tx
         .prepare_cached(
@@ -355,11 +470,23 @@ pub(super) fn cancel_job(tx: &rusqlite::Transaction, c: &JobCancel) -> Result<u6
          finished_at = COALESCE(finished_at, ?2) WHERE id = ?3",
     )?
     .execute(params![n as i64, c.at, id_bytes(c.id)])?;
+    job_event(tx, c.id, c.at, builtin)?;
     Ok(n as u64)
 }
 
+/// The event of a job's end, if it has ended (a second one of the same job
+/// is ignored when stored: its id is the job's).
+fn job_event(tx: &rusqlite::Transaction, id: Id, at: Millis, builtin: &mut Vec<Event>) -> Result<()> {
+    if let Some(job) = read_job(tx, id_bytes(id))?
+        && let Some(e) = stratus_core::events::builtin::job(&job, at)
+    {
+        builtin.push(e);
+    }
+    Ok(())
+}
+
 /// One guarded job move within `tx`; see [`JobMove`].
-pub(super) fn move_job(tx: &rusqlite::Transaction, m: &JobMove) -> Result<bool> {
+pub(super) fn move_job(tx: &rusqlite::Transaction, m: &JobMove, builtin: &mut Vec<Event>) -> Result<bool> {
     let Some(job) = read_job(tx, id_bytes(m.id))? else { return Ok(false) };
     if !m.from.contains(&job.state) {
         return Ok(false);
@@ -379,6 +506,9 @@ pub(super) fn move_job(tx: &rusqlite::Transaction, m: &JobMove) -> Result<bool> 
         update.reduce_invocation.map(id_bytes),
         id_bytes(m.id)
     ])?;
+    if stratus_core::events::builtin::job_ended(m.to) {
+        job_event(tx, m.id, update.finished_at.unwrap_or(0), builtin)?;
+    }
     Ok(true)
 }
 
@@ -386,6 +516,7 @@ pub(super) fn move_job(tx: &rusqlite::Transaction, m: &JobMove) -> Result<bool> 
 pub(super) fn end_rows<'a>(
     tx: &rusqlite::Transaction,
     ends: impl IntoIterator<Item = &'a AttemptEnd>,
+    builtin: &mut Vec<Event>,
 ) -> Result<CommitReport> {
     let mut applied = Vec::new();
     // Per job: (succeeded, failed, cancelled) added by this batch.
@@ -399,13 +530,14 @@ pub(super) fn end_rows<'a>(
              started_at = ?7, finished_at = ?8, not_before = COALESCE(?9, not_before) \
              WHERE id = ?10 AND ((state = 'running' AND attempts = ?2 AND (worker = ?6 OR worker = 'broker')) \
              OR (state = 'queued' AND attempts < ?2)) \
-             RETURNING job_id, task_index",
+             RETURNING job_id, task_index, project, function, version",
         )?;
         let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
         for e in ends {
             let id = id_bytes(e.id);
             let row = e.row();
-            let found: Option<(Option<Vec<u8>>, Option<i64>)> = update
+            type Found = (Option<Vec<u8>>, Option<i64>, String, String, u32);
+            let found: Option<Found> = update
                 .query_row(
                     params![
                         row.state.as_str(),
@@ -419,10 +551,10 @@ pub(super) fn end_rows<'a>(
                         row.not_before,
                         id
                     ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
-            let Some((job, index)) = found else {
+            let Some((job, index, project, function, version)) = found else {
                 applied.push(false);
                 continue;
             };
@@ -435,6 +567,21 @@ pub(super) fn end_rows<'a>(
                 row.attempt_state.as_str(),
                 row.error
             ])?;
+            if job.is_none()
+                && let Some(at) = row.finished_at
+            {
+                let event = stratus_core::events::builtin::invocation(
+                    &project,
+                    &function,
+                    version,
+                    e.id,
+                    row.state,
+                    e.attempt,
+                    row.error.as_deref(),
+                    at,
+                );
+                builtin.push(event);
+            }
             if let (Some(job), Some(_)) = (job, index) {
                 let (ok, failed, cancelled) = row.count.deltas();
                 let job: [u8; 16] = job.try_into().map_err(|_| corrupt("job id")("length"))?;

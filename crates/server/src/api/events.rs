@@ -1,0 +1,332 @@
+//! `/v1/events` and `/v1/triggers`: publishing and reading the event
+//! stream, and the triggers that react to it (see [`crate::events`]).
+
+use super::AppState;
+use super::auth::Caller;
+use super::extract::{Body, Params, parse_json};
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::time::Duration;
+use stratus_core::api::ErrorBody;
+use stratus_core::events::{Event, EventChange, TriggerSpec};
+use stratus_core::validate_name;
+use stratus_store::{ChangeSet, EventQuery};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", post(publish).get(list_events))
+        .route("/v1/triggers", post(create_trigger).get(list_triggers))
+        .route("/v1/triggers/{name}", get(show_trigger).delete(delete_trigger))
+        .route("/v1/triggers/{name}/enable", post(enable_trigger))
+        .route("/v1/triggers/{name}/disable", post(disable_trigger))
+}
+
+/// The most events one request may publish.
+const MAX_BATCH: usize = 10_000;
+
+/// The events of a request: structured JSON (one object, or a batch as an
+/// array or `application/cloudevents-batch+json`), or binary mode (the
+/// attributes in `ce-*` headers, the body the data).
+fn events_of(project: &str, headers: &HeaderMap, body: &[u8], now: i64) -> ApiResult<Vec<Event>> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = header(header::CONTENT_TYPE.as_str());
+    if let Some(ty) = header("ce-type") {
+        let mut m = serde_json::Map::new();
+        m.insert("type".into(), ty.into());
+        for (attr, name) in [("source", "ce-source"), ("id", "ce-id"), ("subject", "ce-subject"), ("time", "ce-time")] {
+            if let Some(v) = header(name) {
+                m.insert(attr.into(), v.into());
+            }
+        }
+        if let Some(v) = header("ce-specversion") {
+            m.insert("specversion".into(), v.into());
+        }
+        let mut e = Event::from_json(project, &Value::Object(m), now)?;
+        if !body.is_empty() {
+            e.datacontenttype = content_type;
+            e.data = Some(body.to_vec());
+            e.validate()?;
+        }
+        return Ok(vec![e]);
+    }
+    let v: Value = parse_json(body)?;
+    let batch = match v {
+        Value::Array(items) => items,
+        one if !content_type.is_some_and(|c| c.starts_with("application/cloudevents-batch+json")) => vec![one],
+        _ => return Err(ApiError::BadRequest("a batch is a JSON array of events".into())),
+    };
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!("publish 1 to {MAX_BATCH} events at once")));
+    }
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Event::from_json(project, v, now).map_err(|e| match batch.len() {
+                1 => ApiError::from(e),
+                _ => ApiError::BadRequest(format!("event {i}: {e}")),
+            })
+        })
+        .collect()
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    summary = "Publish CloudEvents (structured JSON, a batch, or binary mode with ce-* headers)",
+    description = concat!(
+        "Answered once the events are committed. An event whose (source, id) is stored already is accepted and ",
+        "ignored (counted in `duplicates`)."
+    ),
+    request_body(content(("application/cloudevents+json"), ("application/cloudevents-batch+json"), ("application/json"))),
+    responses(
+        (status = 202, description = "stored", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
+async fn publish(
+    State(st): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<impl IntoResponse> {
+    let events = events_of(&caller.project, &headers, &body, st.clock.now_ms())?;
+    let n = events.len();
+    let report = st.store.commit(ChangeSet { events, ..Default::default() }).await?;
+    let stored = report.events.iter().filter(|s| **s).count();
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": n, "stored": stored, "duplicates": n - stored}))))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    summary = "Read the event stream, oldest first (with follow=true, an NDJSON stream that does not end)",
+    params(
+        ("type" = Option<String>, Query, description = "only events of this type"),
+        ("subject_prefix" = Option<String>, Query, description = "only events whose subject starts with this"),
+        ("after" = Option<u64>, Query, description = "only events numbered after this"),
+        ("limit" = Option<u32>, Query, description = "at most this many, 1 to 1000 (50)"),
+        ("follow" = Option<bool>, Query, description = "stream events as they are stored, as NDJSON"),
+    ),
+    responses(
+        (status = 200, description = "events and the number to read after", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+    )
+)]
+async fn list_events(State(st): State<AppState>, caller: Caller, params: Params) -> ApiResult<Response> {
+    params.only(&["type", "subject_prefix", "after", "limit", "follow"])?;
+    let after = match params.get("after") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid after '{v}': a number")))?,
+    };
+    let q = EventQuery {
+        project: Some(caller.project.clone()),
+        after,
+        limit: params.limit()?,
+        ty: params.get("type").map(str::to_string),
+        subject_prefix: params.get("subject_prefix").map(str::to_string),
+    };
+    if !params.flag("follow")? {
+        // Events stored but not yet numbered (PostgreSQL) come with the next read.
+        let events = st.store.events(&q).await?;
+        let next = events.last().map(|e| e.seq).unwrap_or(after);
+        let events: Vec<Value> = events.iter().map(Event::to_json).collect();
+        return Ok(Json(json!({"events": events, "next_after": next})).into_response());
+    }
+    let stream = futures::stream::unfold((st, q), |(st, mut q)| async move {
+        loop {
+            match st.store.events(&q).await {
+                Ok(events) if !events.is_empty() => {
+                    q.after = events.last().map(|e| e.seq).unwrap_or(q.after);
+                    let mut lines = Vec::new();
+                    for e in &events {
+                        serde_json::to_writer(&mut lines, &e.to_json()).expect("JSON serialises");
+                        lines.push(b'\n');
+                    }
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(lines)), (st, q)));
+                }
+                Ok(_) => st.events.wait_after(q.after.max(st.events.processed()), Duration::from_secs(1)).await,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (st, q))),
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct TriggerRequest {
+    name: String,
+    #[serde(flatten)]
+    spec: Value,
+}
+
+fn trigger_json(t: &stratus_core::events::Trigger) -> Value {
+    let mut v = serde_json::to_value(&t.spec).expect("a trigger serialises");
+    v["name"] = t.name.clone().into();
+    v["enabled"] = t.enabled.into();
+    v["created_at"] = t.created_at.into();
+    v["condition"] = t.spec.condition.to_string().into();
+    v
+}
+
+async fn find_trigger(st: &AppState, project: &str, name: &str) -> ApiResult<stratus_core::events::Trigger> {
+    validate_name("trigger", name)?;
+    let all = st.store.triggers().await?;
+    all.triggers
+        .into_iter()
+        .find(|t| t.project == project && t.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("trigger '{name}' not found")))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/triggers",
+    summary = "Create a trigger: an event type, filters, a condition and an action",
+    request_body(content(("application/json"))),
+    responses(
+        (status = 201, description = "created", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
+async fn create_trigger(State(st): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<impl IntoResponse> {
+    let r: TriggerRequest = parse_json(&body)?;
+    validate_name("trigger", &r.name)?;
+    let mut spec = r.spec;
+    // The condition as the CLI writes it ("join:3"), or as stored.
+    if let Some(Value::String(c)) = spec.get("condition") {
+        let c: stratus_core::events::Condition = c.parse()?;
+        spec["condition"] = serde_json::to_value(c).expect("a condition serialises");
+    }
+    let spec: TriggerSpec =
+        serde_json::from_value(spec).map_err(|e| ApiError::BadRequest(format!("invalid trigger: {e}")))?;
+    spec.validate()?;
+    let t = crate::events::new_trigger(&caller.project, &r.name, spec, st.clock.now_ms());
+    if !st.events.change(EventChange::Create(t.clone())).await? {
+        return Err(ApiError::Conflict(format!("trigger '{}' exists", r.name)));
+    }
+    let t = find_trigger(&st, &caller.project, &r.name).await?;
+    Ok((StatusCode::CREATED, Json(trigger_json(&t))))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/triggers",
+    summary = "List the project's triggers",
+    responses((status = 200, description = "triggers", body = Object))
+)]
+async fn list_triggers(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let all = st.store.triggers().await?;
+    let triggers: Vec<Value> = all.triggers.iter().filter(|t| t.project == caller.project).map(trigger_json).collect();
+    Ok(Json(json!({"triggers": triggers})))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/triggers/{name}",
+    params(("name" = String, Path, description = "the trigger's name")),
+    summary = "A trigger, its contexts and its latest firings",
+    responses(
+        (status = 200, description = "the trigger", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn show_trigger(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let t = find_trigger(&st, &caller.project, &name).await?;
+    let state = st.store.triggers().await?;
+    let contexts: Vec<Value> = state
+        .contexts
+        .iter()
+        .filter(|((p, n, _), _)| *p == t.project && *n == t.name)
+        .map(|((_, _, group), c)| json!({"group": group, "context": c}))
+        .collect();
+    let firings: Vec<Value> = st
+        .store
+        .firings(&t.project, &t.name, 20)
+        .await?
+        .into_iter()
+        .map(|f| {
+            json!({"seq": f.seq, "at": f.at, "invocation": f.invocation.map(|i| i.to_string()),
+                   "output": f.output, "depth": f.depth})
+        })
+        .collect();
+    let mut v = trigger_json(&t);
+    v["contexts"] = contexts.into();
+    v["firings"] = firings.into();
+    Ok(Json(v))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/triggers/{name}",
+    params(("name" = String, Path, description = "the trigger's name")),
+    summary = "Delete a trigger and its contexts",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn delete_trigger(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    validate_name("trigger", &name)?;
+    if !st.events.change(EventChange::Delete { project: caller.project.clone(), name: name.clone() }).await? {
+        return Err(ApiError::NotFound(format!("trigger '{name}' not found")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_enabled(st: &AppState, caller: &Caller, name: &str, enabled: bool) -> ApiResult<Json<Value>> {
+    validate_name("trigger", name)?;
+    let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled };
+    if !st.events.change(change).await? {
+        return Err(ApiError::NotFound(format!("trigger '{name}' not found")));
+    }
+    Ok(Json(trigger_json(&find_trigger(st, &caller.project, name).await?)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/triggers/{name}/enable",
+    params(("name" = String, Path, description = "the trigger's name")),
+    summary = "Enable a trigger (it reacts to events stored from now on)",
+    responses(
+        (status = 200, description = "the trigger", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn enable_trigger(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_enabled(&st, &caller, &name, true).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/triggers/{name}/disable",
+    params(("name" = String, Path, description = "the trigger's name")),
+    summary = "Disable a trigger (events meanwhile do not fire it)",
+    responses(
+        (status = 200, description = "the trigger", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn disable_trigger(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_enabled(&st, &caller, &name, false).await
+}
