@@ -201,6 +201,9 @@ async fn create_trigger(State(st): State<AppState>, caller: Caller, Body(body): 
     let r: TriggerRequest = parse_json(&body)?;
     validate_name("trigger", &r.name)?;
     let mut spec = r.spec;
+    if let Some(f) = spec.get("filter") {
+        stratus_core::events::Filter::parse(f)?;
+    }
     // The condition as the CLI writes it ("join:3"), or as stored.
     if let Some(Value::String(c)) = spec.get("condition") {
         let c: stratus_core::events::Condition = c.parse()?;

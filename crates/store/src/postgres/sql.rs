@@ -123,14 +123,15 @@ pub(super) const END_ATTEMPTS: &str = concat!(
         RETURNING n.ord, i.job_id, i.task_index, n.counts, i.id, i.project, i.function, i.version
     ), ev AS (
         -- The event of each direct invocation that finished (built as
-        -- stratus_core::events::builtin::invocation builds it).
+        -- stratus_core::events::builtin::invocation builds it), with the
+        -- causation depth of the trigger action that started it.
         INSERT INTO events (project, source, id, type, subject, time, datacontenttype, data, depth, stored_at)
         SELECT d.project, '/stratus/invocations', d.id::text, 'stratus.invocation.' || n.state, d.function,
             n.finished_at, 'application/json',
             convert_to(json_build_object('attempts', n.attempt, 'error', n.error::json, 'function', d.function,
                 'invocation', d.id::text, 'state', n.state, 'version', d.version)::text, 'UTF8'),
-            0, (extract(epoch from clock_timestamp()) * 1000)::bigint
-        FROM done d JOIN input n ON n.ord = d.ord
+            COALESCE(f.depth, 0), (extract(epoch from clock_timestamp()) * 1000)::bigint
+        FROM done d JOIN input n ON n.ord = d.ord LEFT JOIN trigger_firings f ON f.invocation = d.id
         WHERE d.job_id IS NULL AND n.not_before IS NULL
         ON CONFLICT (project, source, id) DO NOTHING
         RETURNING 1

@@ -533,6 +533,7 @@ pub(super) fn end_rows<'a>(
              RETURNING job_id, task_index, project, function, version",
         )?;
         let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+        let mut depth = tx.prepare_cached("SELECT depth FROM trigger_firings WHERE invocation = ?1")?;
         for e in ends {
             let id = id_bytes(e.id);
             let row = e.row();
@@ -570,7 +571,7 @@ pub(super) fn end_rows<'a>(
             if job.is_none()
                 && let Some(at) = row.finished_at
             {
-                let event = stratus_core::events::builtin::invocation(
+                let mut event = stratus_core::events::builtin::invocation(
                     &project,
                     &function,
                     version,
@@ -580,6 +581,8 @@ pub(super) fn end_rows<'a>(
                     row.error.as_deref(),
                     at,
                 );
+                // A trigger's action: its events carry the action's depth.
+                event.depth = depth.query_row(params![id], |r| r.get(0)).optional()?.unwrap_or(0);
                 builtin.push(event);
             }
             if let (Some(job), Some(_)) = (job, index) {
