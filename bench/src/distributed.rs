@@ -22,17 +22,17 @@ fn postgres_base() -> String {
 
 /// A schema of its own for one run, dropped afterwards (with `psql`, when
 /// it is there).
-struct Schema {
+pub struct Schema {
     name: String,
 }
 
 impl Schema {
-    fn new(tag: &str) -> Schema {
+    pub fn new(tag: &str) -> Schema {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         Schema { name: format!("bench_{tag}_{nanos}") }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let base = postgres_base();
         format!("{base}{}schema={}", if base.contains('?') { '&' } else { '?' }, self.name)
     }
@@ -52,10 +52,10 @@ impl Drop for Schema {
 
 /// A work queue of its own for one run, deleted (with its dead-letter
 /// queue) on drop; drop it after the node.
-struct Queue(String);
+pub struct Queue(pub String);
 
 impl Queue {
-    fn new(tag: &str) -> Queue {
+    pub fn new(tag: &str) -> Queue {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         Queue(format!("bench.{tag}.{nanos}"))
     }
@@ -67,7 +67,7 @@ impl Drop for Queue {
     }
 }
 
-fn amqp() -> String {
+pub fn amqp() -> String {
     std::env::var("STRATUS_BENCH_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 

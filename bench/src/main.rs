@@ -4,6 +4,7 @@
 //! wasm function, of a warm and a cold process function, a bare fork+exec
 //! beside them, and the idle resident memory of `stratus up`.
 //! `stratus-bench compare` — the same workloads on Stratus and its peers.
+//! `stratus-bench events` — event ingest and trigger latency.
 //! `stratus-bench ab --against OLD` — invoke round trips of this build and
 //! another side by side.
 
@@ -11,6 +12,7 @@ mod ab;
 mod compare;
 mod core_bench;
 mod distributed;
+mod events_bench;
 mod http;
 mod map_bench;
 mod node;
@@ -45,7 +47,11 @@ enum Cmd {
     /// two worker processes, beside the embedded node (needs PostgreSQL and
     /// s3s-fs, as the tests do).
     Distributed,
-    /// Everything above but `distributed`.
+    /// Events: batched ingest rate, and the latency from an event's commit
+    /// to the start of its trigger's action (embedded, and on PostgreSQL +
+    /// RabbitMQ; needs both, as the tests do).
+    Events,
+    /// Everything above but `distributed` and `events`.
     All,
     /// Invoke round trips of this build and another (`--against`), side by
     /// side in alternating blocks.
@@ -74,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Map => map_bench::run_map(&cli.stratus, cli.quick, &cli.out),
         Cmd::Wordcount => map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out),
         Cmd::Distributed => distributed::run(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Events => events_bench::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Compare { peers, write_docs } => {
             compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
         }

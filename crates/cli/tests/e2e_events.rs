@@ -290,3 +290,52 @@ fn object_uploads_are_each_processed_once_across_a_kill_9() {
     let shown: Value = serde_json::from_str(&s.ok(&["trigger", "show", "pipeline", "--json"])).unwrap();
     assert_eq!(shown["firings"].as_array().unwrap().len(), N.min(20));
 }
+
+/// The example's own filter (examples/image-pipeline): each upload comes
+/// out inverted under the output prefix; a bad image fails its invocation.
+#[test]
+fn the_image_pipeline_example_inverts_each_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "2"]);
+    s.ok(&["fn", "deploy", "invert", "--wasm", image_filter_wasm().to_str().unwrap()]);
+    s.ok(&[
+        "trigger",
+        "create",
+        "pipeline",
+        "--on",
+        "stratus.object.created",
+        "--subject-prefix",
+        "photos/uploads/",
+        "--invoke",
+        "invert",
+        "--input",
+        "object",
+        "--output",
+        "photos/processed/",
+    ]);
+    let header = b"P5\n# grey\n4 2\n255\n";
+    let pixels: Vec<u8> = vec![0, 10, 200, 255, 1, 2, 3, 4];
+    let mut img = header.to_vec();
+    img.extend_from_slice(&pixels);
+    for i in 0..3 {
+        let f = tmp.path().join(format!("img{i}.pgm"));
+        std::fs::write(&f, &img).unwrap();
+        s.ok(&["object", "put", &format!("photos/uploads/img{i}.pgm"), f.to_str().unwrap()]);
+    }
+    std::fs::write(tmp.path().join("bad"), "not an image").unwrap();
+    s.ok(&["object", "put", "photos/uploads/bad.pgm", tmp.path().join("bad").to_str().unwrap()]);
+    s.eventually("every run ends", || {
+        let runs = invocations_of(&s, "invert");
+        runs.len() == 4 && runs.iter().all(|i| i["state"] != "queued" && i["state"] != "running")
+    });
+    for i in 0..3 {
+        let out = tmp.path().join(format!("out{i}.pgm"));
+        s.ok(&["object", "get", &format!("photos/processed/uploads/img{i}.pgm"), out.to_str().unwrap()]);
+        let got = std::fs::read(out).unwrap();
+        assert_eq!(&got[..header.len()], header);
+        assert_eq!(&got[header.len()..], pixels.iter().map(|p| 255 - p).collect::<Vec<u8>>());
+    }
+    let failed = events_of(&s, "stratus.invocation.failed");
+    assert_eq!(failed.len(), 1, "the bad image's run failed: {failed:?}");
+    assert!(s.cli(&["object", "get", "photos/processed/uploads/bad.pgm"]).status.code() != Some(0));
+}

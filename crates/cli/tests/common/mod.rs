@@ -48,6 +48,12 @@ pub fn hello_wasm() -> PathBuf {
     P.get_or_init(|| build_wasm(&repo_root().join("examples/hello-wasm"), "hello-wasm.wasm")).clone()
 }
 
+/// The image pipeline's filter (examples/image-pipeline/filter).
+pub fn image_filter_wasm() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| build_wasm(&repo_root().join("examples/image-pipeline/filter"), "image-filter.wasm")).clone()
+}
+
 pub struct Server {
     pub child: Child,
     pub url: String,
