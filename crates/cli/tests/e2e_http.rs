@@ -101,7 +101,13 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             } else {
                 &http
             };
-            let name = if path.starts_with("/v1/projects") { "default" } else { "t" };
+            let name = if path.starts_with("/v1/projects") {
+                "default"
+            } else if path.starts_with("/v1/schedules") {
+                "s"
+            } else {
+                "t"
+            };
             let concrete = path
                 .replace("{name}", name)
                 .replace("{id}", the_id)
@@ -125,6 +131,12 @@ fn every_documented_operation_is_served_with_a_documented_status() {
                 "post" if path == "/v1/projects" => http.post(&url).body(r#"{"name":"another"}"#),
                 "post" if path == "/v1/tokens" => http.post(&url).body(r#"{"role":"reader"}"#),
                 "post" if path == "/v1/events" => http.post(&url).body(r#"{"type":"t","source":"s"}"#),
+                "post" if path == "/v1/schedules" => http.post(&url).body(
+                    r#"{"name":"s","timing":{"kind":"every","every_ms":3600000},"action":{"kind":"emit","type":"y"}}"#,
+                ),
+                "post" if path.ends_with("/backfill") => {
+                    http.post(&url).body(r#"{"from":"2026-01-01T00:00:00Z","to":"2026-01-01T03:00:00Z"}"#)
+                }
                 "post" if path == "/v1/triggers" => {
                     http.post(&url).body(r#"{"name":"t","on":"x","action":{"kind":"emit","type":"y"}}"#)
                 }

@@ -368,6 +368,39 @@ impl Client {
         self.send(self.http.delete(self.url(&format!("/v1/triggers/{name}")))).await.map(|_| ())
     }
 
+    /// Creates a schedule from `{"name", "timing", "action", ...}`.
+    pub async fn create_schedule(&self, schedule: &serde_json::Value) -> Result<serde_json::Value> {
+        self.json(self.http.post(self.url("/v1/schedules")).json(schedule)).await
+    }
+
+    pub async fn list_schedules(&self) -> Result<Vec<serde_json::Value>> {
+        let mut l: serde_json::Value = self.json(self.http.get(self.url("/v1/schedules"))).await?;
+        Ok(match l["schedules"].take() {
+            serde_json::Value::Array(a) => a,
+            _ => Vec::new(),
+        })
+    }
+
+    pub async fn get_schedule(&self, name: &str) -> Result<serde_json::Value> {
+        self.json(self.http.get(self.url(&format!("/v1/schedules/{name}")))).await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/schedules/{name}")))).await.map(|_| ())
+    }
+
+    /// Pauses or resumes a schedule.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<serde_json::Value> {
+        let verb = if paused { "pause" } else { "resume" };
+        self.json(self.http.post(self.url(&format!("/v1/schedules/{name}/{verb}")))).await
+    }
+
+    /// Fires a schedule's nominal times from `from` to `to` (RFC 3339): `{"fired"}`.
+    pub async fn backfill_schedule(&self, name: &str, from: &str, to: &str) -> Result<serde_json::Value> {
+        let body = serde_json::json!({"from": from, "to": to});
+        self.json(self.http.post(self.url(&format!("/v1/schedules/{name}/backfill"))).json(&body)).await
+    }
+
     /// Enables or disables a trigger.
     pub async fn enable_trigger(&self, name: &str, enabled: bool) -> Result<serde_json::Value> {
         let verb = if enabled { "enable" } else { "disable" };

@@ -324,6 +324,29 @@ pub mod builtin {
         e
     }
 
+    /// The source of a schedule's events.
+    pub fn schedule_source(name: &str) -> String {
+        format!("/stratus/schedules/{name}")
+    }
+
+    /// `stratus.schedule.fired` for one nominal time (its id: one per
+    /// nominal time, however many servers fire it).
+    pub fn schedule_fired(project: &str, name: &str, nominal: Millis, at: Millis, backfill: bool) -> Event {
+        let data = json!({"schedule": name, "nominal": rfc3339(nominal), "nominal_ms": nominal, "backfill": backfill});
+        let source = schedule_source(name);
+        event(project, &source, rfc3339(nominal), "stratus.schedule.fired".into(), name, at, data)
+    }
+
+    /// `stratus.schedule.missed`: nominal times from `first` to `last`
+    /// (`count` of them) that did not run, and why.
+    pub fn schedule_missed(project: &str, name: &str, missed: (Millis, Millis, u64), why: &str, at: Millis) -> Event {
+        let (first, last, count) = missed;
+        let data = json!({"schedule": name, "first": rfc3339(first), "last": rfc3339(last), "count": count,
+                          "reason": why});
+        let id = format!("missed-{}", rfc3339(first));
+        event(project, &schedule_source(name), id, "stratus.schedule.missed".into(), name, at, data)
+    }
+
     /// Whether a job in this state has ended (its event is due).
     pub fn job_ended(state: JobState) -> bool {
         matches!(state, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
@@ -515,6 +538,10 @@ pub struct TriggerSpec {
     #[serde(default)]
     pub transient: bool,
     pub action: Action,
+    /// A schedule: the trigger reacts to its own `stratus.schedule.fired`
+    /// events, which the event processor commits as their times come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
 impl TriggerSpec {
@@ -531,6 +558,12 @@ impl TriggerSpec {
                 return Err(Error::invalid("condition", "the count must be 1 to 100000"));
             }
             _ => {}
+        }
+        if let Some(sched) = &self.schedule {
+            sched.compile(0)?;
+            if self.condition != Condition::Always || self.group_by.is_some() || self.transient {
+                return Err(Error::invalid("schedule", "a schedule has no condition, grouping or --transient"));
+            }
         }
         if let Some(g) = &self.group_by
             && !valid_attribute(g)
@@ -599,6 +632,16 @@ pub enum Context {
     Join { seen: Vec<(String, String, u64)> },
     /// The current window of a threshold.
     Window { start: Millis, count: u32, fired: bool },
+    /// A schedule's next nominal time not handled, the last invocation its
+    /// action started, and the nominal time waiting for it to end
+    /// (`buffer_one`).
+    Schedule {
+        next_at: Option<Millis>,
+        #[serde(default)]
+        last: Option<Id>,
+        #[serde(default)]
+        buffered: Option<Millis>,
+    },
 }
 
 /// The key of a trigger's context: project, trigger, group.
@@ -609,7 +652,7 @@ pub type ContextKey = (String, String, String);
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventChange {
     /// Creates the trigger; does not apply if one of that name exists.
-    Create(Trigger),
+    Create(Box<Trigger>),
     /// Deletes it and its contexts.
     Delete {
         project: String,
@@ -871,6 +914,7 @@ mod tests {
             group_by: None,
             transient: false,
             action: Action::Emit { ty: "done".into() },
+            schedule: None,
         }
     }
 

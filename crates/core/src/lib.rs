@@ -18,6 +18,7 @@ pub mod model;
 pub mod names;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod schedule;
 pub mod trust;
 pub mod url;
 pub mod wire;

@@ -21,8 +21,9 @@ use std::time::Duration;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::change::NewInvocation;
 use stratus_core::events::{
-    self, Action, Event, EventChange, Fire, Firing, Input, MAX_DEPTH, Trigger, Triggers, builtin,
+    self, Action, Context, Event, EventChange, Fire, Firing, Input, MAX_DEPTH, Trigger, Triggers, builtin,
 };
+use stratus_core::schedule::{self, Overlap};
 use stratus_core::{Clock, Function, Id, Invocation, Partition};
 use stratus_store::{ChangeSet, EventQuery, StateStore};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -34,11 +35,22 @@ const BATCH: u32 = 1000;
 /// How often events older than their retention are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
-/// A change to triggers, made by the processor between batches.
-struct Request {
-    change: EventChange,
-    reply: oneshot::Sender<Result<bool, stratus_store::Error>>,
+/// What the API asks of the processor, served between batches.
+enum Ask {
+    /// A change to triggers (and schedules).
+    Change(EventChange),
+    /// Fires a schedule's nominal times from `from` to `to` now.
+    Backfill { project: String, name: String, from: i64, to: i64 },
 }
+
+struct Request {
+    ask: Ask,
+    /// Whether the change applied (1 or 0), or how many fires a backfill stored.
+    reply: oneshot::Sender<Result<u64, stratus_store::Error>>,
+}
+
+/// The most nominal times one backfill fires.
+pub const MAX_BACKFILL: usize = 10_000;
 
 /// The handle the API holds: trigger changes, and the stream's progress.
 pub struct EventProcessor {
@@ -68,9 +80,19 @@ impl EventProcessor {
     /// Applies a change to triggers (create, delete, enable, disable) once
     /// the batch under way is committed; whether it applied.
     pub async fn change(&self, change: EventChange) -> Result<bool, stratus_store::Error> {
+        Ok(self.ask(Ask::Change(change)).await? > 0)
+    }
+
+    /// Fires the nominal times of schedule `name` from `from` to `to`
+    /// (at most [`MAX_BACKFILL`]); how many were not fired before.
+    pub async fn backfill(&self, project: &str, name: &str, from: i64, to: i64) -> Result<u64, stratus_store::Error> {
+        self.ask(Ask::Backfill { project: project.into(), name: name.into(), from, to }).await
+    }
+
+    async fn ask(&self, ask: Ask) -> Result<u64, stratus_store::Error> {
         let (reply, rx) = oneshot::channel();
         let stopped = || stratus_store::Error::db("the event processor stopped");
-        self.requests.send(Request { change, reply }).map_err(|_| stopped())?;
+        self.requests.send(Request { ask, reply }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -139,9 +161,13 @@ impl Run {
             while let Ok(r) = requests.try_recv() {
                 self.serve(&mut mem, r).await;
             }
-            match self.batch(&mut mem).await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            let done = match self.batch(&mut mem).await {
+                Ok(more) => self.tick(&mut mem).await.map(|wake| (more, wake)),
+                Err(e) => Err(e),
+            };
+            let wake = match done {
+                Ok((true, _)) => continue,
+                Ok((false, wake)) => wake,
                 Err(e) => {
                     tracing::error!(error = %e, "processing events failed; reloading the triggers and retrying");
                     tokio::select! {
@@ -151,50 +177,152 @@ impl Run {
                     mem = self.load().await;
                     continue;
                 }
-            }
+            };
+            // Until the next schedule is due, a second at most.
+            let nap = wake
+                .map(|at| Duration::from_millis((at - self.clock.now_ms()).clamp(0, 1000) as u64))
+                .unwrap_or(Duration::from_secs(1));
             tokio::select! {
                 _ = commits.changed() => {}
                 r = requests.recv() => match r {
                     Some(r) => self.serve(&mut mem, r).await,
                     None => return,
                 },
-                // Events committed by another server (there is none while
-                // this one leads, but a standby's last commits may land).
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                // A schedule's time; or events committed by another
+                // server (none while this one leads, but a standby's last
+                // commits may land).
+                _ = tokio::time::sleep(nap) => {}
                 _ = stop.cancelled() => return,
             }
         }
     }
 
-    /// One change to triggers, committed, then made in memory.
+    /// One request, committed, then made in memory.
     async fn serve(&self, mem: &mut Memory, r: Request) {
-        let changes = ChangeSet { reactions: vec![r.change.clone()], ..Default::default() };
-        let result = self.store.commit(changes).await.map(|report| report.reactions.first().copied().unwrap_or(false));
-        if let Ok(true) = result {
-            let t = &mut mem.triggers;
-            match r.change {
-                EventChange::Create(trigger) => {
-                    // Its `from_seq` is the store's: read it back.
-                    let stored = self.store.triggers().await.ok().and_then(|s| {
-                        s.triggers.into_iter().find(|x| x.project == trigger.project && x.name == trigger.name)
-                    });
-                    let trigger = stored.unwrap_or(trigger);
-                    t.contexts.retain(|(p, n, _), _| !(*p == trigger.project && *n == trigger.name));
-                    t.triggers.insert((trigger.project.clone(), trigger.name.clone()), trigger);
-                }
-                EventChange::Delete { project, name } => {
-                    t.contexts.retain(|(p, n, _), _| !(*p == project && *n == name));
-                    t.triggers.remove(&(project, name));
-                }
-                EventChange::SetEnabled { project, name, enabled } => {
-                    if let Some(x) = t.triggers.get_mut(&(project, name)) {
-                        x.enabled = enabled;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let result = match r.ask {
+            Ask::Change(change) => self.change(mem, change).await.map(u64::from),
+            Ask::Backfill { project, name, from, to } => self.backfill(mem, &project, &name, from, to).await,
+        };
         let _ = r.reply.send(result);
+    }
+
+    async fn change(&self, mem: &mut Memory, change: EventChange) -> Result<bool, stratus_store::Error> {
+        let changes = ChangeSet { reactions: vec![change.clone()], ..Default::default() };
+        let applied = self.store.commit(changes).await?.reactions.first().copied().unwrap_or(false);
+        if !applied {
+            return Ok(false);
+        }
+        let t = &mut mem.triggers;
+        match change {
+            EventChange::Create(trigger) => {
+                // Its `from_seq` is the store's: read it back.
+                let stored = self
+                    .store
+                    .triggers()
+                    .await?
+                    .triggers
+                    .into_iter()
+                    .find(|x| x.project == trigger.project && x.name == trigger.name);
+                let trigger = stored.unwrap_or(*trigger);
+                let key = (trigger.project.clone(), trigger.name.clone());
+                t.contexts.retain(|(p, n, _), _| !(*p == key.0 && *n == key.1));
+                t.triggers.insert(key.clone(), trigger);
+                self.restart_schedule(mem, key).await?;
+            }
+            EventChange::Delete { project, name } => {
+                t.contexts.retain(|(p, n, _), _| !(*p == project && *n == name));
+                t.triggers.remove(&(project, name));
+            }
+            EventChange::SetEnabled { project, name, enabled } => {
+                let key = (project, name);
+                if let Some(x) = t.triggers.get_mut(&key) {
+                    x.enabled = enabled;
+                }
+                if enabled {
+                    self.restart_schedule(mem, key).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// A schedule created or resumed counts from now: its next nominal
+    /// time is the first after now (a pause leaves no missed fires).
+    async fn restart_schedule(&self, mem: &mut Memory, key: (String, String)) -> Result<(), stratus_store::Error> {
+        let Some(t) = mem.triggers.triggers.get(&key) else { return Ok(()) };
+        let Some(spec) = &t.spec.schedule else { return Ok(()) };
+        let Ok(clock) = spec.compile(t.created_at) else { return Ok(()) };
+        let ckey = (key.0, key.1, String::new());
+        let (last, buffered) = match mem.triggers.contexts.get(&ckey) {
+            Some(Context::Schedule { last, buffered, .. }) => (*last, *buffered),
+            _ => (None, None),
+        };
+        let context = Context::Schedule { next_at: clock.next_after(self.clock.now_ms()), last, buffered };
+        let change = EventChange::Context { key: ckey.clone(), context: Some(context.clone()) };
+        self.store.commit(ChangeSet { reactions: vec![change], ..Default::default() }).await?;
+        mem.triggers.contexts.insert(ckey, context);
+        Ok(())
+    }
+
+    async fn backfill(
+        &self,
+        mem: &Memory,
+        project: &str,
+        name: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<u64, stratus_store::Error> {
+        let t = mem.triggers.triggers.get(&(project.to_string(), name.to_string()));
+        let Some((t, spec)) = t.and_then(|t| Some((t, t.spec.schedule.as_ref()?))) else { return Ok(0) };
+        let Ok(clock) = spec.compile(t.created_at) else { return Ok(0) };
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        let mut n = clock.next_after(from - 1);
+        while let Some(at) = n.filter(|at| *at <= to && events.len() < MAX_BACKFILL) {
+            events.push(builtin::schedule_fired(project, name, at, now, true));
+            n = clock.next_after(at);
+        }
+        let report = self.store.commit(ChangeSet { events, ..Default::default() }).await?;
+        Ok(report.events.iter().filter(|s| **s).count() as u64)
+    }
+
+    /// Commits the fires (and missed stretches) of every enabled schedule
+    /// that is due; when the next one is due.
+    async fn tick(&self, mem: &mut Memory) -> Result<Option<i64>, stratus_store::Error> {
+        let now = self.clock.now_ms();
+        let mut changes = ChangeSet::default();
+        let mut updates = Vec::new();
+        let mut wake: Option<i64> = None;
+        for t in mem.triggers.triggers.values().filter(|t| t.enabled) {
+            let Some(spec) = &t.spec.schedule else { continue };
+            let Ok(clock) = spec.compile(t.created_at) else { continue };
+            let key = (t.project.clone(), t.name.clone(), String::new());
+            let (next_at, last, buffered) = match mem.triggers.contexts.get(&key) {
+                Some(Context::Schedule { next_at, last, buffered }) => (*next_at, *last, *buffered),
+                _ => (clock.next_after(now), None, None),
+            };
+            let Some(next_at) = next_at else { continue };
+            let d = schedule::due(&clock, next_at, now, spec.catchup_ms);
+            for nominal in &d.fires {
+                changes.events.push(builtin::schedule_fired(&t.project, &t.name, *nominal, now, false));
+            }
+            if let Some(missed) = d.missed {
+                let why = "not fired within the catch-up window (the server was not running)";
+                changes.events.push(builtin::schedule_missed(&t.project, &t.name, missed, why, now));
+            }
+            if d.next != Some(next_at) || !mem.triggers.contexts.contains_key(&key) {
+                let context = Context::Schedule { next_at: d.next, last, buffered };
+                changes.reactions.push(EventChange::Context { key: key.clone(), context: Some(context.clone()) });
+                updates.push((key, context));
+            }
+            wake = wake.into_iter().chain(d.next).min();
+        }
+        if !changes.is_empty() {
+            self.store.commit(changes).await?;
+            mem.triggers.contexts.extend(updates);
+        }
+        Ok(wake)
     }
 
     /// Processes the events after the cursor, one batch; whether there may
@@ -213,13 +341,16 @@ impl Run {
         };
         let now = self.clock.now_ms();
         let mut changes = ChangeSet::default();
-        self.outputs(&mut events, &mut changes, now).await?;
+        let firings = self.outputs(&mut events, &mut changes, now).await?;
         let outcome = mem.triggers.apply(&events);
         changes.reactions = outcome.changes;
         self.functions.clear();
         let mut functions = HashMap::new();
         for fire in &outcome.fires {
-            self.act(fire, now, &mut changes, &mut functions).await?;
+            self.act(mem, fire, now, &mut changes, &mut functions).await?;
+        }
+        for fire in released(mem, &events, &firings, now) {
+            self.act(mem, &fire, now, &mut changes, &mut functions).await?;
         }
         changes.reactions.push(EventChange::Cursor { from: mem.cursor, to: last });
         match self.scheduler.commit_invocations(changes, &functions).await {
@@ -241,14 +372,14 @@ impl Run {
         events: &mut [Event],
         changes: &mut ChangeSet,
         now: i64,
-    ) -> Result<(), stratus_store::Error> {
+    ) -> Result<HashMap<Id, Firing>, stratus_store::Error> {
         let ids: Vec<Id> = events
             .iter()
             .filter(|e| e.source == builtin::INVOCATIONS)
             .filter_map(|e| e.id.parse::<Id>().ok())
             .collect();
         if ids.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let firings: HashMap<Id, Firing> =
             self.store.firings_of(&ids).await?.into_iter().filter_map(|f| Some((f.invocation?, f))).collect();
@@ -279,7 +410,7 @@ impl Run {
                 }
             }
         }
-        Ok(())
+        Ok(firings)
     }
 
     async fn function(&mut self, project: &str, name: &str) -> Result<Option<Arc<Function>>, stratus_store::Error> {
@@ -296,6 +427,7 @@ impl Run {
     /// its `stratus.trigger.failed` event).
     async fn act(
         &mut self,
+        mem: &mut Memory,
         fire: &Fire,
         now: i64,
         changes: &mut ChangeSet,
@@ -307,6 +439,13 @@ impl Run {
         if depth >= MAX_DEPTH {
             let why = format!("the event's causation depth is {depth}: a trigger loop? Actions stop at {MAX_DEPTH}");
             changes.events.push(fail(why));
+            return Ok(());
+        }
+        let key = (fire.project.clone(), fire.trigger.clone(), String::new());
+        let schedule = mem.triggers.triggers.get(&(key.0.clone(), key.1.clone())).and_then(|t| t.spec.schedule.clone());
+        if let (Some(spec), Action::Invoke { .. }) = (&schedule, &fire.action)
+            && !self.may_run(mem, &key, spec.overlap, cause, now, changes).await?
+        {
             return Ok(());
         }
         let mut firing = Firing {
@@ -337,6 +476,15 @@ impl Run {
                 };
                 let invocation = Invocation::queued(&f, now, None, None);
                 firing.invocation = Some(invocation.id);
+                if schedule.is_some() {
+                    let (next_at, buffered) = match mem.triggers.contexts.get(&key) {
+                        Some(Context::Schedule { next_at, buffered, .. }) => (*next_at, *buffered),
+                        _ => (None, None),
+                    };
+                    let context = Context::Schedule { next_at, last: Some(invocation.id), buffered };
+                    changes.reactions.push(EventChange::Context { key: key.clone(), context: Some(context.clone()) });
+                    mem.triggers.contexts.insert(key.clone(), context);
+                }
                 firing.output = output.as_ref().zip(cause.subject.as_ref()).map(|(o, s)| events::output_key(o, s));
                 functions.insert(invocation.id, f);
                 changes.new.push(NewInvocation { invocation, input: input_bytes, partition });
@@ -344,6 +492,45 @@ impl Run {
         }
         changes.reactions.push(EventChange::Fired(firing));
         Ok(())
+    }
+
+    /// Whether a schedule's fire may start its action now, by its overlap
+    /// policy and the run it started last (a backfill always may). If not,
+    /// the fire is buffered or counted as missed.
+    async fn may_run(
+        &self,
+        mem: &mut Memory,
+        key: &(String, String, String),
+        overlap: Overlap,
+        cause: &Event,
+        now: i64,
+        changes: &mut ChangeSet,
+    ) -> Result<bool, stratus_store::Error> {
+        let data = cause.data_json().unwrap_or_default();
+        let Some(nominal) = data["nominal_ms"].as_i64() else { return Ok(true) };
+        if data["backfill"] == true || overlap == Overlap::AllowAll {
+            return Ok(true);
+        }
+        let Some(Context::Schedule { next_at, last: Some(last), buffered }) = mem.triggers.contexts.get(key).cloned()
+        else {
+            return Ok(true);
+        };
+        let running = match self.store.get_invocation(&key.0, last).await? {
+            Some(inv) => !inv.state.is_terminal(),
+            None => false,
+        };
+        if !running {
+            return Ok(true);
+        }
+        if overlap == Overlap::BufferOne && buffered.is_none() {
+            let context = Context::Schedule { next_at, last: Some(last), buffered: Some(nominal) };
+            changes.reactions.push(EventChange::Context { key: key.clone(), context: Some(context.clone()) });
+            mem.triggers.contexts.insert(key.clone(), context);
+        } else {
+            let why = format!("the run it started last ({last}) is still going (overlap: {overlap:?})");
+            changes.events.push(builtin::schedule_missed(&key.0, &key.1, (nominal, nominal, 1), &why, now));
+        }
+        Ok(false)
     }
 
     /// The whole object an object event names, as a map task's partition.
@@ -363,4 +550,34 @@ impl Run {
 /// A trigger as created by the API: validated, enabled, numbered by the store.
 pub fn new_trigger(project: &str, name: &str, spec: events::TriggerSpec, now: i64) -> Trigger {
     Trigger { project: project.into(), name: name.into(), spec, enabled: true, created_at: now, from_seq: 0 }
+}
+
+/// The buffered fires (`buffer_one`) whose schedule's last run ends among
+/// `events`: each runs now, caused by that end; its buffer is emptied.
+fn released(mem: &mut Memory, events: &[Event], firings: &HashMap<Id, Firing>, now: i64) -> Vec<Fire> {
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.source == builtin::INVOCATIONS) {
+        let Some(f) = e.id.parse::<Id>().ok().and_then(|id| firings.get(&id)) else { continue };
+        let key = (f.project.clone(), f.trigger.clone(), String::new());
+        let Some(Context::Schedule { next_at, last, buffered: Some(nominal) }) =
+            mem.triggers.contexts.get(&key).cloned()
+        else {
+            continue;
+        };
+        let Some(t) = mem.triggers.triggers.get(&(key.0.clone(), key.1.clone())) else { continue };
+        if last != f.invocation || !t.enabled {
+            continue;
+        }
+        let mut fired = builtin::schedule_fired(&key.0, &key.1, nominal, now, false);
+        fired.seq = e.seq;
+        out.push(Fire {
+            project: key.0.clone(),
+            trigger: key.1.clone(),
+            action: t.spec.action.clone(),
+            events: vec![fired],
+            group: String::new(),
+        });
+        mem.triggers.contexts.insert(key, Context::Schedule { next_at, last, buffered: None });
+    }
+    out
 }

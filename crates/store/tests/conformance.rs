@@ -783,9 +783,10 @@ async fn triggers_commit_with_a_guarded_cursor(s: Arc<dyn StateStore>) {
         group_by: None,
         transient: false,
         action: Action::Emit { ty: "pair".into() },
+        schedule: None,
     };
     let t = Trigger { project: "p".into(), name: "t".into(), spec, enabled: true, created_at: 9, from_seq: 0 };
-    let create = || ChangeSet { reactions: vec![EventChange::Create(t.clone())], ..Default::default() };
+    let create = || ChangeSet { reactions: vec![EventChange::Create(Box::new(t.clone()))], ..Default::default() };
     assert_eq!(s.commit(create()).await.unwrap().reactions, [true]);
     assert_eq!(s.commit(create()).await.unwrap().reactions, [false], "one trigger per name");
     let key = ("p".to_string(), "t".to_string(), "g".to_string());

@@ -1,5 +1,6 @@
-//! `stratus event publish | events | trigger`: the event stream and the
-//! triggers that react to it (see docs/events.md).
+//! `stratus event publish | events | trigger | schedule`: the event
+//! stream, the triggers that react to it and the schedules that fire on
+//! the clock (see docs/events.md).
 
 use super::Ctx;
 use crate::output::out;
@@ -107,6 +108,12 @@ pub struct CreateArgs {
     /// Disarm after firing once.
     #[arg(long)]
     transient: bool,
+    #[command(flatten)]
+    action: ActionArgs,
+}
+
+#[derive(Args)]
+pub struct ActionArgs {
     /// Action: invoke this function with the event (or its object, with --input object).
     #[arg(long, group = "action")]
     invoke: Option<String>,
@@ -119,6 +126,87 @@ pub struct CreateArgs {
     /// Action: publish an event of this type.
     #[arg(long, group = "action")]
     emit: Option<String>,
+}
+
+impl ActionArgs {
+    fn json(&self) -> anyhow::Result<Value> {
+        match (&self.invoke, &self.emit) {
+            (Some(f), None) => {
+                let mut v = json!({"kind": "invoke", "function": f});
+                if let Some(i) = &self.input {
+                    v["input"] = i.clone().into();
+                }
+                if let Some(o) = &self.output {
+                    v["output"] = o.clone().into();
+                }
+                Ok(v)
+            }
+            (None, Some(t)) => Ok(json!({"kind": "emit", "type": t})),
+            _ => Err(crate::errors::invalid("give one action: --invoke FUNCTION or --emit TYPE")),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: a cron expression or an interval, and an action.
+    Create(Box<ScheduleArgs>),
+    /// List the project's schedules.
+    List,
+    /// Show a schedule: its next time, its last run, its latest firings.
+    Show {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Pause a schedule (no fires, and none counted as missed, until it resumes).
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a schedule from its next time after now.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Delete a schedule.
+    Delete {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Fire a schedule's times between two times now (times fired before are not again).
+    Backfill {
+        /// The schedule's name.
+        name: String,
+        /// From this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// To this time, included.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Args)]
+pub struct ScheduleArgs {
+    /// 1-63 characters of a-z, 0-9 and '-'.
+    name: String,
+    /// A cron expression: "MIN HOUR DAY MONTH WEEKDAY" (e.g. "*/15 9-17 * * MON-FRI"), or @hourly, @daily, ...
+    #[arg(long, group = "timing")]
+    cron: Option<String>,
+    /// The cron expression's time zone (IANA, e.g. Europe/Berlin) [default: UTC].
+    #[arg(long, requires = "cron")]
+    tz: Option<String>,
+    /// Fire every this long (e.g. 30s, 5m), from now.
+    #[arg(long, group = "timing", value_parser = crate::parse::duration_ms)]
+    every: Option<u64>,
+    /// While the last run still goes: skip, buffer_one or allow_all [default: skip].
+    #[arg(long)]
+    overlap: Option<String>,
+    /// Times missed by less than this (the server was down) still fire [default: 60s].
+    #[arg(long, value_parser = crate::parse::duration_ms)]
+    catchup: Option<u64>,
+    #[command(flatten)]
+    action: ActionArgs,
 }
 
 fn data_arg(data: &str) -> anyhow::Result<Value> {
@@ -223,20 +311,7 @@ fn print_trigger(ctx: &Ctx, t: &Value) -> anyhow::Result<()> {
 pub async fn trigger(ctx: &Ctx, c: TriggerCommand) -> anyhow::Result<ExitCode> {
     match c {
         TriggerCommand::Create(a) => {
-            let action = match (&a.invoke, &a.emit) {
-                (Some(f), None) => {
-                    let mut v = json!({"kind": "invoke", "function": f});
-                    if let Some(i) = &a.input {
-                        v["input"] = i.clone().into();
-                    }
-                    if let Some(o) = &a.output {
-                        v["output"] = o.clone().into();
-                    }
-                    v
-                }
-                (None, Some(t)) => json!({"kind": "emit", "type": t}),
-                _ => return Err(crate::errors::invalid("give one action: --invoke FUNCTION or --emit TYPE")),
-            };
+            let action = a.action.json()?;
             let mut t = json!({"name": a.name, "on": a.on, "condition": a.condition, "action": action,
                                "transient": a.transient});
             for (k, v) in [
@@ -286,6 +361,88 @@ pub async fn trigger(ctx: &Ctx, c: TriggerCommand) -> anyhow::Result<ExitCode> {
         }
         TriggerCommand::Enable { name } => print_trigger(ctx, &ctx.client.enable_trigger(&name, true).await?)?,
         TriggerCommand::Disable { name } => print_trigger(ctx, &ctx.client.enable_trigger(&name, false).await?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_schedule(ctx: &Ctx, v: &Value) -> anyhow::Result<()> {
+    if ctx.json {
+        return crate::output::json(v);
+    }
+    let timing = &v["timing"];
+    let when = match timing["kind"].as_str() {
+        Some("cron") => {
+            format!("cron {:?} in {}", timing["expr"].as_str().unwrap_or(""), timing["tz"].as_str().unwrap_or("UTC"))
+        }
+        _ => format!("every {}", crate::output::duration(timing["every_ms"].as_i64().unwrap_or(0))),
+    };
+    let action = &v["action"];
+    let what = match action["kind"].as_str() {
+        Some("invoke") => format!("invoke {}", action["function"].as_str().unwrap_or("")),
+        _ => format!("emit {}", action["type"].as_str().unwrap_or("")),
+    };
+    let state = match (v["paused"].as_bool(), v["next"].as_str()) {
+        (Some(true), _) => "paused".to_string(),
+        (_, Some(next)) => format!("next {next}"),
+        _ => "no more times".to_string(),
+    };
+    out!("{}  {when}  {what}  {state}", v["name"].as_str().unwrap_or(""))?;
+    Ok(())
+}
+
+pub async fn schedule(ctx: &Ctx, c: ScheduleCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        ScheduleCommand::Create(a) => {
+            let timing = match (&a.cron, a.every) {
+                (Some(expr), None) => json!({"kind": "cron", "expr": expr, "tz": a.tz.as_deref().unwrap_or("UTC")}),
+                (None, Some(ms)) => json!({"kind": "every", "every_ms": ms}),
+                _ => return Err(crate::errors::invalid("give one timing: --cron EXPR or --every DURATION")),
+            };
+            let mut v = json!({"name": a.name, "timing": timing, "action": a.action.json()?});
+            if let Some(o) = &a.overlap {
+                v["overlap"] = o.clone().into();
+            }
+            if let Some(c) = a.catchup {
+                v["catchup_ms"] = c.into();
+            }
+            print_schedule(ctx, &ctx.client.create_schedule(&v).await?)?;
+        }
+        ScheduleCommand::List => {
+            for v in ctx.client.list_schedules().await? {
+                print_schedule(ctx, &v)?;
+            }
+        }
+        ScheduleCommand::Show { name } => {
+            let v = ctx.client.get_schedule(&name).await?;
+            print_schedule(ctx, &v)?;
+            if !ctx.json {
+                if let Some(last) = v["last_invocation"].as_str() {
+                    out!("  last run: invocation {last}")?;
+                }
+                for f in v["firings"].as_array().into_iter().flatten() {
+                    let started = f["invocation"].as_str().map(|i| format!("  invocation {i}")).unwrap_or_default();
+                    out!("  fired on event {}{started}", f["seq"])?;
+                }
+            }
+        }
+        ScheduleCommand::Pause { name } => print_schedule(ctx, &ctx.client.pause_schedule(&name, true).await?)?,
+        ScheduleCommand::Resume { name } => print_schedule(ctx, &ctx.client.pause_schedule(&name, false).await?)?,
+        ScheduleCommand::Delete { name } => {
+            ctx.client.delete_schedule(&name).await?;
+            if ctx.json {
+                crate::output::json(&json!({"deleted": name}))?;
+            } else {
+                out!("deleted schedule '{name}'")?;
+            }
+        }
+        ScheduleCommand::Backfill { name, from, to } => {
+            let r = ctx.client.backfill_schedule(&name, &from, &to).await?;
+            if ctx.json {
+                crate::output::json(&r)?;
+            } else {
+                out!("fired {} times of '{name}' between {from} and {to}", r["fired"])?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

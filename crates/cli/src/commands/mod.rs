@@ -94,6 +94,9 @@ enum Command {
     /// Create, list, show, delete, enable and disable triggers.
     #[command(subcommand)]
     Trigger(events::TriggerCommand),
+    /// Create, list, show, pause, resume, delete and backfill schedules.
+    #[command(subcommand)]
+    Schedule(events::ScheduleCommand),
 }
 
 pub struct Ctx {
@@ -204,6 +207,7 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Event(c) => events::event(&ctx, c).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Trigger(c) => events::trigger(&ctx, c).await,
+        Command::Schedule(c) => events::schedule(&ctx, c).await,
     }
 }
 

@@ -24,6 +24,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/triggers/{name}", get(show_trigger).delete(delete_trigger))
         .route("/v1/triggers/{name}/enable", post(enable_trigger))
         .route("/v1/triggers/{name}/disable", post(disable_trigger))
+        .route("/v1/schedules", post(create_schedule).get(list_schedules))
+        .route("/v1/schedules/{name}", get(show_schedule).delete(delete_schedule))
+        .route("/v1/schedules/{name}/pause", post(pause_schedule))
+        .route("/v1/schedules/{name}/resume", post(resume_schedule))
+        .route("/v1/schedules/{name}/backfill", post(backfill_schedule))
 }
 
 /// The most events one request may publish.
@@ -177,13 +182,19 @@ fn trigger_json(t: &stratus_core::events::Trigger) -> Value {
     v
 }
 
-async fn find_trigger(st: &AppState, project: &str, name: &str) -> ApiResult<stratus_core::events::Trigger> {
-    validate_name("trigger", name)?;
+/// A trigger (`schedule`: false) or a schedule (true) of the project.
+async fn find(st: &AppState, project: &str, name: &str, schedule: bool) -> ApiResult<stratus_core::events::Trigger> {
+    let what = if schedule { "schedule" } else { "trigger" };
+    validate_name(what, name)?;
     let all = st.store.triggers().await?;
     all.triggers
         .into_iter()
-        .find(|t| t.project == project && t.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("trigger '{name}' not found")))
+        .find(|t| t.project == project && t.name == name && t.spec.schedule.is_some() == schedule)
+        .ok_or_else(|| ApiError::NotFound(format!("{what} '{name}' not found")))
+}
+
+async fn find_trigger(st: &AppState, project: &str, name: &str) -> ApiResult<stratus_core::events::Trigger> {
+    find(st, project, name, false).await
 }
 
 #[utoipa::path(
@@ -213,7 +224,7 @@ async fn create_trigger(State(st): State<AppState>, caller: Caller, Body(body): 
         serde_json::from_value(spec).map_err(|e| ApiError::BadRequest(format!("invalid trigger: {e}")))?;
     spec.validate()?;
     let t = crate::events::new_trigger(&caller.project, &r.name, spec, st.clock.now_ms());
-    if !st.events.change(EventChange::Create(t.clone())).await? {
+    if !st.events.change(EventChange::Create(Box::new(t.clone()))).await? {
         return Err(ApiError::Conflict(format!("trigger '{}' exists", r.name)));
     }
     let t = find_trigger(&st, &caller.project, &r.name).await?;
@@ -228,7 +239,12 @@ async fn create_trigger(State(st): State<AppState>, caller: Caller, Body(body): 
 )]
 async fn list_triggers(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let all = st.store.triggers().await?;
-    let triggers: Vec<Value> = all.triggers.iter().filter(|t| t.project == caller.project).map(trigger_json).collect();
+    let triggers: Vec<Value> = all
+        .triggers
+        .iter()
+        .filter(|t| t.project == caller.project && t.spec.schedule.is_none())
+        .map(trigger_json)
+        .collect();
     Ok(Json(json!({"triggers": triggers})))
 }
 
@@ -280,7 +296,7 @@ async fn show_trigger(State(st): State<AppState>, caller: Caller, Path(name): Pa
     )
 )]
 async fn delete_trigger(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    validate_name("trigger", &name)?;
+    find_trigger(&st, &caller.project, &name).await?;
     if !st.events.change(EventChange::Delete { project: caller.project.clone(), name: name.clone() }).await? {
         return Err(ApiError::NotFound(format!("trigger '{name}' not found")));
     }
@@ -288,7 +304,7 @@ async fn delete_trigger(State(st): State<AppState>, caller: Caller, Path(name): 
 }
 
 async fn set_enabled(st: &AppState, caller: &Caller, name: &str, enabled: bool) -> ApiResult<Json<Value>> {
-    validate_name("trigger", name)?;
+    find_trigger(st, &caller.project, name).await?;
     let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled };
     if !st.events.change(change).await? {
         return Err(ApiError::NotFound(format!("trigger '{name}' not found")));
@@ -332,4 +348,232 @@ async fn disable_trigger(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     set_enabled(&st, &caller, &name, false).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRequest {
+    name: String,
+    timing: stratus_core::schedule::Timing,
+    #[serde(default)]
+    overlap: Option<String>,
+    #[serde(default)]
+    catchup_ms: Option<u64>,
+    action: Value,
+}
+
+async fn schedule_json(st: &AppState, t: &stratus_core::events::Trigger) -> ApiResult<Value> {
+    use stratus_core::clock::rfc3339;
+    let spec = t.spec.schedule.as_ref().expect("a schedule");
+    let state = st.store.triggers().await?;
+    let context = state.contexts.iter().find(|((p, n, _), _)| *p == t.project && *n == t.name).map(|(_, c)| c);
+    let (next, last, buffered) = match context {
+        Some(stratus_core::events::Context::Schedule { next_at, last, buffered }) => (*next_at, *last, *buffered),
+        _ => (None, None, None),
+    };
+    let mut v = json!({
+        "name": t.name,
+        "timing": spec.timing,
+        "overlap": spec.overlap,
+        "catchup_ms": spec.catchup_ms,
+        "action": t.spec.action,
+        "paused": !t.enabled,
+        "created_at": t.created_at,
+    });
+    if t.enabled {
+        v["next"] = next.map(rfc3339).into();
+    }
+    v["last_invocation"] = last.map(|i| i.to_string()).into();
+    v["buffered"] = buffered.map(rfc3339).into();
+    Ok(v)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/schedules",
+    summary = "Create a schedule: a cron expression (in a time zone) or an interval, and an action",
+    request_body(content(("application/json"))),
+    responses(
+        (status = 201, description = "created", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 409, description = "error", body = ErrorBody),
+    )
+)]
+async fn create_schedule(State(st): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<impl IntoResponse> {
+    let r: ScheduleRequest = parse_json(&body)?;
+    validate_name("schedule", &r.name)?;
+    let overlap = match &r.overlap {
+        Some(o) => o.parse()?,
+        None => Default::default(),
+    };
+    let schedule = stratus_core::schedule::ScheduleSpec {
+        timing: r.timing,
+        overlap,
+        catchup_ms: r.catchup_ms.unwrap_or(stratus_core::schedule::DEFAULT_CATCHUP_MS),
+    };
+    let action: stratus_core::events::Action =
+        serde_json::from_value(r.action).map_err(|e| ApiError::BadRequest(format!("invalid action: {e}")))?;
+    let spec = TriggerSpec {
+        on: "stratus.schedule.fired".into(),
+        source: Some(stratus_core::events::builtin::schedule_source(&r.name)),
+        subject_prefix: None,
+        subject_suffix: None,
+        filter: None,
+        condition: Default::default(),
+        group_by: None,
+        transient: false,
+        action,
+        schedule: Some(schedule),
+    };
+    spec.validate()?;
+    let t = crate::events::new_trigger(&caller.project, &r.name, spec, st.clock.now_ms());
+    if !st.events.change(EventChange::Create(Box::new(t))).await? {
+        return Err(ApiError::Conflict(format!("a trigger or schedule '{}' exists", r.name)));
+    }
+    let t = find(&st, &caller.project, &r.name, true).await?;
+    Ok((StatusCode::CREATED, Json(schedule_json(&st, &t).await?)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/schedules",
+    summary = "List the project's schedules",
+    responses((status = 200, description = "schedules", body = Object))
+)]
+async fn list_schedules(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let all = st.store.triggers().await?;
+    let mut schedules = Vec::new();
+    for t in all.triggers.iter().filter(|t| t.project == caller.project && t.spec.schedule.is_some()) {
+        schedules.push(schedule_json(&st, t).await?);
+    }
+    Ok(Json(json!({"schedules": schedules})))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{name}",
+    params(("name" = String, Path, description = "the schedule's name")),
+    summary = "A schedule: its next time, its last run and its latest firings",
+    responses(
+        (status = 200, description = "the schedule", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn show_schedule(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let t = find(&st, &caller.project, &name, true).await?;
+    let mut v = schedule_json(&st, &t).await?;
+    let firings: Vec<Value> = st
+        .store
+        .firings(&t.project, &t.name, 20)
+        .await?
+        .into_iter()
+        .map(|f| json!({"seq": f.seq, "at": f.at, "invocation": f.invocation.map(|i| i.to_string())}))
+        .collect();
+    v["firings"] = firings.into();
+    Ok(Json(v))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/schedules/{name}",
+    params(("name" = String, Path, description = "the schedule's name")),
+    summary = "Delete a schedule",
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn delete_schedule(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    find(&st, &caller.project, &name, true).await?;
+    st.events.change(EventChange::Delete { project: caller.project.clone(), name }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_paused(st: &AppState, caller: &Caller, name: &str, paused: bool) -> ApiResult<Json<Value>> {
+    find(st, &caller.project, name, true).await?;
+    let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled: !paused };
+    st.events.change(change).await?;
+    Ok(Json(schedule_json(st, &find(st, &caller.project, name, true).await?).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/pause",
+    params(("name" = String, Path, description = "the schedule's name")),
+    summary = "Pause a schedule: no fires until it resumes, and none missed",
+    responses(
+        (status = 200, description = "the schedule", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn pause_schedule(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_paused(&st, &caller, &name, true).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/resume",
+    params(("name" = String, Path, description = "the schedule's name")),
+    summary = "Resume a schedule from its next time after now",
+    responses(
+        (status = 200, description = "the schedule", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn resume_schedule(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_paused(&st, &caller, &name, false).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillRequest {
+    from: String,
+    to: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/backfill",
+    params(("name" = String, Path, description = "the schedule's name")),
+    summary = "Fire a schedule's nominal times between two times (RFC 3339) now; times fired before are not again",
+    request_body(content(("application/json"))),
+    responses(
+        (status = 200, description = "how many fired", body = Object),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn backfill_schedule(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let r: BackfillRequest = parse_json(&body)?;
+    let time = |what: &str, v: &str| {
+        stratus_core::clock::parse_rfc3339(v).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
+    };
+    let (from, to) = (time("from", &r.from)?, time("to", &r.to)?);
+    if from > to {
+        return Err(ApiError::BadRequest("'from' is after 'to'".into()));
+    }
+    find(&st, &caller.project, &name, true).await?;
+    let fired = st.events.backfill(&caller.project, &name, from, to).await?;
+    Ok(Json(json!({"fired": fired, "max": crate::events::MAX_BACKFILL})))
 }
