@@ -339,3 +339,37 @@ fn the_image_pipeline_example_inverts_each_upload() {
     assert_eq!(failed.len(), 1, "the bad image's run failed: {failed:?}");
     assert!(s.cli(&["object", "get", "photos/processed/uploads/bad.pgm"]).status.code() != Some(0));
 }
+
+/// Events published to the broker (the deployment's ingest topic) are
+/// stored once and fire once: the same message delivered again, as the
+/// broker does when a server dies before its ack, changes nothing.
+#[test]
+fn events_from_the_broker_are_stored_once_and_fire_once() {
+    let q = TestQueue::new("ingest");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "2", "--broker", &amqp(), "--broker-queue", &q.0]);
+    deploy_echo(&s, "echo");
+    s.ok(&["trigger", "create", "from-rabbit", "--on", "com.example.rmq", "--invoke", "echo"]);
+    let topic = format!("ingest.{}", q.0);
+    let one = br#"{"specversion":"1.0","type":"com.example.rmq","source":"/rabbit","id":"m1","data":{"n":1}}"#;
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, one);
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, one);
+    let batch = br#"[{"type":"com.example.rmq","source":"/rabbit","id":"m2"},{"type":"com.example.rmq","source":"/rabbit","id":"m1"}]"#;
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, batch);
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, b"not an event");
+    let other = br#"{"type":"com.example.rmq","source":"/rabbit","id":"m3","stratusproject":"nowhere-else"}"#;
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, other);
+    s.eventually("both actions end", || {
+        let runs = invocations_of(&s, "echo");
+        runs.len() == 2 && runs.iter().all(|i| i["state"] == "succeeded")
+    });
+    let stored = events_of(&s, "com.example.rmq");
+    let ids: Vec<&str> = stored.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["m1", "m2"], "each event once, in the default project only");
+    // A marker published after everything else: once it is stored, every
+    // earlier message was handled, and no third action came.
+    let marker = br#"{"type":"com.example.marker","source":"/rabbit","id":"end"}"#;
+    stratus_broker::testing::publish_event_blocking(&amqp(), &topic, marker);
+    s.eventually("the marker", || !events_of(&s, "com.example.marker").is_empty());
+    assert_eq!(invocations_of(&s, "echo").len(), 2);
+}

@@ -581,3 +581,100 @@ fn released(mem: &mut Memory, events: &[Event], firings: &HashMap<Id, Firing>, n
     }
     out
 }
+
+/// The topic a deployment ingests events from, on the broker's topic
+/// exchange: `ingest.` and its work queue's name (so two deployments on one
+/// broker keep their events apart).
+pub fn ingest_topic(queue: &str) -> String {
+    format!("ingest.{queue}")
+}
+
+/// The durable group this deployment's servers share on [`ingest_topic`].
+pub async fn subscribe_ingest(
+    broker: &dyn stratus_broker::Broker,
+    queue: &str,
+) -> Result<Box<dyn stratus_broker::Subscription>, stratus_broker::Error> {
+    broker.subscribe(&format!("{queue}.ingest"), &ingest_topic(queue), 64).await
+}
+
+/// The extension attribute that names an ingested event's project
+/// (`default` when absent).
+pub const PROJECT_ATTRIBUTE: &str = "stratusproject";
+
+/// The events of one broker message: CloudEvents in structured JSON, one
+/// object or an array, each in the project its `stratusproject` names.
+pub fn ingested(body: &[u8], now: i64) -> Result<Vec<Event>, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match v {
+        serde_json::Value::Array(items) => items,
+        one => vec![one],
+    };
+    items
+        .iter()
+        .map(|item| {
+            let project = item.get(PROJECT_ATTRIBUTE).and_then(|p| p.as_str()).unwrap_or(stratus_core::DEFAULT_PROJECT);
+            stratus_core::validate_name("stratusproject", project).map_err(|e| e.to_string())?;
+            Event::from_json(project, item, now).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Stores the events published to [`ingest_topic`] until `stop`: each
+/// message is acknowledged only after its events are committed, so a
+/// message the broker delivers again (the server died before its ack) is
+/// stored again as duplicates, which change nothing. Every server of a
+/// deployment ingests (a standby commits to the shared store; the leader's
+/// processor numbers and matches the events). A message that is not events
+/// is dropped, with a warning.
+///
+/// `first` is the subscription [`subscribe_ingest`] made before the server
+/// said it listens, so that no event published after that is missed.
+pub async fn ingest(
+    broker: Arc<dyn stratus_broker::Broker>,
+    queue: String,
+    first: Box<dyn stratus_broker::Subscription>,
+    store: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = || *stop.borrow();
+    let mut first = Some(first);
+    while !stopped() {
+        let mut sub = match first.take() {
+            Some(sub) => sub,
+            None => match subscribe_ingest(&*broker, &queue).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to ingested events; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        while let Some(delivery) = sub.next().await {
+            let Ok(d) = delivery else { break };
+            let events = match ingested(&d.body, clock.now_ms()) {
+                Ok(events) => events,
+                Err(why) => {
+                    tracing::warn!(%why, "dropping a message on the ingest topic that is not CloudEvents");
+                    let _ = d.dead_letter().await;
+                    continue;
+                }
+            };
+            match store.commit(ChangeSet { events, ..Default::default() }).await {
+                Ok(_) => {
+                    let _ = d.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store ingested events; they go back to the broker");
+                    let _ = d.requeue().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            if stopped() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -397,6 +397,17 @@ impl Node {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        // Every server ingests the events published to its broker.
+        let ingest = match &config.broker_url {
+            Some(url) => {
+                let broker = stratus_broker::open(url).await?;
+                let queue = config.broker_queue.clone();
+                let first = crate::events::subscribe_ingest(&*broker, &queue).await?;
+                let (store, clock) = (parts.store.clone(), parts.clock.clone());
+                Some(tokio::spawn(crate::events::ingest(broker, queue, first, store, clock, stop_rx.clone())))
+            }
+            None => None,
+        };
         let mut stop_http = stop_rx.clone();
         on_listen(addr);
         let dispatch = config.broker_url.as_deref().map_or("by HTTP leases".into(), redact);
@@ -468,6 +479,9 @@ impl Node {
             }
         }
         lease_task.abort();
+        if let Some(ingest) = ingest {
+            ingest.abort();
+        }
         if leading.is_some() {
             resign(&parts, &front).await;
         }
