@@ -373,3 +373,42 @@ fn events_from_the_broker_are_stored_once_and_fire_once() {
     s.eventually("the marker", || !events_of(&s, "com.example.marker").is_empty());
     assert_eq!(invocations_of(&s, "echo").len(), 2);
 }
+
+#[test]
+fn a_map_action_runs_a_job_over_an_array_in_the_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "2"]);
+    deploy_echo(&s, "echo");
+    s.ok(&["trigger", "create", "fan-out", "--on", "com.example.batch", "--map", "echo", "--items", "data.items"]);
+    let data = r#"{"items": ["echo:a", "echo:b", "echo:c"]}"#;
+    s.ok(&["event", "publish", "--type", "com.example.batch", "--source", "/t", "--id", "b1", "--data", data]);
+    s.ok(&[
+        "event",
+        "publish",
+        "--type",
+        "com.example.batch",
+        "--source",
+        "/t",
+        "--id",
+        "b2",
+        "--data",
+        r#"{"items": 3}"#,
+    ]);
+    s.eventually("the job ends", || !events_of(&s, "stratus.job.succeeded").is_empty());
+    let ended = &events_of(&s, "stratus.job.succeeded")[0];
+    assert_eq!((ended["data"]["total"].as_u64(), ended["subject"].as_str()), (Some(3), Some("echo")));
+    let job = ended["id"].as_str().unwrap();
+    // Each task's input is its element's JSON text, as with `map --inputs`.
+    let results = s.ok(&["job", "results", job]);
+    assert_eq!(results.lines().collect::<Vec<_>>(), [r#""echo:a""#, r#""echo:b""#, r#""echo:c""#]);
+    s.eventually("the bad event's dead letter", || !events_of(&s, "stratus.trigger.failed").is_empty());
+    let failed = &events_of(&s, "stratus.trigger.failed")[0];
+    assert!(failed["data"]["reason"].as_str().unwrap().contains("not a JSON array"), "{failed}");
+    assert_eq!(events_of(&s, "stratus.job.succeeded").len(), 1, "one job, for the good event");
+    // The project's quota holds for a trigger's job too.
+    s.ok(&["project", "set", "default", "--max-tasks-per-job", "2"]);
+    s.ok(&["event", "publish", "--type", "com.example.batch", "--source", "/t", "--id", "b3", "--data", data]);
+    s.eventually("the quota's dead letter", || events_of(&s, "stratus.trigger.failed").len() == 2);
+    let over = &events_of(&s, "stratus.trigger.failed")[1];
+    assert!(over["data"]["reason"].as_str().unwrap().contains("max_tasks_per_job"), "{over}");
+}

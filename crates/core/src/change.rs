@@ -210,7 +210,7 @@ impl Purge {
     }
 }
 
-/// One commit: function versions, then new invocations, attempt starts,
+/// One commit: function versions, then new jobs and invocations, attempt starts,
 /// attempt ends, job moves, job cancellations, changes to projects and
 /// tokens, audit entries, purges, events and changes to triggers, in that
 /// order, in one transaction. A new invocation whose id is stored already
@@ -224,6 +224,10 @@ impl Purge {
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
     pub functions: Vec<FunctionChange>,
+    /// Jobs created whole, with their tasks in `new` (a trigger's `--map`);
+    /// a job whose id is stored already is skipped. Large jobs stream in
+    /// through `StateStore::create_job` instead.
+    pub new_jobs: Vec<Job>,
     pub new: Vec<NewInvocation>,
     pub starts: Vec<AttemptStart>,
     pub ends: Vec<AttemptEnd>,
@@ -267,6 +271,7 @@ impl ChangeSet {
     /// Rows in all, for engines that size their fast paths by it.
     pub fn rows(&self) -> usize {
         self.functions.len()
+            + self.new_jobs.len()
             + self.new.len()
             + self.starts.len()
             + self.ends.len()

@@ -507,6 +507,14 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
     },
+    /// Runs a map job of a function of the project over a JSON array in
+    /// the event's data (`items`: `data`, the default, or `data.PATH`):
+    /// one task per element, whose input is the element's JSON text.
+    Map {
+        function: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<String>,
+    },
     /// Publishes an event of this type (source `/stratus/triggers/NAME`),
     /// whose data names the events that fired it.
     Emit {
@@ -587,6 +595,15 @@ impl TriggerSpec {
                     if bucket.is_empty() || o.contains("//") {
                         return Err(Error::invalid("output", format!("'{o}' is not BUCKET/PREFIX")));
                     }
+                }
+            }
+            Action::Map { function, items } => {
+                crate::validate_name("function", function)?;
+                if let Some(path) = items
+                    && !(path == "data"
+                        || path.strip_prefix("data.").is_some_and(|p| p.split('.').all(|k| !k.is_empty())))
+                {
+                    return Err(Error::invalid("items", format!("'{path}' is not data or data.PATH")));
                 }
             }
             Action::Emit { ty } => {
@@ -850,6 +867,32 @@ pub fn action_input(events: &[Event]) -> Vec<u8> {
     serde_json::to_vec(&v).expect("JSON serialises")
 }
 
+/// The most tasks a `--map` action makes of one event.
+pub const MAX_MAP_ITEMS: usize = 100_000;
+
+/// The inputs of a `--map` action's tasks: each element of the array at
+/// `items` (`data` by default) in the event's data, as JSON text.
+pub fn map_items(e: &Event, items: Option<&str>) -> Result<Vec<Vec<u8>>, String> {
+    let data = e.data_json().ok_or("the event has no JSON data")?;
+    let path = items.unwrap_or("data");
+    let mut v = &data;
+    if let Some(rest) = path.strip_prefix("data.") {
+        for key in rest.split('.') {
+            v = match v {
+                Value::Object(m) => m.get(key),
+                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            }
+            .ok_or_else(|| format!("the event's data has no '{path}'"))?;
+        }
+    }
+    let Value::Array(elements) = v else { return Err(format!("'{path}' in the event is not a JSON array")) };
+    if elements.is_empty() || elements.len() > MAX_MAP_ITEMS {
+        return Err(format!("'{path}' has {} elements: a map takes 1 to {MAX_MAP_ITEMS}", elements.len()));
+    }
+    Ok(elements.iter().map(|x| serde_json::to_vec(x).expect("JSON serialises")).collect())
+}
+
 /// Where an `--output BUCKET/PREFIX` action stores the output for the
 /// object `BUCKET/KEY`: `BUCKET/PREFIX` + `KEY`.
 pub fn output_key(output: &str, object: &str) -> String {
@@ -1031,6 +1074,20 @@ mod tests {
             ev(4, "t", "n", "x", json!(1)),
         ]);
         assert_eq!(out.fires.iter().map(|f| f.events[0].id.as_str()).collect::<Vec<_>>(), ["n"]);
+    }
+
+    #[test]
+    fn a_map_takes_the_elements_of_an_array_in_the_data() {
+        let e = ev(1, "t", "1", "x", json!({"batch": {"items": [1, "two", {"k": 3}]}}));
+        let got = map_items(&e, Some("data.batch.items")).unwrap();
+        assert_eq!(got, [b"1".to_vec(), br#""two""#.to_vec(), br#"{"k":3}"#.to_vec()]);
+        assert!(map_items(&e, None).unwrap_err().contains("not a JSON array"));
+        assert!(map_items(&e, Some("data.nope")).unwrap_err().contains("no 'data.nope'"));
+        let empty = ev(2, "t", "2", "x", json!([]));
+        assert!(map_items(&empty, None).is_err());
+        let mut s = spec("t", Condition::Always);
+        s.action = Action::Map { function: "f".into(), items: Some("items".into()) };
+        assert!(s.validate().is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use stratus_core::events::{
     self, Action, Context, Event, EventChange, Fire, Firing, Input, MAX_DEPTH, Trigger, Triggers, builtin,
 };
 use stratus_core::schedule::{self, Overlap};
-use stratus_core::{Clock, Function, Id, Invocation, Partition};
+use stratus_core::{Clock, Function, Id, Invocation, Job, JobState, Partition};
 use stratus_store::{ChangeSet, EventQuery, StateStore};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -459,6 +459,49 @@ impl Run {
         };
         match &fire.action {
             Action::Emit { ty } => changes.events.push(events::emitted(&fire.trigger, ty, fire, now)),
+            Action::Map { function, items } => {
+                let Some(f) = self.function(&fire.project, function).await? else {
+                    changes.events.push(fail(format!("function '{function}' not found")));
+                    return Ok(());
+                };
+                let inputs = match events::map_items(cause, items.as_deref()) {
+                    Ok(inputs) => inputs,
+                    Err(why) => {
+                        changes.events.push(fail(why));
+                        return Ok(());
+                    }
+                };
+                let trust = self.store.trust().await?;
+                let quota =
+                    trust.projects.iter().find(|p| p.name == fire.project).map(|p| p.quotas.max_tasks_per_job());
+                if let Some(max) = quota.filter(|max| inputs.len() as u64 > *max) {
+                    let n = inputs.len();
+                    changes.events.push(fail(format!("{n} tasks is over the project's max_tasks_per_job of {max}")));
+                    return Ok(());
+                }
+                let job = Job {
+                    id: stratus_core::new_id(),
+                    project: f.project.clone(),
+                    function: f.name.clone(),
+                    version: f.version,
+                    reduce_function: None,
+                    reduce_version: None,
+                    state: JobState::Running,
+                    total: inputs.len() as u64,
+                    succeeded: 0,
+                    failed: 0,
+                    cancelled: 0,
+                    created_at: now,
+                    finished_at: None,
+                    reduce_invocation: None,
+                    error: None,
+                };
+                for (index, input) in inputs.into_iter().enumerate() {
+                    let invocation = Invocation::queued(&f, now, Some(job.id), Some(index as u64));
+                    changes.new.push(NewInvocation { invocation, input, partition: None });
+                }
+                changes.new_jobs.push(job);
+            }
             Action::Invoke { function, input, output } => {
                 let Some(f) = self.function(&fire.project, function).await? else {
                     changes.events.push(fail(format!("function '{function}' not found")));

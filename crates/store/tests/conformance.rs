@@ -836,6 +836,17 @@ async fn triggers_commit_with_a_guarded_cursor(s: Arc<dyn StateStore>) {
     let state = s.triggers().await.unwrap();
     assert!(state.triggers.is_empty() && state.contexts.is_empty(), "its contexts go with it");
 
+    // A job created whole with its tasks (a trigger's --map), once.
+    let mut j = job(50);
+    j.total = 2;
+    let tasks = vec![job_task(&j, 0), job_task(&j, 1)];
+    let whole = ChangeSet { new_jobs: vec![j.clone()], new: tasks, ..Default::default() };
+    s.commit(whole.clone()).await.unwrap();
+    s.commit(whole).await.unwrap();
+    let stored = s.get_job("p", j.id).await.unwrap().unwrap();
+    assert_eq!((stored.total, stored.state), (2, JobState::Running));
+    assert_eq!(s.job_results(j.id, 0, 10).await.unwrap().len(), 2, "its tasks, once");
+
     let expire = EventChange::Expire { before: i64::MAX };
     s.commit(ChangeSet { reactions: vec![expire], ..Default::default() }).await.unwrap();
     assert!(read_events(&s, EventQuery { limit: 10, ..Default::default() }).await.is_empty());

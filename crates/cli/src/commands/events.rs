@@ -123,6 +123,12 @@ pub struct ActionArgs {
     /// With --invoke on object events: store the output at BUCKET/PREFIX + the object's key.
     #[arg(long, requires = "invoke")]
     output: Option<String>,
+    /// Action: run a map job of this function over a JSON array in the event's data.
+    #[arg(long = "map", group = "action")]
+    map: Option<String>,
+    /// With --map: where the array is, data (the default) or data.PATH.
+    #[arg(long, requires = "map")]
+    items: Option<String>,
     /// Action: publish an event of this type.
     #[arg(long, group = "action")]
     emit: Option<String>,
@@ -130,6 +136,13 @@ pub struct ActionArgs {
 
 impl ActionArgs {
     fn json(&self) -> anyhow::Result<Value> {
+        if let Some(f) = &self.map {
+            let mut v = json!({"kind": "map", "function": f});
+            if let Some(i) = &self.items {
+                v["items"] = i.clone().into();
+            }
+            return Ok(v);
+        }
         match (&self.invoke, &self.emit) {
             (Some(f), None) => {
                 let mut v = json!({"kind": "invoke", "function": f});
@@ -142,7 +155,7 @@ impl ActionArgs {
                 Ok(v)
             }
             (None, Some(t)) => Ok(json!({"kind": "emit", "type": t})),
-            _ => Err(crate::errors::invalid("give one action: --invoke FUNCTION or --emit TYPE")),
+            _ => Err(crate::errors::invalid("give one action: --invoke FUNCTION, --map FUNCTION or --emit TYPE")),
         }
     }
 }
@@ -295,6 +308,7 @@ fn print_trigger(ctx: &Ctx, t: &Value) -> anyhow::Result<()> {
     let what = match action["kind"].as_str() {
         Some("invoke") => format!("invoke {}", action["function"].as_str().unwrap_or("")),
         Some("emit") => format!("emit {}", action["type"].as_str().unwrap_or("")),
+        Some("map") => format!("map {}", action["function"].as_str().unwrap_or("")),
         _ => action.to_string(),
     };
     out!(

@@ -368,9 +368,9 @@ impl Scheduler {
     }
 
     /// Commits `changes` and queues the direct invocations it inserts, of
-    /// the functions in `functions` (by id): the event processor's actions,
-    /// which it commits with its cursor. Under the direct lane's lock, so
-    /// no submit passes them.
+    /// the functions in `functions` (by id), and the jobs it creates: the
+    /// event processor's actions, which it commits with its cursor. Under
+    /// the direct lane's lock, so no submit passes them.
     pub async fn commit_invocations(
         &self,
         changes: ChangeSet,
@@ -394,10 +394,16 @@ impl Scheduler {
                 Some(Entry { invocation: n.invocation.clone(), task })
             })
             .collect();
+        let jobs = changes.new_jobs.iter().map(|j| j.total).sum::<u64>();
         let report = self.store.commit(changes).await?;
         if !entries.is_empty() {
             self.metrics.invocations_submitted.fetch_add(entries.len() as u64, Relaxed);
             self.enqueue_new(Lane::Direct, entries);
+        }
+        if jobs > 0 {
+            // The jobs' tasks are paged in, as those of any job.
+            self.metrics.invocations_submitted.fetch_add(jobs, Relaxed);
+            self.mark_backlog(Lane::Tasks);
         }
         Ok(report)
     }

@@ -110,6 +110,7 @@ impl PostgresStore {
         let (new, ends) = (&changes.new, &changes.ends);
         let statements = usize::from(!new.is_empty()) + usize::from(!starts.is_empty()) + rounds.len();
         let others = changes.functions.is_empty()
+            && changes.new_jobs.is_empty()
             && changes.jobs.is_empty()
             && changes.cancels.is_empty()
             && changes.trust.is_empty()
@@ -142,7 +143,29 @@ impl PostgresStore {
         };
         let now = stratus_core::Clock::now_ms(&stratus_core::SystemClock);
         let mut builtin = Vec::new();
+        let insert_job = match changes.new_jobs.is_empty() {
+            true => None,
+            false => Some(c.stmt(&format!("{INSERT_JOB} ON CONFLICT (id) DO NOTHING")).await?),
+        };
         let tx = c.client.transaction().await?;
+        if let Some(st) = &insert_job {
+            for j in &changes.new_jobs {
+                let (total, version, reduce_version) =
+                    (j.total as i64, i64::from(j.version), j.reduce_version.map(i64::from));
+                let params: [Param<'_>; 9] = [
+                    &j.id.as_uuid(),
+                    &j.project,
+                    &j.function,
+                    &version,
+                    &j.reduce_function,
+                    &reduce_version,
+                    &j.state.as_str(),
+                    &total,
+                    &j.created_at,
+                ];
+                tx.execute(st, &params).await?;
+            }
+        }
         let mut changed = Vec::with_capacity(changes.functions.len());
         for f in &changes.functions {
             let outcome = functions.change(&tx, f).await?;

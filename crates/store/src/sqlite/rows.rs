@@ -276,9 +276,27 @@ pub(super) fn firing_from(r: &Row) -> rusqlite::Result<Firing> {
 
 /// The body of [`StateStore::commit`], in one transaction.
 pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<CommitReport> {
-    let ChangeSet { functions, new, starts, ends, jobs, cancels, trust, audit, purges, events, reactions } = changes;
+    let ChangeSet { functions, new_jobs, new, starts, ends, jobs, cancels, trust, audit, purges, events, reactions } =
+        changes;
     let now = stratus_core::Clock::now_ms(&stratus_core::SystemClock);
     let tx = c.transaction()?;
+    for j in new_jobs {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO jobs (id, project, function, version, reduce_function, reduce_version, state, \
+             total, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            id_bytes(j.id),
+            j.project,
+            j.function,
+            j.version,
+            j.reduce_function,
+            j.reduce_version,
+            j.state.as_str(),
+            j.total as i64,
+            j.created_at
+        ])?;
+    }
     let mut builtin = Vec::new();
     let functions = functions.iter().map(|f| change_function(&tx, f)).collect::<Result<Vec<_>>>()?;
     for f in &functions {
