@@ -322,6 +322,9 @@ pub struct CommitReport {
     pub reactions: Vec<bool>,
     /// Events stored in all, built-in ones included.
     pub stored_events: u64,
+    /// The highest number of the events stored, on an engine that numbers
+    /// them as it stores them (else 0).
+    pub last_seq: u64,
 }
 
 /// The error a cancelled task records.

@@ -260,18 +260,27 @@ pub mod builtin {
         error: Option<&str>,
         at: Millis,
     ) -> Event {
-        let error = error.and_then(|e| serde_json::from_str::<Value>(e).ok());
-        let data = json!({"invocation": id.to_string(), "function": function, "version": version,
-                          "state": state.as_str(), "attempts": attempts, "error": error});
-        event(
-            project,
-            INVOCATIONS,
-            id.to_string(),
-            format!("stratus.invocation.{}", state.as_str()),
-            function,
-            at,
-            data,
-        )
+        // Written out rather than built as a JSON value: this is on the
+        // path of every direct invocation. The function's name is validated
+        // (a-z, 0-9, '-'), the error is JSON already (as stored).
+        let id = id.to_string();
+        let error = error.filter(|e| e.starts_with('{')).unwrap_or("null");
+        let state = state.as_str();
+        let data = format!(
+            r#"{{"attempts":{attempts},"error":{error},"function":"{function}","invocation":"{id}","state":"{state}","version":{version}}}"#
+        );
+        Event {
+            seq: 0,
+            project: project.into(),
+            source: INVOCATIONS.into(),
+            id,
+            ty: format!("stratus.invocation.{state}"),
+            subject: Some(function.into()),
+            time: at,
+            datacontenttype: Some("application/json".into()),
+            data: Some(data.into_bytes()),
+            depth: 0,
+        }
     }
 
     /// `stratus.job.{succeeded,failed,cancelled}`, subject the job's map
@@ -984,6 +993,21 @@ mod tests {
         ] {
             assert!(Event::from_json("p", &bad, 0).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_invocation_event_s_data_is_json() {
+        let id = crate::new_id();
+        let e =
+            builtin::invocation("p", "f-1", 3, id, crate::InvocationState::Failed, 2, Some(r#"{"kind":"exit"}"#), 7);
+        assert_eq!(
+            e.data_json().unwrap(),
+            json!({"attempts": 2, "error": {"kind": "exit"}, "function": "f-1", "invocation": id.to_string(),
+                   "state": "failed", "version": 3})
+        );
+        let ok = builtin::invocation("p", "f", 1, id, crate::InvocationState::Succeeded, 1, None, 7);
+        assert_eq!(ok.data_json().unwrap()["error"], Value::Null);
+        assert_eq!((ok.ty.as_str(), ok.subject.as_deref()), ("stratus.invocation.succeeded", Some("f")));
     }
 
     #[test]

@@ -120,10 +120,25 @@ struct Run {
 }
 
 /// The processor's memory: the triggers and their contexts, and its cursor.
+///
+/// The cursor is stored with every batch that changes anything, and at
+/// most [`CURSOR_EVERY`] after a batch that changed nothing (most events
+/// match no trigger, and a write per event would cost every invocation
+/// its share of the one writer). After a crash the batches since the
+/// stored cursor are processed again; those that changed nothing change
+/// nothing again, since the triggers and contexts they met are those
+/// stored (a change to triggers stores the cursor with it).
 struct Memory {
     triggers: Triggers,
+    /// Every event up to this one is processed.
     cursor: u64,
+    /// The cursor as stored.
+    stored: u64,
+    stored_at: std::time::Instant,
 }
+
+/// How long a cursor moved over events that changed nothing may stay unstored.
+const CURSOR_EVERY: Duration = Duration::from_secs(1);
 
 impl Run {
     async fn load(&self) -> Memory {
@@ -135,7 +150,8 @@ impl Run {
                         triggers.triggers.insert((t.project.clone(), t.name.clone()), t);
                     }
                     triggers.contexts = s.contexts.into_iter().collect();
-                    return Memory { triggers, cursor: s.cursor };
+                    let at = std::time::Instant::now();
+                    return Memory { triggers, cursor: s.cursor, stored: s.cursor, stored_at: at };
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the triggers; retrying");
@@ -182,17 +198,23 @@ impl Run {
             let nap = wake
                 .map(|at| Duration::from_millis((at - self.clock.now_ms()).clamp(0, 1000) as u64))
                 .unwrap_or(Duration::from_secs(1));
+            // Without an enabled trigger no event needs handling soon:
+            // commits do not wake this task (sparing every invocation the
+            // wake-up); it looks again at its next request or nap.
+            let listening = mem.triggers.triggers.values().any(|t| t.enabled);
             tokio::select! {
-                _ = commits.changed() => {}
+                _ = commits.changed(), if listening => {}
                 r = requests.recv() => match r {
                     Some(r) => self.serve(&mut mem, r).await,
                     None => return,
                 },
                 // A schedule's time; or events committed by another
-                // server (none while this one leads, but a standby's last
-                // commits may land).
+                // server (a standby's ingest, or its last commits).
                 _ = tokio::time::sleep(nap) => {}
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    let _ = self.store_cursor(&mut mem, true).await;
+                    return;
+                }
             }
         }
     }
@@ -207,8 +229,15 @@ impl Run {
     }
 
     async fn change(&self, mem: &mut Memory, change: EventChange) -> Result<bool, stratus_store::Error> {
-        let changes = ChangeSet { reactions: vec![change.clone()], ..Default::default() };
-        let applied = self.store.commit(changes).await?.reactions.first().copied().unwrap_or(false);
+        // The cursor first: the triggers change after the events before it.
+        let mut reactions = vec![change.clone()];
+        if mem.cursor > mem.stored {
+            reactions.insert(0, EventChange::Cursor { from: mem.stored, to: mem.cursor });
+        }
+        let moves = reactions.len() - 1;
+        let report = self.store.commit(ChangeSet { reactions, ..Default::default() }).await?;
+        mem.stored = mem.cursor;
+        let applied = report.reactions.get(moves).copied().unwrap_or(false);
         if !applied {
             return Ok(false);
         }
@@ -330,12 +359,22 @@ impl Run {
     async fn batch(&mut self, mem: &mut Memory) -> Result<bool, stratus_store::Error> {
         let numbered = self.store.sequence_events().await?;
         if numbered <= mem.cursor {
+            self.store_cursor(mem, false).await?;
             self.handle.processed.send_replace(mem.cursor);
+            return Ok(false);
+        }
+        // With no trigger enabled, no event can do anything.
+        if !mem.triggers.triggers.values().any(|t| t.enabled) {
+            mem.cursor = numbered;
+            self.store_cursor(mem, false).await?;
+            self.handle.processed.send_replace(numbered);
             return Ok(false);
         }
         let q = EventQuery { after: mem.cursor, limit: BATCH, ..Default::default() };
         let mut events = self.store.events(&q).await?;
         let Some(last) = events.last().map(|e| e.seq) else {
+            // Numbered, but dropped since (retention).
+            mem.cursor = numbered;
             self.handle.processed.send_replace(numbered);
             return Ok(false);
         };
@@ -352,15 +391,30 @@ impl Run {
         for fire in released(mem, &events, &firings, now) {
             self.act(mem, &fire, now, &mut changes, &mut functions).await?;
         }
-        changes.reactions.push(EventChange::Cursor { from: mem.cursor, to: last });
-        match self.scheduler.commit_invocations(changes, &functions).await {
-            Ok(_) => {
-                mem.cursor = last;
-                self.handle.processed.send_replace(last);
-                Ok(events.len() as u32 == BATCH)
-            }
-            Err(e) => Err(e),
+        let more = events.len() as u32 == BATCH;
+        if changes.is_empty() {
+            mem.cursor = last;
+            self.store_cursor(mem, false).await?;
+            self.handle.processed.send_replace(last);
+            return Ok(more);
         }
+        changes.reactions.push(EventChange::Cursor { from: mem.stored, to: last });
+        self.scheduler.commit_invocations(changes, &functions).await?;
+        (mem.cursor, mem.stored, mem.stored_at) = (last, last, std::time::Instant::now());
+        self.handle.processed.send_replace(last);
+        Ok(more)
+    }
+
+    /// Stores the cursor if it moved and, unless `now`, the last store is
+    /// [`CURSOR_EVERY`] old.
+    async fn store_cursor(&self, mem: &mut Memory, now: bool) -> Result<(), stratus_store::Error> {
+        if mem.cursor <= mem.stored || (!now && mem.stored_at.elapsed() < CURSOR_EVERY) {
+            return Ok(());
+        }
+        let change = EventChange::Cursor { from: mem.stored, to: mem.cursor };
+        self.store.commit(ChangeSet { reactions: vec![change], ..Default::default() }).await?;
+        (mem.stored, mem.stored_at) = (mem.cursor, std::time::Instant::now());
+        Ok(())
     }
 
     /// The invocations among `events` that trigger actions started: their

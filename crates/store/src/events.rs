@@ -4,10 +4,13 @@
 
 use stratus_core::events::{Context, Event, EventChange, Trigger, TriggerSpec};
 
-/// Stores an event unless one with its `(project, source, id)` is stored.
+/// Stores an event unless one with its `(project, source, id)` is stored
+/// (an invocation's event is one by construction: the unique index leaves
+/// out the source `/stratus/invocations`, `stratus_core::events::builtin::INVOCATIONS`).
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
      (project, source, id, type, subject, time, datacontenttype, data, depth, stored_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (project, source, id) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     ON CONFLICT (project, source, id) WHERE source <> '/stratus/invocations' DO NOTHING";
 
 /// Events numbered after `?1`, oldest first, at most `?2`; of project `?3`
 /// (all when NULL), of type `?4` (any when NULL), whose subject starts with
@@ -47,9 +50,11 @@ pub(crate) const DROP_CONTEXT: &str = "DELETE FROM trigger_contexts WHERE projec
 pub(crate) const MOVE_CURSOR: &str = "UPDATE event_cursor SET seq = ?2 WHERE id = 1 AND seq = ?1";
 pub(crate) const FIRED: &str = "INSERT INTO trigger_firings (project, trigger, seq, at, invocation, output, depth) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (project, trigger, seq) DO NOTHING";
-/// The newest event stored before `?1`, to drop it and every older one.
+/// Drops the events stored before `?1` (found from the newest of them
+/// down), but never the newest event: on SQLite the next number is past it.
 pub(crate) const EXPIRE_EVENTS: &str = "DELETE FROM events WHERE seq <= \
-     (SELECT seq FROM events WHERE stored_at < ?1 ORDER BY seq DESC LIMIT 1)";
+     (SELECT seq FROM events WHERE stored_at < ?1 ORDER BY seq DESC LIMIT 1) \
+     AND seq < (SELECT MAX(seq) FROM events)";
 pub(crate) const EXPIRE_FIRINGS: &str = "DELETE FROM trigger_firings WHERE at < ?1";
 
 pub(crate) const TRIGGERS: &str =

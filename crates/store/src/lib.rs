@@ -233,9 +233,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// and returns the highest number given so far. Engines that number
     /// events as they insert them (SQLite, one writer) only return it.
     async fn sequence_events(&self) -> Result<u64>;
-    /// Changes each time a commit stores events (their number is not said:
-    /// read [`Self::events`]); the server's event processor and the
-    /// readers that follow the stream wait on it.
+    /// Changes each time a commit through this store stores events; the
+    /// server's event processor waits on it. Its value is the engine's
+    /// (SQLite: the highest event number committed; PostgreSQL: a count).
+    /// Read the events with [`Self::events`].
     fn event_commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Every trigger, every context and the event processor's cursor.
     async fn triggers(&self) -> Result<TriggerState>;

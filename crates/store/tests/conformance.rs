@@ -847,9 +847,14 @@ async fn triggers_commit_with_a_guarded_cursor(s: Arc<dyn StateStore>) {
     assert_eq!((stored.total, stored.state), (2, JobState::Running));
     assert_eq!(s.job_results(j.id, 0, 10).await.unwrap().len(), 2, "its tasks, once");
 
+    let newest = read_events(&s, EventQuery { limit: 100, ..Default::default() }).await.last().unwrap().seq;
     let expire = EventChange::Expire { before: i64::MAX };
     s.commit(ChangeSet { reactions: vec![expire], ..Default::default() }).await.unwrap();
-    assert!(read_events(&s, EventQuery { limit: 10, ..Default::default() }).await.is_empty());
+    let left = read_events(&s, EventQuery { limit: 10, ..Default::default() }).await;
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [newest], "all but the newest: numbers go on past it");
+    s.commit(ChangeSet { events: vec![event("9", "a")], ..Default::default() }).await.unwrap();
+    let after = read_events(&s, EventQuery { after: newest, limit: 10, ..Default::default() }).await;
+    assert!(after.len() == 1 && after[0].seq > newest, "a new event is numbered after every one before");
 }
 
 macro_rules! conformance {

@@ -17,9 +17,12 @@ CREATE TABLE events (
     datacontenttype text,
     data            bytea,
     depth           int4    NOT NULL DEFAULT 0,
-    stored_at       bigint  NOT NULL,
-    UNIQUE (project, source, id)
+    stored_at       bigint  NOT NULL
 );
+-- One event per key. An invocation's event is one by construction (it is
+-- stored with the end that applies, once) and left out: it would cost every
+-- invocation an index entry.
+CREATE UNIQUE INDEX events_key ON events (project, source, id) WHERE source <> '/stratus/invocations';
 CREATE INDEX events_unsequenced ON events (pk) WHERE seq IS NULL;
 
 CREATE TABLE triggers (

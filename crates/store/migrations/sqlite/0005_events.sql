@@ -1,10 +1,11 @@
 -- Schema version 5: events, triggers and what they fired.
 
 -- CloudEvents, numbered in commit order (one writer: the rowid order is the
--- commit order; AUTOINCREMENT never reuses a number, even once the newest
--- events are dropped).
+-- commit order). A number is never given twice because the newest event is
+-- never dropped (retention keeps it), so the next rowid is always past it;
+-- AUTOINCREMENT would say the same at the cost of a page written per commit.
 CREATE TABLE events (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq             INTEGER PRIMARY KEY,
     project         TEXT    NOT NULL,
     source          TEXT    NOT NULL,
     id              TEXT    NOT NULL,
@@ -16,7 +17,10 @@ CREATE TABLE events (
     depth           INTEGER NOT NULL DEFAULT 0,
     stored_at       INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX events_key ON events (project, source, id);
+-- One event per key. An invocation's event is one by construction (it is
+-- stored with the end that applies, once) and left out: it would cost every
+-- invocation an index page written.
+CREATE UNIQUE INDEX events_key ON events (project, source, id) WHERE source <> '/stratus/invocations';
 
 CREATE TABLE triggers (
     project     TEXT    NOT NULL,

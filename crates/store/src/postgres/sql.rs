@@ -133,7 +133,6 @@ pub(super) const END_ATTEMPTS: &str = concat!(
             COALESCE(f.depth, 0), (extract(epoch from clock_timestamp()) * 1000)::bigint
         FROM done d JOIN input n ON n.ord = d.ord LEFT JOIN trigger_firings f ON f.invocation = d.id
         WHERE d.job_id IS NULL AND n.not_before IS NULL
-        ON CONFLICT (project, source, id) DO NOTHING
         RETURNING 1
     ), recorded AS (
         INSERT INTO attempts (invocation_id, attempt, worker, started_at, finished_at, state, error)

@@ -57,7 +57,8 @@ pub struct SqliteStore {
     commit_inline: bool,
     /// When the next commit may checkpoint, it is left to the writer thread.
     checkpoints: Arc<Checkpoints>,
-    /// Bumped after each commit that stored events.
+    /// The highest event number committed, sent after each commit that
+    /// stored events.
     event_commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -112,7 +113,12 @@ impl SqliteStore {
             spawn_thread(&format!("stratus-sqlite-r{i}"), open_conn(&path, &sync, true)?, rrx.clone())?;
         }
         let commit_inline = sync == "normal" || sync == "off";
-        let event_commits = Arc::new(tokio::sync::watch::Sender::new(0));
+        let last_seq = {
+            let c = write_conn.lock().unwrap();
+            let max: Option<i64> = c.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+            max.unwrap_or(0) as u64
+        };
+        let event_commits = Arc::new(tokio::sync::watch::Sender::new(last_seq));
         Ok(SqliteStore {
             writer: wtx,
             readers: rtx,
@@ -279,11 +285,8 @@ impl StateStore for SqliteStore {
     }
 
     async fn sequence_events(&self) -> Result<u64> {
-        self.call(false, |c| {
-            let max: Option<i64> = c.prepare_cached("SELECT MAX(seq) FROM events")?.query_row([], |r| r.get(0))?;
-            Ok(max.unwrap_or(0) as u64)
-        })
-        .await
+        // Numbered as they are stored; the watch holds the highest committed.
+        Ok(*self.event_commits.borrow())
     }
 
     fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {

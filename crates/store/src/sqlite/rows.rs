@@ -256,7 +256,9 @@ pub(super) fn commit_telling(
 ) -> Result<CommitReport> {
     let report = commit_rows(c, changes)?;
     if report.stored_events > 0 {
-        tell.send_modify(|n| *n += 1);
+        // The one writer stores events in number order: the watch holds
+        // the highest number committed.
+        tell.send_modify(|n| *n = (*n).max(report.last_seq));
     }
     Ok(report)
 }
@@ -337,11 +339,18 @@ pub(super) fn commit_rows(c: &mut Connection, changes: &ChangeSet) -> Result<Com
         report.purged.push(n as u64);
     }
     for e in &builtin {
-        report.stored_events += u64::from(insert_event(&tx, e, now)?);
+        let stored = insert_event(&tx, e, now)?;
+        if stored {
+            report.stored_events += 1;
+            report.last_seq = tx.last_insert_rowid() as u64;
+        }
     }
     for e in events {
         let stored = insert_event(&tx, e, now)?;
-        report.stored_events += u64::from(stored);
+        if stored {
+            report.stored_events += 1;
+            report.last_seq = tx.last_insert_rowid() as u64;
+        }
         report.events.push(stored);
     }
     report.reactions = reactions.iter().map(|r| change_reaction(&tx, r)).collect::<Result<_>>()?;
