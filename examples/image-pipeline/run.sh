@@ -21,13 +21,13 @@ wasm=$here/filter/target/wasm32-wasip1/release/image-filter.wasm
 
 echo "== starting a server (no local slots) and two workers"
 "$stratus" server --listen 127.0.0.1:0 --data-dir "$work/server" >"$work/server.out" 2>"$work/server.log" &
-pids+=($!)
+pids+=($!); disown
 until grep -q "listening on" "$work/server.out" 2>/dev/null; do sleep 0.1; done
 export STRATUS_URL=$(sed -n 's/^stratus listening on //p' "$work/server.out")
 worker_token=$("$stratus" token create --role worker --name pipeline-workers)
 for i in 1 2; do
     "$stratus" worker --slots 1 --token "$worker_token" --data-dir "$work/worker$i" >/dev/null 2>"$work/worker$i.log" &
-    pids+=($!)
+    pids+=($!); disown
 done
 
 echo "== deploying the filter and the trigger"
@@ -65,5 +65,6 @@ assert a[:h] == b[:h] and all(x + y == 255 for x, y in zip(a[h:], b[h:])), sys.a
 PY
 done
 runs=$("$stratus" invocations --fn invert --limit 100 --json | wc -l)
-echo "20 images processed, $runs invocations of the filter (one per upload)"
+echo "20 images processed, $runs invocations of the filter (one per upload);"
+echo "the image the killed worker held ran again elsewhere once its lease ran out"
 [ "$runs" = 20 ]
