@@ -66,5 +66,5 @@ PY
 done
 runs=$("$stratus" invocations --fn invert --limit 100 --json | wc -l)
 echo "20 images processed, $runs invocations of the filter (one per upload);"
-echo "the image the killed worker held ran again elsewhere once its lease ran out"
+echo "(an image the killed worker held ran again elsewhere once its lease ran out)"
 [ "$runs" = 20 ]

@@ -412,3 +412,26 @@ fn a_map_action_runs_a_job_over_an_array_in_the_event() {
     let over = &events_of(&s, "stratus.trigger.failed")[1];
     assert!(over["data"]["reason"].as_str().unwrap().contains("max_tasks_per_job"), "{over}");
 }
+
+#[test]
+fn events_follow_prints_each_event_as_it_is_stored() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    publish(&s, "com.example.before", "b", "x");
+    let mut follow = std::process::Command::new(BIN)
+        .args(["events", "--follow", "--json", "--type", "com.example.live"])
+        .env("STRATUS_URL", &s.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    for id in ["l1", "l2"] {
+        publish(&s, "com.example.live", id, "x");
+        let line = lines.next().unwrap().unwrap();
+        let e: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((e["id"].as_str(), e["type"].as_str()), (Some(id), Some("com.example.live")), "{line}");
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}

@@ -58,6 +58,19 @@ pub struct EventProcessor {
     /// The highest event number processed; readers that follow the stream
     /// wait on it.
     processed: watch::Sender<u64>,
+    /// Readers following the stream now: while there are any, every commit
+    /// of events wakes the processor, as an enabled trigger does.
+    followers: std::sync::atomic::AtomicUsize,
+    nudge: tokio::sync::Notify,
+}
+
+/// A reader following the stream; see [`EventProcessor::follow`].
+pub struct Following(Arc<EventProcessor>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl EventProcessor {
@@ -71,7 +84,12 @@ impl EventProcessor {
         tracker: &tokio_util::task::TaskTracker,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let this = Arc::new(EventProcessor { requests: tx, processed: watch::Sender::new(0) });
+        let this = Arc::new(EventProcessor {
+            requests: tx,
+            processed: watch::Sender::new(0),
+            followers: Default::default(),
+            nudge: Default::default(),
+        });
         let run = Run { store, objects, scheduler, clock, handle: this.clone(), functions: HashMap::new() };
         tracker.spawn(run.run(rx, stop));
         this
@@ -101,6 +119,14 @@ impl EventProcessor {
     pub async fn wait_after(&self, seq: u64, timeout: Duration) {
         let mut rx = self.processed.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|&n| n > seq)).await;
+    }
+
+    /// Marks a reader following the stream until the guard is dropped: the
+    /// processor then numbers events as soon as they are committed.
+    pub fn follow(self: &Arc<Self>) -> Following {
+        self.followers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.nudge.notify_one();
+        Following(self.clone())
     }
 
     /// The highest event number processed so far.
@@ -198,12 +224,15 @@ impl Run {
             let nap = wake
                 .map(|at| Duration::from_millis((at - self.clock.now_ms()).clamp(0, 1000) as u64))
                 .unwrap_or(Duration::from_secs(1));
-            // Without an enabled trigger no event needs handling soon:
-            // commits do not wake this task (sparing every invocation the
-            // wake-up); it looks again at its next request or nap.
-            let listening = mem.triggers.triggers.values().any(|t| t.enabled);
+            // Without an enabled trigger or a follower no event needs
+            // handling soon: commits do not wake this task (sparing every
+            // invocation the wake-up); it looks again at its next request,
+            // nudge or nap.
+            let following = self.handle.followers.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let listening = following || mem.triggers.triggers.values().any(|t| t.enabled);
             tokio::select! {
                 _ = commits.changed(), if listening => {}
+                _ = self.handle.nudge.notified() => {}
                 r = requests.recv() => match r {
                     Some(r) => self.serve(&mut mem, r).await,
                     None => return,

@@ -143,7 +143,8 @@ async fn list_events(State(st): State<AppState>, caller: Caller, params: Params)
         let events: Vec<Value> = events.iter().map(Event::to_json).collect();
         return Ok(Json(json!({"events": events, "next_after": next})).into_response());
     }
-    let stream = futures::stream::unfold((st, q), |(st, mut q)| async move {
+    let following = st.events.follow();
+    let stream = futures::stream::unfold((st, q, following), |(st, mut q, following)| async move {
         loop {
             match st.store.events(&q).await {
                 Ok(events) if !events.is_empty() => {
@@ -153,10 +154,10 @@ async fn list_events(State(st): State<AppState>, caller: Caller, params: Params)
                         serde_json::to_writer(&mut lines, &e.to_json()).expect("JSON serialises");
                         lines.push(b'\n');
                     }
-                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(lines)), (st, q)));
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(lines)), (st, q, following)));
                 }
                 Ok(_) => st.events.wait_after(q.after.max(st.events.processed()), Duration::from_secs(1)).await,
-                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (st, q))),
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (st, q, following))),
             }
         }
     });
