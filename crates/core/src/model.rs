@@ -453,6 +453,27 @@ pub struct Job {
 }
 
 impl Job {
+    /// A new running job of `function` (and `reduce`), of `total` tasks so far.
+    pub fn running(function: &Function, reduce: Option<&Function>, total: u64, now: Millis) -> Job {
+        Job {
+            id: crate::new_id(),
+            project: function.project.clone(),
+            function: function.name.clone(),
+            version: function.version,
+            reduce_function: reduce.map(|r| r.name.clone()),
+            reduce_version: reduce.map(|r| r.version),
+            state: JobState::Running,
+            total,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            created_at: now,
+            finished_at: None,
+            reduce_invocation: None,
+            error: None,
+        }
+    }
+
     pub fn done(&self) -> u64 {
         self.succeeded + self.failed + self.cancelled
     }

@@ -24,7 +24,7 @@ use stratus_core::events::{
     self, Action, Context, Event, EventChange, Fire, Firing, Input, MAX_DEPTH, Trigger, Triggers, builtin,
 };
 use stratus_core::schedule::{self, Overlap};
-use stratus_core::{Clock, Function, Id, Invocation, Job, JobState, Partition};
+use stratus_core::{Clock, Function, Id, Invocation, Job, Partition};
 use stratus_store::{ChangeSet, EventQuery, StateStore};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -562,23 +562,7 @@ impl Run {
                     changes.events.push(fail(format!("{n} tasks is over the project's max_tasks_per_job of {max}")));
                     return Ok(());
                 }
-                let job = Job {
-                    id: stratus_core::new_id(),
-                    project: f.project.clone(),
-                    function: f.name.clone(),
-                    version: f.version,
-                    reduce_function: None,
-                    reduce_version: None,
-                    state: JobState::Running,
-                    total: inputs.len() as u64,
-                    succeeded: 0,
-                    failed: 0,
-                    cancelled: 0,
-                    created_at: now,
-                    finished_at: None,
-                    reduce_invocation: None,
-                    error: None,
-                };
+                let job = Job::running(&f, None, inputs.len() as u64, now);
                 for (index, input) in inputs.into_iter().enumerate() {
                     let invocation = Invocation::queued(&f, now, Some(job.id), Some(index as u64));
                     changes.new.push(NewInvocation { invocation, input, partition: None });

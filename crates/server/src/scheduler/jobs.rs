@@ -31,23 +31,7 @@ impl Scheduler {
     ) -> Result<Job, super::Error> {
         let _guard = self.tasks_lock.lock().await;
         let now = self.clock.now_ms();
-        let job = Job {
-            id: new_id(),
-            project: function.project.clone(),
-            function: function.name.clone(),
-            version: function.version,
-            reduce_function: reduce.as_ref().map(|r| r.name.clone()),
-            reduce_version: reduce.as_ref().map(|r| r.version),
-            state: JobState::Running,
-            total: 0,
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0,
-            created_at: now,
-            finished_at: None,
-            reduce_invocation: None,
-            error: None,
-        };
+        let job = Job::running(&function, reduce.as_deref(), 0, now);
         let (tx, rx) = mpsc::channel(4);
         let job_id = job.id;
         let f = function.clone();
