@@ -1,0 +1,351 @@
+"""Lithops' API on Stratus: a Lithops program runs here when `import lithops`
+becomes `import stratus.lithops as lithops`.
+
+`FunctionExecutor` runs local Python functions (lambdas, closures and
+`functools.partial` too, serialised with cloudpickle) on Stratus: it deploys
+a runner (a process function with the Python standard library and the
+cloudpickle this interpreter uses) once per project, sends each call's
+arguments as the task's input, and unpickles results, or re-raises the
+function's exception. `call_async` is one invocation; `map` is one job.
+
+What is here: `FunctionExecutor(config=None, backend=..., storage=...,
+runtime=..., runtime_memory=..., max_workers=..., ...)` (Lithops' settings
+accepted and ignored where they do not apply), `call_async`, `map`
+(`iterdata` a list, tuple, range or set; dicts as keyword arguments, tuples
+as positional ones; `extra_args`; `timeout`), `map_reduce` (the reducer gets
+the list of map results), `get_result(fs=None, throw_except=True,
+timeout=None)`, `wait(fs=None, return_when=ALL_COMPLETED|ANY_COMPLETED|ALWAYS,
+timeout=None)`, `clean`, and use as a context manager.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import cloudpickle
+
+from ..client import Client
+from ..errors import NotFound, StratusError
+
+ALWAYS = 0
+ANY_COMPLETED = 1
+ALL_COMPLETED = 2
+
+#: A pickled function bigger than this goes to the object store once,
+#: instead of with every task.
+INLINE_FUNCTION = 256 * 1024
+
+_TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+class FunctionException(Exception):
+    """A call's function raised, and its exception could not be rebuilt here."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+def _runner_dir() -> Path:
+    """The runner's bundle: the runner script and this interpreter's cloudpickle."""
+    d = Path(tempfile.mkdtemp(prefix="stratus-lithops-"))
+    shutil.copy(Path(__file__).with_name("_runner.py"), d / "runner.py")
+    vendor = d / "vendor"
+    vendor.mkdir()
+    src = Path(cloudpickle.__file__).parent
+    shutil.copytree(src, vendor / "cloudpickle", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return d
+
+
+class ResponseFuture:
+    """One call: an invocation, or one task of a map job."""
+
+    def __init__(self, executor: "FunctionExecutor", call_id: str, invocation: Optional[str] = None,
+                 job: Optional[str] = None, index: int = 0) -> None:
+        self._executor = executor
+        self.call_id = call_id
+        self.invocation = invocation
+        self.job = job
+        self.index = index
+        self._state: Optional[str] = None
+        self._output: Optional[Dict[str, Any]] = None
+        self._failure: Optional[str] = None
+
+    @property
+    def done(self) -> bool:
+        return self._state in _TERMINAL
+
+    @property
+    def success(self) -> bool:
+        return self._state == "succeeded" and self._output is not None and "error" not in self._output
+
+    @property
+    def error(self) -> bool:
+        return self.done and not self.success
+
+    def _settle(self, state: str, output: Optional[str], failure: Optional[str]) -> None:
+        self._state = state
+        if output is not None:
+            try:
+                self._output = json.loads(output)
+            except ValueError:
+                self._output, self._failure = None, f"the runner printed no result: {output[:200]!r}"
+        if failure:
+            self._failure = failure
+
+    def result(self, throw_except: bool = True, timeout: Optional[float] = None) -> Any:
+        """The call's result; its exception re-raised (or `None` without
+        `throw_except`) if it raised."""
+        if not self.done:
+            self._executor.wait([self], return_when=ALL_COMPLETED, timeout=timeout)
+        out = self._output or {}
+        if "result" in out:
+            return cloudpickle.loads(base64.b64decode(out["result"]))
+        if not throw_except:
+            return None
+        if "exception" in out:
+            try:
+                exc = cloudpickle.loads(base64.b64decode(out["exception"]))
+            except Exception:
+                exc = None
+            if isinstance(exc, BaseException):
+                raise exc
+        if "error" in out:
+            raise FunctionException(out["error"], out.get("traceback", ""))
+        raise FunctionException(self._failure or f"the call ended {self._state}")
+
+    def __repr__(self) -> str:
+        return f"<ResponseFuture {self.call_id} {self._state or 'pending'}>"
+
+
+class FunctionExecutor:
+    """Runs Python functions on Stratus, as Lithops' `FunctionExecutor` does
+    on its backends. Settings Lithops reads from its config (`backend`,
+    `storage`, `runtime`, `runtime_memory`, `max_workers`, `log_level`, ...)
+    are accepted; `runtime_memory` (MiB) and `timeout` (s) apply to the
+    runner, the rest do not apply here."""
+
+    def __init__(
+        self,
+        config: Optional[Dict[str, Any]] = None,
+        runtime: Optional[str] = None,
+        runtime_memory: Optional[int] = None,
+        timeout: Optional[float] = None,
+        client: Optional[Client] = None,
+        **settings: Any,
+    ) -> None:
+        self.config = dict(config or {})
+        stratus_cfg = self.config.get("stratus", {})
+        self.client = client or Client(stratus_cfg.get("url"), stratus_cfg.get("token"), stratus_cfg.get("project"))
+        self.runtime = runtime
+        self.runtime_memory = runtime_memory or self.config.get("lithops", {}).get("runtime_memory")
+        self.timeout = timeout
+        self.settings = settings
+        self.executor_id = hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:10]
+        self._function: Optional[str] = None
+        self._futures: List[ResponseFuture] = []
+        self._objects: List[str] = []
+        self._calls = 0
+
+    # ---- set-up ----
+
+    def _runner(self) -> str:
+        """The runner function's name, deployed the first time it is needed."""
+        if self._function:
+            return self._function
+        d = _runner_dir()
+        try:
+            from ..client import pack_dir
+
+            digest = hashlib.sha256(pack_dir(d)).hexdigest()
+            name = f"lithops-{digest[:16]}"
+            try:
+                existing = self.client.function(name)
+            except NotFound:
+                existing = None
+            if existing is None or existing.get("artifact") != digest:
+                self.client.deploy(
+                    name,
+                    directory=d,
+                    cmd="python3 runner.py",
+                    memory_mb=self.runtime_memory,
+                    timeout=self.timeout,
+                )
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        self._function = name
+        return name
+
+    def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, str]:
+        packed = base64.b64encode(cloudpickle.dumps((tuple(args), dict(kwargs)))).decode()
+        return dict(func_ref, args=packed)
+
+    def _func_ref(self, func: Callable) -> Dict[str, str]:
+        _by_value(func)
+        pickled = cloudpickle.dumps(func)
+        if len(pickled) <= INLINE_FUNCTION:
+            return {"func": base64.b64encode(pickled).decode()}
+        key = f"lithops/{self.executor_id}/func-{hashlib.sha256(pickled).hexdigest()[:16]}.pickle"
+        self.client.put_object(key, pickled)
+        self._objects.append(key)
+        return {"func_key": key}
+
+    def _call_id(self) -> str:
+        self._calls += 1
+        return f"{self.executor_id}/{self._calls:05d}"
+
+    # ---- Lithops' API ----
+
+    def call_async(self, func: Callable, data: Any = (), extra_args: Any = None, timeout: Optional[float] = None,
+                   **_: Any) -> ResponseFuture:
+        """Runs `func` once on `data` (a tuple: positional arguments; a dict:
+        keyword arguments; anything else: the one argument)."""
+        args, kwargs = _arguments(data, extra_args)
+        task = self._task(self._func_ref(func), args, kwargs)
+        invocation = self.client.call_async(self._runner(), json.dumps(task))
+        future = ResponseFuture(self, self._call_id(), invocation=invocation)
+        self._futures.append(future)
+        return future
+
+    def map(self, map_function: Callable, map_iterdata: Union[Iterable[Any], str], extra_args: Any = None,
+            chunksize: Optional[int] = None, timeout: Optional[float] = None, **_: Any) -> List[ResponseFuture]:
+        """Runs `map_function` once per element of `map_iterdata` (a list,
+        tuple, range or set), as one job; a future per call, in order."""
+        if isinstance(map_iterdata, str):
+            raise NotImplementedError("map over a bucket prefix is not supported yet: pass a list of elements")
+        ref = self._func_ref(map_function)
+        tasks = [self._task(ref, *_arguments(item, extra_args)) for item in map_iterdata]
+        if not tasks:
+            return []
+        job = self.client.map(self._runner(), tasks)
+        futures = [ResponseFuture(self, self._call_id(), job=job.id, index=i) for i in range(len(tasks))]
+        self._futures.extend(futures)
+        return futures
+
+    def map_reduce(self, map_function: Callable, map_iterdata: Iterable[Any], reduce_function: Callable,
+                   extra_args: Any = None, reducer_one_per_object: bool = False, spawn_reducer: int = 20,
+                   **_: Any) -> ResponseFuture:
+        """`map`, then `reduce_function` once on the list of the map's results
+        (in input order), on Stratus."""
+        futures = self.map(map_function, map_iterdata, extra_args=extra_args)
+        results = self.get_result(futures)
+        return self.call_async(reduce_function, (results,))
+
+    def wait(self, fs: Optional[Sequence[ResponseFuture]] = None, throw_except: bool = True,
+             return_when: int = ALL_COMPLETED, timeout: Optional[float] = None,
+             **_: Any) -> "tuple[List[ResponseFuture], List[ResponseFuture]]":
+        """Waits for the futures (all of this executor's by default): for all
+        of them, for any one, or not at all (`ALWAYS`); `(done, not_done)`."""
+        futures = list(self._futures if fs is None else ([fs] if isinstance(fs, ResponseFuture) else fs))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._refresh([f for f in futures if not f.done])
+            done = [f for f in futures if f.done]
+            pending = [f for f in futures if not f.done]
+            if (return_when == ALWAYS or not pending or (return_when == ANY_COMPLETED and done)):
+                return done, pending
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(pending)} of {len(futures)} calls are not done")
+            time.sleep(0.05)
+
+    def get_result(self, fs: Optional[Union[ResponseFuture, Sequence[ResponseFuture]]] = None,
+                   throw_except: bool = True, timeout: Optional[float] = None, **_: Any) -> Any:
+        """The results of the futures (all of this executor's by default), in
+        order; one result for one future."""
+        one = isinstance(fs, ResponseFuture)
+        futures = [fs] if one else list(self._futures if fs is None else fs)
+        self.wait(futures, return_when=ALL_COMPLETED, timeout=timeout)
+        results = [f.result(throw_except=throw_except) for f in futures]
+        return results[0] if one else results
+
+    def clean(self, fs: Optional[Sequence[ResponseFuture]] = None, cs: Any = None, clean_cloudobjects: bool = True,
+              **_: Any) -> None:
+        """Drops the objects this executor stored (large functions)."""
+        for key in self._objects:
+            try:
+                self.client.delete_object(key)
+            except StratusError:
+                pass
+        self._objects.clear()
+
+    def __enter__(self) -> "FunctionExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.clean()
+
+    # ---- state ----
+
+    def _refresh(self, futures: List[ResponseFuture]) -> None:
+        """Reads the state (and output) of every pending future: once per
+        invocation, once per job."""
+        by_job: Dict[str, List[ResponseFuture]] = {}
+        for f in futures:
+            if f.job:
+                by_job.setdefault(f.job, []).append(f)
+            elif f.invocation:
+                inv = self.client.invocation(f.invocation)
+                if inv["state"] in _TERMINAL:
+                    output = self.client.output(f.invocation).decode() if inv["state"] == "succeeded" else None
+                    f._settle(inv["state"], output, (inv.get("error") or {}).get("message"))
+        for job_id, fs in by_job.items():
+            job = self.client.job(job_id)
+            if job.state not in _TERMINAL and job["succeeded"] + job["failed"] + job["cancelled"] < job["total"]:
+                continue
+            results = {r["index"]: r for r in self.client.results(job_id)}
+            for f in fs:
+                r = results.get(f.index)
+                if r and r["status"] in _TERMINAL:
+                    failure = (r.get("error") or {}).get("message")
+                    f._settle(r["status"], r.get("output"), failure)
+
+
+def _installed_paths() -> List[str]:
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    paths.update(p for p in sysconfig.get_paths().values() if p)
+    return [os.path.realpath(p) for p in paths]
+
+
+def _by_value(func: Callable) -> None:
+    """A function from a module of the caller's own (not installed, not the
+    standard library) is pickled with its module's code, as Lithops ships
+    the modules a function needs: the runner could not import it."""
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module.__name__ == "__main__":
+        return
+    real = os.path.realpath(path)
+    if any(real.startswith(p + os.sep) for p in _installed_paths()):
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+def _arguments(data: Any, extra_args: Any) -> "tuple[tuple, dict]":
+    """Lithops' rules: a dict is keyword arguments, a tuple positional ones,
+    anything else the one argument; `extra_args` (a tuple or a dict) is added."""
+    if isinstance(data, dict):
+        args, kwargs = (), dict(data)
+    elif isinstance(data, tuple):
+        args, kwargs = data, {}
+    else:
+        args, kwargs = (data,), {}
+    if isinstance(extra_args, dict):
+        kwargs.update(extra_args)
+    elif isinstance(extra_args, tuple):
+        args = tuple(args) + extra_args
+    elif extra_args is not None:
+        args = tuple(args) + (extra_args,)
+    return tuple(args), kwargs
+
+
+__all__ = ["ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionException", "FunctionExecutor", "ResponseFuture"]

@@ -1,0 +1,74 @@
+"""`stratus.lithops` as Lithops programs use it, on a real server: local
+functions, lambdas, closures and partials run remotely; results come back in
+order; exceptions are re-raised."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import stratus.lithops as lithops
+from stratus.lithops.wait import ALL_COMPLETED, ANY_COMPLETED
+
+
+@pytest.fixture(scope="module")
+def fexec(client):
+    with lithops.FunctionExecutor(runtime_memory=256, client=client) as f:
+        yield f
+
+
+def double(x):
+    return 2 * x
+
+
+def test_call_async_and_map_run_local_functions(fexec):
+    assert fexec.get_result(fexec.call_async(lambda x: x + 1, 3)) == 4
+    futures = fexec.map(double, range(5))
+    assert fexec.get_result(futures) == [0, 2, 4, 6, 8]
+    offset = 10
+    assert fexec.get_result(fexec.map(lambda x: x + offset, [1, 2])) == [11, 12], "closures travel"
+    power = functools.partial(pow, 2)
+    assert fexec.get_result(fexec.map(power, [3, 4])) == [8, 16], "partials travel"
+
+
+def test_arguments_follow_lithops_rules(fexec):
+    def f(a, b=0, c=0):
+        return (a, b, c)
+
+    futures = fexec.map(f, [(1,), {"a": 3, "c": 4}, 5], extra_args={"b": 9})
+    assert fexec.get_result(futures) == [(1, 9, 0), (3, 9, 4), (5, 9, 0)]
+    assert fexec.get_result(fexec.map(f, [(1, 2), (3, 4, 5)])) == [(1, 2, 0), (3, 4, 5)]
+    assert fexec.get_result(fexec.map(f, [1], extra_args=(7,))) == [(1, 7, 0)]
+
+
+def test_an_exception_is_raised_again(fexec):
+    def picky(x):
+        if x == 2:
+            raise ValueError(f"no {x}")
+        return x
+
+    futures = fexec.map(picky, [1, 2, 3])
+    with pytest.raises(ValueError, match="no 2"):
+        fexec.get_result(futures)
+    assert fexec.get_result(futures, throw_except=False) == [1, None, 3]
+    assert [f.success for f in futures] == [True, False, True]
+
+
+def test_map_reduce_and_wait(fexec):
+    reduced = fexec.map_reduce(double, [1, 2, 3], sum)
+    assert fexec.get_result(reduced) == 12
+    futures = fexec.map(double, [7, 8])
+    done, not_done = fexec.wait(futures, return_when=ANY_COMPLETED)
+    assert len(done) >= 1 and len(done) + len(not_done) == 2
+    done, not_done = fexec.wait(futures, return_when=ALL_COMPLETED)
+    assert (len(done), not_done) == (2, [])
+
+
+def test_a_large_function_goes_through_the_object_store(fexec, client):
+    blob = b"x" * (lithops.INLINE_FUNCTION + 1)
+    assert fexec.get_result(fexec.call_async(lambda: len(blob), ())) == len(blob)
+    stored = [o["key"] for o in client.list_objects("lithops")]
+    assert len(stored) == 1
+    fexec.clean()
+    assert client.list_objects("lithops") == []
