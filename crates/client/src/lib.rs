@@ -524,6 +524,22 @@ impl Client {
         }
     }
 
+    /// When each of a job's tasks was queued, started and finished, in input order.
+    pub async fn job_timings(&self, id: Id) -> Result<Vec<stratus_core::api::TaskTiming>> {
+        let mut out = Vec::new();
+        let mut from = Some(0u64);
+        while let Some(start) = from {
+            let req = self
+                .http
+                .get(self.url(&format!("/v1/jobs/{id}/timings")))
+                .query(&[("from", start.to_string()), ("limit", "10000".to_string())]);
+            let page: stratus_core::api::TimingsPage = self.json(req).await?;
+            out.extend(page.tasks);
+            from = page.next;
+        }
+        Ok(out)
+    }
+
     pub async fn cancel_job(&self, id: Id) -> Result<u64> {
         Ok(self
             .json::<JobCancelled>(self.http.post(self.url(&format!("/v1/jobs/{id}/cancel"))))

@@ -486,3 +486,29 @@ pub struct TokenList {
 pub struct AuditList {
     pub entries: Vec<crate::trust::AuditEntry>,
 }
+
+/// When one task of a job was queued, started and finished, and where: the
+/// rows of a job's timeline (`GET /v1/jobs/{id}/timings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskTiming {
+    pub index: u64,
+    pub invocation: Id,
+    pub state: crate::InvocationState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub queued_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+}
+
+/// A page of a job's task timings, in input order; `next` asks for the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimingsPage {
+    pub tasks: Vec<TaskTiming>,
+    pub next: Option<u64>,
+}

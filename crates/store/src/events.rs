@@ -57,6 +57,11 @@ pub(crate) const EXPIRE_EVENTS: &str = "DELETE FROM events WHERE seq <= \
      AND seq < (SELECT MAX(seq) FROM events)";
 pub(crate) const EXPIRE_FIRINGS: &str = "DELETE FROM trigger_firings WHERE at < ?1";
 
+/// A job's tasks' times, in input order (the timeline of its page and of
+/// the Python SDK's `plot()`); `attempts` cast so both engines read an integer.
+pub(crate) const JOB_TIMINGS: &str = "SELECT task_index, id, state, CAST(attempts AS BIGINT), worker, queued_at, \
+     started_at, finished_at FROM invocations WHERE job_id = ?1 AND task_index >= ?2 ORDER BY task_index LIMIT ?3";
+
 pub(crate) const TRIGGERS: &str =
     "SELECT project, name, spec, enabled, created_at, from_seq FROM triggers ORDER BY project, name";
 pub(crate) const CONTEXTS: &str = "SELECT project, trigger, grp, context FROM trigger_contexts";

@@ -302,6 +302,9 @@ pub trait StateStore: Send + Sync + 'static {
         let changes = ChangeSet::move_job(JobMove { id, from: from.to_vec(), to, update });
         Ok(self.commit(changes).await?.moved.first().copied().unwrap_or(false))
     }
+    /// When each of a job's map tasks was queued, started and finished, in
+    /// input order, from index `from`.
+    async fn job_timings(&self, job: Id, from: u64, limit: u32) -> Result<Vec<stratus_core::api::TaskTiming>>;
     /// Results of a job's map tasks in input order, from index `from`.
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>>;
     /// Cancels a job's queued tasks (and the job); returns how many tasks.

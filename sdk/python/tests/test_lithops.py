@@ -72,3 +72,16 @@ def test_a_large_function_goes_through_the_object_store(fexec, client):
     assert len(stored) == 1
     fexec.clean()
     assert client.list_objects("lithops") == []
+
+
+def test_plot_draws_the_timeline_and_histogram_of_the_calls(fexec, client, tmp_path):
+    futures = fexec.map(double, range(6))
+    fexec.get_result(futures)
+    timings = client.job_timings(futures[0].job)
+    assert [t["index"] for t in timings] == list(range(6))
+    assert all(t["started_at"] <= t["finished_at"] and t["worker"] for t in timings)
+    paths = fexec.plot(futures, dst=str(tmp_path / "run"))
+    assert [p.rsplit("_", 1)[1] for p in paths] == ["timeline.png", "histogram.png"]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"

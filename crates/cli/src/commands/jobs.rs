@@ -419,25 +419,13 @@ async fn show(ctx: &Ctx, id: Id) -> anyhow::Result<ExitCode> {
 /// Where a job's time went, from its tasks' invocations: queue waits, run
 /// times, and the slowest tasks.
 async fn timeline(ctx: &Ctx, id: Id, slowest: usize) -> anyhow::Result<ExitCode> {
-    use futures::StreamExt;
     let j = ctx.client.get_job(id, None, 0).await?;
-    let results = ctx.client.results(id).await?;
-    let client = &ctx.client;
-    let invs: Vec<_> = futures::stream::iter(
-        results
-            .iter()
-            .map(|r| async move { client.get_invocation(r.invocation, None).await.map(|i| (r.index, i.invocation)) }),
-    )
-    .buffered(16)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<_, _>>()?;
-    let mut ran: Vec<(u64, i64, &stratus_client::Invocation)> =
-        invs.iter().filter_map(|(i, inv)| Some((*i, inv.finished_at? - inv.started_at?, inv))).collect();
+    let tasks = ctx.client.job_timings(id).await?;
+    let mut ran: Vec<(u64, i64, &stratus_core::api::TaskTiming)> =
+        tasks.iter().filter_map(|t| Some((t.index, t.finished_at? - t.started_at?, t))).collect();
     let mut runs: Vec<i64> = ran.iter().map(|r| r.1).collect();
     runs.sort_unstable();
-    let mut waits: Vec<i64> = invs.iter().filter_map(|(_, inv)| Some(inv.started_at? - inv.queued_at)).collect();
+    let mut waits: Vec<i64> = tasks.iter().filter_map(|t| Some(t.started_at? - t.queued_at)).collect();
     waits.sort_unstable();
     ran.sort_by_key(|r| std::cmp::Reverse(r.1));
     let job = &j.job;
@@ -446,7 +434,7 @@ async fn timeline(ctx: &Ctx, id: Id, slowest: usize) -> anyhow::Result<ExitCode>
         let slow: Vec<Value> = ran
             .iter()
             .take(slowest)
-            .map(|(i, ms, inv)| json!({"index": i, "invocation": inv.id, "run_ms": ms, "worker": inv.worker}))
+            .map(|(i, ms, t)| json!({"index": i, "invocation": t.invocation, "run_ms": ms, "worker": t.worker}))
             .collect();
         output::json(&json!({
             "id": job.id, "state": job.state, "total": job.total,
@@ -469,13 +457,13 @@ async fn timeline(ctx: &Ctx, id: Id, slowest: usize) -> anyhow::Result<ExitCode>
     if !ran.is_empty() {
         out!("slowest tasks:")?;
     }
-    for (i, ms, inv) in ran.iter().take(slowest) {
+    for (i, ms, t) in ran.iter().take(slowest) {
         let bar = "#".repeat(((ms * 30) / longest).max(1) as usize);
         out!(
             "  task {i:<6} {:>9}  {bar:<30}  {} on {}",
             output::duration(*ms),
-            inv.id,
-            inv.worker.as_deref().unwrap_or("-")
+            t.invocation,
+            t.worker.as_deref().unwrap_or("-")
         )?;
     }
     Ok(ExitCode::SUCCESS)

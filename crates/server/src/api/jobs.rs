@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use stratus_core::api::{ErrorBody, JobCancelled, JobInfo, JobList, JobRequest, ResultsPage};
+use stratus_core::api::{ErrorBody, JobCancelled, JobInfo, JobList, JobRequest, ResultsPage, TimingsPage};
 use stratus_core::trust::Quotas;
 use stratus_core::wire::TaskResultView;
 use stratus_core::{Function, Id, Job, Partition};
@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/jobs", post(create_job).get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/results", get(job_results))
+        .route("/v1/jobs/{id}/timings", get(job_timings))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
 }
@@ -344,6 +345,51 @@ async fn list_jobs(State(st): State<AppState>, caller: Caller, q: Params) -> Api
     Ok(Json(JobList { jobs: jobs.into_iter().map(|j| job_info(&st, j)).collect() }))
 }
 
+/// `?from=N`: the first task index of a page.
+fn from_index(q: &Params) -> ApiResult<u64> {
+    match q.get("from") {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'"))),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/timings",
+    params(
+        ResourceId,
+        ("from" = Option<u64>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000),
+    ),
+    summary = "When each task was queued, started and finished, and on which worker, in input order",
+    responses(
+        (status = 200, description = "a page of task timings", body = TimingsPage),
+        (status = 400, description = "error", body = ErrorBody),
+        (status = 404, description = "error", body = ErrorBody),
+    )
+)]
+async fn job_timings(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Params,
+) -> ApiResult<Json<TimingsPage>> {
+    q.only(&["from", "limit"])?;
+    let job = find_job(&st, &caller.project, &id).await?;
+    let from = from_index(&q)?;
+    let limit = match q.get("limit") {
+        None => 1000,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid limit '{v}': use 1 to 10000")))?,
+    };
+    let tasks = st.store.job_timings(job.id, from, limit).await?;
+    let next = (tasks.len() == limit as usize).then(|| tasks.last().map(|t| t.index + 1)).flatten();
+    Ok(Json(TimingsPage { tasks, next }))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/results",
@@ -366,10 +412,7 @@ async fn job_results(
     q: Params,
 ) -> ApiResult<Json<ResultsPage>> {
     let job = find_job(&st, &caller.project, &id).await?;
-    let from: u64 = match q.get("from") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| ApiError::BadRequest(format!("invalid from '{v}'")))?,
-    };
+    let from = from_index(&q)?;
     let limit = q.limit()?;
     let page = st.store.job_results(job.id, from, limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.index + 1)).flatten();

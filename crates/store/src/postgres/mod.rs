@@ -670,6 +670,29 @@ impl StateStore for PostgresStore {
         c.client.query(&st, &[&project, &before, &i64::from(limit)]).await?.iter().map(job_from).collect()
     }
 
+    async fn job_timings(&self, job: Id, from: u64, limit: u32) -> Result<Vec<stratus_core::api::TaskTiming>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::events::JOB_TIMINGS)).await?;
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        c.client
+            .query(&st, &[&job.as_uuid(), &from, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(stratus_core::api::TaskTiming {
+                    index: to_u64(r.try_get(0)?, "task index")?,
+                    invocation: Id::from_uuid(r.try_get(1)?),
+                    state: state_from(r.try_get(2)?)?,
+                    attempts: to_u32(r.try_get::<_, i64>(3)?, "attempts")?,
+                    worker: r.try_get(4)?,
+                    queued_at: r.try_get(5)?,
+                    started_at: r.try_get(6)?,
+                    finished_at: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(JOB_RESULTS).await?;

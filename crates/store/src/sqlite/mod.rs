@@ -578,6 +578,26 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn job_timings(&self, job: Id, from: u64, limit: u32) -> Result<Vec<stratus_core::api::TaskTiming>> {
+        self.call(false, move |c| {
+            let mut st = c.prepare_cached(crate::events::JOB_TIMINGS)?;
+            let rows = st.query_map(params![id_bytes(job), from as i64, limit], |r| {
+                Ok(stratus_core::api::TaskTiming {
+                    index: r.get::<_, i64>(0)? as u64,
+                    invocation: id_from(r.get(1)?)?,
+                    state: state_from(r.get(2)?)?,
+                    attempts: r.get(3)?,
+                    worker: r.get(4)?,
+                    queued_at: r.get(5)?,
+                    started_at: r.get(6)?,
+                    finished_at: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn job_results(&self, job: Id, from: u64, limit: u32) -> Result<Vec<TaskResult>> {
         self.call(false, move |c| {
             let mut st = c.prepare_cached(

@@ -288,6 +288,19 @@ class Client:
             start = page.get("next")
         return out
 
+    def job_timings(self, id: str) -> List[Json]:
+        """When each of a job's tasks was queued, started and finished (ms
+        since the epoch) and on which worker, in input order: `index`,
+        `invocation`, `state`, `attempts`, `worker`, `queued_at`,
+        `started_at`, `finished_at`."""
+        out: List[Json] = []
+        start: Optional[int] = 0
+        while start is not None:
+            page = self._json("GET", f"/v1/jobs/{id}/timings", params={"from": start, "limit": 10000})
+            out.extend(page["tasks"])
+            start = page.get("next")
+        return out
+
     def cancel_job(self, id: str) -> int:
         """Cancels a job; how many queued tasks will never start."""
         return self._json("POST", f"/v1/jobs/{id}/cancel")["cancelled_queued"]

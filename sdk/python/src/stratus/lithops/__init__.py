@@ -15,7 +15,9 @@ accepted and ignored where they do not apply), `call_async`, `map`
 as positional ones; `extra_args`; `timeout`), `map_reduce` (the reducer gets
 the list of map results), `get_result(fs=None, throw_except=True,
 timeout=None)`, `wait(fs=None, return_when=ALL_COMPLETED|ANY_COMPLETED|ALWAYS,
-timeout=None)`, `clean`, and use as a context manager.
+timeout=None)`, `plot(fs=None, dst=None)` (Lithops' timeline and histogram as
+PNGs, from the server's per-task timings), `clean`, and use as a context
+manager.
 """
 
 from __future__ import annotations
@@ -267,6 +269,57 @@ class FunctionExecutor:
         self.wait(futures, return_when=ALL_COMPLETED, timeout=timeout)
         results = [f.result(throw_except=throw_except) for f in futures]
         return results[0] if one else results
+
+    def plot(self, fs: Optional[Sequence[ResponseFuture]] = None, dst: Optional[str] = None) -> List[str]:
+        """Lithops' plots of the calls (all of this executor's by default):
+        a timeline (one bar per call from start to end, by worker) and a
+        histogram of run times, as PNGs named `DST_timeline.png` and
+        `DST_histogram.png` (`dst` defaults to `./lithops_plots/<executor>`);
+        their paths. Needs matplotlib (`pip install 'stratus-sdk[plot]'`)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        futures = list(self._futures if fs is None else fs)
+        self.wait(futures, return_when=ALL_COMPLETED)
+        rows = []
+        timings: Dict[str, Dict[int, Dict[str, Any]]] = {}
+        for f in futures:
+            if f.job:
+                if f.job not in timings:
+                    timings[f.job] = {t["index"]: t for t in self.client.job_timings(f.job)}
+                t = timings[f.job].get(f.index)
+            else:
+                inv = self.client.invocation(f.invocation)  # type: ignore[arg-type]
+                t = dict(inv, index=0)
+            if t and t.get("started_at") and t.get("finished_at"):
+                rows.append((t["queued_at"], t["started_at"], t["finished_at"], t.get("worker") or "-", t["state"]))
+        if not rows:
+            raise ValueError("no call has run yet")
+        base = min(r[0] for r in rows)
+        dst = dst or os.path.join("lithops_plots", self.executor_id)
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        fig, ax = plt.subplots(figsize=(10, 6))
+        workers = sorted({r[3] for r in rows})
+        for i, (queued, started, finished, worker, state) in enumerate(sorted(rows, key=lambda r: (r[3], r[1]))):
+            colour = "tab:green" if state == "succeeded" else "tab:red"
+            ax.plot([(queued - base) / 1000, (started - base) / 1000], [i, i], color="lightgrey", linewidth=1)
+            ax.plot([(started - base) / 1000, (finished - base) / 1000], [i, i], color=colour, linewidth=2)
+        ax.set_xlabel("seconds since the first call was queued")
+        ax.set_ylabel(f"calls, by worker ({len(workers)} worker{'s' if len(workers) != 1 else ''})")
+        ax.set_title(f"{len(rows)} calls: waiting (grey), running (green), failed (red)")
+        timeline = f"{dst}_timeline.png"
+        fig.savefig(timeline)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(10, 6))
+        ax.hist([(r[2] - r[1]) / 1000 for r in rows], bins=min(50, max(5, len(rows) // 4)))
+        ax.set_xlabel("run time (s)")
+        ax.set_ylabel("calls")
+        histogram = f"{dst}_histogram.png"
+        fig.savefig(histogram)
+        plt.close(fig)
+        return [timeline, histogram]
 
     def clean(self, fs: Optional[Sequence[ResponseFuture]] = None, cs: Any = None, clean_cloudobjects: bool = True,
               **_: Any) -> None:
