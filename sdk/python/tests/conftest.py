@@ -26,13 +26,13 @@ def stratus_bin() -> str:
 
 
 class Node:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, slots: int = 2) -> None:
         self.tmp = tmp
         env = dict(os.environ, STRATUS_LOG="warn", STRATUS_CREDENTIALS=str(tmp / "credentials.toml"))
         env.pop("STRATUS_TOKEN", None)
         env.pop("STRATUS_URL", None)
         self.proc = subprocess.Popen(
-            [stratus_bin(), "up", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / "data"), "--slots", "2",
+            [stratus_bin(), "up", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / "data"), "--slots", str(slots),
              "--sandbox-path", str(tmp)],
             stdout=subprocess.PIPE,
             env=env,

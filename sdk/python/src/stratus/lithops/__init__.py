@@ -58,14 +58,32 @@ class FunctionException(Exception):
         self.traceback = traceback
 
 
+#: The pure-Python packages the runner ships beside its script: cloudpickle,
+#: and this SDK with its HTTP client, so that a function can use
+#: `stratus.lithops` itself (executors inside executors, futures returned).
+_VENDORED = ("cloudpickle", "stratus", "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi",
+             "typing_extensions")
+
+
 def _runner_dir() -> Path:
-    """The runner's bundle: the runner script and this interpreter's cloudpickle."""
+    """The runner's bundle: the runner script and the packages it ships."""
+    import importlib
+
     d = Path(tempfile.mkdtemp(prefix="stratus-lithops-"))
     shutil.copy(Path(__file__).with_name("_runner.py"), d / "runner.py")
     vendor = d / "vendor"
     vendor.mkdir()
-    src = Path(cloudpickle.__file__).parent
-    shutil.copytree(src, vendor / "cloudpickle", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in _VENDORED:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        path = Path(module.__file__)  # type: ignore[arg-type]
+        if path.name == "__init__.py":
+            shutil.copytree(path.parent, vendor / name, ignore=skip)
+        else:
+            shutil.copy(path, vendor / path.name)
     return d
 
 
@@ -80,8 +98,25 @@ class ResponseFuture:
         self.job = job
         self.index = index
         self._state: Optional[str] = None
+        self._read = False
         self._output: Optional[Dict[str, Any]] = None
         self._failure: Optional[str] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # A future returned by a function travels without its executor (and
+        # its HTTP client); the executor that receives it adopts it.
+        state = dict(self.__dict__)
+        state["_executor"] = None
+        return state
+
+    @property
+    def ready(self) -> bool:
+        """Accepted by the server: queued, and so bound to run."""
+        return True
+
+    @property
+    def running(self) -> bool:
+        return False
 
     @property
     def done(self) -> bool:
@@ -112,7 +147,8 @@ class ResponseFuture:
             self._executor.wait([self], return_when=ALL_COMPLETED, timeout=timeout)
         out = self._output or {}
         if "result" in out:
-            return cloudpickle.loads(base64.b64decode(out["result"]))
+            value = cloudpickle.loads(base64.b64decode(out["result"]))
+            return self._executor._resolve(value)
         if not throw_except:
             return None
         if "exception" in out:
@@ -128,6 +164,31 @@ class ResponseFuture:
 
     def __repr__(self) -> str:
         return f"<ResponseFuture {self.call_id} {self._state or 'pending'}>"
+
+
+class FuturesList(list):
+    """The futures of a `map`, which can be chained: `fexec.map(f,
+    data).map(g).get_result()` maps `g` over `f`'s results."""
+
+    def __init__(self, executor: "FunctionExecutor", futures: Iterable[ResponseFuture]) -> None:
+        super().__init__(futures)
+        self._executor = executor
+
+    def __reduce__(self) -> Any:
+        # Returned by a function: a plain list of futures.
+        return (list, (list(self),))
+
+    def map(self, map_function: Callable, **kw: Any) -> "FuturesList":
+        return self._executor.map(map_function, list(self), **kw)
+
+    def map_reduce(self, map_function: Callable, reduce_function: Callable, **kw: Any) -> ResponseFuture:
+        return self._executor.map_reduce(map_function, self._executor._consume(list(self)), reduce_function, **kw)
+
+    def wait(self, **kw: Any) -> Any:
+        return self._executor.wait(list(self), **kw)
+
+    def get_result(self, **kw: Any) -> Any:
+        return self._executor.get_result(list(self), **kw)
 
 
 class FunctionExecutor:
@@ -158,6 +219,8 @@ class FunctionExecutor:
         self._futures: List[ResponseFuture] = []
         self._objects: List[str] = []
         self._calls = 0
+        self._last_call = ""
+
 
     # ---- set-up ----
 
@@ -188,9 +251,13 @@ class FunctionExecutor:
         self._function = name
         return name
 
-    def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any]) -> Dict[str, str]:
+    def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any],
+              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         packed = base64.b64encode(cloudpickle.dumps((tuple(args), dict(kwargs)))).decode()
-        return dict(func_ref, args=packed)
+        task: Dict[str, Any] = dict(func_ref, args=packed)
+        if env:
+            task["env"] = {str(k): str(v) for k, v in env.items()}
+        return task
 
     def _func_ref(self, func: Callable) -> Dict[str, str]:
         _by_value(func)
@@ -209,30 +276,62 @@ class FunctionExecutor:
     # ---- Lithops' API ----
 
     def call_async(self, func: Callable, data: Any = (), extra_args: Any = None, timeout: Optional[float] = None,
-                   **_: Any) -> ResponseFuture:
+                   extra_env: Optional[Dict[str, str]] = None, **_: Any) -> ResponseFuture:
         """Runs `func` once on `data` (a tuple: positional arguments; a dict:
-        keyword arguments; anything else: the one argument)."""
+        keyword arguments; anything else: the one argument), with
+        `extra_env` in its environment."""
+        if isinstance(data, ResponseFuture):
+            data = self._consume([data])[0]
         args, kwargs = _arguments(data, extra_args)
-        task = self._task(self._func_ref(func), args, kwargs)
+        task = self._task(self._func_ref(func), args, kwargs, extra_env)
         invocation = self.client.call_async(self._runner(), json.dumps(task))
+        self._last_call = "call_async"
         future = ResponseFuture(self, self._call_id(), invocation=invocation)
         self._futures.append(future)
         return future
 
     def map(self, map_function: Callable, map_iterdata: Union[Iterable[Any], str], extra_args: Any = None,
-            chunksize: Optional[int] = None, timeout: Optional[float] = None, **_: Any) -> List[ResponseFuture]:
+            chunksize: Optional[int] = None, timeout: Optional[float] = None,
+            extra_env: Optional[Dict[str, str]] = None, **_: Any) -> "FuturesList":
         """Runs `map_function` once per element of `map_iterdata` (a list,
-        tuple, range or set), as one job; a future per call, in order."""
+        tuple, range or set; futures stand for their results, which are then
+        read), as one job; a future per call, in order."""
         if isinstance(map_iterdata, str):
             raise NotImplementedError("map over a bucket prefix is not supported yet: pass a list of elements")
+        items = list(map_iterdata)
+        if items and all(isinstance(x, ResponseFuture) for x in items):
+            items = self._consume(items)
         ref = self._func_ref(map_function)
-        tasks = [self._task(ref, *_arguments(item, extra_args)) for item in map_iterdata]
+        tasks = [self._task(ref, *_arguments(item, extra_args), env=extra_env) for item in items]
         if not tasks:
-            return []
+            return FuturesList(self, [])
         job = self.client.map(self._runner(), tasks)
-        futures = [ResponseFuture(self, self._call_id(), job=job.id, index=i) for i in range(len(tasks))]
+        self._last_call = "map"
+        futures = FuturesList(self, [ResponseFuture(self, self._call_id(), job=job.id, index=i) for i in range(len(tasks))])
         self._futures.extend(futures)
         return futures
+
+    def _resolve(self, value: Any) -> Any:
+        """A call's result, with the futures it returned (a function that
+        started calls of its own) replaced by their results, as Lithops does:
+        a future by its result, a list of futures by the list of results."""
+        if isinstance(value, ResponseFuture):
+            value._executor = self
+            return value.result()
+        if isinstance(value, list) and value and all(isinstance(v, ResponseFuture) for v in value):
+            for v in value:
+                v._executor = self
+            self.wait(value, return_when=ALL_COMPLETED)
+            return [v.result() for v in value]
+        return value
+
+    def _consume(self, futures: List["ResponseFuture"]) -> List[Any]:
+        """The results of futures used as data, which are then read."""
+        self.wait(futures, return_when=ALL_COMPLETED)
+        results = [f.result() for f in futures]
+        for f in futures:
+            f._read = True
+        return results
 
     def map_reduce(self, map_function: Callable, map_iterdata: Iterable[Any], reduce_function: Callable,
                    extra_args: Any = None, reducer_one_per_object: bool = False, spawn_reducer: int = 20,
@@ -241,7 +340,11 @@ class FunctionExecutor:
         (in input order), on Stratus."""
         futures = self.map(map_function, map_iterdata, extra_args=extra_args)
         results = self.get_result(futures)
-        return self.call_async(reduce_function, (results,))
+        for f in futures:
+            f._read = True
+        reduced = self.call_async(reduce_function, (results,))
+        self._last_call = "map_reduce"
+        return reduced
 
     def wait(self, fs: Optional[Sequence[ResponseFuture]] = None, throw_except: bool = True,
              return_when: int = ALL_COMPLETED, timeout: Optional[float] = None,
@@ -262,13 +365,21 @@ class FunctionExecutor:
 
     def get_result(self, fs: Optional[Union[ResponseFuture, Sequence[ResponseFuture]]] = None,
                    throw_except: bool = True, timeout: Optional[float] = None, **_: Any) -> Any:
-        """The results of the futures (all of this executor's by default), in
-        order; one result for one future."""
-        one = isinstance(fs, ResponseFuture)
-        futures = [fs] if one else list(self._futures if fs is None else fs)
+        """The results of the futures, in order: by default those of this
+        executor not read yet (which are then read). As in Lithops, a single
+        result comes alone unless the last call was a `map`."""
+        if fs is None:
+            futures = [f for f in self._futures if not f._read]
+        else:
+            futures = [fs] if isinstance(fs, ResponseFuture) else list(fs)
         self.wait(futures, return_when=ALL_COMPLETED, timeout=timeout)
         results = [f.result(throw_except=throw_except) for f in futures]
-        return results[0] if one else results
+        if fs is None:
+            for f in futures:
+                f._read = True
+        if len(results) == 1 and self._last_call != "map":
+            return results[0]
+        return results
 
     def plot(self, fs: Optional[Sequence[ResponseFuture]] = None, dst: Optional[str] = None) -> List[str]:
         """Lithops' plots of the calls (all of this executor's by default):
@@ -387,7 +498,11 @@ def _arguments(data: Any, extra_args: Any) -> "tuple[tuple, dict]":
     """Lithops' rules: a dict is keyword arguments, a tuple positional ones,
     anything else the one argument; `extra_args` (a tuple or a dict) is added."""
     if isinstance(data, dict):
-        args, kwargs = (), dict(data)
+        # Lithops' dicts may also carry `args` (positional) and `kwargs`.
+        rest = dict(data)
+        args = tuple(rest.pop("args", ()))
+        kwargs = dict(rest.pop("kwargs", {}))
+        kwargs.update(rest)
     elif isinstance(data, tuple):
         args, kwargs = data, {}
     else:
@@ -401,4 +516,12 @@ def _arguments(data: Any, extra_args: Any) -> "tuple[tuple, dict]":
     return tuple(args), kwargs
 
 
-__all__ = ["ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionException", "FunctionExecutor", "ResponseFuture"]
+__all__ = [
+    "ALL_COMPLETED",
+    "ALWAYS",
+    "ANY_COMPLETED",
+    "FunctionException",
+    "FunctionExecutor",
+    "FuturesList",
+    "ResponseFuture",
+]

@@ -28,6 +28,7 @@ def fetch(key):
 
 def main():
     task = json.loads(sys.stdin.buffer.read())
+    os.environ.update(task.get("env") or {})
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
     out = {}
     try:
