@@ -85,3 +85,14 @@ def test_plot_draws_the_timeline_and_histogram_of_the_calls(fexec, client, tmp_p
     for p in paths:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_python_version_the_server_cannot_run_is_a_clear_error(fexec, monkeypatch):
+    import sys
+
+    real = sys.version_info
+    monkeypatch.setattr(sys, "version_info", (real[0], real[1] + 1, 0))
+    future = fexec.call_async(double, 2)
+    monkeypatch.setattr(sys, "version_info", real)
+    with pytest.raises(lithops.FunctionException, match="pickled by Python"):
+        future.result()

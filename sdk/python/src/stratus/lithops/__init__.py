@@ -254,7 +254,7 @@ class FunctionExecutor:
     def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any],
               env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         packed = base64.b64encode(cloudpickle.dumps((tuple(args), dict(kwargs)))).decode()
-        task: Dict[str, Any] = dict(func_ref, args=packed)
+        task: Dict[str, Any] = dict(func_ref, args=packed, python="%d.%d" % sys.version_info[:2])
         if env:
             task["env"] = {str(k): str(v) for k, v in env.items()}
         return task

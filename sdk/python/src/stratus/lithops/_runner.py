@@ -28,6 +28,12 @@ def fetch(key):
 
 def main():
     task = json.loads(sys.stdin.buffer.read())
+    here = "%d.%d" % sys.version_info[:2]
+    if task.get("python") and task["python"] != here:
+        # Pickled code runs only on the Python it was pickled by.
+        sys.stdout.write(json.dumps({"error": "the function was pickled by Python %s, and the server runs it with "
+                                              "Python %s: use the same minor version" % (task["python"], here)}))
+        return
     os.environ.update(task.get("env") or {})
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
     out = {}
