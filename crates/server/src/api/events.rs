@@ -363,10 +363,10 @@ struct ScheduleRequest {
     action: Value,
 }
 
-async fn schedule_json(st: &AppState, t: &stratus_core::events::Trigger) -> ApiResult<Value> {
+/// A schedule as the API shows it, with its context from `state`.
+fn schedule_json(state: &stratus_store::TriggerState, t: &stratus_core::events::Trigger) -> Value {
     use stratus_core::clock::rfc3339;
     let spec = t.spec.schedule.as_ref().expect("a schedule");
-    let state = st.store.triggers().await?;
     let context = state.contexts.iter().find(|((p, n, _), _)| *p == t.project && *n == t.name).map(|(_, c)| c);
     let (next, last, buffered) = match context {
         Some(stratus_core::events::Context::Schedule { next_at, last, buffered }) => (*next_at, *last, *buffered),
@@ -386,7 +386,19 @@ async fn schedule_json(st: &AppState, t: &stratus_core::events::Trigger) -> ApiR
     }
     v["last_invocation"] = last.map(|i| i.to_string()).into();
     v["buffered"] = buffered.map(rfc3339).into();
-    Ok(v)
+    v
+}
+
+/// Schedule `name` of `project` as the API shows it, from one read of the triggers.
+async fn schedule_view(st: &AppState, project: &str, name: &str) -> ApiResult<(stratus_core::events::Trigger, Value)> {
+    validate_name("schedule", name)?;
+    let state = st.store.triggers().await?;
+    let t = state
+        .triggers
+        .iter()
+        .find(|t| t.project == project && t.name == name && t.spec.schedule.is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("schedule '{name}' not found")))?;
+    Ok((t.clone(), schedule_json(&state, t)))
 }
 
 #[utoipa::path(
@@ -431,8 +443,8 @@ async fn create_schedule(State(st): State<AppState>, caller: Caller, Body(body):
     if !st.events.change(EventChange::Create(Box::new(t))).await? {
         return Err(ApiError::Conflict(format!("a trigger or schedule '{}' exists", r.name)));
     }
-    let t = find(&st, &caller.project, &r.name, true).await?;
-    Ok((StatusCode::CREATED, Json(schedule_json(&st, &t).await?)))
+    let (_, v) = schedule_view(&st, &caller.project, &r.name).await?;
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 #[utoipa::path(
@@ -443,10 +455,12 @@ async fn create_schedule(State(st): State<AppState>, caller: Caller, Body(body):
 )]
 async fn list_schedules(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let all = st.store.triggers().await?;
-    let mut schedules = Vec::new();
-    for t in all.triggers.iter().filter(|t| t.project == caller.project && t.spec.schedule.is_some()) {
-        schedules.push(schedule_json(&st, t).await?);
-    }
+    let schedules: Vec<Value> = all
+        .triggers
+        .iter()
+        .filter(|t| t.project == caller.project && t.spec.schedule.is_some())
+        .map(|t| schedule_json(&all, t))
+        .collect();
     Ok(Json(json!({"schedules": schedules})))
 }
 
@@ -462,8 +476,7 @@ async fn list_schedules(State(st): State<AppState>, caller: Caller) -> ApiResult
     )
 )]
 async fn show_schedule(State(st): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let t = find(&st, &caller.project, &name, true).await?;
-    let mut v = schedule_json(&st, &t).await?;
+    let (t, mut v) = schedule_view(&st, &caller.project, &name).await?;
     let firings: Vec<Value> = st
         .store
         .firings(&t.project, &t.name, 20)
@@ -500,7 +513,7 @@ async fn set_paused(st: &AppState, caller: &Caller, name: &str, paused: bool) ->
     find(st, &caller.project, name, true).await?;
     let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled: !paused };
     st.events.change(change).await?;
-    Ok(Json(schedule_json(st, &find(st, &caller.project, name, true).await?).await?))
+    Ok(Json(schedule_view(st, &caller.project, name).await?.1))
 }
 
 #[utoipa::path(
