@@ -11,6 +11,7 @@ pub mod change;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod human;
 pub mod ids;
 pub mod job;
 pub mod machine;
