@@ -141,6 +141,16 @@ impl Client {
         self.json(self.http.get(self.url("/v1/whoami"))).await
     }
 
+    /// A single-use dashboard login code: `{code, path, expires_at}`, where
+    /// `path` (with `next`, a dashboard page) logs a browser in.
+    pub async fn dashboard_code(&self, next: Option<&str>) -> Result<serde_json::Value> {
+        let mut req = self.http.post(self.url("/v1/dashboard/codes"));
+        if let Some(n) = next {
+            req = req.query(&[("next", n)]);
+        }
+        self.json(req).await
+    }
+
     pub async fn create_project(&self, name: &str) -> Result<ProjectInfo> {
         self.json(self.http.post(self.url("/v1/projects")).json(&ProjectRequest { name: name.into() })).await
     }

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod scheduler;
+pub mod ui;
 
 pub use node::{Node, NodeConfig, NodeError};

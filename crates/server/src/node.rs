@@ -553,6 +553,7 @@ impl Node {
         let state = AppState {
             events,
             trust,
+            ui_codes: Default::default(),
             worker_tokens: Default::default(),
             functions: Default::default(),
             scheduler: scheduler.clone(),

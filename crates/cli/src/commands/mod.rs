@@ -78,6 +78,8 @@ enum Command {
     Login(trust::LoginArgs),
     /// The token's name, role and project.
     Whoami,
+    /// Print a link that logs a browser in to the dashboard (single use, 60 s).
+    Dashboard(trust::DashboardArgs),
     /// Create, list, show and delete projects (admin).
     #[command(subcommand)]
     Project(trust::ProjectCommand),
@@ -201,6 +203,7 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Info => workers::info(&ctx).await,
         Command::Login(a) => trust::login(&ctx, a).await,
         Command::Whoami => trust::whoami(&ctx).await,
+        Command::Dashboard(a) => trust::dashboard(&ctx, a).await,
         Command::Project(c) => trust::project(&ctx, c).await,
         Command::Token(c) => trust::token(&ctx, c).await,
         Command::Audit(a) => trust::audit(&ctx, a).await,

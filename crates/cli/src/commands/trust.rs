@@ -127,6 +127,27 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(clap::Args)]
+pub struct DashboardArgs {
+    /// The page to open after logging in, e.g. /ui/jobs/ID.
+    #[arg(long, default_value = "/ui/")]
+    pub next: String,
+}
+
+/// Prints the dashboard's login link: the token never goes into the URL,
+/// a single-use code valid for a minute does.
+pub async fn dashboard(ctx: &Ctx, a: DashboardArgs) -> anyhow::Result<ExitCode> {
+    let code = ctx.client.dashboard_code(Some(&a.next)).await?;
+    let url = format!("{}{}", ctx.client.base_url(), code["path"].as_str().unwrap_or("/ui/login"));
+    if ctx.json {
+        crate::output::json(&serde_json::json!({"url": url, "expires_at": code["expires_at"]}))?;
+    } else {
+        out!("{url}")?;
+        eprintln!("Open this link within a minute to log in to the dashboard (it works once).");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn whoami(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let who = ctx.client.whoami().await?;
     if ctx.json {

@@ -89,6 +89,11 @@ impl Trust {
         all
     }
 
+    /// The live token whose secret is `secret`.
+    pub fn token_by_secret(&self, secret: &str) -> Option<Arc<Token>> {
+        self.state.read().unwrap().tokens.get(&hash_token(secret)).cloned()
+    }
+
     pub fn token_named(&self, name: &str) -> Option<Arc<Token>> {
         self.state.read().unwrap().tokens.values().find(|t| t.name == name).cloned()
     }
@@ -222,6 +227,8 @@ pub fn need(method: &Method, path: &str) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
     match resource {
         "whoami" => Need::Any,
+        // A dashboard login code, for whoever may read the project.
+        "dashboard" => Need::Read,
         "projects" | "tokens" => Need::Admin,
         "audit" => Need::Develop,
         // Listing workers is reading; the rest of `/v1/workers` is theirs.
@@ -244,6 +251,15 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         return next.run(req).await;
     }
     let need = need(req.method(), path);
+    // A dashboard session's cookie stands for its token on reads (live
+    // updates); changes need the header, which a page of another site
+    // cannot set.
+    if !req.headers().contains_key(header::AUTHORIZATION)
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+        && let Some(v) = crate::ui::cookie(req.headers()).and_then(|s| format!("Bearer {s}").parse().ok())
+    {
+        req.headers_mut().insert(header::AUTHORIZATION, v);
+    }
     let running = |id, attempt| st.scheduler.attempt_running(id, attempt);
     match st.trust.caller(req.headers(), need, st.clock.now_ms(), running) {
         Ok(caller) => {
@@ -346,6 +362,7 @@ mod tests {
             (Method::GET, "/v1/tokens", Need::Admin),
             (Method::DELETE, "/v1/projects/p", Need::Admin),
             (Method::GET, "/v1/whoami", Need::Any),
+            (Method::POST, "/v1/dashboard/codes", Need::Read),
             (Method::GET, "/v1/artifacts/abc", Need::Fetch),
             (Method::HEAD, "/v1/objects/b/k", Need::Fetch),
             (Method::GET, "/v1/objects/b", Need::Fetch),

@@ -174,7 +174,7 @@ struct TriggerRequest {
     spec: Value,
 }
 
-fn trigger_json(t: &stratus_core::events::Trigger) -> Value {
+pub(crate) fn trigger_json(t: &stratus_core::events::Trigger) -> Value {
     let mut v = serde_json::to_value(&t.spec).expect("a trigger serialises");
     v["name"] = t.name.clone().into();
     v["enabled"] = t.enabled.into();
@@ -364,7 +364,7 @@ struct ScheduleRequest {
 }
 
 /// A schedule as the API shows it, with its context from `state`.
-fn schedule_json(state: &stratus_store::TriggerState, t: &stratus_core::events::Trigger) -> Value {
+pub(crate) fn schedule_json(state: &stratus_store::TriggerState, t: &stratus_core::events::Trigger) -> Value {
     use stratus_core::clock::rfc3339;
     let spec = t.spec.schedule.as_ref().expect("a schedule");
     let context = state.contexts.iter().find(|((p, n, _), _)| *p == t.project && *n == t.name).map(|(_, c)| c);

@@ -66,6 +66,8 @@ pub struct AppState {
     pub events: Arc<crate::events::EventProcessor>,
     /// The projects and tokens requests are checked against.
     pub trust: Arc<auth::Trust>,
+    /// The dashboard's unused login codes.
+    pub ui_codes: Arc<crate::ui::Codes>,
     /// The name of the token each remote worker registered with, by id.
     pub worker_tokens: Arc<std::sync::Mutex<HashMap<String, String>>>,
     pub functions: Arc<FunctionCache>,
@@ -98,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(functions::routes())
         .merge(invocations::routes())
         .merge(trust::routes())
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))

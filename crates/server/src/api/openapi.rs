@@ -72,6 +72,7 @@ use utoipa::{Modify, OpenApi};
         events::pause_schedule,
         events::resume_schedule,
         events::backfill_schedule,
+        crate::ui::create_code,
     ),
     modifiers(&Bearer)
 )]
@@ -183,6 +184,7 @@ mod tests {
         ("/v1/tokens", "get", &[200]),
         ("/v1/tokens/{name}", "delete", &[204, 404]),
         ("/v1/audit", "get", &[200, 400]),
+        ("/v1/dashboard/codes", "post", &[201, 400]),
         ("/v1/whoami", "get", &[200]),
     ];
 

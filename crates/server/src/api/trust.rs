@@ -51,7 +51,7 @@ pub fn entry(caller: &Caller, at: Millis, project: &str, action: &str, target: &
 
 /// Commits one trust change with its audit entry; whether it applied. An
 /// applied change is made in memory before this returns.
-async fn change(
+pub(crate) async fn change(
     store: &dyn StateStore,
     trust: &super::auth::Trust,
     change: TrustChange,
@@ -366,7 +366,13 @@ async fn revoke_token(State(st): State<AppState>, caller: Caller, Path(name): Pa
     let at = st.clock.now_ms();
     let audit = entry(&caller, at, &t.project, "token.revoke", &name);
     // Applied, or revoked meanwhile by another request: revoked either way.
-    change(&*st.store, &st.trust, TrustChange::RevokeToken { name, at }, audit).await?;
+    change(&*st.store, &st.trust, TrustChange::RevokeToken { name: name.clone(), at }, audit).await?;
+    // The dashboard sessions it logged in end with it.
+    for s in st.trust.tokens().iter().filter(|s| s.created_by == name && s.name.starts_with(crate::ui::SESSION_PREFIX))
+    {
+        let audit = entry(&caller, at, &s.project, "session.end", &s.name);
+        change(&*st.store, &st.trust, TrustChange::RevokeToken { name: s.name.clone(), at }, audit).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
