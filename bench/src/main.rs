@@ -5,6 +5,7 @@
 //! beside them, and the idle resident memory of `stratus up`.
 //! `stratus-bench compare` — the same workloads on Stratus and its peers.
 //! `stratus-bench events` — event ingest and trigger latency.
+//! `stratus-bench ui` — the dashboard's page of a 100,000-task job.
 //! `stratus-bench ab --against OLD` — invoke round trips of this build and
 //! another side by side.
 
@@ -17,6 +18,7 @@ mod http;
 mod map_bench;
 mod node;
 mod stats;
+mod ui_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -51,7 +53,10 @@ enum Cmd {
     /// to the start of its trigger's action (embedded, and on PostgreSQL +
     /// RabbitMQ; needs both, as the tests do).
     Events,
-    /// Everything above but `distributed` and `events`.
+    /// The dashboard's page of a 100,000-task job: served in, weight, and
+    /// drawn in by headless chromium when it is installed.
+    Ui,
+    /// Everything above but `distributed`, `events` and `ui`.
     All,
     /// Invoke round trips of this build and another (`--against`), side by
     /// side in alternating blocks.
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Wordcount => map_bench::run_wordcount(&cli.stratus, cli.quick, &cli.out),
         Cmd::Distributed => distributed::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Events => events_bench::run(&cli.stratus, cli.quick, &cli.out),
+        Cmd::Ui => ui_bench::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Compare { peers, write_docs } => {
             compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
         }
