@@ -152,6 +152,7 @@ def test_every_page_shows_the_project(node, page):
     page.until("location.pathname.startsWith('/ui/invocations/') && document.readyState === 'complete'",
                "the invocation's page")
     assert "cannot square 13: unlucky" in page.js("document.body.textContent")
+    assert page.js("document.querySelector('main pre').textContent") == "13", "the input comes first"
     assert count(page, "#attempts tbody tr") == 1
     assert page.errors == []
     shot(page, "invocation")
@@ -189,6 +190,23 @@ def test_a_running_job_updates_live(node, page):
     page.until("document.getElementById('job') && document.getElementById('job').dataset.state === 'succeeded'",
                "the job's end on the page")
     page.until("document.querySelectorAll('svg.timeline rect.task').length === 6", "the redrawn timeline")
+    assert page.errors == []
+
+
+def test_a_trigger_is_disabled_and_a_schedule_paused_from_their_pages(node, page):
+    for path, row, verb, state, back in [
+        ("/ui/triggers", "tr[data-trigger='on-upload']", "disable", "disabled", "enable"),
+        ("/ui/schedules", "tr[data-schedule='nightly']", "pause", "paused", "resume"),
+    ]:
+        page.goto(node.url + path)
+        before = page.loads
+        page.js(f"document.querySelector(\"{row} button[data-verb='{verb}']\").click()")
+        page.until(f"document.readyState === 'complete' && "
+                   f"!!document.querySelector(\"{row} .badge.s-{state}\")", f"{path}: {state}")
+        assert page.loads > before
+        assert count(page, f"{row} button[data-verb='{back}']") == 1
+    shown = json.loads(node.cli("trigger", "show", "on-upload", "--json"))
+    assert shown["enabled"] is False, "the page's change is the API's"
     assert page.errors == []
 
 

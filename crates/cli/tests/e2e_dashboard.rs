@@ -113,6 +113,8 @@ fn a_login_link_works_once_and_its_session_reads_but_does_not_write() {
         let body = res.text().unwrap();
         assert!(body.contains(&needle), "{path} lacks {needle}");
     }
+    let shown = get(&format!("{u}/ui/invocations/{invocation}"), Some(&session)).text().unwrap();
+    assert!(shown.contains("<h2>Input</h2><pre>&quot;t-"), "the input's preview, escaped");
     let bad = get(&format!("{u}/ui/invocations?state=sleeping"), Some(&session));
     assert_eq!(bad.status(), 400);
     assert!(bad.text().unwrap().contains("sleeping"), "the error page names the problem");

@@ -211,6 +211,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// one project, or of all.
     async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
+    /// The first `max` bytes of an invocation's input and its whole length
+    /// (a preview: inputs can be large), or none when it does not exist.
+    async fn input_preview(&self, project: &str, id: Id, max: u32) -> Result<Option<(Vec<u8>, u64)>>;
     async fn list_attempts(&self, id: Id) -> Result<Vec<Attempt>>;
     /// How many attempts each of these invocations may make, for those that
     /// exist, in any project (for ends reported to a server that does not

@@ -69,6 +69,10 @@ async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let p = s.get_payloads("p", ia).await.unwrap().unwrap();
     assert_eq!(p.output.as_deref(), Some(&b"out"[..]));
     assert_eq!(p.logs.as_deref(), Some(&b"log"[..]));
+    let input = a.input.clone();
+    assert_eq!(s.input_preview("p", ia, 3).await.unwrap(), Some((input[..3].to_vec(), input.len() as u64)));
+    assert_eq!(s.input_preview("p", ia, 1000).await.unwrap(), Some((input.clone(), input.len() as u64)));
+    assert_eq!(s.input_preview("q", ia, 3).await.unwrap(), None, "projects are separate");
 
     // An attempt started on the broker's pseudo-worker ends by whichever worker took it.
     let c = new_inv("f", 1, 102);

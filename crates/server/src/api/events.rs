@@ -304,7 +304,7 @@ async fn delete_trigger(State(st): State<AppState>, caller: Caller, Path(name): 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_enabled(st: &AppState, caller: &Caller, name: &str, enabled: bool) -> ApiResult<Json<Value>> {
+pub(crate) async fn set_enabled(st: &AppState, caller: &Caller, name: &str, enabled: bool) -> ApiResult<Json<Value>> {
     find_trigger(st, &caller.project, name).await?;
     let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled };
     if !st.events.change(change).await? {
@@ -509,7 +509,7 @@ async fn delete_schedule(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_paused(st: &AppState, caller: &Caller, name: &str, paused: bool) -> ApiResult<Json<Value>> {
+pub(crate) async fn set_paused(st: &AppState, caller: &Caller, name: &str, paused: bool) -> ApiResult<Json<Value>> {
     find(st, &caller.project, name, true).await?;
     let change = EventChange::SetEnabled { project: caller.project.clone(), name: name.into(), enabled: !paused };
     st.events.change(change).await?;

@@ -145,13 +145,14 @@ pub fn facts(pairs: &[(&str, String)]) -> String {
 
 /// At most `max` bytes of `bytes` as text, and whether there was more.
 pub fn preview(bytes: &[u8], max: usize) -> String {
-    let cut = bytes.len().min(max);
-    let text = String::from_utf8_lossy(&bytes[..cut]);
-    let more = if bytes.len() > max {
-        format!("\n… {} more", human::size((bytes.len() - max) as u64))
-    } else {
-        String::new()
-    };
+    preview_of(&bytes[..bytes.len().min(max)], bytes.len() as u64)
+}
+
+/// `head`, the first bytes of `len`, as text, and how much more there is.
+pub fn preview_of(head: &[u8], len: u64) -> String {
+    let text = String::from_utf8_lossy(head);
+    let rest = len.saturating_sub(head.len() as u64);
+    let more = if rest > 0 { format!("\n… {} more", human::size(rest)) } else { String::new() };
     format!("<pre>{}{}</pre>", esc(&text), esc(&more))
 }
 

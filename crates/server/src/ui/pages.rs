@@ -1,6 +1,6 @@
 //! The dashboard's pages, one handler each, reading what the API reads.
 
-use super::html::{Table, badge, esc, facts, link, page, preview, query_value, when};
+use super::html::{Table, badge, esc, facts, link, page, preview, preview_of, query_value, when};
 use super::{PageError, PageResult, Session, plot};
 use crate::api::AppState;
 use crate::error::ApiError;
@@ -29,6 +29,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/events", get(events))
         .route("/ui/triggers", get(triggers))
         .route("/ui/schedules", get(schedules))
+        .route("/ui/triggers/{name}/{verb}", post(switch_trigger))
+        .route("/ui/schedules/{name}/{verb}", post(switch_schedule))
 }
 
 /// How many recent invocations a function's figures are computed over.
@@ -330,6 +332,9 @@ async fn invocations(State(st): State<AppState>, s: Session, Query(q): Query<Inv
     Ok(Html(page(&s, "/ui/invocations", "Invocations", &body)))
 }
 
+/// How much of an input or an output a page shows.
+const PREVIEW: usize = 16 << 10;
+
 async fn invocation(State(st): State<AppState>, s: Session, Path(id): Path<String>) -> PageResult {
     let id = parse_id(&id)?;
     let now = st.clock.now_ms();
@@ -339,7 +344,11 @@ async fn invocation(State(st): State<AppState>, s: Session, Path(id): Path<Strin
         .get_invocation(p, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invocation '{id}' not found")))?;
-    let (attempts, payloads) = tokio::try_join!(st.store.list_attempts(id), st.store.get_payloads(p, id))?;
+    let (attempts, payloads, input) = tokio::try_join!(
+        st.store.list_attempts(id),
+        st.store.get_payloads(p, id),
+        st.store.input_preview(p, id, PREVIEW as u32),
+    )?;
     let mut t = Table::new("attempts", &["Attempt", "State", "Worker", "Started", "Duration", "Error"]);
     for a in &attempts {
         t.row(
@@ -354,15 +363,19 @@ async fn invocation(State(st): State<AppState>, s: Session, Path(id): Path<Strin
             ],
         );
     }
+    let gone = r#"<p class="empty">Deleted after the project's retention.</p>"#;
+    let input = match input {
+        _ if payloads.as_ref().is_some_and(|pl| pl.purged_at.is_some()) => gone.into(),
+        Some((_, 0)) => r#"<p class="empty">Empty (a task over an object reads its range).</p>"#.into(),
+        Some((head, len)) => preview_of(&head, len),
+        None => String::new(),
+    };
     let (output, logs) = match &payloads {
-        Some(pl) if pl.purged_at.is_some() => {
-            let gone = r#"<p class="empty">Deleted after the project's retention.</p>"#.to_string();
-            (gone.clone(), gone)
-        }
+        Some(pl) if pl.purged_at.is_some() => (gone.into(), gone.into()),
         Some(pl) => (
             pl.output.as_deref().filter(|o| !o.is_empty()).map_or_else(
                 || format!(r#"<p class="empty">{}</p>"#, if i.state.is_terminal() { "None." } else { "None yet." }),
-                |o| preview(o, 16 << 10),
+                |o| preview(o, PREVIEW),
             ),
             pl.logs
                 .as_deref()
@@ -389,7 +402,7 @@ async fn invocation(State(st): State<AppState>, s: Session, Path(id): Path<Strin
         info.push(("Error", format!(r#"<span class="error">{}</span>"#, esc(&e.message))));
     }
     let body = format!(
-        "{}<h2>Output</h2>{output}<h2>Logs</h2>{logs}<h2>Attempts</h2>{}",
+        "{}<h2>Input</h2>{input}<h2>Output</h2>{output}<h2>Logs</h2>{logs}<h2>Attempts</h2>{}",
         facts(&info),
         t.finish("Not started yet.")
     );
@@ -591,6 +604,53 @@ fn json_cell(v: &serde_json::Value) -> String {
     }
 }
 
+/// A button that switches a trigger or a schedule, for those who may.
+fn switch(s: &Session, what: &str, name: &str, verb: &str) -> String {
+    if !s.caller.role.may(Need::Develop) {
+        return String::new();
+    }
+    format!(
+        r#"<form method="post" action="/ui/{what}/{}/{verb}" class="inline"><input type="hidden" name="csrf" value="{}"><button type="submit" data-verb="{verb}">{verb}</button></form>"#,
+        esc(name),
+        s.csrf
+    )
+}
+
+async fn switch_trigger(
+    State(st): State<AppState>,
+    s: Session,
+    Path((name, verb)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    s.check(&f.csrf)?;
+    s.may(Need::Develop)?;
+    let enabled = match verb.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Err(ApiError::NotFound(format!("no action '{verb}' for a trigger")).into()),
+    };
+    // The trigger as the API shows it; the page redirects to the list instead.
+    let _shown = crate::api::events::set_enabled(&st, &s.caller, &name, enabled).await?;
+    Ok(Redirect::to("/ui/triggers").into_response())
+}
+
+async fn switch_schedule(
+    State(st): State<AppState>,
+    s: Session,
+    Path((name, verb)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    s.check(&f.csrf)?;
+    s.may(Need::Develop)?;
+    let paused = match verb.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => return Err(ApiError::NotFound(format!("no action '{verb}' for a schedule")).into()),
+    };
+    let _shown = crate::api::events::set_paused(&st, &s.caller, &name, paused).await?;
+    Ok(Redirect::to("/ui/schedules").into_response())
+}
+
 /// What a trigger or a schedule does, in words, its function linked.
 fn action(a: &stratus_core::events::Action) -> String {
     use stratus_core::events::Action;
@@ -613,7 +673,7 @@ fn action(a: &stratus_core::events::Action) -> String {
 
 async fn triggers(State(st): State<AppState>, s: Session) -> PageResult {
     let state = st.store.triggers().await?;
-    let mut t = Table::new("triggers", &["Trigger", "On", "Condition", "Action", "Enabled", "Created"]);
+    let mut t = Table::new("triggers", &["Trigger", "On", "Condition", "Action", "Enabled", "", "Created"]);
     let now = st.clock.now_ms();
     for tr in state.triggers.iter().filter(|t| t.project == s.caller.project && t.spec.schedule.is_none()) {
         let v = crate::api::events::trigger_json(tr);
@@ -625,6 +685,7 @@ async fn triggers(State(st): State<AppState>, s: Session) -> PageResult {
                 json_cell(&v["condition"]),
                 action(&tr.spec.action),
                 if tr.enabled { badge("enabled") } else { badge("disabled") },
+                switch(&s, "triggers", &tr.name, if tr.enabled { "disable" } else { "enable" }),
                 when(tr.created_at, now),
             ],
         );
@@ -634,7 +695,7 @@ async fn triggers(State(st): State<AppState>, s: Session) -> PageResult {
 
 async fn schedules(State(st): State<AppState>, s: Session) -> PageResult {
     let state = st.store.triggers().await?;
-    let mut t = Table::new("schedules", &["Schedule", "Timing", "Action", "Next", "Last run", "State"]);
+    let mut t = Table::new("schedules", &["Schedule", "Timing", "Action", "Next", "Last run", "State", ""]);
     for tr in state.triggers.iter().filter(|t| t.project == s.caller.project && t.spec.schedule.is_some()) {
         let v = crate::api::events::schedule_json(&state, tr);
         let last = match v["last_invocation"].as_str() {
@@ -657,6 +718,7 @@ async fn schedules(State(st): State<AppState>, s: Session) -> PageResult {
                 json_cell(&v["next"]),
                 last,
                 if tr.enabled { badge("active") } else { badge("paused") },
+                switch(&s, "schedules", &tr.name, if tr.enabled { "pause" } else { "resume" }),
             ],
         );
     }

@@ -485,6 +485,20 @@ impl StateStore for PostgresStore {
         })
     }
 
+    async fn input_preview(&self, project: &str, id: Id, max: u32) -> Result<Option<(Vec<u8>, u64)>> {
+        let mut c = self.pool.get().await?;
+        let st = c
+            .stmt("SELECT substring(input FROM 1 FOR $3), octet_length(input) FROM invocations WHERE id = $1 AND project = $2")
+            .await?;
+        let row = c.client.query_opt(&st, &[&id.as_uuid(), &project, &(max as i32)]).await?;
+        Ok(match row {
+            Some(r) => {
+                Some((r.try_get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(), r.try_get::<_, i32>(1)?.max(0) as u64))
+            }
+            None => None,
+        })
+    }
+
     async fn max_attempts(&self, ids: &[Id]) -> Result<Vec<(Id, u32)>> {
         let uuids: Vec<_> = ids.iter().map(|id| id.as_uuid()).collect();
         let mut c = self.pool.get().await?;

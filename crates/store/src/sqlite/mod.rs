@@ -427,6 +427,20 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn input_preview(&self, project: &str, id: Id, max: u32) -> Result<Option<(Vec<u8>, u64)>> {
+        let project = project.to_string();
+        self.call(false, move |c| {
+            Ok(c.prepare_cached(
+                "SELECT substr(input, 1, ?3), length(input) FROM invocations WHERE id = ?1 AND project = ?2",
+            )?
+            .query_row(params![id_bytes(id), project, max], |r| {
+                Ok((r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(), r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .optional()?)
+        })
+        .await
+    }
+
     async fn max_attempts(&self, ids: &[Id]) -> Result<Vec<(Id, u32)>> {
         let ids = ids.to_vec();
         self.call(false, move |c| {
