@@ -168,6 +168,8 @@ fn a_pasted_token_logs_in_with_its_role_and_its_revocation_ends_the_session() {
     assert!(res.text().unwrap().contains("url=/ui/"), "only a dashboard page is a place to go next");
     let page = get(&format!("{u}/ui/"), Some(&session)).text().unwrap();
     assert!(page.contains("(reader)") && page.contains("viewer"), "the header names the token");
+    let scripted = browser().get(format!("{u}/ui/")).bearer_auth(&reader).send().unwrap().text().unwrap();
+    assert!(scripted.contains("viewer"), "a script may read pages with the token itself");
     let sessions = s.ok(&["token", "list", "--json"]);
     assert!(sessions.contains("ui-session-"), "a session is a token of its own, listed: {sessions}");
 

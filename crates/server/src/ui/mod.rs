@@ -164,8 +164,10 @@ impl FromRequestParts<AppState> for Session {
         let running = |id, attempt| st.scheduler.attempt_running(id, attempt);
         match st.trust.caller(&bearer(secret), Need::Read, st.clock.now_ms(), running) {
             Ok(caller) => {
-                let login =
-                    st.trust.token_by_secret(secret).map_or_else(|| caller.token.clone(), |t| t.created_by.clone());
+                let login = match st.trust.token_by_secret(secret) {
+                    Some(t) if t.name.starts_with(SESSION_PREFIX) => t.created_by.clone(),
+                    _ => caller.token.clone(),
+                };
                 Ok(Session { caller, login, csrf: csrf_of(secret) })
             }
             Err(_) => Err(ToLogin(here)),
