@@ -97,7 +97,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Refuses a form whose CSRF token is not this session's.
+    /// Refuses a form whose CSRF token is not the one derived from this login's secret.
     fn check(&self, csrf: &str) -> Result<(), PageError> {
         match csrf == self.csrf {
             true => Ok(()),
