@@ -59,6 +59,10 @@ pub struct Executor {
     checked_bundles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// How long a worker keeps trying to fetch an artifact through errors
+/// other than its absence: longer than a standby takes to become leader.
+pub const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn failed(f: Failure) -> RunOutcome {
     RunOutcome { result: Err(f), logs: Vec::new() }
 }
@@ -99,11 +103,8 @@ impl Executor {
         }
     }
 
-    async fn fetch(&self, digest: &str) -> Result<Bytes, Failure> {
-        self.objects
-            .get(&Key::artifact(digest))
-            .await
-            .map_err(|e| internal(format!("cannot fetch artifact {digest}: {e}")))
+    async fn fetch(&self, digest: &str, cancel: &CancellationToken) -> Result<Bytes, Failure> {
+        fetch_artifact(self.objects.as_ref(), digest, cancel, FETCH_PATIENCE).await
     }
 
     /// Runs one attempt and says how it ended.
@@ -205,7 +206,7 @@ impl Executor {
                 let module = match self.wasm.cached(digest) {
                     Some(m) => m,
                     None => {
-                        let bytes = match self.fetch(digest).await {
+                        let bytes = match self.fetch(digest, cancel).await {
                             Ok(b) => b,
                             Err(e) => return failed(e),
                         };
@@ -248,7 +249,7 @@ impl Executor {
                     }
                 }
                 if !dir.is_dir() {
-                    let bytes = match self.fetch(digest).await {
+                    let bytes = match self.fetch(digest, cancel).await {
                         Ok(b) => b,
                         Err(e) => return failed(e),
                     };
@@ -288,6 +289,41 @@ impl Executor {
     }
 }
 
+/// The artifact `digest`. A missing artifact fails the attempt; any other
+/// error — a server failing over, a store briefly unreachable — is tried
+/// again for up to `patience`, so that it does not spend the invocation's
+/// retries, and then counts as a lost attempt.
+async fn fetch_artifact(
+    objects: &dyn ObjectStore,
+    digest: &str,
+    cancel: &CancellationToken,
+    patience: std::time::Duration,
+) -> Result<Bytes, Failure> {
+    let key = Key::artifact(digest);
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        let e = match objects.get(&key).await {
+            Ok(b) => return Ok(b),
+            Err(e @ stratus_blob::Error::NotFound(_)) => {
+                return Err(internal(format!("cannot fetch artifact {digest}: {e}")));
+            }
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + pause > give_up {
+            return Err(Failure::new(FailureKind::Lost, format!("cannot fetch artifact {digest}: {e}")));
+        }
+        tracing::warn!(artifact = %digest, error = %e, "cannot fetch an artifact; trying again");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => {
+                return Err(Failure::new(FailureKind::Cancelled, "cancelled while fetching its artifact"));
+            }
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
 /// The environment every attempt gets, before its invocation id.
 fn base_env(task: &Task) -> Vec<(String, String)> {
     let f = &task.function;
@@ -324,4 +360,76 @@ pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slo
         });
     }
     while set.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A real file store whose first `fail` reads fail as a server
+    /// failing over does.
+    struct Flaky {
+        inner: Arc<dyn ObjectStore>,
+        fail: AtomicU32,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        async fn put(&self, key: &Key, data: Bytes) -> stratus_blob::Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn put_stream(&self, key: &Key, data: stratus_blob::ByteStream) -> stratus_blob::Result<u64> {
+            self.inner.put_stream(key, data).await
+        }
+        async fn get(&self, key: &Key) -> stratus_blob::Result<Bytes> {
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Err(stratus_blob::Error::Backend("503: this server is a standby".into()));
+            }
+            self.inner.get(key).await
+        }
+        async fn get_stream(
+            &self,
+            key: &Key,
+            range: Option<std::ops::Range<u64>>,
+        ) -> stratus_blob::Result<(stratus_blob::ObjectMeta, stratus_blob::ByteStream)> {
+            self.inner.get_stream(key, range).await
+        }
+        async fn head(&self, key: &Key) -> stratus_blob::Result<Option<stratus_blob::ObjectMeta>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: Option<&Key>) -> stratus_blob::Result<Vec<stratus_blob::ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> stratus_blob::Result<bool> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_artifact_is_fetched_through_a_failover_but_a_missing_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = stratus_blob::open(&format!("file://{}", dir.path().display())).unwrap();
+        let digest = "ab".repeat(32);
+        inner.put(&Key::artifact(&digest), Bytes::from_static(b"module")).await.unwrap();
+        let store = Flaky { inner, fail: AtomicU32::new(3) };
+        let cancel = CancellationToken::new();
+        let patience = std::time::Duration::from_secs(30);
+        let got = fetch_artifact(&store, &digest, &cancel, patience).await.unwrap();
+        assert_eq!(&got[..], b"module");
+        assert_eq!(store.fail.load(Ordering::SeqCst), 0, "it tried through three errors");
+
+        let missing = fetch_artifact(&store, &"cd".repeat(32), &cancel, patience).await.unwrap_err();
+        assert_eq!(missing.kind, FailureKind::Internal, "{missing:?}");
+
+        // Errors that outlast its patience make a lost attempt, which is
+        // retried beyond the invocation's budget.
+        store.fail.store(u32::MAX, Ordering::SeqCst);
+        let lost = fetch_artifact(&store, &digest, &cancel, std::time::Duration::ZERO).await.unwrap_err();
+        assert_eq!(lost.kind, FailureKind::Lost, "{lost:?}");
+        cancel.cancel();
+        let stopped = fetch_artifact(&store, &digest, &cancel, patience).await.unwrap_err();
+        assert_eq!(stopped.kind, FailureKind::Cancelled, "{stopped:?}");
+    }
 }
