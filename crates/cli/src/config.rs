@@ -28,6 +28,11 @@ pub struct FileConfig {
     /// Web origins whose pages may call the API.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The key secrets are sealed with.
+    pub secret_key_file: Option<PathBuf>,
+    /// Keys secrets may still be sealed with.
+    #[serde(default)]
+    pub previous_secret_key_files: Vec<PathBuf>,
     #[serde(default)]
     pub worker: WorkerConfig,
 }

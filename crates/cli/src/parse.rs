@@ -32,6 +32,11 @@ pub fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `NAME[=ENV]`: a function's use of a secret.
+pub fn secret_ref(s: &str) -> Result<stratus_core::settings::SecretRef, String> {
+    stratus_core::settings::SecretRef::parse(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,6 +95,8 @@ fn a_login_link_works_once_and_its_session_reads_but_does_not_write() {
     assert_eq!(binned, 12);
 
     // Every page answers for the session's project.
+    s.ok(&["var", "set", "API_URL", "http://x"]);
+    s.cli_stdin(&["secret", "set", "db", "-"], b"hidden-value");
     let invocation = s.get_json("/v1/invocations?limit=1")["invocations"][0]["id"].as_str().unwrap().to_string();
     for (path, needle) in [
         ("/ui/".to_string(), r#"id="count-functions">1<"#.to_string()),
@@ -107,12 +109,16 @@ fn a_login_link_works_once_and_its_session_reads_but_does_not_write() {
         ("/ui/events".into(), "stratus.job.succeeded".into()),
         ("/ui/triggers".into(), "No triggers".into()),
         ("/ui/schedules".into(), "No schedules".into()),
+        ("/ui/settings".into(), r#"data-secret="db""#.into()),
+        ("/ui/settings".into(), "http://x".into()),
     ] {
         let res = get(&format!("{u}{path}"), Some(&session));
         assert_eq!(res.status(), 200, "{path}");
         let body = res.text().unwrap();
         assert!(body.contains(&needle), "{path} lacks {needle}");
     }
+    let settings = get(&format!("{u}/ui/settings"), Some(&session)).text().unwrap();
+    assert!(!settings.contains("hidden-value"), "a secret's value is never on a page");
     let shown = get(&format!("{u}/ui/invocations/{invocation}"), Some(&session)).text().unwrap();
     assert!(shown.contains("<h2>Input</h2><pre>&quot;t-"), "the input's preview, escaped");
     let bad = get(&format!("{u}/ui/invocations?state=sleeping"), Some(&session));

@@ -17,12 +17,16 @@ pub use stratus_core::api::{
     Accepted, DeployRequest, FunctionInfo, InvocationInfo, JobInfo, NodeInfo, ObjectInfo, Registration, ResultsPage,
     SandboxInfo, WorkerInfo,
 };
+pub use stratus_core::api::{
+    AttemptSettingsInfo, ProjectInfo, SecretInfo, SettingValue, TokenCreated, TokenInfo, TokenRequest, VariableRequest,
+};
 use stratus_core::api::{AuditList, ProjectList, ProjectRequest, TokenList};
 use stratus_core::api::{
     CompleteRequest, ErrorBody, FunctionError, FunctionList, Heartbeat, InvocationList, JobCancelled, JobList,
     JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
 };
-pub use stratus_core::api::{ProjectInfo, TokenCreated, TokenInfo, TokenRequest};
+use stratus_core::api::{SecretList, SecretRequest, VariableList};
+pub use stratus_core::settings::Variable;
 pub use stratus_core::trust::{AuditEntry, Quotas, Role};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
 
@@ -192,6 +196,44 @@ impl Client {
 
     pub async fn revoke_token(&self, name: &str) -> Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/tokens/{name}")))).await.map(|_| ())
+    }
+
+    pub async fn set_variable(&self, name: &str, req: &VariableRequest) -> Result<Variable> {
+        self.json(self.http.put(self.url(&format!("/v1/variables/{name}"))).json(req)).await
+    }
+
+    pub async fn get_variable(&self, name: &str) -> Result<Variable> {
+        self.json(self.http.get(self.url(&format!("/v1/variables/{name}")))).await
+    }
+
+    pub async fn list_variables(&self) -> Result<Vec<Variable>> {
+        let l: VariableList = self.json(self.http.get(self.url("/v1/variables"))).await?;
+        Ok(l.variables)
+    }
+
+    pub async fn delete_variable(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/variables/{name}")))).await.map(|_| ())
+    }
+
+    pub async fn set_secret(&self, name: &str, value: String) -> Result<SecretInfo> {
+        let req = SecretRequest { value };
+        self.json(self.http.put(self.url(&format!("/v1/secrets/{name}"))).json(&req)).await
+    }
+
+    pub async fn list_secrets(&self) -> Result<Vec<SecretInfo>> {
+        let l: SecretList = self.json(self.http.get(self.url("/v1/secrets"))).await?;
+        Ok(l.secrets)
+    }
+
+    pub async fn delete_secret(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/secrets/{name}")))).await.map(|_| ())
+    }
+
+    /// The variables and secrets attempt `attempt` of `invocation`, running
+    /// on `worker`, reads.
+    pub async fn attempt_settings(&self, worker: &str, invocation: Id, attempt: u32) -> Result<AttemptSettingsInfo> {
+        self.json(self.http.get(self.url(&format!("/v1/workers/{worker}/attempts/{invocation}/{attempt}/settings"))))
+            .await
     }
 
     /// Audit entries from `since` (ms since the epoch) on, oldest first.

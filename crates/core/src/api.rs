@@ -3,6 +3,7 @@
 //! reads them). Serde only; field names, and which optional fields are left
 //! out or sent as `null`, are the API's contract, so each says which.
 
+use crate::clock::Millis;
 use crate::wire::{TaskResultView, WireBroker, WireCompletion, WireTask};
 use crate::{Attempt, Function, Id, Invocation, InvocationState, Job, Runtime};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -60,6 +61,14 @@ pub struct DeployRequest {
     /// Outbound network for a process function.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub network: bool,
+    /// The project's variables it reads, each in the environment variable
+    /// of its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
+    /// The project's secrets it reads, each in the environment variable
+    /// named with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::settings::SecretRef>,
 }
 
 /// A deployed function, as the API describes it. `cpus` is `null` when the
@@ -85,6 +94,11 @@ pub struct FunctionInfo {
     pub network: bool,
     pub retries: u32,
     pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
+    /// Names and environment variables, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::settings::SecretRef>,
 }
 
 impl From<&Function> for FunctionInfo {
@@ -104,6 +118,8 @@ impl From<&Function> for FunctionInfo {
             network: f.spec.network,
             retries: f.spec.retries,
             created_at: f.created_at,
+            vars: f.spec.vars.clone(),
+            secrets: f.spec.secrets.clone(),
         }
     }
 }
@@ -296,6 +312,73 @@ pub struct Heartbeat {
     pub cancel: Vec<Id>,
 }
 
+/// One value of an attempt's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettingValue {
+    /// The environment variable.
+    pub name: String,
+    pub value: String,
+    /// A secret's value, to mask in the attempt's logs.
+    pub secret: bool,
+}
+
+/// The answer of `GET /v1/workers/{id}/attempts/{invocation}/{attempt}/settings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptSettingsInfo {
+    pub env: Vec<SettingValue>,
+}
+
+/// The body of `PUT /v1/variables/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VariableRequest {
+    pub value: String,
+    /// The value is JSON, checked as such [default: false].
+    #[serde(default)]
+    pub json: bool,
+}
+
+/// `GET /v1/variables`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VariableList {
+    pub variables: Vec<crate::settings::Variable>,
+}
+
+/// The body of `PUT /v1/secrets/{name}`: the value, sent once and never
+/// shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    pub value: String,
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretInfo {
+    pub name: String,
+    pub version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// The token that set it last.
+    pub updated_by: String,
+    /// Which server key seals it (an id, not the key).
+    pub key_id: String,
+}
+
+/// `GET /v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
 /// The body of `POST /v1/workers/{id}/lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -380,6 +463,8 @@ mod tests {
             cpus: None,
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let text = serde_json::to_string(&deploy).unwrap();
         assert_eq!(text, r#"{"runtime":{"kind":"wasm"},"artifact":"a","env":{},"retries":0}"#);

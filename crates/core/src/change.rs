@@ -170,6 +170,8 @@ pub enum FunctionChange {
 }
 
 /// What a [`FunctionChange`] did.
+// One per deploy or delete, read once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum FunctionOutcome {
     /// The version stored.

@@ -316,6 +316,14 @@ pub mod builtin {
         event(project, OBJECTS, crate::new_id().to_string(), ty.into(), object, at, data)
     }
 
+    /// `stratus.variable.{set,deleted}` or `stratus.secret.{set,deleted}`,
+    /// subject the name; the data says the version, never the value.
+    pub fn setting(project: &str, kind: &str, name: &str, version: Option<u64>, at: Millis) -> Event {
+        let ty = format!("stratus.{kind}.{}", if version.is_some() { "set" } else { "deleted" });
+        let data = json!({kind: name, "version": version});
+        event(project, &format!("/stratus/{kind}s"), crate::new_id().to_string(), ty, name, at, data)
+    }
+
     /// `stratus.trigger.failed`: an action that could not run (the dead letter).
     pub fn trigger_failed(project: &str, trigger: &str, cause: &Event, why: &str, at: Millis) -> Event {
         let data = json!({"trigger": trigger, "reason": why,

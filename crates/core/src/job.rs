@@ -120,6 +120,8 @@ mod tests {
             limits: Default::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let f = crate::Function { project: "p".into(), name: "r".into(), version: 1, spec, created_at: 0 };
         let mut reducer = crate::Invocation::queued(&f, 0, Some(j.id), None);

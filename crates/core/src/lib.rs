@@ -20,6 +20,7 @@ pub mod names;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod schedule;
+pub mod settings;
 pub mod trust;
 pub mod url;
 pub mod wire;

@@ -91,6 +91,8 @@ pub const MAX_CMD_BYTES: usize = 8 << 10;
 /// deploys can also start.
 pub const MAX_ENV_VARS: usize = 1000;
 pub const MAX_ENV_BYTES: usize = 256 << 10;
+/// Most variables and secrets one function may read.
+pub const MAX_SETTINGS: usize = 100;
 
 /// What a user deploys, validated. The code itself is stored in the object
 /// store under its content hash (`artifact`).
@@ -109,6 +111,14 @@ pub struct FunctionSpec {
     /// Stratus API).
     #[serde(default)]
     pub network: bool,
+    /// The project's variables it reads, each in the environment variable
+    /// of its name, at their values when each attempt starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
+    /// The project's secrets it reads, at their values when each attempt
+    /// starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::settings::SecretRef>,
 }
 
 impl FunctionSpec {
@@ -150,6 +160,22 @@ impl FunctionSpec {
         if self.retries > MAX_RETRIES {
             return Err(Error::invalid("retries", format!("at most {MAX_RETRIES}")));
         }
+        if self.vars.len() + self.secrets.len() > MAX_SETTINGS {
+            return Err(Error::invalid("vars", format!("more than {MAX_SETTINGS} variables and secrets")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.vars {
+            crate::settings::validate_env_name("var", v)?;
+            if !seen.insert(v.as_str()) {
+                return Err(Error::invalid("var", format!("'{v}' is named twice")));
+            }
+        }
+        for r in &self.secrets {
+            r.validate()?;
+            if !seen.insert(r.env.as_str()) {
+                return Err(Error::invalid("secret", format!("environment variable '{}' is named twice", r.env)));
+            }
+        }
         for (k, v) in &self.env {
             let valid = !k.is_empty()
                 && !k.as_bytes()[0].is_ascii_digit()
@@ -165,6 +191,11 @@ impl FunctionSpec {
             }
         }
         Ok(())
+    }
+
+    /// Whether its attempts read the project's variables or secrets.
+    pub fn uses_settings(&self) -> bool {
+        !self.vars.is_empty() || !self.secrets.is_empty()
     }
 }
 
@@ -491,6 +522,8 @@ mod tests {
             limits: Limits::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         }
     }
 

@@ -103,6 +103,8 @@ mod tests {
             limits: Limits::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let partition = Partition { object: "b/k".into(), start: 0, end: 1, size: 1, lines: true };

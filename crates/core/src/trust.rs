@@ -7,6 +7,7 @@
 //! is [`Role::may`], against the [`Need`] of a request.
 
 use crate::clock::Millis;
+use crate::settings::{Sealed, StoredSecret, Variable};
 use crate::{Error, Id};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -189,14 +190,18 @@ pub struct AuditEntry {
     /// The project changed, or the project the change happened in.
     pub project: String,
     /// `project.create`, `project.delete`, `project.quotas`,
-    /// `token.create`, `token.revoke`, `function.deploy` or `function.delete`.
+    /// `token.create`, `token.revoke`, `function.deploy`, `function.delete`,
+    /// `variable.set`, `variable.delete`, `secret.set`, `secret.delete` or
+    /// `secret.reseal`.
     pub action: String,
     /// What was changed: a project, token or function name.
     pub target: String,
 }
 
-/// A change to projects or tokens, applied by the state store inside a
-/// commit, each guarded so that it applies at most once.
+/// A change to projects, tokens, or a project's variables and secrets,
+/// applied by the state store inside a commit, each guarded so that it
+/// applies at most once. Deleting a project deletes its variables and
+/// secrets with it.
 #[derive(Debug, Clone)]
 pub enum TrustChange {
     /// Applies when no project of that name ever existed: a deleted
@@ -213,6 +218,20 @@ pub enum TrustChange {
     RevokeToken { name: String, at: Millis },
     /// Applies while the project is live.
     SetQuotas { name: String, quotas: Quotas },
+    /// Sets a variable while its project is live: version 1, or the stored
+    /// one + 1 (the variable's own `version` is not read).
+    PutVariable { project: String, variable: Variable },
+    /// Applies when the variable exists.
+    DeleteVariable { project: String, name: String },
+    /// Sets a secret, sealed for its `version`, while its project is live:
+    /// applies only if the stored version is `version - 1` (or none is
+    /// stored, for version 1), since the seal is bound to the version.
+    PutSecret { project: String, secret: StoredSecret },
+    /// Applies when the secret exists.
+    DeleteSecret { project: String, name: String },
+    /// The same value sealed again under another key: applies only while
+    /// the secret is at `version`, which stays.
+    Reseal { project: String, name: String, version: u64, sealed: Sealed },
 }
 
 /// The prefix of an attempt's token.
@@ -294,10 +313,11 @@ pub fn new_secret() -> String {
 
 /// The SHA-256 of a secret, in hex: all the store keeps of a token.
 pub fn hash_token(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+    hex_of(&Sha256::digest(secret.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex.
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -371,11 +391,11 @@ mod tests {
         assert_eq!(key.check("stratus_a.x", 0), None);
         // RFC 4231, test cases 1 and 2.
         assert_eq!(
-            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            hex_of(&hmac_sha256(&[0x0b; 20], b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
         assert_eq!(
-            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            hex_of(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }

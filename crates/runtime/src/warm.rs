@@ -260,8 +260,12 @@ fn truncate(s: &str) -> String {
 
 /// One invocation for [`WarmPool::run`].
 pub struct WarmRequest<'a> {
-    /// Which function version the process serves.
+    /// Which function version, with which environment, the process serves.
     pub key: &'a str,
+    /// The prefix of the keys of the same function: when a process for a
+    /// new key starts, idle ones of the family under other keys (an older
+    /// version, older values of its variables) are stopped.
+    pub family: &'a str,
     pub dir: &'a Path,
     pub cmd: &'a str,
     pub env: &'a [(String, String)],
@@ -286,19 +290,22 @@ impl WarmPool {
     }
 
     pub async fn run(&self, r: WarmRequest<'_>) -> RunOutcome {
-        let WarmRequest { key, dir, cmd, env, id, input, limits, caps, cancel, place } = r;
+        let WarmRequest { key, family, dir, cmd, env, id, input, limits, caps, cancel, place } = r;
         let taken = self.idle.lock().unwrap().get_mut(key).and_then(Vec::pop);
         let mut proc = match taken {
             Some(p) => p,
-            None => match WarmProcess::spawn(dir, cmd, env, limits, caps, place) {
-                Ok(p) => p,
-                Err(e) => {
-                    return RunOutcome {
-                        result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))),
-                        logs: Vec::new(),
-                    };
+            None => {
+                self.retire_family(family, key);
+                match WarmProcess::spawn(dir, cmd, env, limits, caps, place) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return RunOutcome {
+                            result: Err(Failure::new(FailureKind::Internal, format!("cannot start '{cmd}': {e}"))),
+                            logs: Vec::new(),
+                        };
+                    }
                 }
-            },
+            }
         };
         let (outcome, alive) = proc.invoke(id, input, limits, caps, cancel).await;
         if alive {
@@ -311,6 +318,18 @@ impl WarmPool {
         }
         drop(proc);
         outcome
+    }
+
+    /// Stops the idle processes of `family` kept under another key than
+    /// `key` (outside the lock: dropping one kills and reaps it).
+    fn retire_family(&self, family: &str, key: &str) {
+        let retired: Vec<Vec<WarmProcess>> = {
+            let mut idle = self.idle.lock().unwrap();
+            let old: Vec<String> =
+                idle.keys().filter(|k| k.starts_with(family) && k.as_str() != key).cloned().collect();
+            old.iter().filter_map(|k| idle.remove(k)).collect()
+        };
+        drop(retired);
     }
 
     /// Stops the idle processes of every key not in `keep`.
@@ -405,7 +424,8 @@ while True:
         let cancel = CancellationToken::new();
         let run = |input: &'static [u8]| {
             pool.run(WarmRequest {
-                key: "k",
+                key: "f/1",
+                family: "f/",
                 dir: d.path(),
                 cmd: "python3 srv.py",
                 env: &[],
@@ -428,5 +448,24 @@ while True:
         let hung = run(b"hang").await;
         assert_eq!(hung.result.unwrap_err().kind, FailureKind::Timeout);
         assert_eq!(run(b"d").await.result, Ok(b"1:d".to_vec()));
+        assert_eq!(pool.idle.lock().unwrap()["f/1"].len(), 1);
+
+        // A process for another key of the family retires the idle ones.
+        let next = pool.run(WarmRequest {
+            key: "f/2",
+            family: "f/",
+            dir: d.path(),
+            cmd: "python3 srv.py",
+            env: &[],
+            id: "id",
+            input: b"e",
+            limits,
+            caps,
+            cancel: &cancel,
+            place: None,
+        });
+        assert_eq!(next.await.result, Ok(b"1:e".to_vec()));
+        let idle = pool.idle.lock().unwrap();
+        assert!(!idle.contains_key("f/1") && idle["f/2"].len() == 1, "{:?}", idle.keys().collect::<Vec<_>>());
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod scheduler;
+pub mod settings;
 pub mod ui;
 
 pub use node::{Node, NodeConfig, NodeError};

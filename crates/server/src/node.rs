@@ -62,6 +62,13 @@ pub struct NodeConfig {
     /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the
     /// API, besides the node's own; their hosts are allowed in `Host`.
     pub allowed_origins: Vec<String>,
+    /// The key secrets are sealed with (64 hex digits), which every server
+    /// of a cluster shares; default: `<data_dir>/secret.key`, drawn on
+    /// first start.
+    pub secret_key_file: Option<PathBuf>,
+    /// Keys secrets may still be sealed with: the leading server seals
+    /// them again under the current key.
+    pub previous_secret_key_files: Vec<PathBuf>,
 }
 
 /// The sandbox of process functions, as the node is told to make it.
@@ -137,6 +144,8 @@ impl NodeConfig {
             sandbox: SandboxOptions::default(),
             auth: true,
             allowed_origins: Vec::new(),
+            secret_key_file: None,
+            previous_secret_key_files: Vec::new(),
         }
     }
 }
@@ -169,6 +178,8 @@ pub enum NodeError {
     Origin(String, String),
     #[error("sandbox: {0}")]
     Sandbox(String),
+    #[error("secret key file {0}: {1}")]
+    SecretKey(PathBuf, String),
     /// This server led and lost its lease: it stopped at once.
     #[error("{0}; a standby server takes over")]
     LeaseLost(#[from] crate::front::LeaseLost),
@@ -235,6 +246,7 @@ struct Parts {
     clock: Arc<dyn Clock>,
     /// The local slots' sandbox (none without local slots).
     sandbox: Option<Arc<Sandbox>>,
+    secret_keys: Arc<stratus_core::settings::SecretKeys>,
 }
 
 /// Where functions' API traffic goes: this node's own listener, by
@@ -352,6 +364,11 @@ impl Node {
         {
             return Err(NodeError::InProcessBroker(redact(url)));
         }
+        let secret_keys = Arc::new(crate::settings::load_keys(
+            &config.data_dir,
+            config.secret_key_file.as_deref(),
+            &config.previous_secret_key_files,
+        )?);
         let store = stratus_store::open(&state_url).await?;
         let objects = stratus_blob::open(&objects_url)?;
         let cache = config.data_dir.join("cache");
@@ -360,7 +377,7 @@ impl Node {
             0 => None,
             _ => Some(config.sandbox.build(&cache, config.data_dir.join("sandbox-root"))?),
         };
-        let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox };
+        let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox, secret_keys };
 
         if let Some(sandbox) = &parts.sandbox {
             sandbox.set_outside_url(format!("http://{}", local_target(addr)));
@@ -540,6 +557,19 @@ impl Node {
         if api::trust::first_admin_token(&*parts.store, &trust, &config.data_dir, parts.clock.now_ms()).await? {
             tracing::info!(file = %config.data_dir.join("admin.token").display(), "created the first admin token");
         }
+        if !config.previous_secret_key_files.is_empty() {
+            let (store, keys, clock) = (parts.store.clone(), parts.secret_keys.clone(), parts.clock.clone());
+            background.tasks.spawn(async move {
+                match crate::settings::reseal(&*store, &keys, &*clock).await {
+                    Ok(n) => tracing::info!(
+                        secrets = n,
+                        key = keys.current.id(),
+                        "sealed secrets again under the current key"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot seal secrets again; the next leader tries again"),
+                }
+            });
+        }
         let retention = api::trust::keep_retention(parts.store.clone(), trust.clone(), parts.clock.clone());
         background.tasks.spawn(background.stop.clone().run_until_cancelled_owned(retention));
         let events = crate::events::EventProcessor::start(
@@ -567,6 +597,7 @@ impl Node {
             shared_objects: (!parts.objects_url.starts_with("file://")).then(|| parts.objects_url.clone()),
             broker,
             sandbox: parts.sandbox.as_ref().map(|s| (s.layers(), s.reasons().to_vec())),
+            secret_keys: parts.secret_keys.clone(),
         };
         front.lead(api::router(state));
         let slots = if config.slots > 0 {
@@ -582,6 +613,10 @@ impl Node {
                 config.caps,
                 parts.clock.clone(),
                 parts.sandbox.clone().unwrap_or_else(|| Arc::new(Sandbox::off())),
+                Arc::new(crate::settings::StoreSettings {
+                    store: parts.store.clone(),
+                    keys: parts.secret_keys.clone(),
+                }),
             ));
             scheduler.run_here_on(executor.clone(), config.slots);
             let source: Arc<dyn TaskSource> = scheduler.clone();

@@ -210,6 +210,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Audit entries at or after `since`, oldest first, at most `limit`; of
     /// one project, or of all.
     async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// A project's variables, by name.
+    async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>>;
+    /// Secrets, sealed, with their projects: of one project, or of all.
+    async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     /// The first `max` bytes of an invocation's input and its whole length
     /// (a preview: inputs can be large), or none when it does not exist.

@@ -3,6 +3,7 @@
 //! PostgreSQL's `$N`). Every value in a `SELECT` list is cast, so that
 //! PostgreSQL knows its type without a column to infer it from.
 
+use stratus_core::settings::{Sealed, StoredSecret, Variable};
 use stratus_core::trust::{Role, Token, TrustChange};
 
 pub(crate) const CREATE_PROJECT: &str =
@@ -29,6 +30,40 @@ pub(crate) const INSERT_AUDIT: &str =
     "INSERT INTO audit (id, at, actor, project, action, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 pub(crate) const SET_QUOTAS: &str = "UPDATE projects SET quotas = ?2 WHERE name = ?1 AND deleted_at IS NULL";
+
+/// Run only after [`DELETE_PROJECT`] applied, as is [`DELETE_PROJECT_SECRETS`].
+pub(crate) const DELETE_PROJECT_VARIABLES: &str = "DELETE FROM variables WHERE project = ?1";
+pub(crate) const DELETE_PROJECT_SECRETS: &str = "DELETE FROM secrets WHERE project = ?1";
+
+pub(crate) const PUT_VARIABLE: &str = "INSERT INTO variables (project, name, value, json, version, updated_at, updated_by) \
+     SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BOOLEAN), 1, CAST(?5 AS BIGINT), \
+            CAST(?6 AS TEXT) \
+     WHERE EXISTS (SELECT 1 FROM projects WHERE name = ?1 AND deleted_at IS NULL) \
+     ON CONFLICT (project, name) DO UPDATE SET value = excluded.value, json = excluded.json, \
+        version = variables.version + 1, updated_at = excluded.updated_at, updated_by = excluded.updated_by";
+
+pub(crate) const DELETE_VARIABLE: &str = "DELETE FROM variables WHERE project = ?1 AND name = ?2";
+
+pub(crate) const PUT_SECRET: &str = "INSERT INTO secrets \
+        (project, name, version, key_id, sealed, created_at, updated_at, updated_by) \
+     SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?4 AS TEXT), CAST(?5 AS TEXT), \
+            CAST(?6 AS BIGINT), CAST(?7 AS BIGINT), CAST(?8 AS TEXT) \
+     WHERE EXISTS (SELECT 1 FROM projects WHERE name = ?1 AND deleted_at IS NULL) \
+     ON CONFLICT (project, name) DO UPDATE SET version = excluded.version, key_id = excluded.key_id, \
+        sealed = excluded.sealed, updated_at = excluded.updated_at, updated_by = excluded.updated_by \
+     WHERE secrets.version = excluded.version - 1";
+
+pub(crate) const DELETE_SECRET: &str = "DELETE FROM secrets WHERE project = ?1 AND name = ?2";
+
+pub(crate) const RESEAL_SECRET: &str =
+    "UPDATE secrets SET key_id = ?4, sealed = ?5 WHERE project = ?1 AND name = ?2 AND version = ?3";
+
+pub(crate) const VARIABLES: &str = "SELECT name, value, json, version, updated_at, updated_by FROM variables \
+     WHERE project = ?1 ORDER BY name";
+
+/// `?1` is the project, or NULL for every project.
+pub(crate) const SECRETS: &str = "SELECT project, name, version, key_id, sealed, created_at, updated_at, updated_by \
+     FROM secrets WHERE (CAST(?1 AS TEXT) IS NULL OR project = ?1) ORDER BY project, name";
 
 pub(crate) const LIVE_PROJECTS: &str =
     "SELECT name, created_at, quotas FROM projects WHERE deleted_at IS NULL ORDER BY name";
@@ -73,6 +108,11 @@ pub(crate) enum Steps<'a> {
     Token { token: &'a Token, first: bool },
     Revoke { name: &'a str, at: i64 },
     Quotas { name: &'a str, quotas: String },
+    PutVariable { project: &'a str, v: &'a Variable },
+    DeleteVariable { project: &'a str, name: &'a str },
+    PutSecret { project: &'a str, s: &'a StoredSecret, version: i64, sealed: String },
+    DeleteSecret { project: &'a str, name: &'a str },
+    Reseal { project: &'a str, name: &'a str, version: i64, key_id: &'a str, sealed: String },
 }
 
 impl<'a> Steps<'a> {
@@ -85,8 +125,52 @@ impl<'a> Steps<'a> {
             TrustChange::SetQuotas { name, quotas } => {
                 Steps::Quotas { name, quotas: serde_json::to_string(quotas).expect("quotas serialise") }
             }
+            TrustChange::PutVariable { project, variable } => Steps::PutVariable { project, v: variable },
+            TrustChange::DeleteVariable { project, name } => Steps::DeleteVariable { project, name },
+            TrustChange::PutSecret { project, secret } => Steps::PutSecret {
+                project,
+                s: secret,
+                version: secret.version as i64,
+                sealed: sealed_text(&secret.sealed),
+            },
+            TrustChange::DeleteSecret { project, name } => Steps::DeleteSecret { project, name },
+            TrustChange::Reseal { project, name, version, sealed } => Steps::Reseal {
+                project,
+                name,
+                version: *version as i64,
+                key_id: &sealed.key_id,
+                sealed: sealed_text(sealed),
+            },
         }
     }
+}
+
+/// A sealed value as stored: base64.
+fn sealed_text(s: &Sealed) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(&s.bytes)
+}
+
+/// A secret as stored, read back from `(project, name, version, key_id,
+/// sealed, created_at, updated_at, updated_by)`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn secret_from(
+    row: (String, String, i64, String, String, i64, i64, String),
+) -> Result<(String, StoredSecret), String> {
+    use base64::Engine;
+    let (project, name, version, key_id, sealed, created_at, updated_at, updated_by) = row;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| format!("secret {project}/{name}: {e}"))?;
+    let secret = StoredSecret {
+        name,
+        version: version as u64,
+        created_at,
+        updated_at,
+        updated_by,
+        sealed: Sealed { key_id, bytes },
+    };
+    Ok((project, secret))
 }
 
 /// Quotas as stored, read back.

@@ -518,6 +518,74 @@ async fn a_server_leads_renews_and_resigns(s: Arc<dyn StateStore>) {
     assert_eq!(s.lead(&b, lease, false).await.unwrap(), None, "a resigning again does not unseat b");
 }
 
+/// Variables and secrets: versions count up, a secret's put is guarded by
+/// the version it was sealed for, a reseal keeps the version, and deleting
+/// the project deletes both. The stored secret is only what was sealed.
+async fn variables_and_secrets_are_versioned(s: Arc<dyn StateStore>) {
+    use stratus_core::settings::{SecretKey, StoredSecret, Variable};
+    use stratus_core::trust::{Project, TrustChange};
+    let apply = |changes: Vec<TrustChange>| {
+        let s = s.clone();
+        async move { s.commit(ChangeSet { trust: changes, ..Default::default() }).await.unwrap().trust }
+    };
+    let p = TrustChange::CreateProject(Project { name: "p".into(), created_at: 1, quotas: Default::default() });
+    apply(vec![p]).await;
+    let var = |value: &str, at: i64| Variable {
+        name: "API_URL".into(),
+        value: value.into(),
+        json: false,
+        version: 0,
+        updated_at: at,
+        updated_by: "dev".into(),
+    };
+    let put = |project: &str, v: Variable| TrustChange::PutVariable { project: project.into(), variable: v };
+    assert_eq!(
+        apply(vec![put("p", var("a", 2)), put("p", var("b", 3)), put("gone", var("x", 3))]).await,
+        [true, true, false]
+    );
+    let vars = s.variables("p").await.unwrap();
+    assert_eq!((vars.len(), vars[0].value.as_str(), vars[0].version, vars[0].updated_at), (1, "b", 2, 3));
+    assert!(s.variables("other").await.unwrap().is_empty());
+
+    let key = SecretKey::random();
+    let secret = |version: u64, value: &[u8]| StoredSecret {
+        name: "db".into(),
+        version,
+        created_at: 4,
+        updated_at: 4 + version as i64,
+        updated_by: "dev".into(),
+        sealed: key.seal("p", "db", version, value),
+    };
+    let put = |v: u64, value: &[u8]| TrustChange::PutSecret { project: "p".into(), secret: secret(v, value) };
+    assert_eq!(
+        apply(vec![put(1, b"one"), put(1, b"uno"), put(3, b"three"), put(2, b"two")]).await,
+        [true, false, false, true]
+    );
+    let stored = s.secrets(Some("p")).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let (project, got) = &stored[0];
+    assert_eq!((project.as_str(), got.version, got.created_at, got.updated_at), ("p", 2, 4, 6));
+    assert_eq!(key.open("p", "db", 2, &got.sealed).unwrap(), b"two");
+
+    let new_key = SecretKey::random();
+    let reseal = |version: u64| TrustChange::Reseal {
+        project: "p".into(),
+        name: "db".into(),
+        version,
+        sealed: new_key.seal("p", "db", version, b"two"),
+    };
+    assert_eq!(apply(vec![reseal(1), reseal(2)]).await, [false, true], "only at the version it read");
+    let (_, got) = &s.secrets(None).await.unwrap()[0];
+    assert_eq!((got.version, got.sealed.key_id.as_str()), (2, new_key.id()));
+    assert_eq!(new_key.open("p", "db", 2, &got.sealed).unwrap(), b"two");
+
+    let del = TrustChange::DeleteSecret { project: "p".into(), name: "db".into() };
+    assert_eq!(apply(vec![del.clone(), del]).await, [true, false]);
+    assert_eq!(apply(vec![put(1, b"again")]).await, [true], "a deleted secret starts again at 1");
+    apply(vec![TrustChange::DeleteProject { name: "p".into(), at: 9 }]).await;
+    assert!(s.variables("p").await.unwrap().is_empty() && s.secrets(None).await.unwrap().is_empty());
+}
+
 /// Projects and tokens: each change applies at most once, as its guard says,
 /// and is kept with its audit entry.
 async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
@@ -879,6 +947,11 @@ macro_rules! conformance {
             async fn purges() {
                 let (_guard, s) = $open.await;
                 purges_drop_finished_payloads(s).await;
+            }
+            #[tokio::test]
+            async fn settings() {
+                let (_guard, s) = $open.await;
+                variables_and_secrets_are_versioned(s).await;
             }
             #[tokio::test]
             async fn trust() {

@@ -44,6 +44,23 @@ pub trait TaskSource: Send + Sync + 'static {
     fn slot_free(&self, _worker: &str) {}
 }
 
+/// The values of its project's variables and secrets an attempt runs with.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptSettings {
+    /// In the environment, after the function's own `env`.
+    pub env: Vec<(String, String)>,
+    /// The secrets' values among them, masked in the attempt's logs.
+    pub secrets: Vec<String>,
+}
+
+/// Where an attempt of a function that reads variables or secrets gets
+/// their values, when it starts: the store, in the server's own slots; the
+/// server's API, in a worker of its own (never the broker's messages).
+#[async_trait]
+pub trait SettingsSource: Send + Sync + 'static {
+    async fn settings(&self, task: &Task) -> Result<AttemptSettings, Failure>;
+}
+
 /// Runs tasks. One per worker, shared by its slots.
 pub struct Executor {
     pub name: String,
@@ -55,6 +72,7 @@ pub struct Executor {
     clock: Arc<dyn Clock>,
     /// Where process functions run.
     sandbox: Arc<Sandbox>,
+    settings: Arc<dyn SettingsSource>,
     /// Bundles unpacked or checked against their digest by this process.
     checked_bundles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -87,6 +105,7 @@ impl Executor {
         caps: OutputCaps,
         clock: Arc<dyn Clock>,
         sandbox: Arc<Sandbox>,
+        settings: Arc<dyn SettingsSource>,
     ) -> Self {
         let bundles_dir = bundles_dir(&cache_dir);
         bundle::remove_partial_unpacks(&bundles_dir);
@@ -99,6 +118,7 @@ impl Executor {
             caps,
             clock,
             sandbox,
+            settings,
             checked_bundles: Default::default(),
         }
     }
@@ -133,6 +153,7 @@ impl Executor {
     pub async fn execute_batch(self: &Arc<Self>, tasks: Vec<Leased>) -> Vec<Completion> {
         let (quick, rest): (Vec<Leased>, Vec<Leased>) = tasks.into_iter().partition(|l| {
             l.task.partition.is_none()
+                && !l.task.function.spec.uses_settings()
                 && l.task.function.spec.runtime == Runtime::Wasm
                 && self.wasm.cached(&l.task.function.spec.artifact).is_some()
         });
@@ -186,8 +207,48 @@ impl Executor {
     }
 
     async fn run(&self, task: &Task, cancel: &CancellationToken) -> RunOutcome {
-        let f = &task.function;
+        if !task.function.spec.uses_settings() {
+            return self.run_with(task, cancel, base_env(task), "").await;
+        }
+        let settings = match self.settings.settings(task).await {
+            Ok(s) => s,
+            Err(f) => return failed(f),
+        };
         let mut env = base_env(task);
+        env.extend(settings.env);
+        // Warm processes started with other values are not reused.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&env, &mut h);
+        let generation = format!("/{:016x}", std::hash::Hasher::finish(&h));
+        let mut out = self.run_with(task, cancel, env, &generation).await;
+        if !settings.secrets.is_empty() {
+            let secrets: Vec<&[u8]> = settings.secrets.iter().map(|s| s.as_bytes()).collect();
+            // Logs cut at their cap end with a marker: a secret's beginning
+            // just before it is masked too.
+            let marker = stratus_runtime::TRUNCATED_MARKER;
+            out.logs = match out.logs.strip_suffix(marker) {
+                Some(kept) => [stratus_core::settings::mask(kept, &secrets, true), marker.to_vec()].concat(),
+                None => stratus_core::settings::mask(&out.logs, &secrets, false),
+            };
+            if let Err(f) = &mut out.result {
+                f.message =
+                    String::from_utf8_lossy(&stratus_core::settings::mask(f.message.as_bytes(), &secrets, false))
+                        .into_owned();
+            }
+        }
+        out
+    }
+
+    /// Runs `task` with `env`; `generation` tells warm processes started
+    /// with another environment apart.
+    async fn run_with(
+        &self,
+        task: &Task,
+        cancel: &CancellationToken,
+        mut env: Vec<(String, String)>,
+        generation: &str,
+    ) -> RunOutcome {
+        let f = &task.function;
         let input = match &task.partition {
             None => task.input.clone(),
             Some(p) => match read_partition(self.objects.as_ref(), &f.project, p).await {
@@ -263,11 +324,13 @@ impl Executor {
                     }
                 }
                 if *warm {
-                    let key = format!("{}/{}/{}", f.project, f.name, f.version);
+                    let family = format!("{}/{}/", f.project, f.name);
+                    let key = format!("{family}{}{generation}", f.version);
                     let id = task.invocation.to_string();
                     self.warm
                         .run(WarmRequest {
                             key: &key,
+                            family: &family,
                             dir: &dir,
                             cmd,
                             env: &env,

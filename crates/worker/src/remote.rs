@@ -281,6 +281,33 @@ fn remote_err(e: ClientError) -> stratus_blob::Error {
     }
 }
 
+#[async_trait]
+impl crate::SettingsSource for HttpSource {
+    /// Asked of the server for this attempt: it answers only while the
+    /// attempt runs on this worker. A server that cannot answer now (one
+    /// failing over, say) makes the attempt lost, not failed.
+    async fn settings(&self, task: &Task) -> Result<crate::AttemptSettings, stratus_core::Failure> {
+        use stratus_core::{Failure, FailureKind};
+        let id = self.id();
+        match self.client.attempt_settings(&id, task.invocation, task.attempt).await {
+            Ok(got) => {
+                let mut out = crate::AttemptSettings::default();
+                for v in got.env {
+                    if v.secret {
+                        out.secrets.push(v.value.clone());
+                    }
+                    out.env.push((v.name, v.value));
+                }
+                Ok(out)
+            }
+            Err(ClientError::Api { status, message, .. }) if (400..500).contains(&status) => {
+                Err(Failure::new(FailureKind::Internal, message))
+            }
+            Err(e) => Err(Failure::new(FailureKind::Lost, format!("cannot read the attempt's settings: {e}"))),
+        }
+    }
+}
+
 /// Maps an internal key to its API path: `_stratus/artifacts/D` or `p/default/bucket/key`.
 enum Remote<'a> {
     Artifact(&'a str),

@@ -11,7 +11,7 @@ use stratus_client::{DeployRequest, FunctionInfo, Runtime};
 #[derive(Subcommand)]
 pub enum FnCommand {
     /// Deploy a new version of a function.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List functions.
     List,
     /// Show a function's latest version.
@@ -53,6 +53,16 @@ pub struct DeployArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = crate::parse::key_value)]
     env: Vec<(String, String)>,
+    /// A project variable (`stratus var set`) it reads, in the environment
+    /// variable of that name, at its value when each attempt starts
+    /// (repeatable).
+    #[arg(long = "var", value_name = "NAME")]
+    var: Vec<String>,
+    /// A project secret (`stratus secret set`) it reads, in ENV [default:
+    /// NAME in capitals, '-' as '_'], at its value when each attempt
+    /// starts (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=ENV]", value_parser = crate::parse::secret_ref)]
+    secret: Vec<stratus_core::settings::SecretRef>,
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     retries: u32,
@@ -70,7 +80,7 @@ pub struct DeployArgs {
 
 pub async fn run(ctx: &Ctx, cmd: FnCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        FnCommand::Deploy(a) => deploy(ctx, a).await,
+        FnCommand::Deploy(a) => deploy(ctx, *a).await,
         FnCommand::List => {
             let fs = ctx.client.list_functions().await?;
             if ctx.json {
@@ -137,6 +147,12 @@ fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     for (k, v) in &f.env {
         out!("env:      {k}={v}")?;
     }
+    for v in &f.vars {
+        out!("var:      {v}")?;
+    }
+    for r in &f.secrets {
+        out!("secret:   {} as {}", r.name, r.env)?;
+    }
     Ok(())
 }
 
@@ -169,6 +185,8 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
         cpus: a.cpus,
         retries: a.retries,
         network: a.network,
+        vars: a.var,
+        secrets: a.secret,
     };
     let f = ctx.client.deploy(&a.name, &req).await?;
     if ctx.json {

@@ -7,6 +7,7 @@ mod invocations;
 mod jobs;
 mod node;
 mod objects;
+mod settings;
 mod trust;
 mod workers;
 
@@ -86,6 +87,12 @@ enum Command {
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(trust::TokenCommand),
+    /// Set, get, list and delete the project's variables.
+    #[command(subcommand)]
+    Var(settings::VarCommand),
+    /// Set, list and delete the project's secrets (values are never shown).
+    #[command(subcommand)]
+    Secret(settings::SecretCommand),
     /// Changes to projects, tokens and functions: who, what, when.
     Audit(trust::AuditArgs),
     /// Publish events.
@@ -207,6 +214,8 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Project(c) => trust::project(&ctx, c).await,
         Command::Token(c) => trust::token(&ctx, c).await,
         Command::Audit(a) => trust::audit(&ctx, a).await,
+        Command::Var(c) => settings::var(&ctx, c).await,
+        Command::Secret(c) => settings::secret(&ctx, c).await,
         Command::Event(c) => events::event(&ctx, c).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Trigger(c) => events::trigger(&ctx, c).await,

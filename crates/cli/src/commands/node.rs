@@ -73,6 +73,15 @@ pub struct NodeArgs {
     /// '*' for any (repeatable); others are refused.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// The key secrets are sealed with: a file of 64 hex digits (e.g. from
+    /// `openssl rand -hex 32`), the same on every server of a cluster
+    /// [default: DATA_DIR/secret.key, drawn on first start].
+    #[arg(long, env = "STRATUS_SECRET_KEY_FILE", value_name = "FILE")]
+    secret_key_file: Option<std::path::PathBuf>,
+    /// A key secrets were sealed with before --secret-key-file: the leading
+    /// server seals them again under the new key (repeatable).
+    #[arg(long = "previous-secret-key-file", value_name = "FILE")]
+    previous_secret_key_files: Vec<std::path::PathBuf>,
 }
 
 /// How process functions are walled in; shared by `up` and `worker`.
@@ -198,6 +207,12 @@ async fn run_node(
     config.auth = !(args.insecure_no_auth || file.insecure_no_auth == Some(true));
     config.allowed_origins =
         if args.allowed_origins.is_empty() { file.allowed_origins.clone() } else { args.allowed_origins };
+    config.secret_key_file = args.secret_key_file.or_else(|| file.secret_key_file.clone());
+    config.previous_secret_key_files = if args.previous_secret_key_files.is_empty() {
+        file.previous_secret_key_files.clone()
+    } else {
+        args.previous_secret_key_files
+    };
     let admin_token = config.data_dir.join("admin.token");
     let had_token = admin_token.exists();
     let ran = Node::run(

@@ -87,6 +87,7 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         OutputCaps::default(),
         Arc::new(SystemClock),
         sandbox,
+        source.clone(),
     ));
     let (src, acks): (Arc<dyn TaskSource>, _) = match source.broker() {
         Some(broker) => {

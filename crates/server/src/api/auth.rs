@@ -118,6 +118,12 @@ impl Trust {
                     p.quotas = *quotas;
                 }
             }
+            // Read from the store when an attempt needs them.
+            TrustChange::PutVariable { .. }
+            | TrustChange::DeleteVariable { .. }
+            | TrustChange::PutSecret { .. }
+            | TrustChange::DeleteSecret { .. }
+            | TrustChange::Reseal { .. } => {}
         }
     }
 

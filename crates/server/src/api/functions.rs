@@ -61,6 +61,8 @@ async fn deploy(
         },
         retries: req.retries,
         network: req.network,
+        vars: req.vars,
+        secrets: req.secrets,
     };
     spec.validate()?;
     let key = Key::artifact(&spec.artifact);

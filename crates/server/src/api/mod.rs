@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod meta;
 pub mod objects;
 pub mod openapi;
+pub mod settings;
 pub mod trust;
 pub mod workers;
 
@@ -86,6 +87,8 @@ pub struct AppState {
     pub broker: Option<stratus_core::wire::WireBroker>,
     /// The local slots' sandbox layers, and why those off are off.
     pub sandbox: Option<(stratus_runtime::sandbox::Layers, Vec<String>)>,
+    /// The keys secrets are sealed with.
+    pub secret_keys: Arc<stratus_core::settings::SecretKeys>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .merge(functions::routes())
         .merge(invocations::routes())
         .merge(trust::routes())
+        .merge(settings::routes())
         .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

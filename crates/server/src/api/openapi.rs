@@ -5,7 +5,7 @@
 //! `tests/e2e_http.rs` checks that every path listed is routed and answers
 //! with a status the document lists.
 
-use super::{artifacts, events, functions, invocations, jobs, meta, objects, trust, workers};
+use super::{artifacts, events, functions, invocations, jobs, meta, objects, settings, trust, workers};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -72,6 +72,15 @@ use utoipa::{Modify, OpenApi};
         events::pause_schedule,
         events::resume_schedule,
         events::backfill_schedule,
+        settings::list_variables,
+        settings::get_variable,
+        settings::set_variable,
+        settings::delete_variable,
+        settings::list_secrets,
+        settings::show_secret,
+        settings::set_secret,
+        settings::delete_secret,
+        settings::attempt_settings,
         crate::ui::create_code,
     ),
     modifiers(&Bearer)
@@ -186,6 +195,15 @@ mod tests {
         ("/v1/audit", "get", &[200, 400]),
         ("/v1/dashboard/codes", "post", &[201, 400]),
         ("/v1/whoami", "get", &[200]),
+        ("/v1/variables", "get", &[200]),
+        ("/v1/variables/{name}", "get", &[200, 404]),
+        ("/v1/variables/{name}", "put", &[200, 400, 404]),
+        ("/v1/variables/{name}", "delete", &[204, 404]),
+        ("/v1/secrets", "get", &[200]),
+        ("/v1/secrets/{name}", "get", &[200, 404]),
+        ("/v1/secrets/{name}", "put", &[200, 400, 409]),
+        ("/v1/secrets/{name}", "delete", &[204, 404]),
+        ("/v1/workers/{id}/attempts/{invocation}/{attempt}/settings", "get", &[200, 404, 409]),
     ];
 
     fn document() -> Value {

@@ -389,6 +389,8 @@ mod tests {
             limits: Limits { timeout_ms, memory_mb: 64, ..Limits::default() },
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         Task {

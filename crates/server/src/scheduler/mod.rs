@@ -476,6 +476,16 @@ impl Scheduler {
         self.inflight.lock().unwrap().get(&id).is_some_and(|f| f.entry.task.attempt == attempt)
     }
 
+    /// The function of attempt `attempt` of invocation `id`, while it runs
+    /// on `worker` (or on any worker, for an attempt dispatched through the
+    /// broker): what a worker may read the settings of.
+    pub fn attempt_function(&self, id: Id, attempt: u32, worker: &str) -> Option<Arc<stratus_core::Function>> {
+        let inflight = self.inflight.lock().unwrap();
+        let f = inflight.get(&id)?;
+        (f.entry.task.attempt == attempt && (f.worker == worker || f.worker == dispatch::BROKER))
+            .then(|| f.entry.task.function.clone())
+    }
+
     /// From now on, attempts of process functions get a token signed with
     /// `key`, which the API accepts for their project until their deadline.
     pub fn sign_attempts_with(&self, key: Arc<stratus_core::trust::AttemptKey>) {
@@ -655,6 +665,8 @@ mod tests {
             limits: Limits { timeout_ms: 1000, memory_mb: 64, ..Limits::default() },
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
     }

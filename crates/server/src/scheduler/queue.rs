@@ -212,6 +212,8 @@ mod tests {
             limits: Limits::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let function = Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 });
         let invocation = Invocation::queued(&function, 0, task_index.map(|_| new_id()), task_index);

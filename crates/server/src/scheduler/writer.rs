@@ -326,6 +326,8 @@ mod tests {
             limits: Default::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         let f = stratus_core::Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let mut invocation = Invocation::queued(&f, 0, None, None);

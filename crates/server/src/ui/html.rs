@@ -37,7 +37,7 @@ pub fn query_value(s: &str) -> String {
     out
 }
 
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/ui/", "Overview"),
     ("/ui/functions", "Functions"),
     ("/ui/invocations", "Invocations"),
@@ -46,6 +46,7 @@ const NAV: [(&str, &str); 8] = [
     ("/ui/events", "Events"),
     ("/ui/triggers", "Triggers"),
     ("/ui/schedules", "Schedules"),
+    ("/ui/settings", "Settings"),
 ];
 
 /// A whole page: the frame with its navigation, `title`, and `body`.

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/events", get(events))
         .route("/ui/triggers", get(triggers))
         .route("/ui/schedules", get(schedules))
+        .route("/ui/settings", get(settings))
         .route("/ui/triggers/{name}/{verb}", post(switch_trigger))
         .route("/ui/schedules/{name}/{verb}", post(switch_schedule))
 }
@@ -728,4 +729,44 @@ async fn schedules(State(st): State<AppState>, s: Session) -> PageResult {
         "Schedules",
         &t.finish("No schedules: create one with `stratus schedule create`."),
     )))
+}
+
+/// The project's variables with their values, and its secrets without.
+async fn settings(State(st): State<AppState>, s: Session) -> PageResult {
+    let now = st.clock.now_ms();
+    let mut vars = Table::new("variables", &["Variable", "Value", "Version", "Updated", "By"]);
+    for v in st.store.variables(&s.caller.project).await? {
+        let kind = if v.json { " (JSON)" } else { "" };
+        vars.row(
+            &format!(r#"data-variable="{}""#, esc(&v.name)),
+            &[
+                format!("<code>{}</code>{kind}", esc(&v.name)),
+                preview(v.value.as_bytes(), 2000),
+                v.version.to_string(),
+                when(v.updated_at, now),
+                esc(&v.updated_by),
+            ],
+        );
+    }
+    let mut secrets = Table::new("secrets", &["Secret", "Version", "Created", "Updated", "By", "Key"]);
+    for (_, x) in st.store.secrets(Some(&s.caller.project)).await? {
+        secrets.row(
+            &format!(r#"data-secret="{}""#, esc(&x.name)),
+            &[
+                esc(&x.name),
+                x.version.to_string(),
+                when(x.created_at, now),
+                when(x.updated_at, now),
+                esc(&x.updated_by),
+                format!("<code>{}</code>", esc(&x.sealed.key_id)),
+            ],
+        );
+    }
+    let body = format!(
+        "<h2>Variables</h2>{}<h2>Secrets</h2><p>Values are never shown: <code>stratus secret set NAME</code> \
+         changes one.</p>{}",
+        vars.finish("No variables: stratus var set NAME VALUE sets one."),
+        secrets.finish("No secrets: stratus secret set NAME --from-file F sets one.")
+    );
+    Ok(Html(page(&s, "/ui/settings", "Settings", &body)))
 }

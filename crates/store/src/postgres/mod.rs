@@ -55,6 +55,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_health.sql")),
     (4, include_str!("../../migrations/postgres/0004_trust.sql")),
     (5, include_str!("../../migrations/postgres/0005_events.sql")),
+    (6, include_str!("../../migrations/postgres/0006_settings.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -449,6 +450,49 @@ impl StateStore for PostgresStore {
         Ok(crate::Trust { projects, tokens })
     }
 
+    async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::VARIABLES)).await?;
+        c.client
+            .query(&st, &[&project])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(stratus_core::settings::Variable {
+                    name: r.try_get(0)?,
+                    value: r.try_get(1)?,
+                    json: r.try_get(2)?,
+                    version: to_u64(r.try_get(3)?, "version")?,
+                    updated_at: r.try_get(4)?,
+                    updated_by: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::SECRETS)).await?;
+        c.client
+            .query(&st, &[&project])
+            .await?
+            .iter()
+            .map(|r| {
+                let row = (
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                    r.try_get(7)?,
+                );
+                crate::trust::secret_from(row).map_err(Error::Corrupt)
+            })
+            .collect()
+    }
+
     async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(&crate::trust::pg(crate::trust::AUDIT)).await?;
@@ -776,6 +820,8 @@ mod tests {
             limits: Default::default(),
             retries: 0,
             network: false,
+            vars: vec![],
+            secrets: vec![],
         };
         // As a binary that knew only version 1 wrote it (no event table).
         let spec_json = serde_json::to_string(&spec).unwrap();
@@ -791,7 +837,7 @@ mod tests {
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 5 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 6 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -806,11 +852,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 5, known: 1 })
+            Err(Error::TooNew { found: 6, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

@@ -381,6 +381,13 @@ pub(super) struct TrustStatements {
     put_token: Statement,
     revoke_token: Statement,
     set_quotas: Statement,
+    delete_project_variables: Statement,
+    delete_project_secrets: Statement,
+    put_variable: Statement,
+    delete_variable: Statement,
+    put_secret: Statement,
+    delete_secret: Statement,
+    reseal: Statement,
     pub(super) audit: Statement,
     pub(super) purge: Statement,
 }
@@ -395,6 +402,13 @@ impl TrustStatements {
             put_token: c.stmt(&pg(PUT_TOKEN)).await?,
             revoke_token: c.stmt(&pg(REVOKE_TOKEN)).await?,
             set_quotas: c.stmt(&pg(SET_QUOTAS)).await?,
+            delete_project_variables: c.stmt(&pg(DELETE_PROJECT_VARIABLES)).await?,
+            delete_project_secrets: c.stmt(&pg(DELETE_PROJECT_SECRETS)).await?,
+            put_variable: c.stmt(&pg(PUT_VARIABLE)).await?,
+            delete_variable: c.stmt(&pg(DELETE_VARIABLE)).await?,
+            put_secret: c.stmt(&pg(PUT_SECRET)).await?,
+            delete_secret: c.stmt(&pg(DELETE_SECRET)).await?,
+            reseal: c.stmt(&pg(RESEAL_SECRET)).await?,
             audit: c.stmt(&pg(INSERT_AUDIT)).await?,
             purge: c.stmt(&pg(PURGE)).await?,
         })
@@ -409,6 +423,8 @@ impl TrustStatements {
                 let applied = tx.execute(&self.delete_project, &[&name, &at]).await? > 0;
                 if applied {
                     tx.execute(&self.revoke_project_tokens, &[&name, &at]).await?;
+                    tx.execute(&self.delete_project_variables, &[&name]).await?;
+                    tx.execute(&self.delete_project_secrets, &[&name]).await?;
                 }
                 applied
             }
@@ -427,6 +443,29 @@ impl TrustStatements {
             }
             Steps::Revoke { name, at } => tx.execute(&self.revoke_token, &[&name, &at]).await? > 0,
             Steps::Quotas { name, quotas } => tx.execute(&self.set_quotas, &[&name, &quotas]).await? > 0,
+            Steps::PutVariable { project, v } => {
+                let params: [Param<'_>; 6] = [&project, &v.name, &v.value, &v.json, &v.updated_at, &v.updated_by];
+                tx.execute(&self.put_variable, &params).await? > 0
+            }
+            Steps::DeleteVariable { project, name } => tx.execute(&self.delete_variable, &[&project, &name]).await? > 0,
+            Steps::PutSecret { project, s, version, sealed } => {
+                let params: [Param<'_>; 8] = [
+                    &project,
+                    &s.name,
+                    &version,
+                    &s.sealed.key_id,
+                    &sealed,
+                    &s.created_at,
+                    &s.updated_at,
+                    &s.updated_by,
+                ];
+                tx.execute(&self.put_secret, &params).await? > 0
+            }
+            Steps::DeleteSecret { project, name } => tx.execute(&self.delete_secret, &[&project, &name]).await? > 0,
+            Steps::Reseal { project, name, version, key_id, sealed } => {
+                let params: [Param<'_>; 5] = [&project, &name, &version, &key_id, &sealed];
+                tx.execute(&self.reseal, &params).await? > 0
+            }
         })
     }
 }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_health.sql")),
     (4, include_str!("../../migrations/sqlite/0004_trust.sql")),
     (5, include_str!("../../migrations/sqlite/0005_events.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_settings.sql")),
 ];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -378,6 +379,42 @@ impl StateStore for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(crate::Trust { projects, tokens })
+        })
+        .await
+    }
+
+    async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>> {
+        let project = project.to_string();
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::trust::VARIABLES)?
+                .query_map(params![project], |r| {
+                    Ok(stratus_core::settings::Variable {
+                        name: r.get(0)?,
+                        value: r.get(1)?,
+                        json: r.get(2)?,
+                        version: r.get::<_, i64>(3)? as u64,
+                        updated_at: r.get(4)?,
+                        updated_by: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>> {
+        let project = project.map(str::to_string);
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::trust::SECRETS)?
+                .query_map(params![project], |r| {
+                    let row = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+                    crate::trust::secret_from(row).map_err(corrupt("secret"))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -461,6 +461,8 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
             let applied = tx.prepare_cached(DELETE_PROJECT)?.execute(params![name, at])? > 0;
             if applied {
                 tx.prepare_cached(REVOKE_PROJECT_TOKENS)?.execute(params![name, at])?;
+                tx.prepare_cached(DELETE_PROJECT_VARIABLES)?.execute(params![name])?;
+                tx.prepare_cached(DELETE_PROJECT_SECRETS)?.execute(params![name])?;
             }
             applied
         }
@@ -478,6 +480,35 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
         }
         Steps::Revoke { name, at } => tx.prepare_cached(REVOKE_TOKEN)?.execute(params![name, at])? > 0,
         Steps::Quotas { name, quotas } => tx.prepare_cached(SET_QUOTAS)?.execute(params![name, quotas])? > 0,
+        Steps::PutVariable { project, v } => {
+            tx.prepare_cached(PUT_VARIABLE)?.execute(params![
+                project,
+                v.name,
+                v.value,
+                v.json,
+                v.updated_at,
+                v.updated_by
+            ])? > 0
+        }
+        Steps::DeleteVariable { project, name } => {
+            tx.prepare_cached(DELETE_VARIABLE)?.execute(params![project, name])? > 0
+        }
+        Steps::PutSecret { project, s, version, sealed } => {
+            tx.prepare_cached(PUT_SECRET)?.execute(params![
+                project,
+                s.name,
+                version,
+                s.sealed.key_id,
+                sealed,
+                s.created_at,
+                s.updated_at,
+                s.updated_by
+            ])? > 0
+        }
+        Steps::DeleteSecret { project, name } => tx.prepare_cached(DELETE_SECRET)?.execute(params![project, name])? > 0,
+        Steps::Reseal { project, name, version, key_id, sealed } => {
+            tx.prepare_cached(RESEAL_SECRET)?.execute(params![project, name, version, key_id, sealed])? > 0
+        }
     };
     Ok(applied)
 }

@@ -107,6 +107,8 @@ pub fn spec() -> FunctionSpec {
         limits: Limits::default(),
         retries: 0,
         network: false,
+        vars: vec![],
+        secrets: vec![],
     }
 }
 
