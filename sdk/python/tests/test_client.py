@@ -115,3 +115,31 @@ def test_the_cli_s_credentials_and_environment_are_used(node, monkeypatch):
     monkeypatch.setenv("STRATUS_TOKEN", "stratus_wrong")
     with stratus.Client() as c, pytest.raises(stratus.Unauthorized):
         c.whoami()
+
+
+def test_variables_and_secrets_reach_functions_and_secrets_stay_hidden(client, node):
+    client.set_variable("GREETING", "hello")
+    client.set_variable("LIMITS", {"max": 3}, json_value=True)
+    assert client.variable("GREETING") == "hello" and client.variable("LIMITS") == {"max": 3}
+    assert client.set_secret("api-key", "k-123456789")["version"] == 1
+    script = 'echo "using $API_KEY" >&2; printf "%s %s" "$GREETING" "${#API_KEY}"'
+    client.deploy(
+        "greets",
+        directory=write_fn(node.tmp / "greets", script),
+        cmd="./run.sh",
+        vars=["GREETING"],
+        secrets={"api-key": "API_KEY"},
+    )
+    assert client.invoke("greets") == b"hello 11"
+    client.set_variable("GREETING", "bonjour")
+    id = client.call_async("greets")
+    assert client.wait(id) == b"bonjour 11", "the next attempt reads the new value"
+    assert client.logs(id) == b"using ***\n", "the secret is masked in the logs"
+    listed = client.secrets()
+    assert [s["name"] for s in listed] == ["api-key"] and "k-123456789" not in json.dumps(listed)
+    assert client.function("greets")["secrets"] == [{"name": "api-key", "env": "API_KEY"}]
+    client.delete_variable("LIMITS")
+    with pytest.raises(stratus.NotFound):
+        client.variable("LIMITS")
+    with pytest.raises(stratus.BadRequest):
+        client.set_variable("not-an-env-name", "x")

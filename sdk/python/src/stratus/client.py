@@ -151,10 +151,15 @@ class Client:
         network: bool = False,
         max_procs: Optional[int] = None,
         cpus: Optional[float] = None,
+        vars: Optional[List[str]] = None,
+        secrets: Optional[Dict[str, str]] = None,
     ) -> Json:
         """Deploys a new version of `name`: a WASI module (`wasm`: a path or
         its bytes), or a process function (`directory` and `cmd`, run in the
-        unpacked directory; `warm` keeps one process per slot)."""
+        unpacked directory; `warm` keeps one process per slot). It reads the
+        project's variables `vars`, each in the environment variable of its
+        name, and its secrets `secrets` ({secret: environment variable}), at
+        their values when each attempt starts."""
         if (wasm is None) == (directory is None):
             raise ValueError("give wasm= or directory= (with cmd=)")
         if wasm is not None:
@@ -174,6 +179,10 @@ class Client:
                 body[key] = value
         if network:
             body["network"] = True
+        if vars:
+            body["vars"] = list(vars)
+        if secrets:
+            body["secrets"] = [{"name": k, "env": v} for k, v in secrets.items()]
         return self._json("PUT", f"/v1/functions/{name}", json=body)
 
     def functions(self) -> List[Json]:
@@ -390,6 +399,40 @@ class Client:
             for line in res.iter_lines():
                 if line:
                     yield json.loads(line)
+
+    # ---- variables and secrets ----
+
+    def set_variable(self, name: str, value: Any, *, json_value: bool = False) -> Json:
+        """Sets variable `name` to `value` (text; with `json_value`, any
+        JSON value, stored as its JSON text). Functions deployed with it in
+        `vars` read the new value from their next attempt."""
+        if json_value:
+            body = {"value": json.dumps(value), "json": True}
+        else:
+            body = {"value": str(value)}
+        return self._json("PUT", f"/v1/variables/{name}", json=body)
+
+    def variable(self, name: str) -> Any:
+        """A variable's value: text, or the value itself when it was set as JSON."""
+        v = self._json("GET", f"/v1/variables/{name}")
+        return json.loads(v["value"]) if v["json"] else v["value"]
+
+    def variables(self) -> List[Json]:
+        return self._json("GET", "/v1/variables")["variables"]
+
+    def delete_variable(self, name: str) -> None:
+        self._send("DELETE", f"/v1/variables/{name}")
+
+    def set_secret(self, name: str, value: str) -> Json:
+        """Sets secret `name`; the answer (and every later one) holds its
+        version and dates, never its value."""
+        return self._json("PUT", f"/v1/secrets/{name}", json={"value": value})
+
+    def secrets(self) -> List[Json]:
+        return self._json("GET", "/v1/secrets")["secrets"]
+
+    def delete_secret(self, name: str) -> None:
+        self._send("DELETE", f"/v1/secrets/{name}")
 
     def whoami(self) -> Json:
         return self._json("GET", "/v1/whoami")
