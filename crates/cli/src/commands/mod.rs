@@ -1,5 +1,6 @@
 //! One enum of subcommands, one small module per subcommand.
 
+mod apply;
 mod events;
 mod explain;
 mod functions;
@@ -93,6 +94,11 @@ enum Command {
     /// Set, list and delete the project's secrets (values are never shown).
     #[command(subcommand)]
     Secret(settings::SecretCommand),
+    /// Make the project what a file says: functions, variables, secrets,
+    /// triggers and schedules; prints the plan first.
+    Apply(apply::ApplyArgs),
+    /// Write the project as a file `stratus apply` takes.
+    Export(apply::ExportArgs),
     /// Changes to projects, tokens and functions: who, what, when.
     Audit(trust::AuditArgs),
     /// Publish events.
@@ -215,6 +221,8 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Token(c) => trust::token(&ctx, c).await,
         Command::Audit(a) => trust::audit(&ctx, a).await,
         Command::Var(c) => settings::var(&ctx, c).await,
+        Command::Apply(a) => apply::apply(&ctx, a).await,
+        Command::Export(a) => apply::export(&ctx, a).await,
         Command::Secret(c) => settings::secret(&ctx, c).await,
         Command::Event(c) => events::event(&ctx, c).await,
         Command::Events(a) => events::events(&ctx, a).await,
