@@ -617,39 +617,38 @@ fn switch(s: &Session, what: &str, name: &str, verb: &str) -> String {
     )
 }
 
-async fn switch_trigger(
-    State(st): State<AppState>,
-    s: Session,
-    Path((name, verb)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
-) -> Result<Response, PageError> {
-    s.check(&f.csrf)?;
-    s.may(Need::Develop)?;
-    let enabled = match verb.as_str() {
-        "enable" => true,
-        "disable" => false,
-        _ => return Err(ApiError::NotFound(format!("no action '{verb}' for a trigger")).into()),
-    };
-    // The trigger as the API shows it; the page redirects to the list instead.
-    let _shown = crate::api::events::set_enabled(&st, &s.caller, &name, enabled).await?;
-    Ok(Redirect::to("/ui/triggers").into_response())
+async fn switch_trigger(st: State<AppState>, s: Session, p: Path<(String, String)>, f: Form<CsrfForm>) -> Switched {
+    flip(st, s, "triggers", p, f).await
 }
 
-async fn switch_schedule(
+async fn switch_schedule(st: State<AppState>, s: Session, p: Path<(String, String)>, f: Form<CsrfForm>) -> Switched {
+    flip(st, s, "schedules", p, f).await
+}
+
+type Switched = Result<Response, PageError>;
+
+/// A trigger's or a schedule's form: `enable` or `disable` a trigger,
+/// `pause` or `resume` a schedule; then back to the list of `page`.
+async fn flip(
     State(st): State<AppState>,
     s: Session,
+    page: &str,
     Path((name, verb)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
-) -> Result<Response, PageError> {
+) -> Switched {
     s.check(&f.csrf)?;
     s.may(Need::Develop)?;
-    let paused = match verb.as_str() {
-        "pause" => true,
-        "resume" => false,
-        _ => return Err(ApiError::NotFound(format!("no action '{verb}' for a schedule")).into()),
-    };
-    let _shown = crate::api::events::set_paused(&st, &s.caller, &name, paused).await?;
-    Ok(Redirect::to("/ui/schedules").into_response())
+    // What the API answers is not shown: the page goes back to the list.
+    match (page, verb.as_str()) {
+        ("triggers", "enable" | "disable") => {
+            let _shown = crate::api::events::set_enabled(&st, &s.caller, &name, verb == "enable").await?;
+        }
+        ("schedules", "pause" | "resume") => {
+            let _shown = crate::api::events::set_paused(&st, &s.caller, &name, verb == "pause").await?;
+        }
+        _ => return Err(ApiError::NotFound(format!("no action '{verb}' on {page}")).into()),
+    }
+    Ok(Redirect::to(&format!("/ui/{page}")).into_response())
 }
 
 /// What a trigger or a schedule does, in words, its function linked.
