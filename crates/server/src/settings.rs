@@ -89,14 +89,7 @@ pub struct StoreSettings {
 #[async_trait::async_trait]
 impl stratus_worker::SettingsSource for StoreSettings {
     async fn settings(&self, task: &Task) -> Result<stratus_worker::AttemptSettings, Failure> {
-        let mut out = stratus_worker::AttemptSettings::default();
-        for v in resolve(&*self.store, &self.keys, &task.function).await? {
-            if v.secret {
-                out.secrets.push(v.value.clone());
-            }
-            out.env.push((v.name, v.value));
-        }
-        Ok(out)
+        Ok(resolve(&*self.store, &self.keys, &task.function).await?.into())
     }
 }
 

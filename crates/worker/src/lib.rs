@@ -53,6 +53,19 @@ pub struct AttemptSettings {
     pub secrets: Vec<String>,
 }
 
+impl From<Vec<stratus_core::api::SettingValue>> for AttemptSettings {
+    fn from(values: Vec<stratus_core::api::SettingValue>) -> Self {
+        let mut out = AttemptSettings::default();
+        for v in values {
+            if v.secret {
+                out.secrets.push(v.value.clone());
+            }
+            out.env.push((v.name, v.value));
+        }
+        out
+    }
+}
+
 /// Where an attempt of a function that reads variables or secrets gets
 /// their values, when it starts: the store, in the server's own slots; the
 /// server's API, in a worker of its own (never the broker's messages).

@@ -290,16 +290,7 @@ impl crate::SettingsSource for HttpSource {
         use stratus_core::{Failure, FailureKind};
         let id = self.id();
         match self.client.attempt_settings(&id, task.invocation, task.attempt).await {
-            Ok(got) => {
-                let mut out = crate::AttemptSettings::default();
-                for v in got.env {
-                    if v.secret {
-                        out.secrets.push(v.value.clone());
-                    }
-                    out.env.push((v.name, v.value));
-                }
-                Ok(out)
-            }
+            Ok(got) => Ok(got.env.into()),
             Err(ClientError::Api { status, message, .. }) if (400..500).contains(&status) => {
                 Err(Failure::new(FailureKind::Internal, message))
             }
