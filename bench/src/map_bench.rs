@@ -78,10 +78,24 @@ pub fn map_noop_on(node: &Node, n: u64) -> Result<f64> {
     run_map_job(node, "noop", &inputs, |i, out| out == i.to_string().as_bytes())
 }
 
+/// The same map with every task carrying a tag limited to `limit` slots
+/// (the node has 2): returns (seconds, tasks/s, server peak RSS MiB).
+pub fn map_noop_tagged(bin: &Path, n: u64, limit: u32) -> Result<(f64, f64, f64)> {
+    let node = Node::up(bin, &["--slots", "2"])?;
+    let guest = build_guest(Path::new("crates/cli/tests/guest"), "stratus-testfn.wasm")?;
+    node.cli(&["limit", "set", "bench", &limit.to_string()])?;
+    node.cli(&["fn", "deploy", "noop", "--wasm", guest.to_str().unwrap(), "--tag", "bench"])?;
+    let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let secs = run_map_job(&node, "noop", &inputs, |i, out| out == i.to_string().as_bytes())?;
+    let peak = proc_status_mib(node.child.id(), "VmHWM")?;
+    Ok((secs, n as f64 / secs, peak))
+}
+
 pub fn run_map(bin: &Path, quick: bool, out: &Path) -> Result<()> {
     let sizes: Vec<u64> = if quick { vec![10_000] } else { vec![100_000, 1_000_000] };
     let mut figures = Vec::new();
-    for n in sizes {
+    let mut untagged = Vec::new();
+    for &n in &sizes {
         let reps = if quick || n >= 1_000_000 { 1 } else { 3 };
         for rep in 0..reps {
             let (secs, rate, peak) = map_noop(bin, n)?;
@@ -89,10 +103,30 @@ pub fn run_map(bin: &Path, quick: bool, out: &Path) -> Result<()> {
                 "map of {n} no-op wasm tasks, run {}: {secs:.2} s, {rate:.0} tasks/s, server peak RSS {peak:.0} MiB",
                 rep + 1
             );
+            if n == sizes[0] {
+                untagged.push(rate);
+            }
             figures.push(json!({"tasks": n, "seconds": secs, "tasks_per_s": rate, "peak_rss_mib": peak}));
         }
     }
-    std::fs::write(out.join("map.json"), serde_json::to_string_pretty(&json!({"benchmark": "map", "runs": figures}))?)?;
+    // Concurrency limits: the first size again, every task tagged, with a
+    // limit of as many slots as the node has (N >= slots), then 1000.
+    let n = sizes[0];
+    let base = untagged.iter().sum::<f64>() / untagged.len() as f64;
+    let mut tagged = Vec::new();
+    for limit in [2u32, 1000] {
+        let (secs, rate, peak) = map_noop_tagged(bin, n, limit)?;
+        let ratio = rate / base;
+        println!(
+            "map of {n} no-op wasm tasks tagged, limit {limit} (2 slots): {secs:.2} s, {rate:.0} tasks/s \
+             ({ratio:.2}x untagged {base:.0}; {}), server peak RSS {peak:.0} MiB",
+            if ratio >= 0.8 { "within 20%" } else { "NOT within 20%" }
+        );
+        tagged.push(json!({"tasks": n, "limit": limit, "seconds": secs, "tasks_per_s": rate,
+                           "vs_untagged": ratio, "peak_rss_mib": peak}));
+    }
+    let doc = json!({"benchmark": "map", "runs": figures, "tagged": tagged});
+    std::fs::write(out.join("map.json"), serde_json::to_string_pretty(&doc)?)?;
     Ok(())
 }
 

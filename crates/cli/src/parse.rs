@@ -37,6 +37,11 @@ pub fn secret_ref(s: &str) -> Result<stratus_core::settings::SecretRef, String> 
     stratus_core::settings::SecretRef::parse(s).map_err(|e| e.to_string())
 }
 
+pub fn tag(s: &str) -> Result<String, String> {
+    stratus_core::validate_tag(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use common::*;
 use std::path::Path;
 
 fn project_file(dir: &Path, greeting: &str, with_schedule: bool) -> std::path::PathBuf {
+    let slots = if with_schedule { 3 } else { 2 };
     let code = dir.join("py");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("main.py"), "import os\nprint(os.environ['GREETING'], end='')\n").unwrap();
@@ -28,11 +29,14 @@ fn project_file(dir: &Path, greeting: &str, with_schedule: bool) -> std::path::P
     runtime: {{kind: process, cmd: python3 main.py, warm: false}}
     vars: [GREETING]
     secrets: [{{name: db, env: DB_PASSWORD}}]
+    tags: [archive]
 variables:
   GREETING: {greeting}
   CONF: {{value: '{{"a": 1}}', json: true}}
 secrets:
   db: {{from_file: db.secret}}
+limits:
+  archive: {slots}
 triggers:
   on-upload:
     "on": stratus.object.created
@@ -65,6 +69,7 @@ fn applies_a_project(extra: &[&str]) {
         [
             "+ function greet",
             "+ function t",
+            "+ limit archive (3 slots)",
             "+ schedule nightly",
             "+ secret db",
             "+ trigger on-upload",
@@ -84,6 +89,9 @@ fn applies_a_project(extra: &[&str]) {
     assert!(s.ok(&["schedule", "show", "nightly"]).contains("paused"));
     assert!(s.ok(&["--json", "trigger", "show", "on-upload"]).contains("in/"));
     assert!(s.ok(&["secret", "list"]).contains("db"));
+    let limit: serde_json::Value = serde_json::from_str(&s.ok(&["--json", "limit", "show", "archive"])).unwrap();
+    assert_eq!(limit["slots"], 3, "{limit}");
+    assert!(s.ok(&["fn", "show", "greet"]).contains("tags:     archive"));
 
     // Again, and from its own export: nothing changes, no new version.
     let again = s.ok(&["apply", "-f", f]);
@@ -92,6 +100,7 @@ fn applies_a_project(extra: &[&str]) {
     s.ok(&["export", "-o", exported.to_str().unwrap()]);
     let text = std::fs::read_to_string(&exported).unwrap();
     assert!(!text.contains("s3cret-apply-value") && text.contains("from_env: DB"), "{text}");
+    assert!(text.contains("archive: 3") && text.contains("- archive"), "limits and tags exported: {text}");
     let from_export = s.ok(&["apply", "-f", exported.to_str().unwrap()]);
     assert!(from_export.lines().all(|l| l.starts_with("= ")), "{from_export}");
     for name in ["t", "greet"] {
@@ -103,6 +112,7 @@ fn applies_a_project(extra: &[&str]) {
     let file = project_file(tmp.path(), "bonjour", false);
     let plan = s.ok(&["apply", "-f", f]);
     assert!(plan.contains("~ variable GREETING") && !plan.contains("nightly"), "{plan}");
+    assert!(plan.contains("~ limit archive (3 -> 2 slots)"), "{plan}");
     assert_eq!(s.ok(&["invoke", "greet"]), "bonjour");
     assert!(s.cli(&["schedule", "show", "nightly"]).status.success());
     let pruned = s.ok(&["apply", "-f", file.to_str().unwrap(), "--prune"]);

@@ -69,6 +69,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
     s.ok(&["object", "put", "bk/some/key", guest.to_str().unwrap()]);
     s.ok(&["var", "set", "t", "v"]);
     s.cli_stdin(&["secret", "set", "t", "-"], b"v");
+    s.ok(&["limit", "set", "t", "4"]);
     // The worker API takes worker tokens only.
     let as_worker = http_with(Some(&worker_token(&s.url)));
     let worker: serde_json::Value = as_worker
@@ -113,6 +114,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
             };
             let concrete = path
                 .replace("{name}", name)
+                .replace("{tag}", "t")
                 .replace("{id}", the_id)
                 .replace("{digest}", &digest)
                 .replace("{bucket}", "bk")
@@ -155,6 +157,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
                 "put" if path.starts_with("/v1/variables") || path.starts_with("/v1/secrets") => {
                     http.put(&url).body(r#"{"value":"v2"}"#)
                 }
+                "put" if path.starts_with("/v1/limits") => http.put(&url).body(r#"{"slots":5}"#),
                 "put" => http.put(&url).body(std::fs::read(&guest).unwrap()),
                 "delete" => continue, // exercised in e2e_functions
                 other => panic!("undocumented method {other}"),

@@ -13,6 +13,7 @@
 use reqwest::{Method, StatusCode};
 use std::borrow::Cow;
 use std::time::Duration;
+pub use stratus_core::api::LimitInfo;
 pub use stratus_core::api::{
     Accepted, DeployRequest, FunctionInfo, InvocationInfo, JobInfo, NodeInfo, ObjectInfo, Registration, ResultsPage,
     SandboxInfo, WorkerInfo,
@@ -25,7 +26,7 @@ use stratus_core::api::{
     CompleteRequest, ErrorBody, FunctionError, FunctionList, Heartbeat, InvocationList, JobCancelled, JobList,
     JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
 };
-use stratus_core::api::{SecretList, SecretRequest, VariableList};
+use stratus_core::api::{LimitList, LimitRequest, SecretList, SecretRequest, VariableList};
 pub use stratus_core::settings::Variable;
 pub use stratus_core::trust::{AuditEntry, Quotas, Role};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
@@ -260,7 +261,16 @@ impl Client {
     /// Invokes and waits for the result. A function that fails or times out
     /// is [`Error::FunctionFailed`].
     pub async fn invoke(&self, name: &str, input: Vec<u8>) -> Result<Invoked> {
-        let res = self.send(self.http.post(self.url(&format!("/v1/functions/{name}/invoke"))).body(input)).await?;
+        self.invoke_tagged(name, input, &[]).await
+    }
+
+    /// [`Self::invoke`], the call carrying concurrency `tags`.
+    pub async fn invoke_tagged(&self, name: &str, input: Vec<u8>, tags: &[String]) -> Result<Invoked> {
+        let mut req = self.http.post(self.url(&format!("/v1/functions/{name}/invoke"))).body(input);
+        if !tags.is_empty() {
+            req = req.query(&[("tags", tags.join(","))]);
+        }
+        let res = self.send(req).await?;
         if res.status() == StatusCode::ACCEPTED {
             // Still running after the server's wait limit: keep waiting.
             let a: Accepted =
@@ -279,9 +289,42 @@ impl Client {
 
     /// Queues an invocation; returns its id once it is durably accepted.
     pub async fn call_async(&self, name: &str, input: Vec<u8>) -> Result<Id> {
-        let a: Accepted =
-            self.json(self.http.post(self.url(&format!("/v1/functions/{name}/invoke?async=true"))).body(input)).await?;
+        self.call_async_tagged(name, input, &[]).await
+    }
+
+    /// [`Self::call_async`], the call carrying concurrency `tags`.
+    pub async fn call_async_tagged(&self, name: &str, input: Vec<u8>, tags: &[String]) -> Result<Id> {
+        let mut req = self.http.post(self.url(&format!("/v1/functions/{name}/invoke?async=true"))).body(input);
+        if !tags.is_empty() {
+            req = req.query(&[("tags", tags.join(","))]);
+        }
+        let a: Accepted = self.json(req).await?;
         Ok(a.id)
+    }
+
+    // ---- concurrency limits ----
+
+    pub async fn set_limit(&self, tag: &str, slots: u32) -> Result<LimitInfo> {
+        self.json(self.http.put(self.url(&format!("/v1/limits/{tag}"))).json(&LimitRequest { slots })).await
+    }
+
+    pub async fn list_limits(&self) -> Result<Vec<LimitInfo>> {
+        let l: LimitList = self.json(self.http.get(self.url("/v1/limits"))).await?;
+        Ok(l.limits)
+    }
+
+    /// A limit with the attempts holding its slots and those waiting.
+    pub async fn get_limit(&self, tag: &str) -> Result<LimitInfo> {
+        self.json(self.http.get(self.url(&format!("/v1/limits/{tag}")))).await
+    }
+
+    pub async fn delete_limit(&self, tag: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/limits/{tag}")))).await.map(|_| ())
+    }
+
+    /// Releases every slot of the tag (admin).
+    pub async fn reset_limit(&self, tag: &str) -> Result<LimitInfo> {
+        self.json(self.http.post(self.url(&format!("/v1/limits/{tag}/reset")))).await
     }
 
     /// The invocation, waiting up to `wait` for it to finish.
@@ -488,12 +531,24 @@ impl Client {
     /// Starts a map (with `reduce`, a map_reduce) job; returns it once it is
     /// durably accepted.
     pub async fn map_job(&self, function: &str, source: MapSource, reduce: Option<&str>) -> Result<JobInfo> {
+        self.map_job_tagged(function, source, reduce, &[]).await
+    }
+
+    /// [`Self::map_job`], every task carrying concurrency `tags`.
+    pub async fn map_job_tagged(
+        &self,
+        function: &str,
+        source: MapSource,
+        reduce: Option<&str>,
+        tags: &[String],
+    ) -> Result<JobInfo> {
         let mut body = JobRequest {
             function: function.to_string(),
             reduce: reduce.map(String::from),
             inputs: None,
             objects: None,
             chunk_size: None,
+            tags: tags.to_vec(),
         };
         match source {
             MapSource::Inputs(inputs) => body.inputs = Some(inputs),
@@ -506,13 +561,22 @@ impl Client {
     }
 
     /// `map` over inputs sent as a stream of NDJSON lines (any number of them).
-    pub async fn map_ndjson(&self, function: &str, reduce: Option<&str>, lines: reqwest::Body) -> Result<JobInfo> {
+    pub async fn map_ndjson(
+        &self,
+        function: &str,
+        reduce: Option<&str>,
+        tags: &[String],
+        lines: reqwest::Body,
+    ) -> Result<JobInfo> {
         let mut req = self
             .http
             .post(self.url("/v1/jobs"))
             .header("content-type", "application/x-ndjson")
             .query(&[("function", function)])
             .body(lines);
+        if !tags.is_empty() {
+            req = req.query(&[("tags", tags.join(","))]);
+        }
         if let Some(r) = reduce {
             req = req.query(&[("reduce", r)]);
         }

@@ -69,6 +69,9 @@ pub struct DeployRequest {
     /// named with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::settings::SecretRef>,
+    /// Concurrency tags of every attempt (see `PUT /v1/limits/{tag}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A deployed function, as the API describes it. `cpus` is `null` when the
@@ -99,6 +102,8 @@ pub struct FunctionInfo {
     /// Names and environment variables, never values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::settings::SecretRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl From<&Function> for FunctionInfo {
@@ -120,6 +125,7 @@ impl From<&Function> for FunctionInfo {
             created_at: f.created_at,
             vars: f.spec.vars.clone(),
             secrets: f.spec.secrets.clone(),
+            tags: f.spec.tags.clone(),
         }
     }
 }
@@ -176,6 +182,10 @@ pub struct JobRequest {
     pub objects: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// Concurrency tags of every task (and the reducer), beside the
+    /// function's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A job as the API shows it: the record and its live counters, and its
@@ -379,6 +389,52 @@ pub struct SecretList {
     pub secrets: Vec<SecretInfo>,
 }
 
+/// The body of `PUT /v1/limits/{tag}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    /// Attempts carrying the tag that may run at once; 0 pauses the tag.
+    pub slots: u32,
+}
+
+/// An attempt that holds a slot of a tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitHolder {
+    pub invocation: Id,
+    pub attempt: u32,
+    pub function: String,
+    pub worker: String,
+    /// Milliseconds since the Unix epoch.
+    pub started_at: Millis,
+}
+
+/// A limit as the API shows it, with its live occupancy: the attempts that
+/// hold one of its slots now, and the invocations the scheduler holds back
+/// for want of one. `GET /v1/limits/{tag}` lists them; the list only
+/// counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitInfo {
+    #[serde(flatten)]
+    pub limit: crate::settings::TagLimit,
+    pub running: u64,
+    pub waiting: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<LimitHolder>>,
+    /// The first waiting invocations (at most 100), in the order they run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiters: Option<Vec<Id>>,
+}
+
+/// `GET /v1/limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitList {
+    pub limits: Vec<LimitInfo>,
+}
+
 /// The body of `POST /v1/workers/{id}/lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -450,6 +506,7 @@ mod tests {
             inputs: Some(vec![1.into()]),
             objects: None,
             chunk_size: None,
+            tags: vec![],
         };
         assert_eq!(serde_json::to_string(&job).unwrap(), r#"{"function":"f","reduce":null,"inputs":[1]}"#);
 
@@ -465,6 +522,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         let text = serde_json::to_string(&deploy).unwrap();
         assert_eq!(text, r#"{"runtime":{"kind":"wasm"},"artifact":"a","env":{},"retries":0}"#);

@@ -339,6 +339,11 @@ pub fn failure_json(f: &Failure) -> String {
     serde_json::to_string(f).expect("failure serialises")
 }
 
+/// A call's concurrency tags as the engines store them: none is NULL.
+pub fn tags_text(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| crate::names::join_tags(tags))
+}
+
 /// A partition as the engines store it.
 pub fn partition_json(p: Option<&Partition>) -> Option<String> {
     p.map(|p| serde_json::to_string(p).expect("partition serialises"))

@@ -324,6 +324,19 @@ pub mod builtin {
         event(project, &format!("/stratus/{kind}s"), crate::new_id().to_string(), ty, name, at, data)
     }
 
+    /// `stratus.limit.set|deleted|reset`, from the audit action
+    /// (`limit.set`, `limit.delete`, `limit.reset`).
+    pub fn limit(project: &str, tag: &str, action: &str, at: Millis) -> Event {
+        let what = match action {
+            "limit.delete" => "deleted",
+            "limit.reset" => "reset",
+            _ => "set",
+        };
+        let data = json!({"tag": tag});
+        let ty = format!("stratus.limit.{what}");
+        event(project, "/stratus/limits", crate::new_id().to_string(), ty, tag, at, data)
+    }
+
     /// `stratus.trigger.failed`: an action that could not run (the dead letter).
     pub fn trigger_failed(project: &str, trigger: &str, cause: &Event, why: &str, at: Millis) -> Event {
         let data = json!({"trigger": trigger, "reason": why,

@@ -122,6 +122,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         let f = crate::Function { project: "p".into(), name: "r".into(), version: 1, spec, created_at: 0 };
         let mut reducer = crate::Invocation::queued(&f, 0, Some(j.id), None);

@@ -29,4 +29,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{Id, new_id};
 pub use model::*;
-pub use names::{DEFAULT_PROJECT, validate_name};
+pub use names::{DEFAULT_PROJECT, validate_name, validate_tag, validate_tags};

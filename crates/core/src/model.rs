@@ -119,6 +119,10 @@ pub struct FunctionSpec {
     /// starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::settings::SecretRef>,
+    /// Concurrency tags: each attempt takes a slot of every tag that has a
+    /// limit (`stratus limit set`) before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl FunctionSpec {
@@ -163,6 +167,7 @@ impl FunctionSpec {
         if self.vars.len() + self.secrets.len() > MAX_SETTINGS {
             return Err(Error::invalid("vars", format!("more than {MAX_SETTINGS} variables and secrets")));
         }
+        crate::names::validate_tags(&self.tags)?;
         let mut seen = std::collections::HashSet::new();
         for v in &self.vars {
             crate::settings::validate_env_name("var", v)?;
@@ -332,6 +337,10 @@ pub struct Invocation {
     pub worker: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Concurrency tags given with the call (its function's own come with
+    /// the function version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Invocation {
@@ -353,7 +362,14 @@ impl Invocation {
             finished_at: None,
             worker: None,
             error: None,
+            tags: Vec::new(),
         }
+    }
+
+    /// The same, carrying the call's concurrency `tags`.
+    pub fn with_tags(mut self, tags: &[String]) -> Invocation {
+        self.tags = tags.to_vec();
+        self
     }
 }
 
@@ -524,6 +540,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         }
     }
 

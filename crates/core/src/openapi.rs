@@ -65,6 +65,7 @@ mod tests {
             finished_at: Some(0),
             worker: Some("w".into()),
             error: Some(failure()),
+            tags: vec!["t".into()],
         });
         same_fields(&Attempt {
             attempt: 1,
@@ -105,6 +106,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let partition = Partition { object: "b/k".into(), start: 0, end: 1, size: 1, lines: true };

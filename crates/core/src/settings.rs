@@ -114,6 +114,25 @@ pub struct Variable {
     pub updated_by: String,
 }
 
+/// A concurrency limit as stored: at most `slots` attempts carrying `tag`
+/// run at once in its project; 0 pauses the tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TagLimit {
+    pub tag: String,
+    pub slots: u32,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: Millis,
+    /// The token that set it last.
+    pub updated_by: String,
+    /// When an admin last released its slots (`stratus limit reset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<Millis>,
+}
+
+/// The most slots a limit may have.
+pub const MAX_LIMIT_SLOTS: u32 = 1_000_000;
+
 /// A secret as stored: sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSecret {

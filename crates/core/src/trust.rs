@@ -7,7 +7,7 @@
 //! is [`Role::may`], against the [`Need`] of a request.
 
 use crate::clock::Millis;
-use crate::settings::{Sealed, StoredSecret, Variable};
+use crate::settings::{Sealed, StoredSecret, TagLimit, Variable};
 use crate::{Error, Id};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -232,6 +232,13 @@ pub enum TrustChange {
     /// The same value sealed again under another key: applies only while
     /// the secret is at `version`, which stays.
     Reseal { project: String, name: String, version: u64, sealed: Sealed },
+    /// Sets a concurrency limit while its project is live.
+    PutLimit { project: String, limit: TagLimit },
+    /// Applies when the limit exists.
+    DeleteLimit { project: String, tag: String },
+    /// Records that an admin released every slot of the tag (the
+    /// scheduler forgets its holders): applies when the limit exists.
+    ResetLimit { project: String, tag: String, at: Millis },
 }
 
 /// The prefix of an attempt's token.

@@ -214,6 +214,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>>;
     /// Secrets, sealed, with their projects: of one project, or of all.
     async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>>;
+    /// Concurrency limits with their projects: of one project, or of all.
+    async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     /// The first `max` bytes of an invocation's input and its whole length
     /// (a preview: inputs can be large), or none when it does not exist.

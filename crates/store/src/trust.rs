@@ -3,7 +3,7 @@
 //! PostgreSQL's `$N`). Every value in a `SELECT` list is cast, so that
 //! PostgreSQL knows its type without a column to infer it from.
 
-use stratus_core::settings::{Sealed, StoredSecret, Variable};
+use stratus_core::settings::{Sealed, StoredSecret, TagLimit, Variable};
 use stratus_core::trust::{Role, Token, TrustChange};
 
 pub(crate) const CREATE_PROJECT: &str =
@@ -34,6 +34,29 @@ pub(crate) const SET_QUOTAS: &str = "UPDATE projects SET quotas = ?2 WHERE name 
 /// Run only after [`DELETE_PROJECT`] applied, as is [`DELETE_PROJECT_SECRETS`].
 pub(crate) const DELETE_PROJECT_VARIABLES: &str = "DELETE FROM variables WHERE project = ?1";
 pub(crate) const DELETE_PROJECT_SECRETS: &str = "DELETE FROM secrets WHERE project = ?1";
+pub(crate) const DELETE_PROJECT_LIMITS: &str = "DELETE FROM tag_limits WHERE project = ?1";
+
+pub(crate) const PUT_LIMIT: &str = "INSERT INTO tag_limits (project, tag, slots, updated_at, updated_by) \
+     SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?4 AS BIGINT), CAST(?5 AS TEXT) \
+     WHERE EXISTS (SELECT 1 FROM projects WHERE name = ?1 AND deleted_at IS NULL) \
+     ON CONFLICT (project, tag) DO UPDATE SET slots = excluded.slots, updated_at = excluded.updated_at, \
+        updated_by = excluded.updated_by";
+
+pub(crate) const DELETE_LIMIT: &str = "DELETE FROM tag_limits WHERE project = ?1 AND tag = ?2";
+
+pub(crate) const RESET_LIMIT: &str = "UPDATE tag_limits SET reset_at = ?3 WHERE project = ?1 AND tag = ?2";
+
+/// `?1` is the project, or NULL for every project.
+pub(crate) const LIMITS: &str = "SELECT project, tag, CAST(slots AS BIGINT), updated_at, updated_by, reset_at \
+     FROM tag_limits WHERE (CAST(?1 AS TEXT) IS NULL OR project = ?1) ORDER BY project, tag";
+
+/// A limit as stored, read back from `(project, tag, slots, updated_at,
+/// updated_by, reset_at)`.
+pub(crate) fn limit_from(row: (String, String, i64, i64, String, Option<i64>)) -> (String, TagLimit) {
+    let (project, tag, slots, updated_at, updated_by, reset_at) = row;
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    (project, TagLimit { tag, slots, updated_at, updated_by, reset_at })
+}
 
 pub(crate) const PUT_VARIABLE: &str = "INSERT INTO variables (project, name, value, json, version, updated_at, updated_by) \
      SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BOOLEAN), 1, CAST(?5 AS BIGINT), \
@@ -113,6 +136,9 @@ pub(crate) enum Steps<'a> {
     PutSecret { project: &'a str, s: &'a StoredSecret, version: i64, sealed: String },
     DeleteSecret { project: &'a str, name: &'a str },
     Reseal { project: &'a str, name: &'a str, version: i64, key_id: &'a str, sealed: String },
+    PutLimit { project: &'a str, l: &'a TagLimit, slots: i64 },
+    DeleteLimit { project: &'a str, tag: &'a str },
+    ResetLimit { project: &'a str, tag: &'a str, at: i64 },
 }
 
 impl<'a> Steps<'a> {
@@ -141,6 +167,11 @@ impl<'a> Steps<'a> {
                 key_id: &sealed.key_id,
                 sealed: sealed_text(sealed),
             },
+            TrustChange::PutLimit { project, limit } => {
+                Steps::PutLimit { project, l: limit, slots: i64::from(limit.slots) }
+            }
+            TrustChange::DeleteLimit { project, tag } => Steps::DeleteLimit { project, tag },
+            TrustChange::ResetLimit { project, tag, at } => Steps::ResetLimit { project, tag, at: *at },
         }
     }
 }

@@ -586,6 +586,60 @@ async fn variables_and_secrets_are_versioned(s: Arc<dyn StateStore>) {
     assert!(s.variables("p").await.unwrap().is_empty() && s.secrets(None).await.unwrap().is_empty());
 }
 
+/// Concurrency limits are set, reset and deleted as their guards say, and
+/// go with their project; a call's tags are kept with its invocation,
+/// whichever way it is written (one by one, or streamed with a job).
+async fn limits_and_call_tags_are_kept(s: Arc<dyn StateStore>) {
+    use stratus_core::settings::TagLimit;
+    use stratus_core::trust::{Project, TrustChange};
+    let apply = |changes: Vec<TrustChange>| {
+        let s = s.clone();
+        async move { s.commit(ChangeSet { trust: changes, ..Default::default() }).await.unwrap().trust }
+    };
+    let p = TrustChange::CreateProject(Project { name: "p".into(), created_at: 1, quotas: Default::default() });
+    apply(vec![p]).await;
+    let limit = |slots: u32, at: i64| TagLimit {
+        tag: "db:write".into(),
+        slots,
+        updated_at: at,
+        updated_by: "dev".into(),
+        reset_at: None,
+    };
+    let put = |project: &str, l: TagLimit| TrustChange::PutLimit { project: project.into(), limit: l };
+    assert_eq!(
+        apply(vec![put("p", limit(3, 2)), put("p", limit(0, 3)), put("gone", limit(1, 3))]).await,
+        [true, true, false]
+    );
+    let reset = |at: i64| TrustChange::ResetLimit { project: "p".into(), tag: "db:write".into(), at };
+    assert_eq!(apply(vec![reset(4)]).await, [true]);
+    let stored = s.limits(None).await.unwrap();
+    assert_eq!(stored, [("p".to_string(), TagLimit { reset_at: Some(4), ..limit(0, 3) })]);
+    assert!(s.limits(Some("other")).await.unwrap().is_empty());
+    let del = TrustChange::DeleteLimit { project: "p".into(), tag: "db:write".into() };
+    assert_eq!(apply(vec![del.clone(), del, reset(5)]).await, [true, false, false], "a reset needs the limit");
+    apply(vec![put("p", limit(1, 6))]).await;
+    apply(vec![TrustChange::DeleteProject { name: "p".into(), at: 9 }]).await;
+    assert!(s.limits(None).await.unwrap().is_empty(), "gone with its project");
+
+    let tags = vec!["db:write".to_string(), "gpu".to_string()];
+    let mut one = new_inv("f", 1, 1);
+    one.invocation.tags = tags.clone();
+    let plain = new_inv("f", 1, 2);
+    s.insert_invocations(&[one.clone(), plain.clone()]).await.unwrap();
+    let got = s.get_invocation("p", one.invocation.id).await.unwrap().unwrap();
+    assert_eq!(got.tags, tags);
+    assert!(s.get_invocation("p", plain.invocation.id).await.unwrap().unwrap().tags.is_empty());
+    let j = job(3);
+    let mut tasks: Vec<_> = (0..3).map(|i| job_task(&j, i)).collect();
+    for t in &mut tasks {
+        t.invocation.tags = vec!["gpu".into()];
+    }
+    stream_job(&s, &j, tasks, &[2]).await;
+    let queued = s.queued(None, 100).await.unwrap();
+    let seen: Vec<Vec<String>> = queued.iter().map(|p| p.invocation.tags.clone()).collect();
+    assert_eq!(seen, [tags, vec![], vec!["gpu".to_string()], vec!["gpu".to_string()], vec!["gpu".to_string()]]);
+}
+
 /// Projects and tokens: each change applies at most once, as its guard says,
 /// and is kept with its audit entry.
 async fn projects_and_tokens_apply_once(s: Arc<dyn StateStore>) {
@@ -952,6 +1006,11 @@ macro_rules! conformance {
             async fn settings() {
                 let (_guard, s) = $open.await;
                 variables_and_secrets_are_versioned(s).await;
+            }
+            #[tokio::test]
+            async fn limits() {
+                let (_guard, s) = $open.await;
+                limits_and_call_tags_are_kept(s).await;
             }
             #[tokio::test]
             async fn trust() {

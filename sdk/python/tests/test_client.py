@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -143,3 +144,25 @@ def test_variables_and_secrets_reach_functions_and_secrets_stay_hidden(client, n
         client.variable("LIMITS")
     with pytest.raises(stratus.BadRequest):
         client.set_variable("not-an-env-name", "x")
+
+
+def test_concurrency_limits_by_tag(client, node, echo):
+    assert client.set_limit("sdk-archive", 0)["slots"] == 0
+    client.deploy("tagged", directory=write_fn(node.tmp / "tagged", "cat"), cmd="./run.sh", tags=["sdk-archive"])
+    assert client.function("tagged")["tags"] == ["sdk-archive"]
+    id = client.call_async("tagged", b"held")
+    paused = client.call_async("echo", b"by call", tags=["sdk-archive"])
+    assert client.invoke("echo", b"untagged") == b"untagged", "others do not wait behind a paused tag"
+    deadline = time.monotonic() + 60
+    while client.limit("sdk-archive")["waiting"] < 2:
+        assert time.monotonic() < deadline, client.limit("sdk-archive")
+        client.invocation(id, wait=0.05)
+    assert client.invocation(id)["state"] == "queued", "a paused tag holds its calls"
+    client.set_limit("sdk-archive", 1)
+    assert (client.wait(id), client.wait(paused)) == (b"held", b"by call")
+    limit = client.limit("sdk-archive")
+    assert (limit["running"], limit["waiting"], limit["holders"]) == (0, 0, [])
+    assert [l["tag"] for l in client.limits()] == ["sdk-archive"]
+    client.delete_limit("sdk-archive")
+    with pytest.raises(stratus.NotFound):
+        client.limit("sdk-archive")

@@ -1,6 +1,6 @@
 //! `stratus apply -f project.yaml` and `stratus export`: a project as a
-//! file — its functions, variables, secret references, triggers and
-//! schedules — made true in one command, idempotently.
+//! file — its functions, variables, secret references, concurrency limits,
+//! triggers and schedules — made true in one command, idempotently.
 //!
 //! `apply` reads the file and the project, prints the plan (what it
 //! creates, changes, replaces, leaves and, with `--prune`, deletes), and
@@ -30,7 +30,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     dry_run: bool,
     /// Also delete what the file does not name: functions, variables,
-    /// secrets, triggers and schedules.
+    /// secrets, limits, triggers and schedules.
     #[arg(long)]
     prune: bool,
     /// Set every secret from its source, not only those the project lacks
@@ -57,6 +57,9 @@ pub struct ProjectFile {
     variables: BTreeMap<String, VariableEntry>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     secrets: BTreeMap<String, SecretSource>,
+    /// Concurrency limits: slots per tag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    limits: BTreeMap<String, u32>,
     /// A trigger's body as `POST /v1/triggers` takes it, without its name,
     /// and `enabled` (default true).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -96,6 +99,8 @@ struct FunctionEntry {
     vars: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<stratus_core::settings::SecretRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
 }
 
 /// A variable: text, or `{value, json}`.
@@ -153,9 +158,10 @@ struct Step {
 /// What carrying a step out needs beyond its line (the step says what
 /// kind of thing it is done to).
 enum Action {
-    Deploy(DeployRequest, Option<Vec<u8>>),
+    Deploy(Box<DeployRequest>, Option<Vec<u8>>),
     SetVariable(String, bool),
     SetSecret(String),
+    SetLimit(u32),
     /// A trigger or schedule made from this body (the one of that name
     /// deleted first), then its flag set when it is not the default.
     Make(Value, bool),
@@ -298,6 +304,21 @@ async fn plan(
         deletions.push((step("secret", &s.name, Change::Delete, ""), Action::Delete));
     }
 
+    let limits = c.list_limits().await?;
+    for (tag, &slots) in &file.limits {
+        stratus_core::validate_tag(tag)?;
+        let (change, detail) = match limits.iter().find(|l| &l.limit.tag == tag) {
+            None => (Change::Create, format!("{slots} slots")),
+            Some(l) if l.limit.slots == slots => (Change::Unchanged, String::new()),
+            Some(l) => (Change::Update, format!("{} -> {slots} slots", l.limit.slots)),
+        };
+        let action = if change == Change::Unchanged { Action::None } else { Action::SetLimit(slots) };
+        plan.push((step("limit", tag, change, detail), action));
+    }
+    for l in limits.iter().filter(|l| prune && !file.limits.contains_key(&l.limit.tag)) {
+        deletions.push((step("limit", &l.limit.tag, Change::Delete, ""), Action::Delete));
+    }
+
     let functions = c.list_functions().await?;
     for (name, entry) in &file.functions {
         stratus_core::validate_name("function name", name)?;
@@ -309,7 +330,7 @@ async fn plan(
                 d => (Change::Update, d.join(", ")),
             },
         };
-        let action = if change == Change::Unchanged { Action::None } else { Action::Deploy(req, bytes) };
+        let action = if change == Change::Unchanged { Action::None } else { Action::Deploy(Box::new(req), bytes) };
         plan.push((step("function", name, change, detail), action));
     }
     for f in functions.iter().filter(|f| prune && !file.functions.contains_key(&f.name)) {
@@ -368,6 +389,7 @@ fn deploy_request(e: &FunctionEntry, base: &Path) -> anyhow::Result<(DeployReque
         network: e.network,
         vars: e.vars.clone(),
         secrets: e.secrets.clone(),
+        tags: e.tags.clone(),
     };
     Ok((req, bytes))
 }
@@ -389,6 +411,7 @@ fn differences(f: &FunctionInfo, req: &DeployRequest) -> Vec<&'static str> {
         ("network", f.network == req.network),
         ("vars", f.vars == req.vars),
         ("secrets", f.secrets == req.secrets),
+        ("tags", f.tags == req.tags),
     ];
     for (what, same) in checks {
         if !same {
@@ -487,6 +510,9 @@ async fn carry_out(ctx: &Ctx, kind: &str, name: &str, action: Action) -> anyhow:
         (_, Action::SetSecret(value)) => {
             c.set_secret(name, value).await?;
         }
+        (_, Action::SetLimit(slots)) => {
+            c.set_limit(name, slots).await?;
+        }
         ("trigger", Action::Make(body, enabled)) => {
             if c.get_trigger(name).await.is_ok() {
                 c.delete_trigger(name).await?;
@@ -514,6 +540,7 @@ async fn carry_out(ctx: &Ctx, kind: &str, name: &str, action: Action) -> anyhow:
         ("function", Action::Delete) => c.delete_function(name).await?,
         ("variable", Action::Delete) => c.delete_variable(name).await?,
         ("secret", Action::Delete) => c.delete_secret(name).await?,
+        ("limit", Action::Delete) => c.delete_limit(name).await?,
         ("trigger", Action::Delete) => c.delete_trigger(name).await?,
         (_, Action::Delete) => c.delete_schedule(name).await?,
     }
@@ -537,8 +564,12 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<ExitCode> {
             network: f.network,
             vars: f.vars.clone(),
             secrets: f.secrets.clone(),
+            tags: f.tags.clone(),
         };
         file.functions.insert(f.name.clone(), entry);
+    }
+    for l in c.list_limits().await? {
+        file.limits.insert(l.limit.tag, l.limit.slots);
     }
     for v in c.list_variables().await? {
         let entry =

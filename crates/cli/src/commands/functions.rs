@@ -63,6 +63,10 @@ pub struct DeployArgs {
     /// starts (repeatable).
     #[arg(long = "secret", value_name = "NAME[=ENV]", value_parser = crate::parse::secret_ref)]
     secret: Vec<stratus_core::settings::SecretRef>,
+    /// A concurrency tag of every attempt (repeatable): at most the tag's
+    /// limit (`stratus limit set TAG N`) run at once.
+    #[arg(long = "tag", value_name = "TAG", value_parser = crate::parse::tag)]
+    tag: Vec<String>,
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     retries: u32,
@@ -153,6 +157,9 @@ fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     for r in &f.secrets {
         out!("secret:   {} as {}", r.name, r.env)?;
     }
+    if !f.tags.is_empty() {
+        out!("tags:     {}", f.tags.join(", "))?;
+    }
     Ok(())
 }
 
@@ -187,6 +194,7 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
         network: a.network,
         vars: a.var,
         secrets: a.secret,
+        tags: a.tag,
     };
     let f = ctx.client.deploy(&a.name, &req).await?;
     if ctx.json {

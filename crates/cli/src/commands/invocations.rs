@@ -19,6 +19,9 @@ pub struct InvokeArgs {
     /// Queue the invocation and print its id without waiting.
     #[arg(long = "async")]
     is_async: bool,
+    /// A concurrency tag of this call, beside its function's (repeatable).
+    #[arg(long = "tag", value_name = "TAG", value_parser = crate::parse::tag)]
+    tag: Vec<String>,
 }
 
 #[derive(Args)]
@@ -104,7 +107,7 @@ async fn report(ctx: &Ctx, e: Error) -> anyhow::Result<ExitCode> {
 pub async fn invoke(ctx: &Ctx, a: InvokeArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(a.input.as_deref())?;
     if a.is_async {
-        let id = ctx.client.call_async(&a.name, input).await?;
+        let id = ctx.client.call_async_tagged(&a.name, input, &a.tag).await?;
         if ctx.json {
             output::json(&json!({"id": id}))?;
         } else {
@@ -112,7 +115,7 @@ pub async fn invoke(ctx: &Ctx, a: InvokeArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match ctx.client.invoke(&a.name, input).await {
+    match ctx.client.invoke_tagged(&a.name, input, &a.tag).await {
         Ok(done) => print_output(ctx, done.id, done.output),
         Err(e) => report(ctx, e).await,
     }

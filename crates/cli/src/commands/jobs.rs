@@ -35,6 +35,9 @@ pub struct MapArgs {
     /// Print the job id and return at once.
     #[arg(long)]
     detach: bool,
+    /// A concurrency tag of every task, beside its function's (repeatable).
+    #[arg(long = "tag", value_name = "TAG", value_parser = crate::parse::tag)]
+    tag: Vec<String>,
 }
 
 #[derive(Args)]
@@ -84,11 +87,11 @@ pub async fn map(ctx: &Ctx, a: MapArgs) -> anyhow::Result<ExitCode> {
                 let f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {path}"))?;
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20))
             };
-            ctx.client.map_ndjson(&a.name, a.reduce.as_deref(), body).await?
+            ctx.client.map_ndjson(&a.name, a.reduce.as_deref(), &a.tag, body).await?
         }
         (None, Some(prefix)) => {
             let source = MapSource::Objects { prefix: prefix.clone(), chunk_size: a.chunk_size };
-            ctx.client.map_job(&a.name, source, a.reduce.as_deref()).await?
+            ctx.client.map_job_tagged(&a.name, source, a.reduce.as_deref(), &a.tag).await?
         }
         _ => return Err(invalid("give --inputs FILE or --objects BUCKET/PREFIX")),
     };

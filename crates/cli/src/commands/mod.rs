@@ -6,6 +6,7 @@ mod explain;
 mod functions;
 mod invocations;
 mod jobs;
+mod limits;
 mod node;
 mod objects;
 mod settings;
@@ -94,6 +95,10 @@ enum Command {
     /// Set, list and delete the project's secrets (values are never shown).
     #[command(subcommand)]
     Secret(settings::SecretCommand),
+    /// Set, list, show, delete and reset the project's concurrency limits
+    /// by tag.
+    #[command(subcommand)]
+    Limit(limits::LimitCommand),
     /// Make the project what a file says: functions, variables, secrets,
     /// triggers and schedules; prints the plan first.
     Apply(apply::ApplyArgs),
@@ -224,6 +229,7 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Apply(a) => apply::apply(&ctx, a).await,
         Command::Export(a) => apply::export(&ctx, a).await,
         Command::Secret(c) => settings::secret(&ctx, c).await,
+        Command::Limit(c) => limits::run(&ctx, c).await,
         Command::Event(c) => events::event(&ctx, c).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Trigger(c) => events::trigger(&ctx, c).await,

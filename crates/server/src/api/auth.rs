@@ -123,7 +123,11 @@ impl Trust {
             | TrustChange::DeleteVariable { .. }
             | TrustChange::PutSecret { .. }
             | TrustChange::DeleteSecret { .. }
-            | TrustChange::Reseal { .. } => {}
+            | TrustChange::Reseal { .. }
+            // The scheduler's, told by the handler.
+            | TrustChange::PutLimit { .. }
+            | TrustChange::DeleteLimit { .. }
+            | TrustChange::ResetLimit { .. } => {}
         }
     }
 
@@ -237,6 +241,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         "dashboard" => Need::Read,
         "projects" | "tokens" => Need::Admin,
         "audit" => Need::Develop,
+        "limits" if !read && rest.ends_with("/reset") => Need::Admin,
         // Listing workers is reading; the rest of `/v1/workers` is theirs.
         "workers" if !(read && rest == "workers") => Need::Worker,
         // Workers read artifacts, and any project's objects, to run tasks.

@@ -82,6 +82,13 @@ impl Params {
             })
     }
 
+    /// `?tags=A,B`: a call's concurrency tags, validated; none when absent.
+    pub fn tags(&self) -> ApiResult<Vec<String>> {
+        let tags = self.get("tags").map(stratus_core::names::split_tags).unwrap_or_default();
+        stratus_core::validate_tags(&tags)?;
+        Ok(tags)
+    }
+
     /// `?limit=N`, 1 to 1000, default 50.
     pub fn limit(&self) -> ApiResult<u32> {
         match self.get("limit") {

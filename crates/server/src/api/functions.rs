@@ -63,6 +63,7 @@ async fn deploy(
         network: req.network,
         vars: req.vars,
         secrets: req.secrets,
+        tags: req.tags,
     };
     spec.validate()?;
     let key = Key::artifact(&spec.artifact);

@@ -28,7 +28,11 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(
     post,
     path = "/v1/functions/{name}/invoke",
-    params(FunctionName, ("async" = Option<bool>, Query)),
+    params(
+        FunctionName,
+        ("async" = Option<bool>, Query),
+        ("tags" = Option<String>, Query, description = "concurrency tags of this call, comma-separated"),
+    ),
     summary = "Invoke a function with the request body as its input",
     description = concat!(
         "Synchronous by default: answers with the output bytes when the invocation finishes. ",
@@ -56,10 +60,11 @@ async fn invoke(
     Body(input): Body,
 ) -> ApiResult<Response> {
     let is_async = q.flag("async")?;
-    q.only(&["async"])?;
+    let tags = q.tags()?;
+    q.only(&["async", "tags"])?;
     let f = load_function(&st, &caller.project, &name).await?;
     let mut input = input.to_vec();
-    if !is_async {
+    if !is_async && tags.is_empty() {
         match st.scheduler.run_here(f.clone(), input) {
             Ok(mut here) => {
                 return match tokio::time::timeout(MAX_WAIT, &mut here).await {
@@ -74,7 +79,7 @@ async fn invoke(
             Err(back) => input = back,
         }
     }
-    let mut submitted = st.scheduler.submit(f, vec![input], !is_async).await?;
+    let mut submitted = st.scheduler.submit(f, vec![input], &tags, !is_async).await?;
     let (id, rx) = submitted.pop().expect("one submitted");
     if is_async {
         return Ok((StatusCode::ACCEPTED, Json(Accepted { id, state: InvocationState::Queued })).into_response());

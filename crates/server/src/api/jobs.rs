@@ -56,6 +56,7 @@ async fn functions(
     params(
         ("function" = Option<String>, Query, description = "with an NDJSON body"),
         ("reduce" = Option<String>, Query, description = "with an NDJSON body"),
+        ("tags" = Option<String>, Query, description = "with an NDJSON body: concurrency tags of every task"),
     ),
     summary = "Create a map (or map_reduce) job",
     description = concat!(
@@ -83,6 +84,7 @@ async fn create_job(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
     let (tx, rx) = mpsc::channel::<Result<TaskSpec, String>>(1024);
+    let mut tags = q.tags()?;
     let (f, r) = if ndjson {
         let name =
             q.get("function").ok_or_else(|| ApiError::BadRequest("missing query parameter 'function'".into()))?;
@@ -93,6 +95,10 @@ async fn create_job(
         let bytes =
             axum::body::to_bytes(body, st.max_body).await.map_err(|_| ApiError::PayloadTooLarge(st.max_body))?;
         let req: JobRequest = parse_json(&bytes)?;
+        if !req.tags.is_empty() {
+            stratus_core::validate_tags(&req.tags)?;
+            tags = req.tags.clone();
+        }
         let fs = functions(&st, &caller.project, &req.function, req.reduce.as_deref()).await?;
         let specs = match (req.inputs, req.objects) {
             (Some(inputs), None) => {
@@ -150,7 +156,7 @@ async fn create_job(
             }
         }
     });
-    let job = st.scheduler.create_job(f, r, counted).await.map_err(|e| match e {
+    let job = st.scheduler.create_job(f, r, tags, counted).await.map_err(|e| match e {
         crate::scheduler::Error::Store(stratus_store::Error::Aborted(why)) if over.load(Relaxed) => {
             ApiError::Quota(why)
         }

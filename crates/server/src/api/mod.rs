@@ -12,6 +12,7 @@ pub mod extract;
 pub mod functions;
 pub mod invocations;
 pub mod jobs;
+pub mod limits;
 pub mod meta;
 pub mod objects;
 pub mod openapi;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(functions::routes())
         .merge(invocations::routes())
         .merge(trust::routes())
+        .merge(limits::routes())
         .merge(settings::routes())
         .merge(crate::ui::routes())
         .fallback(not_found)

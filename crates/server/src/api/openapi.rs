@@ -5,7 +5,7 @@
 //! `tests/e2e_http.rs` checks that every path listed is routed and answers
 //! with a status the document lists.
 
-use super::{artifacts, events, functions, invocations, jobs, meta, objects, settings, trust, workers};
+use super::{artifacts, events, functions, invocations, jobs, limits, meta, objects, settings, trust, workers};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -81,6 +81,11 @@ use utoipa::{Modify, OpenApi};
         settings::set_secret,
         settings::delete_secret,
         settings::attempt_settings,
+        limits::list_limits,
+        limits::show_limit,
+        limits::set_limit,
+        limits::delete_limit,
+        limits::reset_limit,
         crate::ui::create_code,
     ),
     modifiers(&Bearer)
@@ -204,6 +209,11 @@ mod tests {
         ("/v1/secrets/{name}", "put", &[200, 400, 409]),
         ("/v1/secrets/{name}", "delete", &[204, 404]),
         ("/v1/workers/{id}/attempts/{invocation}/{attempt}/settings", "get", &[200, 404, 409]),
+        ("/v1/limits", "get", &[200]),
+        ("/v1/limits/{tag}", "get", &[200, 404]),
+        ("/v1/limits/{tag}", "put", &[200, 400, 404]),
+        ("/v1/limits/{tag}", "delete", &[204, 404]),
+        ("/v1/limits/{tag}/reset", "post", &[200, 404]),
     ];
 
     fn document() -> Value {

@@ -42,9 +42,22 @@ async fn commit(
     version: Option<u64>,
 ) -> ApiResult<bool> {
     let at = st.clock.now_ms();
-    let audit = entry(caller, at, &caller.project, action, name);
     let kind = action.split('.').next().unwrap_or(action);
     let event = stratus_core::events::builtin::setting(&caller.project, kind, name, version, at);
+    commit_with(st, caller, change, action, name, event).await
+}
+
+/// Commits a change to a project's settings or limits with its audit entry
+/// (`action` on `target`) and `event`; whether the change applied.
+pub(super) async fn commit_with(
+    st: &AppState,
+    caller: &Caller,
+    change: TrustChange,
+    action: &str,
+    target: &str,
+    event: stratus_core::events::Event,
+) -> ApiResult<bool> {
+    let audit = entry(caller, event.time, &caller.project, action, target);
     let set = stratus_core::change::ChangeSet {
         trust: vec![change],
         audit: vec![audit],

@@ -391,6 +391,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         Task {

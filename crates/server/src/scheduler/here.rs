@@ -101,7 +101,8 @@ impl Scheduler {
     }
 
     /// Starts a sync invocation of `function` on the caller's task, if a
-    /// local slot is free and no direct invocation or due retry waits;
+    /// local slot is free, no direct invocation or due retry waits and the
+    /// function has no concurrency tags (their slots are the queue's);
     /// otherwise it gives the input back, and the caller submits it.
     pub fn run_here(&self, function: Arc<Function>, input: Vec<u8>) -> Result<Here, Vec<u8>> {
         let Some(local) = self.local.get() else { return Err(input) };
@@ -114,6 +115,10 @@ impl Scheduler {
             if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due {
                 return Err(input);
             }
+        }
+        if !function.spec.tags.is_empty() {
+            // Its slots are taken from the queue.
+            return Err(input);
         }
         let Ok(permit) = local.permits.clone().try_acquire_owned() else { return Err(input) };
         let invocation = Invocation::queued(&function, now, None, None);

@@ -27,6 +27,7 @@ impl Scheduler {
         &self,
         function: Arc<Function>,
         reduce: Option<Arc<Function>>,
+        tags: Vec<String>,
         mut rows: mpsc::Receiver<Result<TaskSpec, String>>,
     ) -> Result<Job, super::Error> {
         let _guard = self.tasks_lock.lock().await;
@@ -42,7 +43,7 @@ impl Scheduler {
                 let next = rows.recv().await;
                 let end = match next {
                     Some(Ok(spec)) => {
-                        let mut inv = Invocation::queued(&f, now, Some(job_id), Some(index));
+                        let mut inv = Invocation::queued(&f, now, Some(job_id), Some(index)).with_tags(&tags);
                         inv.id = new_id();
                         index += 1;
                         let (input, partition) = match spec {

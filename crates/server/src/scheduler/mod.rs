@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use stratus_core::api::LimitHolder;
 use stratus_core::clock::Millis;
 use stratus_core::machine::Backoff;
 use stratus_core::{Clock, Completion, Function, Id, Invocation, Task};
@@ -47,6 +48,7 @@ mod here;
 mod jobs;
 mod paging;
 mod queue;
+mod tags;
 mod waiters;
 mod workers;
 mod writer;
@@ -178,6 +180,9 @@ impl Scheduler {
             here: Default::default(),
             background: background.clone(),
         });
+        for (project, limit) in s.store.limits(None).await? {
+            s.queue.lock().unwrap().tags.set_limit(&(project, limit.tag), Some(limit.slots));
+        }
         let rerun = s.store.requeue_running().await?;
         if rerun > 0 {
             tracing::info!(rerun, "attempts that were running at the last stop will run again");
@@ -269,7 +274,71 @@ impl Scheduler {
     fn remove_inflight(&self, inflight: &mut HashMap<Id, Inflight>, id: &Id) -> Option<Inflight> {
         let f = inflight.remove(id)?;
         self.forget_outstanding(&f);
+        self.release_tags(&f.entry);
         Some(f)
+    }
+
+    /// Gives back the concurrency slots an attempt held, waking a taker if
+    /// that let a waiting entry back on its lane. (Lock order: the
+    /// in-flight map, then the queue.)
+    fn release_tags(&self, entry: &Entry) {
+        if entry.task.function.spec.tags.is_empty() && entry.invocation.tags.is_empty() {
+            return;
+        }
+        if self.queue.lock().unwrap().release(entry) {
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// Sets (`Some`) or removes the limit of a project's tag, as committed;
+    /// waiting entries that now have room go back to their lanes.
+    pub fn set_limit(&self, project: &str, tag: &str, slots: Option<u32>) {
+        let key = (project.to_string(), tag.to_string());
+        let mut q = self.queue.lock().unwrap();
+        q.tags.set_limit(&key, slots);
+        if q.unpark(&[key]) {
+            drop(q);
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// Releases every slot of a project's tag: the attempts that hold them
+    /// run on, no longer counted.
+    pub fn reset_limit(&self, project: &str, tag: &str) {
+        let key = (project.to_string(), tag.to_string());
+        let mut q = self.queue.lock().unwrap();
+        q.tags.reset(&key);
+        if q.unpark(&[key]) {
+            drop(q);
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// The attempts that hold a slot of a project's tag, and how many
+    /// entries wait for one with the first `max` of them.
+    pub fn limit_status(&self, project: &str, tag: &str, max: usize) -> (Vec<LimitHolder>, usize, Vec<Id>) {
+        let key = (project.to_string(), tag.to_string());
+        let (ids, (waiting, waiters)) = {
+            let q = self.queue.lock().unwrap();
+            (q.tags.holders(&key), q.tags.waiters(&key, max))
+        };
+        let inflight = self.inflight.lock().unwrap();
+        let mut holders: Vec<LimitHolder> = ids
+            .into_iter()
+            .filter_map(|id| inflight.get(&id))
+            .map(|f| LimitHolder {
+                invocation: f.entry.invocation.id,
+                attempt: f.entry.task.attempt,
+                function: f.entry.invocation.function.clone(),
+                worker: f.worker.clone(),
+                started_at: f.started_at,
+            })
+            .collect();
+        holders.sort_by_key(|h| (h.started_at, h.invocation));
+        (holders, waiting, waiters)
     }
 
     fn forget_outstanding(&self, f: &Inflight) {
@@ -301,6 +370,7 @@ impl Scheduler {
         &self,
         function: Arc<Function>,
         inputs: Vec<Vec<u8>>,
+        tags: &[String],
         wait: bool,
     ) -> Result<Vec<(Id, Option<Watch<Arc<Finished>>>)>, Error> {
         let guard = self.direct_lock.lock().await;
@@ -309,7 +379,7 @@ impl Scheduler {
         let mut entries = Vec::with_capacity(inputs.len());
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let invocation = Invocation::queued(&function, now, None, None);
+            let invocation = Invocation::queued(&function, now, None, None).with_tags(tags);
             let id = invocation.id;
             let task = Task {
                 invocation: id,
@@ -667,6 +737,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
     }
@@ -688,7 +759,7 @@ mod tests {
     #[tokio::test]
     async fn a_waited_invocation_is_answered_once_it_is_stored_with_its_end() {
         let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
-        let mut submitted = scheduler.submit(function(), vec![b"in".to_vec()], true).await.unwrap();
+        let mut submitted = scheduler.submit(function(), vec![b"in".to_vec()], &[], true).await.unwrap();
         let (id, rx) = submitted.pop().unwrap();
         let leased = scheduler.next("w", 1).await.unwrap();
         assert_eq!(leased[0].task.invocation, id);
@@ -710,7 +781,7 @@ mod tests {
     #[tokio::test]
     async fn a_waited_invocation_that_runs_past_the_hold_is_stored_while_it_runs() {
         let (_dir, store, scheduler, _tasks) = scheduler(&[]).await;
-        let mut submitted = scheduler.submit(function(), vec![Vec::new()], true).await.unwrap();
+        let mut submitted = scheduler.submit(function(), vec![Vec::new()], &[], true).await.unwrap();
         let (id, rx) = submitted.pop().unwrap();
         let leased = scheduler.next("w", 1).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -750,6 +821,7 @@ mod tests {
             finished_at: None,
             worker: None,
             error: None,
+            tags: Vec::new(),
         };
         let row = NewInvocation { invocation, input: Vec::new(), partition: None };
         let (_dir, store, scheduler, _tasks) = scheduler(&[row]).await;
@@ -775,7 +847,7 @@ mod tests {
     #[tokio::test]
     async fn the_writer_writes_what_it_holds_when_stopped() {
         let (_dir, store, scheduler, background) = scheduler(&[]).await;
-        let mut submitted = scheduler.submit(function(), vec![Vec::new()], true).await.unwrap();
+        let mut submitted = scheduler.submit(function(), vec![Vec::new()], &[], true).await.unwrap();
         let (id, _rx) = submitted.pop().unwrap();
         background.stop.cancel();
         background.tasks.close();

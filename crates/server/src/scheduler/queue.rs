@@ -7,7 +7,10 @@
 //! stays in the store (`backlog`) and is paged in behind the lane's cursor,
 //! in id order. Everything up to a lane's cursor that is queued in the store
 //! is in memory, so nothing is dispatched twice and nothing is skipped.
+//! Entries waiting for a slot of a concurrency tag are parked off their
+//! lane ([`super::tags`]); they are in memory too.
 
+use super::tags::{Key, PARKED_MAX, Tags};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
@@ -50,6 +53,8 @@ pub(super) struct Queue {
     delayed_entries: HashMap<u64, Entry>,
     seq: u64,
     pub(super) closed: bool,
+    /// Concurrency limits: slots held, entries parked.
+    pub(super) tags: Tags,
 }
 
 /// What [`Queue::take`] took.
@@ -86,10 +91,12 @@ impl Queue {
     }
 
     /// Whether `n` new entries can go straight into the lane's window: it
-    /// has room and nothing waits in the store before them.
+    /// has room, nothing waits in the store before them, and the lane has
+    /// room to park entries waiting for a concurrency slot.
     pub(super) fn fits(&mut self, lane: Lane, n: usize) -> bool {
+        let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
         let l = self.lane(lane);
-        !l.backlog && l.ready.len() + n <= WINDOW
+        !l.backlog && !parked_full && l.ready.len() + n <= WINDOW
     }
 
     /// Whether a retry is due at `now`.
@@ -97,14 +104,41 @@ impl Queue {
         self.delayed.peek().is_some_and(|Reverse((due, _))| *due <= now)
     }
 
+    /// Puts entries back at the front of their lanes, in their order.
+    fn push_front(&mut self, entries: Vec<Entry>) {
+        for e in entries.into_iter().rev() {
+            let lane = lane_of(&e.invocation);
+            self.lane(lane).ready.push_front(e);
+        }
+    }
+
+    /// Gives back the slots of an attempt that ended, and moves entries
+    /// that were waiting for them back to their lanes; true if any moved.
+    pub(super) fn release(&mut self, e: &Entry) -> bool {
+        let freed = self.tags.release(e);
+        self.unpark(&freed)
+    }
+
+    /// Moves entries parked under `keys` that now have room back to their
+    /// lanes; true if any moved.
+    pub(super) fn unpark(&mut self, keys: &[Key]) -> bool {
+        let mut moved = false;
+        for k in keys {
+            let back = self.tags.unpark(k);
+            moved |= !back.is_empty();
+            self.push_front(back);
+        }
+        moved
+    }
+
     /// Whether anything is ready, or waits for its backoff.
     pub(super) fn has_work(&self) -> bool {
         !self.direct.ready.is_empty() || !self.tasks.ready.is_empty() || !self.delayed.is_empty()
     }
 
-    /// Entries held in memory, ready or delayed.
+    /// Entries held in memory, ready, delayed or parked.
     pub(super) fn len(&self) -> usize {
-        self.direct.ready.len() + self.tasks.ready.len() + self.delayed_entries.len()
+        self.direct.ready.len() + self.tasks.ready.len() + self.delayed_entries.len() + self.tags.parked_total()
     }
 
     /// Drops every entry `keep` refuses, ready or delayed.
@@ -112,6 +146,7 @@ impl Queue {
         self.direct.ready.retain(&keep);
         self.tasks.ready.retain(&keep);
         self.delayed_entries.retain(|_, e| keep(e));
+        self.tags.retain(&keep);
     }
 
     /// Takes up to `max` runnable entries at `now`, direct invocations
@@ -120,7 +155,9 @@ impl Queue {
     /// false) takes several only when there is plenty, so no slot sits idle
     /// while another holds a batch of long tasks; the dispatcher takes what
     /// it asks for. With nothing runnable, says how long until the next
-    /// retry is due, if one waits.
+    /// retry is due, if one waits. An entry must also get a slot of each
+    /// of its concurrency tags ([`Tags::admit`]); one that cannot is
+    /// parked, and the take goes on with the entries behind it.
     pub(super) fn take(&mut self, now: Millis, max: usize, greedy: bool) -> Result<Taken, Option<Duration>> {
         while let Some(Reverse((due, seq))) = self.delayed.peek().copied() {
             if due > now {
@@ -143,7 +180,10 @@ impl Queue {
         let mut entries = Vec::new();
         while entries.len() < max {
             match self.direct.ready.pop_front().or_else(|| self.tasks.ready.pop_front()) {
-                Some(e) => entries.push(e),
+                Some(e) => match self.tags.admit(&e) {
+                    Ok(()) => entries.push(e),
+                    Err(full) => self.tags.park(full, e),
+                },
                 None => break,
             }
         }
@@ -157,12 +197,14 @@ impl Queue {
     }
 
     /// Marks for paging the lanes that hold a backlog and have drained to
-    /// half their window; true if the paging task is to be woken.
+    /// half their window (with room to park); true if the paging task is to
+    /// be woken.
     pub(super) fn wants_refill(&mut self) -> bool {
         let mut wake = false;
         for lane in [Lane::Direct, Lane::Tasks] {
+            let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
             let l = self.lane(lane);
-            if l.backlog && !l.refilling && l.ready.len() <= WINDOW / 2 {
+            if l.backlog && !l.refilling && !parked_full && l.ready.len() <= WINDOW / 2 {
                 l.refilling = true;
                 wake = true;
             }
@@ -173,8 +215,9 @@ impl Queue {
     /// Where the next page of a lane starts and how many rows it may hold,
     /// or `None` when the lane needs no page (then it is no longer refilling).
     pub(super) fn next_page(&mut self, lane: Lane) -> Option<(Option<Id>, usize)> {
+        let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
         let l = self.lane(lane);
-        if !l.backlog || l.ready.len() > WINDOW / 2 {
+        if !l.backlog || parked_full || l.ready.len() > WINDOW / 2 {
             l.refilling = false;
             return None;
         }
@@ -205,6 +248,11 @@ mod tests {
     use stratus_core::{Function, FunctionSpec, Limits, Runtime, new_id};
 
     fn entry(task_index: Option<u64>) -> Entry {
+        tagged(task_index, &[])
+    }
+
+    /// An entry of a function tagged with `tags`.
+    fn tagged(task_index: Option<u64>, tags: &[&str]) -> Entry {
         let spec = FunctionSpec {
             runtime: Runtime::Wasm,
             artifact: "0".repeat(64),
@@ -214,6 +262,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
         };
         let function = Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 });
         let invocation = Invocation::queued(&function, 0, task_index.map(|_| new_id()), task_index);
@@ -268,6 +317,65 @@ mod tests {
         assert_eq!(ids(&q.take(40, 1, false).ok().unwrap()), [o_id], "the retry is not due yet");
         assert_eq!(ids(&q.take(100, 1, false).ok().unwrap()), [r_id]);
         assert_eq!(q.len(), 0);
+    }
+
+    fn key(tag: &str) -> Key {
+        ("p".into(), tag.into())
+    }
+
+    #[test]
+    fn an_entry_without_a_slot_waits_aside_and_the_ones_behind_it_run() {
+        let mut q = Queue::default();
+        q.tags.set_limit(&key("a"), Some(1));
+        let (a1, a2, free) = (tagged(Some(0), &["a"]), tagged(Some(1), &["a"]), entry(Some(2)));
+        let (a1_id, a2_id, free_id) = (a1.invocation.id, a2.invocation.id, free.invocation.id);
+        q.push_ready(Lane::Tasks, vec![a1, a2, free]);
+        let first = q.take(0, 1, false).ok().unwrap();
+        assert_eq!(ids(&first), [a1_id]);
+        assert_eq!(ids(&q.take(0, 1, false).ok().unwrap()), [free_id], "a2 waits aside, not in the way");
+        assert_eq!(q.tags.waiters(&key("a"), 10), (1, vec![a2_id]));
+        assert_eq!(q.tags.holders(&key("a")), [a1_id]);
+        assert!(q.take(0, 1, false).is_err(), "nothing runnable while the slot is held");
+        assert_eq!(q.len(), 1, "the parked entry is still counted");
+        assert!(q.release(&first.entries[0]), "the slot's end lets a2 back");
+        assert_eq!(ids(&q.take(0, 1, false).ok().unwrap()), [a2_id]);
+        assert_eq!(q.tags.waiters(&key("a"), 10), (0, vec![]));
+    }
+
+    #[test]
+    fn an_entry_takes_a_slot_of_every_tag_or_none() {
+        let mut q = Queue::default();
+        q.tags.set_limit(&key("a"), Some(1));
+        q.tags.set_limit(&key("b"), Some(0));
+        let both = tagged(None, &["a", "b"]);
+        q.push_ready(Lane::Direct, vec![both]);
+        assert!(q.take(0, 1, false).is_err());
+        assert!(q.tags.holders(&key("a")).is_empty(), "no slot of a is taken while b has none");
+        assert_eq!(q.tags.waiters(&key("b"), 10).0, 1);
+        q.tags.set_limit(&key("b"), Some(1));
+        assert!(q.unpark(&[key("b")]));
+        let taken = q.take(0, 1, false).ok().unwrap();
+        assert_eq!((q.tags.holders(&key("a")).len(), q.tags.holders(&key("b")).len()), (1, 1));
+        q.release(&taken.entries[0]);
+        assert_eq!((q.tags.holders(&key("a")).len(), q.tags.holders(&key("b")).len()), (0, 0));
+    }
+
+    #[test]
+    fn a_reset_frees_the_slots_and_a_cancel_drops_the_waiters() {
+        let mut q = Queue::default();
+        q.tags.set_limit(&key("a"), Some(1));
+        let (a1, a2, a3) = (tagged(Some(0), &["a"]), tagged(Some(1), &["a"]), tagged(Some(2), &["a"]));
+        let (a2_id, a3_id) = (a2.invocation.id, a3.invocation.id);
+        q.push_ready(Lane::Tasks, vec![a1, a2, a3]);
+        let first = q.take(0, 1, false).ok().unwrap();
+        assert!(q.take(0, 1, false).is_err());
+        q.tags.reset(&key("a"));
+        assert!(q.unpark(&[key("a")]));
+        assert_eq!(ids(&q.take(0, 1, false).ok().unwrap()), [a2_id], "the reset freed the slot");
+        assert!(!q.release(&first.entries[0]), "the end of a released holder frees nothing more");
+        assert_eq!(q.tags.holders(&key("a")), [a2_id]);
+        q.retain(|e| e.invocation.id != a3_id);
+        assert_eq!((q.tags.parked_total(), q.len()), (0, 0));
     }
 
     #[test]

@@ -328,6 +328,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         let f = stratus_core::Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let mut invocation = Invocation::queued(&f, 0, None, None);

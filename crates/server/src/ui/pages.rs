@@ -761,11 +761,28 @@ async fn settings(State(st): State<AppState>, s: Session) -> PageResult {
             ],
         );
     }
+    let mut limits = Table::new("limits", &["Tag", "Slots", "Running", "Waiting", "Updated", "By"]);
+    for (_, l) in st.store.limits(Some(&s.caller.project)).await? {
+        let (holders, waiting, _) = st.scheduler.limit_status(&s.caller.project, &l.tag, 0);
+        let slots = if l.slots == 0 { "0 (paused)".to_string() } else { l.slots.to_string() };
+        limits.row(
+            &format!(r#"data-limit="{}""#, esc(&l.tag)),
+            &[
+                format!("<code>{}</code>", esc(&l.tag)),
+                slots,
+                holders.len().to_string(),
+                waiting.to_string(),
+                when(l.updated_at, now),
+                esc(&l.updated_by),
+            ],
+        );
+    }
     let body = format!(
         "<h2>Variables</h2>{}<h2>Secrets</h2><p>Values are never shown: <code>stratus secret set NAME</code> \
-         changes one.</p>{}",
+         changes one.</p>{}<h2>Concurrency limits</h2>{}",
         vars.finish("No variables: stratus var set NAME VALUE sets one."),
-        secrets.finish("No secrets: stratus secret set NAME --from-file F sets one.")
+        secrets.finish("No secrets: stratus secret set NAME --from-file F sets one."),
+        limits.finish("No limits: stratus limit set TAG N sets one.")
     );
     Ok(Html(page(&s, "/ui/settings", "Settings", &body)))
 }

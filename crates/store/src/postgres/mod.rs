@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
-use stratus_core::change::{JobCount, failure_json, partition_json};
+use stratus_core::change::{JobCount, failure_json, partition_json, tags_text};
 use stratus_core::clock::Millis;
 use stratus_core::events::{Event, EventChange, Firing, Trigger};
 use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
@@ -56,6 +56,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_trust.sql")),
     (5, include_str!("../../migrations/postgres/0005_events.sql")),
     (6, include_str!("../../migrations/postgres/0006_settings.sql")),
+    (7, include_str!("../../migrations/postgres/0007_limits.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -470,6 +471,20 @@ impl StateStore for PostgresStore {
             .collect()
     }
 
+    async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::LIMITS)).await?;
+        c.client
+            .query(&st, &[&project])
+            .await?
+            .iter()
+            .map(|r| {
+                let row = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+                Ok(crate::trust::limit_from(row))
+            })
+            .collect()
+    }
+
     async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(&pg(crate::trust::SECRETS)).await?;
@@ -669,6 +684,7 @@ impl StateStore for PostgresStore {
                     for n in &batch {
                         let i = &n.invocation;
                         let partition = partition_json(n.partition.as_ref());
+                        let tags = tags_text(&i.tags);
                         writer
                             .as_mut()
                             .write(&[
@@ -685,6 +701,7 @@ impl StateStore for PostgresStore {
                                 &i.queued_at,
                                 &n.input,
                                 &partition,
+                                &tags,
                             ])
                             .await?;
                     }
@@ -822,6 +839,7 @@ mod tests {
             network: false,
             vars: vec![],
             secrets: vec![],
+            tags: vec![],
         };
         // As a binary that knew only version 1 wrote it (no event table).
         let spec_json = serde_json::to_string(&spec).unwrap();
@@ -837,7 +855,7 @@ mod tests {
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 6 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 7 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -852,11 +870,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 6, known: 1 })
+            Err(Error::TooNew { found: 7, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

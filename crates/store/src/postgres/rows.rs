@@ -51,6 +51,7 @@ pub(super) fn invocation_from(r: &Row) -> Result<Invocation> {
         finished_at: r.try_get("finished_at")?,
         worker: r.try_get("worker")?,
         error: failure_from(r.try_get("error")?)?,
+        tags: r.try_get::<_, Option<&str>>("tags")?.map(stratus_core::names::split_tags).unwrap_or_default(),
     })
 }
 
@@ -91,6 +92,7 @@ pub(super) struct InvocationArrays<'a> {
     pub(super) queued_at: Vec<i64>,
     pub(super) input: Vec<&'a [u8]>,
     pub(super) partition: Vec<Option<String>>,
+    pub(super) tags: Vec<Option<String>>,
 }
 
 impl<'a> InvocationArrays<'a> {
@@ -108,6 +110,7 @@ impl<'a> InvocationArrays<'a> {
             queued_at: Vec::with_capacity(rows.len()),
             input: Vec::with_capacity(rows.len()),
             partition: Vec::with_capacity(rows.len()),
+            tags: Vec::with_capacity(rows.len()),
         };
         for n in rows {
             let i = &n.invocation;
@@ -123,11 +126,12 @@ impl<'a> InvocationArrays<'a> {
             a.queued_at.push(i.queued_at);
             a.input.push(&n.input);
             a.partition.push(partition_json(n.partition.as_ref()));
+            a.tags.push(tags_text(&i.tags));
         }
         a
     }
 
-    pub(super) fn params(&self) -> [Param<'_>; 12] {
+    pub(super) fn params(&self) -> [Param<'_>; 13] {
         [
             &self.id,
             &self.project,
@@ -141,6 +145,7 @@ impl<'a> InvocationArrays<'a> {
             &self.queued_at,
             &self.input,
             &self.partition,
+            &self.tags,
         ]
     }
 }
@@ -388,6 +393,10 @@ pub(super) struct TrustStatements {
     put_secret: Statement,
     delete_secret: Statement,
     reseal: Statement,
+    delete_project_limits: Statement,
+    put_limit: Statement,
+    delete_limit: Statement,
+    reset_limit: Statement,
     pub(super) audit: Statement,
     pub(super) purge: Statement,
 }
@@ -409,6 +418,10 @@ impl TrustStatements {
             put_secret: c.stmt(&pg(PUT_SECRET)).await?,
             delete_secret: c.stmt(&pg(DELETE_SECRET)).await?,
             reseal: c.stmt(&pg(RESEAL_SECRET)).await?,
+            delete_project_limits: c.stmt(&pg(DELETE_PROJECT_LIMITS)).await?,
+            put_limit: c.stmt(&pg(PUT_LIMIT)).await?,
+            delete_limit: c.stmt(&pg(DELETE_LIMIT)).await?,
+            reset_limit: c.stmt(&pg(RESET_LIMIT)).await?,
             audit: c.stmt(&pg(INSERT_AUDIT)).await?,
             purge: c.stmt(&pg(PURGE)).await?,
         })
@@ -425,6 +438,7 @@ impl TrustStatements {
                     tx.execute(&self.revoke_project_tokens, &[&name, &at]).await?;
                     tx.execute(&self.delete_project_variables, &[&name]).await?;
                     tx.execute(&self.delete_project_secrets, &[&name]).await?;
+                    tx.execute(&self.delete_project_limits, &[&name]).await?;
                 }
                 applied
             }
@@ -466,6 +480,12 @@ impl TrustStatements {
                 let params: [Param<'_>; 5] = [&project, &name, &version, &key_id, &sealed];
                 tx.execute(&self.reseal, &params).await? > 0
             }
+            Steps::PutLimit { project, l, slots } => {
+                let params: [Param<'_>; 5] = [&project, &l.tag, &slots, &l.updated_at, &l.updated_by];
+                tx.execute(&self.put_limit, &params).await? > 0
+            }
+            Steps::DeleteLimit { project, tag } => tx.execute(&self.delete_limit, &[&project, &tag]).await? > 0,
+            Steps::ResetLimit { project, tag, at } => tx.execute(&self.reset_limit, &[&project, &tag, &at]).await? > 0,
         })
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 macro_rules! invocation_columns {
     () => {
         "id, project, function, version, state, attempts, max_attempts, job_id, task_index, queued_at, started_at, \
-         finished_at, worker, error"
+         finished_at, worker, error, tags"
     };
 }
 
@@ -44,12 +44,12 @@ pub(super) const DELETE_FUNCTION: &str =
 macro_rules! insert_invocations {
     () => {
         "INSERT INTO invocations (id, project, function, version, state, attempts, \
-         max_attempts, job_id, task_index, queued_at, not_before, input, partition) \
+         max_attempts, job_id, task_index, queued_at, not_before, input, partition, tags) \
          SELECT id, project, function, version, state, attempts, max_attempts, job_id, task_index, queued_at, \
-         queued_at, input, partition FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-         $6::bigint[], $7::bigint[], $8::uuid[], $9::bigint[], $10::bigint[], $11::bytea[], $12::text[]) \
-         AS t(id, project, function, version, state, attempts, max_attempts, job_id, task_index, queued_at, input, \
-         partition)"
+         queued_at, input, partition, tags FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], \
+         $5::text[], $6::bigint[], $7::bigint[], $8::uuid[], $9::bigint[], $10::bigint[], $11::bytea[], $12::text[], \
+         $13::text[]) AS t(id, project, function, version, state, attempts, max_attempts, job_id, task_index, \
+         queued_at, input, partition, tags)"
     };
 }
 pub(super) const INSERT_INVOCATIONS: &str = insert_invocations!();
@@ -58,9 +58,9 @@ pub(super) const INSERT_INVOCATIONS_ONCE: &str = concat!(insert_invocations!(), 
 
 /// A job's tasks, streamed.
 pub(super) const COPY_INVOCATIONS: &str = "COPY invocations (id, project, function, version, state, attempts, max_attempts, \
-     job_id, task_index, queued_at, not_before, input, partition) FROM STDIN (FORMAT binary)";
+     job_id, task_index, queued_at, not_before, input, partition, tags) FROM STDIN (FORMAT binary)";
 
-pub(super) const COPY_TYPES: [Type; 13] = [
+pub(super) const COPY_TYPES: [Type; 14] = [
     Type::UUID,
     Type::TEXT,
     Type::TEXT,
@@ -73,6 +73,7 @@ pub(super) const COPY_TYPES: [Type; 13] = [
     Type::INT8,
     Type::INT8,
     Type::BYTEA,
+    Type::TEXT,
     Type::TEXT,
 ];
 

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use stratus_core::change::{failure_json, partition_json};
+use stratus_core::change::{failure_json, partition_json, tags_text};
 use stratus_core::clock::Millis;
 use stratus_core::events::{Event, EventChange, Firing, Trigger};
 use stratus_core::trust::{AuditEntry, Project, Token, TrustChange};
@@ -40,6 +40,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_trust.sql")),
     (5, include_str!("../../migrations/sqlite/0005_events.sql")),
     (6, include_str!("../../migrations/sqlite/0006_settings.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_limits.sql")),
 ];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -419,6 +420,20 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>> {
+        let project = project.map(str::to_string);
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::trust::LIMITS)?
+                .query_map(params![project], |r| {
+                    Ok(crate::trust::limit_from((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>> {
         let project = project.map(str::to_string);
         self.call(false, move |c| {
@@ -693,6 +708,7 @@ mod tests {
                 finished_at: None,
                 worker: None,
                 error: None,
+                tags: Vec::new(),
             },
             input: Vec::new(),
             partition: None,

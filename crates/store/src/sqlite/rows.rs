@@ -38,7 +38,7 @@ pub(super) fn function_from(row: &Row) -> rusqlite::Result<Function> {
 }
 
 pub(super) const INVOCATION_COLUMNS: &str = "id, project, function, version, state, attempts, max_attempts, job_id, task_index, \
-     queued_at, started_at, finished_at, worker, error";
+     queued_at, started_at, finished_at, worker, error, tags";
 
 pub(super) fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
     let job: Option<Vec<u8>> = row.get("job_id")?;
@@ -57,6 +57,7 @@ pub(super) fn invocation_from(row: &Row) -> rusqlite::Result<Invocation> {
         finished_at: row.get("finished_at")?,
         worker: row.get("worker")?,
         error: failure_from(row.get("error")?)?,
+        tags: row.get::<_, Option<String>>("tags")?.map(|t| stratus_core::names::split_tags(&t)).unwrap_or_default(),
     })
 }
 
@@ -65,8 +66,8 @@ macro_rules! insert_invocation {
         concat!(
             $verb,
             " INTO invocations (id, project, function, version, state, attempts, max_attempts, job_id, \
-             task_index, queued_at, not_before, input, partition) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)"
+             task_index, queued_at, not_before, input, partition, tags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)"
         )
     };
 }
@@ -100,6 +101,7 @@ pub(super) fn insert_rows_with<'a>(
             i.queued_at,
             n.input,
             partition,
+            tags_text(&i.tags),
         ])?;
     }
     Ok(())
@@ -201,8 +203,8 @@ pub(super) fn insert_finished(
         let inserted = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO invocations (id, project, function, version, state, attempts, max_attempts, \
-                 queued_at, not_before, input, partition, output, error, logs, worker, started_at, finished_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 queued_at, not_before, input, partition, output, error, logs, worker, started_at, finished_at, tags) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             )?
             .execute(params![
                 id_bytes(i.id),
@@ -221,6 +223,7 @@ pub(super) fn insert_finished(
                 e.worker,
                 e.started_at,
                 e.finished_at,
+                tags_text(&i.tags),
             ])?;
         if inserted == 1 {
             tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
@@ -463,6 +466,7 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
                 tx.prepare_cached(REVOKE_PROJECT_TOKENS)?.execute(params![name, at])?;
                 tx.prepare_cached(DELETE_PROJECT_VARIABLES)?.execute(params![name])?;
                 tx.prepare_cached(DELETE_PROJECT_SECRETS)?.execute(params![name])?;
+                tx.prepare_cached(DELETE_PROJECT_LIMITS)?.execute(params![name])?;
             }
             applied
         }
@@ -508,6 +512,13 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
         Steps::DeleteSecret { project, name } => tx.prepare_cached(DELETE_SECRET)?.execute(params![project, name])? > 0,
         Steps::Reseal { project, name, version, key_id, sealed } => {
             tx.prepare_cached(RESEAL_SECRET)?.execute(params![project, name, version, key_id, sealed])? > 0
+        }
+        Steps::PutLimit { project, l, slots } => {
+            tx.prepare_cached(PUT_LIMIT)?.execute(params![project, l.tag, slots, l.updated_at, l.updated_by])? > 0
+        }
+        Steps::DeleteLimit { project, tag } => tx.prepare_cached(DELETE_LIMIT)?.execute(params![project, tag])? > 0,
+        Steps::ResetLimit { project, tag, at } => {
+            tx.prepare_cached(RESET_LIMIT)?.execute(params![project, tag, at])? > 0
         }
     };
     Ok(applied)

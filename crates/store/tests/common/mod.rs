@@ -109,6 +109,7 @@ pub fn spec() -> FunctionSpec {
         network: false,
         vars: vec![],
         secrets: vec![],
+        tags: vec![],
     }
 }
 
@@ -130,6 +131,7 @@ pub fn new_inv(f: &str, max_attempts: u32, now: i64) -> NewInvocation {
             finished_at: None,
             worker: None,
             error: None,
+            tags: Vec::new(),
         },
         input: format!("input-{now}").into_bytes(),
         partition: None,

@@ -153,13 +153,15 @@ class Client:
         cpus: Optional[float] = None,
         vars: Optional[List[str]] = None,
         secrets: Optional[Dict[str, str]] = None,
+        tags: Optional[List[str]] = None,
     ) -> Json:
         """Deploys a new version of `name`: a WASI module (`wasm`: a path or
         its bytes), or a process function (`directory` and `cmd`, run in the
         unpacked directory; `warm` keeps one process per slot). It reads the
         project's variables `vars`, each in the environment variable of its
         name, and its secrets `secrets` ({secret: environment variable}), at
-        their values when each attempt starts."""
+        their values when each attempt starts. Each attempt takes a slot of
+        every tag in `tags` that has a limit (`set_limit`)."""
         if (wasm is None) == (directory is None):
             raise ValueError("give wasm= or directory= (with cmd=)")
         if wasm is not None:
@@ -183,6 +185,8 @@ class Client:
             body["vars"] = list(vars)
         if secrets:
             body["secrets"] = [{"name": k, "env": v} for k, v in secrets.items()]
+        if tags:
+            body["tags"] = list(tags)
         return self._json("PUT", f"/v1/functions/{name}", json=body)
 
     def functions(self) -> List[Json]:
@@ -196,17 +200,22 @@ class Client:
 
     # ---- invocations ----
 
-    def invoke(self, name: str, data: Union[bytes, str, None] = None) -> bytes:
+    def invoke(self, name: str, data: Union[bytes, str, None] = None, *, tags: Optional[List[str]] = None) -> bytes:
         """Runs `name` on `data` and returns its output; raises
-        `FunctionFailed` when it failed or timed out."""
-        res = self._send("POST", f"/v1/functions/{name}/invoke", content=_bytes(data), timeout=LONG)
+        `FunctionFailed` when it failed or timed out. `tags`: concurrency
+        tags of this call, beside the function's."""
+        params = {"tags": ",".join(tags)} if tags else None
+        res = self._send("POST", f"/v1/functions/{name}/invoke", params=params, content=_bytes(data), timeout=LONG)
         if res.status_code == 202:  # still running after the server's longest wait
             return self.wait(res.json()["id"])
         return res.content
 
-    def call_async(self, name: str, data: Union[bytes, str, None] = None) -> str:
+    def call_async(self, name: str, data: Union[bytes, str, None] = None, *, tags: Optional[List[str]] = None) -> str:
         """Queues an invocation of `name`; its id, once it is durable."""
-        return self._json("POST", f"/v1/functions/{name}/invoke", params={"async": "true"}, content=_bytes(data))["id"]
+        params = {"async": "true"}
+        if tags:
+            params["tags"] = ",".join(tags)
+        return self._json("POST", f"/v1/functions/{name}/invoke", params=params, content=_bytes(data))["id"]
 
     def invocation(self, id: str, wait: Optional[float] = None) -> Json:
         params = {"wait": str(wait)} if wait is not None else None
@@ -243,13 +252,18 @@ class Client:
 
     # ---- jobs ----
 
-    def map(self, name: str, inputs: Iterable[Any], reduce: Optional[str] = None) -> Job:
+    def map(
+        self, name: str, inputs: Iterable[Any], reduce: Optional[str] = None, *, tags: Optional[List[str]] = None
+    ) -> Job:
         """A job of one task of `name` per input (its JSON text is the task's
-        stdin), with an optional reducer; returns once the job is durable."""
+        stdin), with an optional reducer; returns once the job is durable.
+        Every task carries the concurrency `tags`."""
         lines = b"".join(json.dumps(x).encode() + b"\n" for x in inputs)
         params: Json = {"function": name}
         if reduce:
             params["reduce"] = reduce
+        if tags:
+            params["tags"] = ",".join(tags)
         headers = {"content-type": "application/x-ndjson"}
         return Job(self._json("POST", "/v1/jobs", params=params, content=lines, headers=headers, timeout=LONG))
 
@@ -433,6 +447,27 @@ class Client:
 
     def delete_secret(self, name: str) -> None:
         self._send("DELETE", f"/v1/secrets/{name}")
+
+    # ---- concurrency limits ----
+
+    def set_limit(self, tag: str, slots: int) -> Json:
+        """At most `slots` attempts carrying `tag` run at once; 0 pauses it."""
+        return self._json("PUT", f"/v1/limits/{tag}", json={"slots": slots})
+
+    def limit(self, tag: str) -> Json:
+        """A limit with its occupancy: `running`, `waiting`, and the
+        attempts holding its slots (`holders`) and waiting (`waiters`)."""
+        return self._json("GET", f"/v1/limits/{tag}")
+
+    def limits(self) -> List[Json]:
+        return self._json("GET", "/v1/limits")["limits"]
+
+    def delete_limit(self, tag: str) -> None:
+        self._send("DELETE", f"/v1/limits/{tag}")
+
+    def reset_limit(self, tag: str) -> Json:
+        """Releases every slot of `tag` (admin)."""
+        return self._json("POST", f"/v1/limits/{tag}/reset")
 
     def whoami(self) -> Json:
         return self._json("GET", "/v1/whoami")
