@@ -22,7 +22,12 @@ def _harness():
 
 Node = _harness()
 
-pytest.lithops_config = {}
+#: Where Lithops' tests keep their objects (what their own conftest says).
+TESTS_PREFIX = "__lithops.test"
+
+from stratus.lithops.config import default_config  # noqa: E402
+
+pytest.lithops_config = default_config(config_overwrite={"lithops": {"log_level": "DEBUG"}})
 
 
 @pytest.fixture(scope="session", autouse=True)

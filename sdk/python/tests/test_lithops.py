@@ -96,3 +96,41 @@ def test_a_python_version_the_server_cannot_run_is_a_clear_error(fexec, monkeypa
     monkeypatch.setattr(sys, "version_info", real)
     with pytest.raises(lithops.FunctionException, match="pickled by Python"):
         future.result()
+
+
+def test_partitions_cut_anywhere_give_every_line_once():
+    from stratus.lithops.storage.utils import read_lines_of
+
+    data = b"".join(b"line-%d %s\n" % (i, b"x" * (i % 13)) for i in range(500)) + b"last line without newline"
+    size = len(data)
+
+    def read(a, b):
+        return data[a:b]
+
+    for step in (1, 2, 7, 64, 1000, size - 1, size):
+        cuts = list(range(0, size, step)) + [size]
+        parts = [read_lines_of(read, cuts[i], cuts[i + 1], size) for i in range(len(cuts) - 1)]
+        assert b"".join(parts) == data, f"partitions of {step} bytes"
+
+
+def count_lines(obj):
+    return [line for line in obj.data_stream.read().decode().splitlines()]
+
+
+def test_a_map_over_a_prefix_reads_each_object_and_partition(fexec, client):
+    storage = lithops.Storage(client=client)
+    lines = [f"row {i} " + "y" * (i % 31) for i in range(3000)]
+    for n in range(3):
+        storage.put_object(storage.bucket, f"sdk-objects/part-{n}.txt", "\n".join(lines[n::3]) + "\n")
+    whole = fexec.get_result(fexec.map(count_lines, f"stratus://{storage.bucket}/sdk-objects/"))
+    assert len(whole) == 3 and sorted(sum(whole, [])) == sorted(lines)
+    futures = fexec.map(count_lines, f"{storage.bucket}/sdk-objects/", obj_chunk_size=6000)
+    seen = sum(fexec.get_result(futures), [])
+    assert len(futures) > 3 and sorted(seen) == sorted(lines), "no line lost or read twice"
+    by_key = fexec.map_reduce(count_lines, f"{storage.bucket}/sdk-objects/", len, obj_chunk_number=4,
+                              obj_reduce_by_key=True)
+    assert len(by_key) == 3 * 4 + 3 and fexec.get_result(by_key) == [4, 4, 4], "one reducer per object"
+    with pytest.raises(lithops.StorageNoSuchKeyError):
+        fexec.map(count_lines, f"{storage.bucket}/sdk-objects/missing.txt")
+    storage.delete_objects(storage.bucket, storage.list_keys(storage.bucket, "sdk-objects/"))
+    assert storage.list_keys(storage.bucket, "sdk-objects/") == []

@@ -350,8 +350,23 @@ class Client:
             content = data
         return self._json("PUT", f"/v1/objects/{key}", content=content, timeout=LONG)["size"]
 
-    def get_object(self, key: str) -> bytes:
-        return self._send("GET", f"/v1/objects/{key}", timeout=LONG).content
+    def get_object(self, key: str, start: Optional[int] = None, end: Optional[int] = None) -> bytes:
+        """`BUCKET/KEY`'s bytes; with `start` (and `end`, exclusive), only
+        that range of them."""
+        headers = None
+        if start is not None:
+            last = "" if end is None else str(end - 1)
+            headers = {"range": f"bytes={start}-{last}"}
+        return self._send("GET", f"/v1/objects/{key}", headers=headers, timeout=LONG).content
+
+    def head_object(self, key: str) -> Optional[int]:
+        """`BUCKET/KEY`'s size, or `None` when it does not exist."""
+        res = self._http.request("HEAD", f"/v1/objects/{key}")
+        if res.status_code == 404:
+            return None
+        if res.status_code >= 400:
+            raise from_response(res.status_code, res.content)
+        return int(res.headers["content-length"])
 
     def stream_object(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """`BUCKET/KEY`'s bytes as they arrive."""

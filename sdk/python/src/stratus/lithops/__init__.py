@@ -12,8 +12,13 @@ What is here: `FunctionExecutor(config=None, backend=..., storage=...,
 runtime=..., runtime_memory=..., max_workers=..., ...)` (Lithops' settings
 accepted and ignored where they do not apply), `call_async`, `map`
 (`iterdata` a list, tuple, range or set; dicts as keyword arguments, tuples
-as positional ones; `extra_args`; `timeout`), `map_reduce` (the reducer gets
-the list of map results), `get_result(fs=None, throw_except=True,
+as positional ones; `extra_args`; `timeout`; objects as data: a function
+with an `obj` parameter maps over `BUCKET/PREFIX/`, `stratus://BUCKET/KEY`
+or `http(s)://` URLs, one call per object or per `obj_chunk_size` /
+`obj_chunk_number` partition, cut at line ends), the special parameters
+`obj`, `storage` (a `Storage`) and `id`, `map_reduce` (the reducer gets the
+list of map results; `obj_reduce_by_key` runs one per object), `Storage`
+and the `config` helpers, `get_result(fs=None, throw_except=True,
 timeout=None)`, `wait(fs=None, return_when=ALL_COMPLETED|ANY_COMPLETED|ALWAYS,
 timeout=None)`, `plot(fs=None, dst=None)` (Lithops' timeline and histogram as
 PNGs, from the server's per-task timings), `clean`, and use as a context
@@ -38,6 +43,8 @@ import cloudpickle
 
 from ..client import Client
 from ..errors import NotFound, StratusError
+from .storage import BACKEND, Storage
+from .storage.utils import CloudObject, StorageNoSuchKeyError
 
 ALWAYS = 0
 ANY_COMPLETED = 1
@@ -101,6 +108,9 @@ class ResponseFuture:
         self._read = False
         self._output: Optional[Dict[str, Any]] = None
         self._failure: Optional[str] = None
+        #: False for the map calls of a `map_reduce`, whose results go to
+        #: the reducer, not to `get_result`.
+        self._produce_output = True
 
     def __getstate__(self) -> Dict[str, Any]:
         # A future returned by a function travels without its executor (and
@@ -215,25 +225,28 @@ class FunctionExecutor:
         self.timeout = timeout
         self.settings = settings
         self.executor_id = hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:10]
-        self._function: Optional[str] = None
+        self._functions: Dict[bool, str] = {}
         self._futures: List[ResponseFuture] = []
         self._objects: List[str] = []
         self._calls = 0
         self._last_call = ""
+        self.storage = Storage(config=self.config, client=self.client)
 
 
     # ---- set-up ----
 
-    def _runner(self) -> str:
-        """The runner function's name, deployed the first time it is needed."""
-        if self._function:
-            return self._function
+    def _runner(self, network: bool = False) -> str:
+        """The runner function's name, deployed the first time it is needed;
+        with `network`, the one that may reach the network (for calls that
+        read URLs), a function of its own."""
+        if network in self._functions:
+            return self._functions[network]
         d = _runner_dir()
         try:
             from ..client import pack_dir
 
             digest = hashlib.sha256(pack_dir(d)).hexdigest()
-            name = f"lithops-{digest[:16]}"
+            name = f"lithops-{digest[:16]}{'-net' if network else ''}"
             try:
                 existing = self.client.function(name)
             except NotFound:
@@ -245,19 +258,42 @@ class FunctionExecutor:
                     cmd="python3 runner.py",
                     memory_mb=self.runtime_memory,
                     timeout=self.timeout,
+                    network=network,
                 )
         finally:
             shutil.rmtree(d, ignore_errors=True)
-        self._function = name
+        self._functions[network] = name
         return name
 
     def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any],
-              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+              env: Optional[Dict[str, str]] = None, special: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         packed = base64.b64encode(cloudpickle.dumps((tuple(args), dict(kwargs)))).decode()
         task: Dict[str, Any] = dict(func_ref, args=packed, python="%d.%d" % sys.version_info[:2])
         if env:
             task["env"] = {str(k): str(v) for k, v in env.items()}
+        if special:
+            task["special"] = special
         return task
+
+    def _special(self, func: Callable, kwargs: Dict[str, Any], index: int,
+                 obj: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The special parameters the runner fills in for `func`: `storage`
+        (a `Storage` of this project), `id` (the call's index) and `obj`
+        (the object or partition it reads), unless the call gives them."""
+        params = _parameters(func)
+        special: Dict[str, Any] = {}
+        if "storage" in params and "storage" not in kwargs:
+            special["storage"] = self.storage_config()
+        if "id" in params and "id" not in kwargs:
+            special["id"] = index
+        if obj is not None:
+            special["obj"] = obj
+        return special
+
+    def storage_config(self) -> Dict[str, Any]:
+        """What a function's `storage` is made from: the bucket; the server
+        and token are the attempt's own."""
+        return {"bucket": self.storage.bucket}
 
     def _func_ref(self, func: Callable) -> Dict[str, str]:
         _by_value(func)
@@ -283,7 +319,7 @@ class FunctionExecutor:
         if isinstance(data, ResponseFuture):
             data = self._consume([data])[0]
         args, kwargs = _arguments(data, extra_args)
-        task = self._task(self._func_ref(func), args, kwargs, extra_env)
+        task = self._task(self._func_ref(func), args, kwargs, extra_env, self._special(func, kwargs, 0))
         invocation = self.client.call_async(self._runner(), json.dumps(task))
         self._last_call = "call_async"
         future = ResponseFuture(self, self._call_id(), invocation=invocation)
@@ -292,24 +328,74 @@ class FunctionExecutor:
 
     def map(self, map_function: Callable, map_iterdata: Union[Iterable[Any], str], extra_args: Any = None,
             chunksize: Optional[int] = None, timeout: Optional[float] = None,
-            extra_env: Optional[Dict[str, str]] = None, **_: Any) -> "FuturesList":
+            extra_env: Optional[Dict[str, str]] = None, obj_chunk_size: Optional[int] = None,
+            obj_chunk_number: Optional[int] = None, **_: Any) -> "FuturesList":
         """Runs `map_function` once per element of `map_iterdata` (a list,
         tuple, range or set; futures stand for their results, which are then
-        read), as one job; a future per call, in order."""
-        if isinstance(map_iterdata, str):
-            raise NotImplementedError("map over a bucket prefix is not supported yet: pass a list of elements")
-        items = list(map_iterdata)
+        read), as one job; a future per call, in order. A function with an
+        `obj` parameter maps over objects instead (see the module's doc)."""
+        futures, _ = self._map(map_function, map_iterdata, extra_args, extra_env, obj_chunk_size, obj_chunk_number)
+        self._last_call = "map"
+        return futures
+
+    def _map(self, func: Callable, iterdata: Union[Iterable[Any], str], extra_args: Any,
+             extra_env: Optional[Dict[str, str]], obj_chunk_size: Optional[int], obj_chunk_number: Optional[int]
+             ) -> "tuple[FuturesList, List[str]]":
+        """The map's futures, and for each call the object it reads (`""`
+        when it reads none)."""
+        items = [iterdata] if isinstance(iterdata, str) else list(iterdata)
         if items and all(isinstance(x, ResponseFuture) for x in items):
             items = self._consume(items)
-        ref = self._func_ref(map_function)
-        tasks = [self._task(ref, *_arguments(item, extra_args), env=extra_env) for item in items]
+        ref = self._func_ref(func)
+        calls: List["tuple[tuple, Dict[str, Any], Optional[Dict[str, Any]]]"] = []
+        if "obj" in _parameters(func):
+            for item in items:
+                rest = dict(item) if isinstance(item, dict) else {}
+                where = rest.pop("obj", None) if isinstance(item, dict) else item
+                if not isinstance(where, str):
+                    raise ValueError(f"a function with an obj parameter maps over objects: got {where!r}")
+                for spec in self._objects_of(where, obj_chunk_size, obj_chunk_number):
+                    args, kwargs = _arguments(rest, extra_args)
+                    calls.append((args, kwargs, spec))
+        else:
+            calls = [(*_arguments(item, extra_args), None) for item in items]
+        tasks = [self._task(ref, args, kwargs, extra_env, self._special(func, kwargs, i, spec))
+                 for i, (args, kwargs, spec) in enumerate(calls)]
         if not tasks:
-            return FuturesList(self, [])
-        job = self.client.map(self._runner(), tasks)
-        self._last_call = "map"
+            return FuturesList(self, []), []
+        network = any(spec and spec.get("url") for _, _, spec in calls)
+        job = self.client.map(self._runner(network), tasks)
         futures = FuturesList(self, [ResponseFuture(self, self._call_id(), job=job.id, index=i) for i in range(len(tasks))])
         self._futures.extend(futures)
-        return futures
+        return futures, [(spec or {}).get("url") or (spec or {}).get("path", "") for _, _, spec in calls]
+
+    def _objects_of(self, where: str, chunk_size: Optional[int], chunk_number: Optional[int]) -> List[Dict[str, Any]]:
+        """The objects (or partitions) a string of iterdata names: a URL; a
+        `[BACKEND://]BUCKET/KEY`; or every object under `[BACKEND://]BUCKET/
+        PREFIX/` (or a whole bucket)."""
+        if where.startswith(("http://", "https://")):
+            size = None
+            if chunk_size or chunk_number:
+                import httpx
+
+                size = int(httpx.head(where, follow_redirects=True).headers["content-length"])
+            return _partitions({"url": where}, size, chunk_size, chunk_number)
+        path = where.split("://", 1)[1] if "://" in where else where
+        bucket, _, key = path.partition("/")
+        if not key or key.endswith("/"):
+            listed = [(o["Key"], o["Size"]) for o in self.storage.list_objects(bucket, key)]
+            if not listed:
+                raise StorageNoSuchKeyError(bucket, key)
+        else:
+            size = self.client.head_object(f"{bucket}/{key}")
+            if size is None:
+                raise StorageNoSuchKeyError(bucket, key)
+            listed = [(key, size)]
+        out = []
+        for k, size in listed:
+            base = {"backend": BACKEND, "bucket": bucket, "key": k, "path": f"{bucket}/{k}"}
+            out.extend(_partitions(base, size, chunk_size, chunk_number))
+        return out
 
     def _resolve(self, value: Any) -> Any:
         """A call's result, with the futures it returned (a function that
@@ -333,18 +419,31 @@ class FunctionExecutor:
             f._read = True
         return results
 
-    def map_reduce(self, map_function: Callable, map_iterdata: Iterable[Any], reduce_function: Callable,
-                   extra_args: Any = None, reducer_one_per_object: bool = False, spawn_reducer: int = 20,
-                   **_: Any) -> ResponseFuture:
-        """`map`, then `reduce_function` once on the list of the map's results
-        (in input order), on Stratus."""
-        futures = self.map(map_function, map_iterdata, extra_args=extra_args)
-        results = self.get_result(futures)
+    def map_reduce(self, map_function: Callable, map_iterdata: Union[Iterable[Any], str], reduce_function: Callable,
+                   extra_args: Any = None, extra_env: Optional[Dict[str, str]] = None,
+                   obj_chunk_size: Optional[int] = None, obj_chunk_number: Optional[int] = None,
+                   obj_reduce_by_key: bool = False, reducer_one_per_object: bool = False,
+                   spawn_reducer: int = 20, **_: Any) -> "FuturesList":
+        """`map`, then `reduce_function` on the list of the map's results (in
+        input order), on Stratus: once, or once per object with
+        `obj_reduce_by_key`. Returns every call's future, the map's and the
+        reducers'; `get_result` gives the reducers' results."""
+        futures, objects = self._map(map_function, map_iterdata, extra_args, extra_env, obj_chunk_size,
+                                     obj_chunk_number)
+        self.wait(futures, return_when=ALL_COMPLETED)
         for f in futures:
             f._read = True
-        reduced = self.call_async(reduce_function, (results,))
+            f._produce_output = False
+        groups: Dict[str, List[ResponseFuture]] = {}
+        if obj_reduce_by_key or reducer_one_per_object:
+            for f, o in zip(futures, objects):
+                groups.setdefault(o, []).append(f)
+        else:
+            groups[""] = list(futures)
+        reducers = [self.call_async(reduce_function, ([f.result() for f in group],), extra_env=extra_env)
+                    for group in groups.values()]
         self._last_call = "map_reduce"
-        return reduced
+        return FuturesList(self, list(futures) + reducers)
 
     def wait(self, fs: Optional[Sequence[ResponseFuture]] = None, throw_except: bool = True,
              return_when: int = ALL_COMPLETED, timeout: Optional[float] = None,
@@ -372,6 +471,7 @@ class FunctionExecutor:
             futures = [f for f in self._futures if not f._read]
         else:
             futures = [fs] if isinstance(fs, ResponseFuture) else list(fs)
+        futures = [f for f in futures if f._produce_output]
         self.wait(futures, return_when=ALL_COMPLETED, timeout=timeout)
         results = [f.result(throw_except=throw_except) for f in futures]
         if fs is None:
@@ -434,7 +534,10 @@ class FunctionExecutor:
 
     def clean(self, fs: Optional[Sequence[ResponseFuture]] = None, cs: Any = None, clean_cloudobjects: bool = True,
               **_: Any) -> None:
-        """Drops the objects this executor stored (large functions)."""
+        """Drops the objects this executor stored (large functions), and the
+        cloud objects `cs` (one, or a list)."""
+        if cs is not None:
+            self.storage.delete_cloudobjects([cs] if isinstance(cs, CloudObject) else list(cs))
         for key in self._objects:
             try:
                 self.client.delete_object(key)
@@ -494,6 +597,33 @@ def _by_value(func: Callable) -> None:
     cloudpickle.register_pickle_by_value(module)
 
 
+def _parameters(func: Callable) -> "set[str]":
+    """The names of `func`'s parameters (none when they cannot be read)."""
+    import inspect
+
+    try:
+        return set(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _partitions(base: Dict[str, Any], size: Optional[int], chunk_size: Optional[int],
+                chunk_number: Optional[int]) -> List[Dict[str, Any]]:
+    """An object as one call's `obj`, or cut into partitions of `chunk_size`
+    bytes, or into `chunk_number` of them (whole lines each: the runner
+    reads on to the end of a partition's last line)."""
+    if size is None or not (chunk_size or chunk_number) or size == 0:
+        return [dict(base, part=0, size=size)]
+    if chunk_number:
+        n = max(1, int(chunk_number))
+        cuts = [size * i // n for i in range(n + 1)]
+    else:
+        step = max(1, int(chunk_size))  # type: ignore[arg-type]
+        cuts = list(range(0, size, step)) + [size]
+    return [dict(base, part=i, size=size, range=[cuts[i], cuts[i + 1]], chunk_size=cuts[i + 1] - cuts[i])
+            for i in range(len(cuts) - 1)]
+
+
 def _arguments(data: Any, extra_args: Any) -> "tuple[tuple, dict]":
     """Lithops' rules: a dict is keyword arguments, a tuple positional ones,
     anything else the one argument; `extra_args` (a tuple or a dict) is added."""
@@ -520,8 +650,11 @@ __all__ = [
     "ALL_COMPLETED",
     "ALWAYS",
     "ANY_COMPLETED",
+    "CloudObject",
     "FunctionException",
     "FunctionExecutor",
     "FuturesList",
     "ResponseFuture",
+    "Storage",
+    "StorageNoSuchKeyError",
 ]

@@ -1,14 +1,17 @@
 """Runs one task of a `stratus.lithops` executor inside a Stratus process
-function: reads `{"func", "func_key", "args"}` on stdin, runs the pickled
-function on the pickled arguments, and writes `{"result"}` or `{"error",
+function: reads `{"func", "func_key", "args", "special"}` on stdin, runs the
+pickled function on the pickled arguments (with the special parameters
+`storage`, `id` and `obj` filled in), and writes `{"result"}` or `{"error",
 "traceback", "exception"}` as JSON on stdout (pickles in base64). Only the
-standard library and the cloudpickle shipped beside it in `vendor/`."""
+standard library and what is shipped beside it in `vendor/` (cloudpickle,
+and this SDK for `storage` and `obj`)."""
 
 import base64
 import json
 import os
 import sys
 import traceback
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor"))
@@ -26,13 +29,70 @@ def fetch(key):
         return res.read()
 
 
+def read_url(url, start, end, whole={}):
+    """Bytes `[start, end)` of a URL (all of it when `start` is None), by a
+    Range request; a server that ignores Range sends it all, kept once."""
+    headers = {}
+    if start is not None:
+        headers["range"] = "bytes=%d-%d" % (start, end - 1)
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as res:
+        if start is None or res.status == 206:
+            return res.read()
+        body = whole.setdefault(url, res.read())
+    return body[start:end]
+
+
+def special_args(special):
+    """The special parameters' values: `storage`, `id`, `obj`."""
+    out = {}
+    if not special:
+        return out
+    if "storage" in special or "obj" in special:
+        from stratus.lithops.storage import Storage
+        from stratus.lithops.storage.utils import ObjectPartition, read_lines_of
+
+        storage = Storage(storage_config=special.get("storage") or {})
+    if "storage" in special:
+        out["storage"] = storage
+    if "id" in special:
+        out["id"] = special["id"]
+    spec = special.get("obj")
+    if spec is not None:
+        url, rng, size = spec.get("url"), spec.get("range"), spec.get("size")
+        if url:
+            def read(a, b):
+                return read_url(url, a, b)
+        else:
+            path = "%s/%s" % (spec["bucket"], urllib.parse.quote(spec["key"], safe="/"))
+
+            def read(a, b):
+                return storage.client.get_object(path, a, b)
+
+        def fetch():
+            if rng is None:
+                return read(None, None) if url else storage.client.get_object(path)
+            return read_lines_of(read, rng[0], rng[1], size)
+
+        out["obj"] = ObjectPartition(spec.get("backend", "stratus"), spec.get("bucket"), spec.get("key"),
+                                     part=spec.get("part", 0), data_byte_range=tuple(rng) if rng else None,
+                                     chunk_size=spec.get("chunk_size"), url=url, size=size, fetch=fetch)
+    return out
+
+
 def main():
     task = json.loads(sys.stdin.buffer.read())
+    # What the function prints (and its subprocesses) is its logs: standard
+    # output goes to standard error while it runs, and the answer to the
+    # real standard output.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     here = "%d.%d" % sys.version_info[:2]
     if task.get("python") and task["python"] != here:
         # Pickled code runs only on the Python it was pickled by.
-        sys.stdout.write(json.dumps({"error": "the function was pickled by Python %s, and the server runs it with "
-                                              "Python %s: use the same minor version" % (task["python"], here)}))
+        answer.write(json.dumps({"error": "the function was pickled by Python %s, and the server runs it with "
+                                          "Python %s: use the same minor version" % (task["python"], here)}))
+        answer.flush()
         return
     os.environ.update(task.get("env") or {})
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
@@ -40,6 +100,7 @@ def main():
     try:
         func = cloudpickle.loads(func_bytes)
         args, kwargs = cloudpickle.loads(base64.b64decode(task["args"]))
+        kwargs.update(special_args(task.get("special")))
         out["result"] = base64.b64encode(cloudpickle.dumps(func(*args, **kwargs))).decode()
     except BaseException as e:  # the caller re-raises it
         out["error"] = repr(e)
@@ -48,7 +109,9 @@ def main():
             out["exception"] = base64.b64encode(cloudpickle.dumps(e)).decode()
         except Exception:
             pass
-    sys.stdout.write(json.dumps(out))
+    sys.stdout.flush()
+    answer.write(json.dumps(out))
+    answer.flush()
 
 
 if __name__ == "__main__":
