@@ -209,3 +209,35 @@ fn bad_limits_are_refused() {
     assert!(!refused.status.success() && stderr(&refused).contains("developer token may not"), "{}", stderr(&refused));
     assert!(cli_as(&s.url, &dev, &["limit", "set", "ok", "2"], None).status.success(), "developers set limits");
 }
+
+/// A project's `max_running` quota holds its further attempts in the
+/// queue (no error), and another project's run as usual.
+#[test]
+fn a_projects_max_running_holds_its_attempts_in_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "3"]);
+    s.ok(&["project", "create", "other"]);
+    let other = s.ok(&["token", "create", "--project", "other", "--role", "developer"]).trim().to_string();
+    let shown = s.ok(&["project", "set", "default", "--max-running", "1"]);
+    assert!(shown.contains("max running 1"), "{shown}");
+    let go = deploy_gate(&s, tmp.path(), "gate");
+    let job = s.ok(&["map", "gate", "--inputs", path(&inputs_file(tmp.path(), 4)), "--detach"]).trim().to_string();
+    let running = |s: &Server| json(s, &["project", "show", "default"])["running"].as_u64().unwrap();
+    s.eventually("one attempt of the project runs", || running(&s) == 1);
+    let queued = s.ok(&["invoke", "gate", "held", "--async"]).trim().to_string();
+    let job_now = s.get_json(&format!("/v1/jobs/{job}"));
+    assert_eq!((job_now["running"].as_u64(), job_now["queued"].as_u64()), (Some(1), Some(3)), "{job_now}");
+
+    // Another project is not held back.
+    assert!(cli_as(&s.url, &other, &["fn", "deploy", "hello", "--wasm", path(&guest_wasm())], None).status.success());
+    let out = cli_as(&s.url, &other, &["invoke", "hello", "echo:free"], None);
+    assert_eq!(stdout(&out), "free", "{}", stderr(&out));
+
+    std::fs::write(&go, b"").unwrap();
+    s.ok(&["wait", &job]);
+    assert_all_echoed(&s, &job, 4);
+    assert_eq!(s.ok(&["wait", &queued]), "held");
+    assert_eq!(running(&s), 0);
+    let bad = s.cli(&["project", "set", "default", "--max-running", "0"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("max-running"), "{}", stderr(&bad));
+}

@@ -556,8 +556,12 @@ pub struct ProjectInfo {
     pub functions: u64,
     /// Tokens not revoked (expired ones included).
     pub tokens: u64,
-    /// The limits in force, defaults filled in (`max_object_size` absent: none).
+    /// The limits in force, defaults filled in (`max_object_size` and
+    /// `max_running` absent: none).
     pub quotas: crate::trust::Quotas,
+    /// Its attempts running now (on the leading server's count).
+    #[serde(default)]
+    pub running: u64,
 }
 
 /// What `POST /v1/projects/{name}/purge` did.

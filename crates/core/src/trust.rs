@@ -142,6 +142,10 @@ pub struct Quotas {
     /// [default: 7 days].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_s: Option<u64>,
+    /// Attempts of the project that may run at once; more wait in the
+    /// queue [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
 }
 
 impl Quotas {
@@ -168,6 +172,7 @@ impl Quotas {
             ("max_object_size", self.max_object_size),
             ("min_chunk_size", self.min_chunk_size),
             ("retention_s", self.retention_s),
+            ("max_running", self.max_running.map(u64::from)),
         ] {
             if v == Some(0) {
                 return Err(Error::invalid(name, "must be at least 1"));

@@ -60,6 +60,10 @@ pub struct SetArgs {
     /// How long finished invocations keep their input, output and logs, e.g. 30d [default: 7d].
     #[arg(long, value_parser = crate::parse::duration_ms)]
     retention: Option<u64>,
+    /// Attempts of the project that may run at once; more wait in the
+    /// queue [default: no limit].
+    #[arg(long)]
+    max_running: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +178,8 @@ fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
     out!("           max object size {}", or_none(q.max_object_size, crate::output::size))?;
     out!("           min chunk size {}", or_none(q.min_chunk_size, crate::output::size))?;
     out!("           retention {}", or_none(q.retention_s, |s| crate::output::duration(s as i64 * 1000)))?;
+    out!("           max running {}", or_none(q.max_running.map(u64::from), |n| n.to_string()))?;
+    out!("running:   {}", p.running)?;
     Ok(())
 }
 
@@ -216,6 +222,10 @@ pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
             q.max_object_size = a.max_object_size.or(q.max_object_size);
             q.min_chunk_size = a.min_chunk_size.or(q.min_chunk_size);
             q.retention_s = a.retention.map(|ms| ms.div_ceil(1000)).or(q.retention_s);
+            if a.max_running == Some(0) {
+                return Err(crate::errors::invalid("--max-running: at least 1"));
+            }
+            q.max_running = a.max_running.or(q.max_running);
             print_project(ctx, &ctx.client.set_quotas(&a.name, &q).await?)?;
         }
         ProjectCommand::Purge { name } => {

@@ -74,8 +74,10 @@ async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
         max_object_size: q.max_object_size,
         min_chunk_size: Some(q.min_chunk_size()),
         retention_s: Some(q.retention_ms() as u64 / 1000),
+        max_running: q.max_running,
     };
-    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas })
+    let running = st.scheduler.project_running(&p.name);
+    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas, running })
 }
 
 #[utoipa::path(
@@ -185,10 +187,12 @@ async fn set_quotas(
     st.trust.project(&name).ok_or_else(|| no_project(&name))?;
     let quotas: Quotas = parse_json(&body)?;
     quotas.validate()?;
+    let max_running = quotas.max_running;
     let audit = entry(&caller, st.clock.now_ms(), &name, "project.quotas", &name);
     if !change(&*st.store, &st.trust, TrustChange::SetQuotas { name: name.clone(), quotas }, audit).await? {
         return Err(no_project(&name));
     }
+    st.scheduler.set_project_limit(&name, max_running);
     let p = st.trust.project(&name).ok_or_else(|| no_project(&name))?;
     Ok(Json(project_info(&st, p).await?))
 }

@@ -101,8 +101,9 @@ impl Scheduler {
     }
 
     /// Starts a sync invocation of `function` on the caller's task, if a
-    /// local slot is free, no direct invocation or due retry waits and the
-    /// function has no concurrency tags (their slots are the queue's);
+    /// local slot is free, no direct invocation or due retry waits, and
+    /// neither the function has concurrency tags nor its project a
+    /// `max_running` quota (their slots are the queue's);
     /// otherwise it gives the input back, and the caller submits it.
     pub fn run_here(&self, function: Arc<Function>, input: Vec<u8>) -> Result<Here, Vec<u8>> {
         let Some(local) = self.local.get() else { return Err(input) };
@@ -112,7 +113,8 @@ impl Scheduler {
             // given back unused (a slot may have missed it meanwhile).
             let q = self.queue.lock().unwrap();
             let retry_due = q.retry_due(now);
-            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due {
+            let limited = q.tags.project_limited(&function.project);
+            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due || limited {
                 return Err(input);
             }
         }
@@ -132,10 +134,10 @@ impl Scheduler {
         handed.token = self.attempt_token(&task, now);
         let leased = Leased { task: handed, cancel: cancel.clone() };
         let finished = self.watch(id);
-        self.inflight
-            .lock()
-            .unwrap()
-            .insert(id, Inflight { entry: Entry { invocation, task }, worker, started_at: now, cancel });
+        self.inflight.lock().unwrap().insert(
+            id,
+            Inflight { entry: Entry { invocation, task }, worker, started_at: now, cancel, released: false },
+        );
         self.metrics.invocations_submitted.fetch_add(1, Relaxed);
         self.metrics.attempts_started.fetch_add(1, Relaxed);
 

@@ -103,6 +103,8 @@ struct Inflight {
     worker: String,
     started_at: Millis,
     cancel: CancellationToken,
+    /// Its concurrency slots were given back when its end was reported.
+    released: bool,
 }
 
 pub struct Scheduler {
@@ -131,6 +133,9 @@ pub struct Scheduler {
     room: Notify,
     /// Remote workers get their tasks from a broker, not by leasing.
     brokered: AtomicBool,
+    /// Some project has (or had) a `max_running` quota: every attempt's end
+    /// then looks for slots to give back.
+    projects_limited: AtomicBool,
     /// Run time seen per function version, for packing dispatch messages.
     run_times: Mutex<dispatch::RunTimes>,
     pub metrics: Arc<Metrics>,
@@ -174,6 +179,7 @@ impl Scheduler {
             outstanding: AtomicUsize::new(0),
             room: Notify::new(),
             brokered: AtomicBool::new(false),
+            projects_limited: AtomicBool::new(false),
             run_times: Mutex::new(dispatch::RunTimes::default()),
             metrics,
             local: Default::default(),
@@ -182,6 +188,11 @@ impl Scheduler {
         });
         for (project, limit) in s.store.limits(None).await? {
             s.queue.lock().unwrap().tags.set_limit(&(project, limit.tag), Some(limit.slots));
+        }
+        for p in s.store.trust().await?.projects {
+            if let Some(n) = p.quotas.max_running {
+                s.set_project_limit(&p.name, Some(n));
+            }
         }
         let rerun = s.store.requeue_running().await?;
         if rerun > 0 {
@@ -274,7 +285,9 @@ impl Scheduler {
     fn remove_inflight(&self, inflight: &mut HashMap<Id, Inflight>, id: &Id) -> Option<Inflight> {
         let f = inflight.remove(id)?;
         self.forget_outstanding(&f);
-        self.release_tags(&f.entry);
+        if !f.released {
+            self.release_tags(&f.entry);
+        }
         Some(f)
     }
 
@@ -282,12 +295,36 @@ impl Scheduler {
     /// that let a waiting entry back on its lane. (Lock order: the
     /// in-flight map, then the queue.)
     fn release_tags(&self, entry: &Entry) {
-        if entry.task.function.spec.tags.is_empty() && entry.invocation.tags.is_empty() {
+        let tagged = !entry.task.function.spec.tags.is_empty() || !entry.invocation.tags.is_empty();
+        if !tagged && !self.projects_limited.load(Relaxed) {
             return;
         }
-        if self.queue.lock().unwrap().release(entry) {
-            self.notify.notify_waiters();
+        let mut q = self.queue.lock().unwrap();
+        if !q.tags.carries(entry) {
+            return;
+        }
+        if q.release(entry) {
+            drop(q);
+            // As many entries as slots were freed: one taker each.
             self.notify.notify_one();
+        }
+    }
+
+    /// Gives back the concurrency slots of an attempt whose end was just
+    /// reported by the worker that holds it: its process has ended, so it
+    /// runs no more, and the next attempt of its tags need not wait for the
+    /// end's commit. (Its in-flight record goes when the end is applied,
+    /// which then gives back nothing more; an end that does not match the
+    /// attempt in flight gives back nothing.)
+    fn release_reported(&self, c: &Completion) {
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(f) = inflight.get_mut(&c.invocation)
+            && f.entry.task.attempt == c.attempt
+            && (f.worker == c.worker || f.worker == dispatch::BROKER)
+            && !f.released
+        {
+            f.released = true;
+            self.release_tags(&f.entry);
         }
     }
 
@@ -302,6 +339,34 @@ impl Scheduler {
             self.notify.notify_waiters();
             self.notify.notify_one();
         }
+    }
+
+    /// Sets (`Some`) or removes a project's `max_running` quota, as
+    /// committed: its attempts in flight hold its slots from now on, and
+    /// waiting entries that now have room go back to their lanes.
+    pub fn set_project_limit(&self, project: &str, slots: Option<u32>) {
+        let inflight = self.inflight.lock().unwrap();
+        let running: Vec<Id> = inflight
+            .values()
+            .filter(|f| f.entry.task.function.project == project)
+            .map(|f| f.entry.invocation.id)
+            .collect();
+        let mut q = self.queue.lock().unwrap();
+        drop(inflight);
+        if slots.is_some() {
+            self.projects_limited.store(true, Relaxed);
+        }
+        q.tags.set_project_limit(project, slots, running);
+        if q.unpark(&[tags::project_key(project)]) {
+            drop(q);
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// The attempts of a project running now.
+    pub fn project_running(&self, project: &str) -> u64 {
+        self.inflight.lock().unwrap().values().filter(|f| f.entry.task.function.project == project).count() as u64
     }
 
     /// Releases every slot of a project's tag: the attempts that hold them
@@ -592,7 +657,13 @@ impl Scheduler {
             }));
             let replaced = inflight.insert(
                 task.invocation,
-                Inflight { entry, worker: worker.to_string(), started_at: now, cancel: cancel.clone() },
+                Inflight {
+                    entry,
+                    worker: worker.to_string(),
+                    started_at: now,
+                    cancel: cancel.clone(),
+                    released: false,
+                },
             );
             if let Some(old) = replaced {
                 self.forget_outstanding(&old);
@@ -640,6 +711,7 @@ impl TaskSource for Scheduler {
     }
 
     async fn complete(&self, completion: Completion) {
+        self.release_reported(&completion);
         let _ = self.writes.send(Write::End(completion, Ending::Reported));
     }
 

@@ -10,7 +10,7 @@
 //! Entries waiting for a slot of a concurrency tag are parked off their
 //! lane ([`super::tags`]); they are in memory too.
 
-use super::tags::{Key, PARKED_MAX, Tags};
+use super::tags::{Batch, Key, PARKED_MAX, Tags};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
@@ -178,9 +178,12 @@ impl Queue {
             1
         };
         let mut entries = Vec::new();
+        // A slot runs what it takes one after another: one slot of a tag
+        // for its batch. The dispatcher's entries go to many workers.
+        let mut batch = Batch::new();
         while entries.len() < max {
             match self.direct.ready.pop_front().or_else(|| self.tasks.ready.pop_front()) {
-                Some(e) => match self.tags.admit(&e) {
+                Some(e) => match self.tags.admit(&e, (!greedy).then_some(&mut batch)) {
                     Ok(()) => entries.push(e),
                     Err(full) => self.tags.park(full, e),
                 },
@@ -376,6 +379,42 @@ mod tests {
         assert_eq!(q.tags.holders(&key("a")), [a2_id]);
         q.retain(|e| e.invocation.id != a3_id);
         assert_eq!((q.tags.parked_total(), q.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_slots_batch_shares_one_slot_of_a_tag_until_its_last_entry_ends() {
+        let mut q = Queue::default();
+        q.tags.set_limit(&key("a"), Some(1));
+        q.push_ready(Lane::Tasks, (0..PLENTY as u64).map(|i| tagged(Some(i), &["a"])).collect());
+        let batch = q.take(0, 16, false).ok().unwrap();
+        assert_eq!(batch.entries.len(), PLENTY / 64, "one slot's batch, run one after another");
+        assert_eq!(q.tags.holders(&key("a")), [batch.entries[0].invocation.id], "holding one slot");
+        assert!(q.take(0, 16, false).is_err(), "no other slot of the tag");
+        let (last, rest) = batch.entries.split_last().unwrap();
+        for e in rest {
+            assert!(!q.release(e), "the batch still runs");
+        }
+        assert_eq!(q.tags.holders(&key("a")).len(), 1);
+        assert!(q.release(last), "its last end gives the slot back");
+        assert!(q.tags.holders(&key("a")).is_empty());
+        let greedy = q.take(0, 16, true).ok().unwrap();
+        assert_eq!(greedy.entries.len(), 1, "the dispatcher's entries each take a slot");
+    }
+
+    #[test]
+    fn a_projects_max_running_counts_every_attempt_of_it() {
+        let mut q = Queue::default();
+        q.tags.set_project_limit("p", Some(1), vec![]);
+        let (a, b) = (entry(Some(0)), tagged(Some(1), &["t"]));
+        let b_id = b.invocation.id;
+        q.push_ready(Lane::Tasks, vec![a, b]);
+        let first = q.take(0, 1, false).ok().unwrap();
+        assert!(q.take(0, 1, false).is_err(), "the second waits for the project's slot");
+        assert_eq!(q.tags.holders(&key("t")), [], "and took no slot of its tag");
+        assert!(q.release(&first.entries[0]));
+        assert_eq!(ids(&q.take(0, 1, false).ok().unwrap()), [b_id]);
+        q.tags.set_project_limit("p", None, vec![]);
+        assert!(!q.tags.project_limited("p"));
     }
 
     #[test]

@@ -10,6 +10,15 @@
 //! full is parked under that tag, off its lane, so the entries behind it
 //! run (no head-of-line blocking), and goes back to the front of its lane
 //! when a slot of that tag frees.
+//!
+//! A slot that takes several entries runs them one after another, so the
+//! entries of one tag in one such batch share one slot of it, held from the
+//! first one's take to the last one's end: what the limit counts is
+//! attempts that may run at once.
+//!
+//! A project's `max_running` quota is a limit of the same kind, on every
+//! attempt of the project: its key is the project with the empty tag, which
+//! no real tag can be.
 
 use super::queue::{Entry, lane_of};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -19,9 +28,10 @@ use stratus_store::Lane;
 /// A tag of a project.
 pub(super) type Key = (String, String);
 
-/// Entries parked in memory per lane at most; past that the lane stops
-/// paging rows in until some are unparked (the rest wait in the store).
-pub(super) const PARKED_MAX: usize = 65_536;
+/// Entries parked in memory per lane at most (twice the paging window);
+/// past that the lane stops paging rows in until some are unparked (the
+/// rest wait in the store).
+pub(super) const PARKED_MAX: usize = 2 * super::queue::WINDOW;
 
 #[derive(Default)]
 pub(super) struct Tags {
@@ -34,22 +44,21 @@ pub(super) struct Tags {
     parked: HashMap<Key, VecDeque<Entry>>,
     /// Parked entries per lane (direct, tasks).
     parked_len: [usize; 2],
+    /// Projects with a `max_running` quota.
+    limited_projects: HashSet<String>,
+    /// The entries of a batch that share a slot, by entry: the tags they
+    /// share, each with the batch's first entry of it (which holds it).
+    shared_by: HashMap<Id, Vec<(Key, Id)>>,
+    /// Entries of each shared slot that have not ended yet.
+    share_left: HashMap<(Key, Id), usize>,
 }
 
-/// The tags an entry carries: its function version's and its call's.
-pub(super) fn carried(e: &Entry) -> Vec<Key> {
-    let f = &e.task.function;
-    let mut keys: Vec<Key> = Vec::new();
-    for t in f.spec.tags.iter().chain(&e.invocation.tags) {
-        if !keys.iter().any(|(_, k)| k == t) {
-            keys.push((f.project.clone(), t.clone()));
-        }
-    }
-    keys
-}
+/// The slots one batch holds: by tag, the entry that holds it.
+pub(super) type Batch = HashMap<Key, Id>;
 
-fn carries_tags(e: &Entry) -> bool {
-    !e.task.function.spec.tags.is_empty() || !e.invocation.tags.is_empty()
+/// The key of a project's `max_running` quota.
+pub(super) fn project_key(project: &str) -> Key {
+    (project.to_string(), String::new())
 }
 
 fn lane_index(e: &Entry) -> usize {
@@ -60,18 +69,84 @@ fn lane_index(e: &Entry) -> usize {
 }
 
 impl Tags {
+    /// The tags an entry carries: its function version's, its call's, and
+    /// its project's quota when it has one.
+    pub(super) fn carried(&self, e: &Entry) -> Vec<Key> {
+        let f = &e.task.function;
+        let mut keys: Vec<Key> = Vec::new();
+        for t in f.spec.tags.iter().chain(&e.invocation.tags) {
+            if !keys.iter().any(|(_, k)| k == t) {
+                keys.push((f.project.clone(), t.clone()));
+            }
+        }
+        if self.project_limited(&f.project) {
+            keys.push(project_key(&f.project));
+        }
+        keys
+    }
+
+    pub(super) fn carries(&self, e: &Entry) -> bool {
+        let f = &e.task.function;
+        !f.spec.tags.is_empty() || !e.invocation.tags.is_empty() || self.project_limited(&f.project)
+    }
+
+    /// Whether the project has a `max_running` quota.
+    pub(super) fn project_limited(&self, project: &str) -> bool {
+        !self.limited_projects.is_empty() && self.limited_projects.contains(project)
+    }
+
+    /// Sets (`Some`) or removes a project's `max_running`; `running` are
+    /// its attempts in flight now, which hold its slots from here on.
+    pub(super) fn set_project_limit(&mut self, project: &str, slots: Option<u32>, running: Vec<Id>) {
+        let key = project_key(project);
+        match slots {
+            Some(n) => {
+                self.limited_projects.insert(project.to_string());
+                self.limits.insert(key.clone(), n);
+                if !running.is_empty() {
+                    self.holders.insert(key, running.into_iter().collect());
+                } else {
+                    self.holders.remove(&key);
+                }
+            }
+            None => {
+                self.limited_projects.remove(project);
+                self.limits.remove(&key);
+                self.holders.remove(&key);
+            }
+        }
+    }
+
     /// Takes a slot of every tag `e` carries, or none: `Err` names a
-    /// limited tag with no slot free.
-    pub(super) fn admit(&mut self, e: &Entry) -> Result<(), Key> {
-        if !carries_tags(e) {
+    /// limited tag with no slot free. With `batch` (a slot's batch, run one
+    /// after another), a tag whose slot the batch holds already is shared.
+    pub(super) fn admit(&mut self, e: &Entry, mut batch: Option<&mut Batch>) -> Result<(), Key> {
+        if !self.carries(e) {
             return Ok(());
         }
-        let keys = carried(e);
-        if let Some(full) = keys.iter().find(|k| self.room(k) == 0) {
+        let keys = self.carried(e);
+        let held = |k: &Key| batch.as_ref().is_some_and(|b| b.contains_key(k));
+        if let Some(full) = keys.iter().find(|k| !held(k) && self.room(k) == 0) {
             return Err(full.clone());
         }
+        let id = e.invocation.id;
         for k in keys {
-            self.holders.entry(k).or_default().insert(e.invocation.id);
+            match batch.as_mut().and_then(|b| b.get(&k).copied()) {
+                Some(lead) => {
+                    let left = self.share_left.entry((k.clone(), lead)).or_insert_with(|| {
+                        self.shared_by.entry(lead).or_default().push((k.clone(), lead));
+                        1
+                    });
+                    *left += 1;
+                    self.shared_by.entry(id).or_default().push((k, lead));
+                }
+                None => {
+                    self.holders.entry(k.clone()).or_default().insert(id);
+                    if let Some(b) = batch.as_mut() {
+                        b.insert(k, id);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -87,13 +162,35 @@ impl Tags {
     /// Gives back the slots `e`'s attempt held; the tags that may now have
     /// room for a parked entry.
     pub(super) fn release(&mut self, e: &Entry) -> Vec<Key> {
-        if !carries_tags(e) {
+        if !self.carries(e) {
             return Vec::new();
         }
         let mut freed = Vec::new();
-        for k in carried(e) {
-            if let Some(h) = self.holders.get_mut(&k) {
-                h.remove(&e.invocation.id);
+        let shared = self.shared_by.remove(&e.invocation.id).unwrap_or_default();
+        for k in self.carried(e) {
+            let holder = match shared.iter().find(|(sk, _)| *sk == k) {
+                None => Some(e.invocation.id),
+                Some((_, lead)) => {
+                    let share = (k.clone(), *lead);
+                    match self.share_left.get_mut(&share) {
+                        // Others of its batch still hold the slot.
+                        Some(n) if *n > 1 => {
+                            *n -= 1;
+                            None
+                        }
+                        Some(_) => {
+                            self.share_left.remove(&share);
+                            Some(*lead)
+                        }
+                        // Released by a reset meanwhile.
+                        None => None,
+                    }
+                }
+            };
+            if let Some(id) = holder
+                && let Some(h) = self.holders.get_mut(&k)
+            {
+                h.remove(&id);
                 if h.is_empty() {
                     self.holders.remove(&k);
                 }
@@ -137,6 +234,7 @@ impl Tags {
     /// their ends give back nothing.
     pub(super) fn reset(&mut self, key: &Key) {
         self.holders.remove(key);
+        self.share_left.retain(|(k, _), _| k != key);
     }
 
     pub(super) fn parked_in(&self, lane: Lane) -> usize {

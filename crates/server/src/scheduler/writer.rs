@@ -185,6 +185,9 @@ impl Scheduler {
     /// (a worker, which acknowledges its dispatch message on the answer)
     /// reports them again, to the next leader.
     pub async fn complete_durably(&self, completions: Vec<Completion>) -> Result<(), Error> {
+        for c in &completions {
+            self.release_reported(c);
+        }
         self.ended(completions.into_iter().map(|c| (c, Ending::Reported))).await
     }
 
