@@ -33,6 +33,8 @@ pub struct FileConfig {
     /// Keys secrets may still be sealed with.
     #[serde(default)]
     pub previous_secret_key_files: Vec<PathBuf>,
+    /// The token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
     #[serde(default)]
     pub worker: WorkerConfig,
 }

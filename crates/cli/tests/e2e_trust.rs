@@ -559,3 +559,35 @@ print(json.dumps({
     let res = http_with(Some(token)).get(format!("{u}/v1/functions")).send().unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[test]
+fn metrics_can_take_a_token_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let short = tmp.path().join("short.token");
+    std::fs::write(&short, "abc\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--metrics-token-file"])
+        .arg(&short)
+        .arg("--data-dir")
+        .arg(tmp.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("fewer than 16"), "{}", stderr(&out));
+
+    let file = tmp.path().join("metrics.token");
+    let secret = "m3trics-0123456789abcdef";
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1", "--metrics-token-file", file.to_str().unwrap()]);
+    let url = format!("{}/metrics", s.url);
+    let plain = reqwest::blocking::Client::new();
+    let (status, body) = answer(plain.get(&url).send().unwrap());
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let (status, _) = answer(plain.get(&url).bearer_auth("wrong-token-0123456789").send().unwrap());
+    assert_eq!(status, 401);
+    let (status, _) = answer(s.http().get(&url).send().unwrap());
+    assert_eq!(status, 401, "an API token is not the metrics token");
+    let res = plain.get(&url).bearer_auth(secret).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().unwrap().contains("stratus_invocations_submitted_total"));
+    assert_eq!(plain.get(format!("{}/healthz", s.url)).send().unwrap().status(), 200, "health stays open");
+}

@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// Keys secrets may still be sealed with: the leading server seals
     /// them again under the current key.
     pub previous_secret_key_files: Vec<PathBuf>,
+    /// A file holding the token `/metrics` requires (`Authorization:
+    /// Bearer`); without one, `/metrics` is open.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// The sandbox of process functions, as the node is told to make it.
@@ -146,6 +149,7 @@ impl NodeConfig {
             allowed_origins: Vec::new(),
             secret_key_file: None,
             previous_secret_key_files: Vec::new(),
+            metrics_token_file: None,
         }
     }
 }
@@ -180,6 +184,8 @@ pub enum NodeError {
     Sandbox(String),
     #[error("secret key file {0}: {1}")]
     SecretKey(PathBuf, String),
+    #[error("metrics token file {0}: {1}")]
+    MetricsToken(PathBuf, String),
     /// This server led and lost its lease: it stopped at once.
     #[error("{0}; a standby server takes over")]
     LeaseLost(#[from] crate::front::LeaseLost),
@@ -247,6 +253,8 @@ struct Parts {
     /// The local slots' sandbox (none without local slots).
     sandbox: Option<Arc<Sandbox>>,
     secret_keys: Arc<stratus_core::settings::SecretKeys>,
+    /// The SHA-256 of the token `/metrics` requires.
+    metrics_token: Option<String>,
 }
 
 /// Where functions' API traffic goes: this node's own listener, by
@@ -369,6 +377,19 @@ impl Node {
             config.secret_key_file.as_deref(),
             &config.previous_secret_key_files,
         )?);
+        let metrics_token = match &config.metrics_token_file {
+            None => None,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| NodeError::MetricsToken(path.clone(), e.to_string()))?;
+                let token = text.trim();
+                if token.len() < 16 {
+                    let why = "holds fewer than 16 characters: use a long random token (openssl rand -hex 32)";
+                    return Err(NodeError::MetricsToken(path.clone(), why.into()));
+                }
+                Some(stratus_core::trust::hash_token(token))
+            }
+        };
         let store = stratus_store::open(&state_url).await?;
         let objects = stratus_blob::open(&objects_url)?;
         let cache = config.data_dir.join("cache");
@@ -377,7 +398,7 @@ impl Node {
             0 => None,
             _ => Some(config.sandbox.build(&cache, config.data_dir.join("sandbox-root"))?),
         };
-        let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox, secret_keys };
+        let parts = Parts { store, objects, objects_url, wasm, cache, clock, sandbox, secret_keys, metrics_token };
 
         if let Some(sandbox) = &parts.sandbox {
             sandbox.set_outside_url(format!("http://{}", local_target(addr)));
@@ -598,6 +619,7 @@ impl Node {
             broker,
             sandbox: parts.sandbox.as_ref().map(|s| (s.layers(), s.reasons().to_vec())),
             secret_keys: parts.secret_keys.clone(),
+            metrics_token: parts.metrics_token.clone(),
         };
         front.lead(api::router(state));
         let slots = if config.slots > 0 {

@@ -82,6 +82,10 @@ pub struct NodeArgs {
     /// server seals them again under the new key (repeatable).
     #[arg(long = "previous-secret-key-file", value_name = "FILE")]
     previous_secret_key_files: Vec<std::path::PathBuf>,
+    /// A file holding the token /metrics then requires (Authorization:
+    /// Bearer TOKEN), at least 16 characters [default: /metrics is open].
+    #[arg(long, env = "STRATUS_METRICS_TOKEN_FILE", value_name = "FILE")]
+    metrics_token_file: Option<std::path::PathBuf>,
 }
 
 /// How process functions are walled in; shared by `up` and `worker`.
@@ -208,6 +212,7 @@ async fn run_node(
     config.allowed_origins =
         if args.allowed_origins.is_empty() { file.allowed_origins.clone() } else { args.allowed_origins };
     config.secret_key_file = args.secret_key_file.or_else(|| file.secret_key_file.clone());
+    config.metrics_token_file = args.metrics_token_file.or_else(|| file.metrics_token_file.clone());
     config.previous_secret_key_files = if args.previous_secret_key_files.is_empty() {
         file.previous_secret_key_files.clone()
     } else {

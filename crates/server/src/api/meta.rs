@@ -2,13 +2,14 @@
 //! API's own description at `/v1/openapi.json`.
 
 use super::AppState;
+use crate::error::{ApiError, ApiResult};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::collections::BTreeMap;
-use stratus_core::api::{NodeInfo, SandboxInfo};
+use stratus_core::api::{ErrorBody, NodeInfo, SandboxInfo};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics)).route("/v1/openapi.json", get(openapi)).route("/v1/info", get(info))
@@ -17,10 +18,24 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(
     get,
     path = "/metrics",
-    summary = "Prometheus metrics",
-    responses((status = 200, description = "text exposition format", content(("text/plain"))))
+    summary = "Prometheus metrics (with --metrics-token-file, only for `Authorization: Bearer` that token)",
+    responses(
+        (status = 200, description = "text exposition format", content(("text/plain"))),
+        (status = 401, description = "error", body = ErrorBody),
+    )
 )]
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    if let Some(want) = &st.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| stratus_core::trust::hash_token(t.trim()));
+        // Hashes compared: equal lengths, and nothing learnt of the token.
+        if given.as_deref() != Some(want.as_str()) {
+            return Err(ApiError::Unauthorized("/metrics needs its token: Authorization: Bearer TOKEN".into()));
+        }
+    }
     let (queued, running) = st.scheduler.depth();
     let mut workers = BTreeMap::new();
     for w in st.scheduler.workers() {
@@ -38,7 +53,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     text.push_str(&format!(
         "# HELP stratus_waiters Requests waiting for an invocation or a job to finish.\n# TYPE stratus_waiters gauge\nstratus_waiters {waiting}\n"
     ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 /// What this node is and runs: version, local slots, and the sandbox

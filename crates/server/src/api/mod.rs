@@ -90,6 +90,8 @@ pub struct AppState {
     pub sandbox: Option<(stratus_runtime::sandbox::Layers, Vec<String>)>,
     /// The keys secrets are sealed with.
     pub secret_keys: Arc<stratus_core::settings::SecretKeys>,
+    /// The SHA-256 of the token `/metrics` requires, when it requires one.
+    pub metrics_token: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
