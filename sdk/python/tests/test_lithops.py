@@ -74,6 +74,18 @@ def test_a_large_function_goes_through_the_object_store(fexec, client):
     assert client.list_objects("lithops") == []
 
 
+def test_large_arguments_go_through_the_object_store(fexec, client):
+    big = [bytes([i]) * (lithops.INLINE_ARGS + 1) for i in range(2)]
+    futures = fexec.map(lambda b: (len(b), b[:1]), big)
+    stored = [o["key"] for o in client.list_objects("lithops")]
+    assert len(stored) == 2 and all("/args-" in k for k in stored), stored
+    job = client.job(futures[0].job)
+    assert fexec.get_result(futures) == [(lithops.INLINE_ARGS + 1, b"\x00"), (lithops.INLINE_ARGS + 1, b"\x01")]
+    assert job["total"] == 2
+    fexec.clean()
+    assert client.list_objects("lithops") == []
+
+
 def test_plot_draws_the_timeline_and_histogram_of_the_calls(fexec, client, tmp_path):
     futures = fexec.map(double, range(6))
     fexec.get_result(futures)

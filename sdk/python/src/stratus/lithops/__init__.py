@@ -53,6 +53,10 @@ ALL_COMPLETED = 2
 #: A pickled function bigger than this goes to the object store once,
 #: instead of with every task.
 INLINE_FUNCTION = 256 * 1024
+#: A call's pickled arguments bigger than this go to the object store, and
+#: the task carries their key: a task's input stays small however big the
+#: data (the server's request bodies are bounded).
+INLINE_ARGS = 1 << 20
 
 _TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -267,8 +271,15 @@ class FunctionExecutor:
 
     def _task(self, func_ref: Dict[str, str], args: Sequence[Any], kwargs: Dict[str, Any],
               env: Optional[Dict[str, str]] = None, special: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        packed = base64.b64encode(cloudpickle.dumps((tuple(args), dict(kwargs)))).decode()
-        task: Dict[str, Any] = dict(func_ref, args=packed, python="%d.%d" % sys.version_info[:2])
+        pickled = cloudpickle.dumps((tuple(args), dict(kwargs)))
+        task: Dict[str, Any] = dict(func_ref, python="%d.%d" % sys.version_info[:2])
+        if len(pickled) <= INLINE_ARGS:
+            task["args"] = base64.b64encode(pickled).decode()
+        else:
+            key = f"lithops/{self.executor_id}/args-{hashlib.sha256(pickled).hexdigest()[:24]}.pickle"
+            self.client.put_object(key, pickled)
+            self._objects.append(key)
+            task["args_key"] = key
         if env:
             task["env"] = {str(k): str(v) for k, v in env.items()}
         if special:
@@ -534,8 +545,8 @@ class FunctionExecutor:
 
     def clean(self, fs: Optional[Sequence[ResponseFuture]] = None, cs: Any = None, clean_cloudobjects: bool = True,
               **_: Any) -> None:
-        """Drops the objects this executor stored (large functions), and the
-        cloud objects `cs` (one, or a list)."""
+        """Drops the objects this executor stored (large functions and
+        arguments), and the cloud objects `cs` (one, or a list)."""
         if cs is not None:
             self.storage.delete_cloudobjects([cs] if isinstance(cs, CloudObject) else list(cs))
         for key in self._objects:

@@ -1,5 +1,5 @@
 """Runs one task of a `stratus.lithops` executor inside a Stratus process
-function: reads `{"func", "func_key", "args", "special"}` on stdin, runs the
+function: reads `{"func" or "func_key", "args" or "args_key", "special"}` on stdin, runs the
 pickled function on the pickled arguments (with the special parameters
 `storage`, `id` and `obj` filled in), and writes `{"result"}` or `{"error",
 "traceback", "exception"}` as JSON on stdout (pickles in base64). Only the
@@ -99,7 +99,8 @@ def main():
     out = {}
     try:
         func = cloudpickle.loads(func_bytes)
-        args, kwargs = cloudpickle.loads(base64.b64decode(task["args"]))
+        packed = base64.b64decode(task["args"]) if "args" in task else fetch(task["args_key"])
+        args, kwargs = cloudpickle.loads(packed)
         kwargs.update(special_args(task.get("special")))
         out["result"] = base64.b64encode(cloudpickle.dumps(func(*args, **kwargs))).decode()
     except BaseException as e:  # the caller re-raises it
