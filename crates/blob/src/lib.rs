@@ -128,6 +128,10 @@ impl Key {
     pub fn user(project: &str, object: &Key) -> Self {
         Key(format!("p/{project}/{}", object.0))
     }
+    /// The prefix of every user object of a project.
+    pub fn project(project: &str) -> Self {
+        Key(format!("p/{project}"))
+    }
     /// The key of a content-addressed artifact (wasm module or bundle).
     pub fn artifact(sha256_hex: &str) -> Self {
         Key(format!("_stratus/artifacts/{sha256_hex}"))

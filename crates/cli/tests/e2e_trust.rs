@@ -501,6 +501,26 @@ fn quotas_refuse_what_exceeds_them_and_create_nothing() {
     assert_eq!(res.status(), 400);
     assert!(s.ok(&["project", "show", "default"]).contains("max tasks per job 3"));
     assert!(s.ok(&["audit"]).contains("project.quotas"));
+
+    // All objects together: 1 KiB is stored; 2.5 KiB in all is the budget.
+    s.ok(&["project", "set", "default", "--max-object-bytes", "2560"]);
+    let shown: Value = serde_json::from_str(&s.ok(&["project", "show", "default", "--json"])).unwrap();
+    assert_eq!(
+        (shown["quotas"]["max_object_bytes"].as_u64(), shown["object_bytes"].as_u64()),
+        (Some(2560), Some(1024))
+    );
+    std::fs::write(&big, vec![b'y'; 1000]).unwrap();
+    s.ok(&["object", "put", "b/second", big.to_str().unwrap()]);
+    let out = s.cli_stdin(&["object", "put", "b/third", "-"], &[b'z'; 600]);
+    assert!(!out.status.success() && stderr(&out).contains("max_object_bytes"), "{}", stderr(&out));
+    assert!(!s.ok(&["object", "ls", "b"]).contains("third"), "nothing left of it");
+    std::fs::write(&big, vec![b'y'; 1020]).unwrap();
+    s.ok(&["object", "put", "b/second", big.to_str().unwrap()]);
+    s.ok(&["object", "rm", "b/big"]);
+    std::fs::write(&big, vec![b'z'; 1000]).unwrap();
+    s.ok(&["object", "put", "b/third", big.to_str().unwrap()]);
+    let shown: Value = serde_json::from_str(&s.ok(&["project", "show", "default", "--json"])).unwrap();
+    assert_eq!(shown["object_bytes"].as_u64(), Some(2020), "a replaced object counts once, a deleted one not");
 }
 
 /// Code inside a process function calls the API as its project with the

@@ -562,6 +562,10 @@ pub struct ProjectInfo {
     /// Its attempts running now (on the leading server's count).
     #[serde(default)]
     pub running: u64,
+    /// The bytes of its objects, when it has a `max_object_bytes` quota
+    /// (counted at most a minute ago, and moved by each put and delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_bytes: Option<u64>,
 }
 
 /// What `POST /v1/projects/{name}/purge` did.

@@ -146,6 +146,10 @@ pub struct Quotas {
     /// queue [default: no limit].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running: Option<u32>,
+    /// Bytes all the project's objects may have together [default: no
+    /// limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<u64>,
 }
 
 impl Quotas {
@@ -173,6 +177,7 @@ impl Quotas {
             ("min_chunk_size", self.min_chunk_size),
             ("retention_s", self.retention_s),
             ("max_running", self.max_running.map(u64::from)),
+            ("max_object_bytes", self.max_object_bytes),
         ] {
             if v == Some(0) {
                 return Err(Error::invalid(name, "must be at least 1"));

@@ -620,6 +620,7 @@ impl Node {
             sandbox: parts.sandbox.as_ref().map(|s| (s.layers(), s.reasons().to_vec())),
             secret_keys: parts.secret_keys.clone(),
             metrics_token: parts.metrics_token.clone(),
+            object_usage: Default::default(),
         };
         front.lead(api::router(state));
         let slots = if config.slots > 0 {

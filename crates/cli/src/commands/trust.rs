@@ -64,6 +64,10 @@ pub struct SetArgs {
     /// queue [default: no limit].
     #[arg(long)]
     max_running: Option<u32>,
+    /// Bytes all the project's objects may have together, e.g. 100G
+    /// [default: no limit].
+    #[arg(long, value_parser = crate::parse::bytes)]
+    max_object_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +183,10 @@ fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
     out!("           min chunk size {}", or_none(q.min_chunk_size, crate::output::size))?;
     out!("           retention {}", or_none(q.retention_s, |s| crate::output::duration(s as i64 * 1000)))?;
     out!("           max running {}", or_none(q.max_running.map(u64::from), |n| n.to_string()))?;
+    out!("           max object bytes {}", or_none(q.max_object_bytes, crate::output::size))?;
+    if let Some(n) = p.object_bytes {
+        out!("objects:   {}", crate::output::size(n))?;
+    }
     out!("running:   {}", p.running)?;
     Ok(())
 }
@@ -226,6 +234,10 @@ pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
                 return Err(crate::errors::invalid("--max-running: at least 1"));
             }
             q.max_running = a.max_running.or(q.max_running);
+            if a.max_object_bytes == Some(0) {
+                return Err(crate::errors::invalid("--max-object-bytes: at least 1"));
+            }
+            q.max_object_bytes = a.max_object_bytes.or(q.max_object_bytes);
             print_project(ctx, &ctx.client.set_quotas(&a.name, &q).await?)?;
         }
         ProjectCommand::Purge { name } => {

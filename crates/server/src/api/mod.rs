@@ -92,6 +92,8 @@ pub struct AppState {
     pub secret_keys: Arc<stratus_core::settings::SecretKeys>,
     /// The SHA-256 of the token `/metrics` requires, when it requires one.
     pub metrics_token: Option<String>,
+    /// Bytes of the projects' objects, for `max_object_bytes`.
+    pub object_usage: Arc<objects::ObjectUsage>,
 }
 
 pub fn router(state: AppState) -> Router {

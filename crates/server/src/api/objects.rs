@@ -43,7 +43,7 @@ pub fn object_key(bucket: &str, key: &str) -> ApiResult<Key> {
     responses(
         (status = 201, description = "stored", body = ObjectStored),
         (status = 400, description = "error", body = ErrorBody),
-        (status = 422, description = "over the project's max_object_size", body = ErrorBody),
+        (status = 422, description = "over the project's max_object_size or max_object_bytes", body = ErrorBody),
     )
 )]
 async fn put_object(
@@ -54,12 +54,32 @@ async fn put_object(
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
     let object = object_key(&bucket, &key)?;
-    let limit = st.trust.project(&caller.project).and_then(|p| p.quotas.max_object_size);
-    let too_big = |limit: u64| {
-        ApiError::Quota(format!(
-            "the object is larger than project '{}''s max_object_size of {limit} bytes",
+    let quotas = st.trust.project(&caller.project).map(|p| p.quotas).unwrap_or_default();
+    let internal = Key::user(&caller.project, &object);
+    // With a budget for all the project's objects, this one may have what
+    // the others leave (an object it replaces counts as gone).
+    let budget = match quotas.max_object_bytes {
+        None => None,
+        Some(total) => {
+            let used = st.object_usage.bytes(&*st.objects, &caller.project).await?;
+            let old = st.objects.head(&internal).await?.map_or(0, |m| m.size);
+            Some((total, total.saturating_sub(used.saturating_sub(old)), old))
+        }
+    };
+    let limit = match (quotas.max_object_size, budget) {
+        (Some(a), Some((_, b, _))) => Some(a.min(b)),
+        (a, b) => a.or(b.map(|(_, room, _)| room)),
+    };
+    let too_big = |_: u64| match (quotas.max_object_size, budget) {
+        (Some(size), _) if budget.is_none_or(|(_, room, _)| size <= room) => ApiError::Quota(format!(
+            "the object is larger than project '{}''s max_object_size of {size} bytes",
             caller.project
-        ))
+        )),
+        (_, Some((total, room, _))) => ApiError::Quota(format!(
+            "project '{}''s objects would pass its max_object_bytes of {total} bytes ({room} bytes are left)",
+            caller.project
+        )),
+        _ => ApiError::Quota("over the project's quota".into()),
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let (Some(limit), Some(n)) = (limit, declared)
@@ -85,11 +105,14 @@ async fn put_object(
             })
         })
         .boxed();
-    let stored = st.objects.put_stream(&Key::user(&caller.project, &object), stream).await;
+    let stored = st.objects.put_stream(&internal, stream).await;
     let size = match (stored, limit) {
         (Err(_), Some(limit)) if over.load(Relaxed) => return Err(too_big(limit)),
         (other, _) => other?,
     };
+    if let Some((_, _, old)) = budget {
+        st.object_usage.moved(&caller.project, size as i64 - old as i64);
+    }
     object_event(&st, &caller.project, object.as_str(), Some(size)).await?;
     Ok((StatusCode::CREATED, Json(ObjectStored { key: object.as_str().to_string(), size })))
 }
@@ -204,11 +227,48 @@ async fn delete_object(
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let object = object_key(&bucket, &key)?;
-    if st.objects.delete(&Key::user(&caller.project, &object)).await? {
+    let internal = Key::user(&caller.project, &object);
+    let size = st.objects.head(&internal).await?.map_or(0, |m| m.size);
+    if st.objects.delete(&internal).await? {
+        st.object_usage.moved(&caller.project, -(size as i64));
         object_event(&st, &caller.project, object.as_str(), None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("object '{object}' not found")))
+    }
+}
+
+/// Bytes of each project's objects, as this (leading) server counts them
+/// for `max_object_bytes`: listed when a project's count is first needed
+/// or is over a minute old (so objects written another way, a trigger's
+/// output say, are counted then), and moved by each put and delete through
+/// the API meanwhile. Two puts at once may each pass with the room the
+/// other then takes: the budget can be passed by an object.
+#[derive(Default)]
+pub struct ObjectUsage(std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>);
+
+/// How long a listed count is used before the project is listed again.
+const USAGE_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ObjectUsage {
+    /// The bytes of `project`'s objects.
+    pub async fn bytes(&self, objects: &dyn stratus_blob::ObjectStore, project: &str) -> ApiResult<u64> {
+        if let Some((n, at)) = self.0.lock().unwrap().get(project)
+            && at.elapsed() < USAGE_FRESH
+        {
+            return Ok(*n);
+        }
+        let listed = objects.list(Some(&Key::project(project))).await?;
+        let n = listed.iter().map(|m| m.size).sum();
+        self.0.lock().unwrap().insert(project.to_string(), (n, std::time::Instant::now()));
+        Ok(n)
+    }
+
+    /// Moves a counted project's bytes by `delta`.
+    pub fn moved(&self, project: &str, delta: i64) {
+        if let Some((n, _)) = self.0.lock().unwrap().get_mut(project) {
+            *n = n.saturating_add_signed(delta);
+        }
     }
 }
 

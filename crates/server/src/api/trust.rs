@@ -75,9 +75,14 @@ async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
         min_chunk_size: Some(q.min_chunk_size()),
         retention_s: Some(q.retention_ms() as u64 / 1000),
         max_running: q.max_running,
+        max_object_bytes: q.max_object_bytes,
     };
     let running = st.scheduler.project_running(&p.name);
-    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas, running })
+    let object_bytes = match q.max_object_bytes {
+        Some(_) => Some(st.object_usage.bytes(&*st.objects, &p.name).await?),
+        None => None,
+    };
+    Ok(ProjectInfo { name: p.name, created_at: p.created_at, functions, tokens, quotas, running, object_bytes })
 }
 
 #[utoipa::path(
