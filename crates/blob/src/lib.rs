@@ -95,6 +95,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(String);
 
+/// Where artifacts are kept, beside the projects' objects (`p/…`).
+const ARTIFACTS: &str = "_stratus/artifacts";
+
 impl Key {
     pub fn new(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
@@ -134,7 +137,15 @@ impl Key {
     }
     /// The key of a content-addressed artifact (wasm module or bundle).
     pub fn artifact(sha256_hex: &str) -> Self {
-        Key(format!("_stratus/artifacts/{sha256_hex}"))
+        Key(format!("{ARTIFACTS}/{sha256_hex}"))
+    }
+    /// The prefix of every artifact.
+    pub fn artifacts() -> Self {
+        Key(ARTIFACTS.to_string())
+    }
+    /// The digest of an artifact's key, or none for another key.
+    pub fn artifact_digest(key: &str) -> Option<&str> {
+        key.strip_prefix(ARTIFACTS)?.strip_prefix('/')
     }
     fn path(&self) -> OsPath {
         OsPath::from(self.0.as_str())

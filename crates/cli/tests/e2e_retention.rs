@@ -89,3 +89,24 @@ fn a_projects_retention_drops_old_payloads_and_keeps_new_ones() {
     assert!(s.ok(&["project", "purge", "default"]).contains("of 0 "));
     assert_eq!(s.ok(&["wait", &new]), "new", "kept");
 }
+
+/// A deleted function's code is deleted with it, unless another function
+/// (of any project) still uses it.
+#[test]
+fn a_deleted_functions_code_goes_when_nothing_else_uses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let artifacts = s.data_dir.join("objects/_stratus/artifacts");
+    let count = || std::fs::read_dir(&artifacts).map(|d| d.count()).unwrap_or(0);
+    let wasm = guest_wasm();
+    s.ok(&["fn", "deploy", "f", "--wasm", wasm.to_str().unwrap()]);
+    s.ok(&["fn", "deploy", "g", "--wasm", wasm.to_str().unwrap()]);
+    assert_eq!(count(), 1, "one artifact for both");
+    s.ok(&["fn", "delete", "f"]);
+    assert_eq!(count(), 1, "g still uses it");
+    assert_eq!(s.ok(&["invoke", "g", "echo:still"]), "still");
+    s.ok(&["fn", "delete", "g"]);
+    assert_eq!(count(), 0, "nothing uses it now");
+    s.ok(&["fn", "deploy", "g", "--wasm", wasm.to_str().unwrap()]);
+    assert_eq!(s.ok(&["invoke", "g", "echo:again"]), "again", "uploaded again when deployed again");
+}

@@ -591,7 +591,8 @@ impl Node {
                 }
             });
         }
-        let retention = api::trust::keep_retention(parts.store.clone(), trust.clone(), parts.clock.clone());
+        let retention =
+            api::trust::keep_retention(parts.store.clone(), parts.objects.clone(), trust.clone(), parts.clock.clone());
         background.tasks.spawn(background.stop.clone().run_until_cancelled_owned(retention));
         let events = crate::events::EventProcessor::start(
             parts.store.clone(),

@@ -214,6 +214,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>>;
     /// Secrets, sealed, with their projects: of one project, or of all.
     async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>>;
+    /// The artifacts (sha256 digests) that live functions use, or that a
+    /// queued or running invocation's function version uses: what must not
+    /// be collected.
+    async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>>;
     /// Concurrency limits with their projects: of one project, or of all.
     async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;

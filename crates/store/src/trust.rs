@@ -46,6 +46,20 @@ pub(crate) const DELETE_LIMIT: &str = "DELETE FROM tag_limits WHERE project = ?1
 
 pub(crate) const RESET_LIMIT: &str = "UPDATE tag_limits SET reset_at = ?3 WHERE project = ?1 AND tag = ?2";
 
+/// The specs of the function versions whose artifacts are in use.
+pub(crate) const SPECS_IN_USE: &str = "SELECT spec FROM functions WHERE deleted_at IS NULL \
+     UNION SELECT f.spec FROM functions f JOIN (SELECT DISTINCT project, function, version FROM invocations \
+        WHERE state IN ('queued', 'running')) i ON i.project = f.project AND i.function = f.name AND i.version = f.version";
+
+/// The artifacts of function specs (as stored: JSON).
+pub(crate) fn artifacts_of(specs: impl IntoIterator<Item = String>) -> std::collections::HashSet<String> {
+    specs
+        .into_iter()
+        .filter_map(|s| serde_json::from_str::<stratus_core::FunctionSpec>(&s).ok())
+        .map(|f| f.artifact)
+        .collect()
+}
+
 /// `?1` is the project, or NULL for every project.
 pub(crate) const LIMITS: &str = "SELECT project, tag, CAST(slots AS BIGINT), updated_at, updated_by, reset_at \
      FROM tag_limits WHERE (CAST(?1 AS TEXT) IS NULL OR project = ?1) ORDER BY project, tag";

@@ -43,6 +43,25 @@ async fn functions_are_versioned_and_deleted(s: Arc<dyn StateStore>) {
     assert_eq!(s.put_function("p", "f", &spec(), 6).await.unwrap().version, 3, "versions are never reused");
 }
 
+/// An artifact is in use while a live function uses it, or a queued or
+/// running invocation's function version does.
+async fn artifacts_in_use_are_those_of_live_functions_and_pending_work(s: Arc<dyn StateStore>) {
+    let with = |c: char| stratus_core::FunctionSpec { artifact: c.to_string().repeat(64), ..spec() };
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    s.put_function("p", "f", &with('a'), 1).await.unwrap();
+    s.put_function("p", "g", &with('b'), 1).await.unwrap();
+    assert_eq!(s.artifacts_in_use().await.unwrap(), [a.clone(), b.clone()].into_iter().collect());
+    let pending = new_inv("g", 1, 1);
+    s.insert_invocations(std::slice::from_ref(&pending)).await.unwrap();
+    assert!(s.delete_function("p", "f", 2).await.unwrap());
+    assert!(s.delete_function("p", "g", 2).await.unwrap());
+    assert_eq!(s.artifacts_in_use().await.unwrap(), [b.clone()].into_iter().collect(), "g's invocation waits");
+    let id = pending.invocation.id;
+    let start = AttemptStart { id, attempt: 1, worker: "w1".into(), started_at: 10 };
+    s.record(&[], &[start], &[end(id, 1, finish_ok(b"done"))]).await.unwrap();
+    assert!(s.artifacts_in_use().await.unwrap().is_empty(), "nothing uses them now");
+}
+
 async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
     let a = new_inv("f", 1, 100);
     let b = new_inv("f", 2, 101);
@@ -1016,6 +1035,11 @@ macro_rules! conformance {
             async fn trust() {
                 let (_guard, s) = $open.await;
                 projects_and_tokens_apply_once(s).await;
+            }
+            #[tokio::test]
+            async fn artifacts() {
+                let (_guard, s) = $open.await;
+                artifacts_in_use_are_those_of_live_functions_and_pending_work(s).await;
             }
             #[tokio::test]
             async fn functions() {

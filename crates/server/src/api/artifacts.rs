@@ -76,3 +76,38 @@ async fn head_artifact(State(st): State<AppState>, Path(digest): Path<String>) -
         None => Ok(StatusCode::NOT_FOUND),
     }
 }
+
+/// How long an artifact no function uses is kept: time to deploy what was
+/// just uploaded.
+pub const UNUSED_GRACE_MS: i64 = 3600 * 1000;
+
+/// Deletes the artifacts that no live function, and no queued or running
+/// invocation's function version, uses: of `only` (digests) when given,
+/// else every one stored before `before`. Returns how many it deleted.
+pub async fn collect(
+    store: &dyn stratus_store::StateStore,
+    objects: &dyn stratus_blob::ObjectStore,
+    only: Option<&[String]>,
+    before: i64,
+) -> Result<usize, String> {
+    let in_use = store.artifacts_in_use().await.map_err(|e| e.to_string())?;
+    let candidates: Vec<String> = match only {
+        Some(digests) => digests.iter().filter(|d| !in_use.contains(*d)).cloned().collect(),
+        None => objects
+            .list(Some(&Key::artifacts()))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|m| m.last_modified < before)
+            .filter_map(|m| Key::artifact_digest(&m.key).map(str::to_string))
+            .filter(|d| !in_use.contains(d))
+            .collect(),
+    };
+    let mut deleted = 0;
+    for digest in candidates {
+        if objects.delete(&Key::artifact(&digest)).await.map_err(|e| e.to_string())? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

@@ -172,13 +172,19 @@ async fn delete_function(
     let missing = || ApiError::NotFound(format!("function '{name}' not found"));
     // Asked first so that the audit trail records only deletes of a live
     // function (two deletes racing each record one).
-    st.store.get_function(project, &name, None).await?.ok_or_else(missing)?;
+    let latest = st.store.get_function(project, &name, None).await?.ok_or_else(missing)?;
     // Its finished invocations' payloads go with it (their rows stay): no
     // one can run it again, and its outputs are what fills a store.
     let (function, finished_before) = (Some(name.clone()), at + 1);
     let purge = Purge { project: project.clone(), function, finished_before, made_since: None, at };
     let set = ChangeSet { functions: vec![change], audit: vec![audit], purges: vec![purge], ..Default::default() };
     if st.store.commit(set).await?.functions.pop() == Some(FunctionOutcome::Deleted(true)) {
+        // Its code goes with it when nothing else uses it (older versions'
+        // code, with the leader's sweep).
+        let only = [latest.spec.artifact];
+        if let Err(e) = super::artifacts::collect(&*st.store, &*st.objects, Some(&only), 0).await {
+            tracing::warn!(error = %e, "cannot collect the deleted function's artifact; the sweep will");
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(missing())

@@ -240,9 +240,11 @@ const RETENTION_PERIOD: std::time::Duration = std::time::Duration::from_secs(600
 const SWEEP_SLACK_MS: Millis = 24 * 3600 * 1000;
 
 /// Applies every project's retention a minute after the lead is taken, then
-/// every ten minutes, until `stop`.
+/// every ten minutes, until `stop`; and deletes the artifacts no function
+/// uses that were stored over an hour before.
 pub async fn keep_retention(
     store: std::sync::Arc<dyn StateStore>,
+    objects: std::sync::Arc<dyn stratus_blob::ObjectStore>,
     trust: std::sync::Arc<super::auth::Trust>,
     clock: std::sync::Arc<dyn stratus_core::Clock>,
 ) {
@@ -271,6 +273,12 @@ pub async fn keep_retention(
                     tracing::warn!(project = %p.name, error = %e, "retention: cannot drop payloads; retrying later")
                 }
             }
+        }
+        let before = now - super::artifacts::UNUSED_GRACE_MS;
+        match super::artifacts::collect(&*store, &*objects, None, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(artifacts = n, "retention: artifacts no function uses deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention: cannot collect artifacts; retrying later"),
         }
     }
 }

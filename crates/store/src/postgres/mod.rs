@@ -471,6 +471,14 @@ impl StateStore for PostgresStore {
             .collect()
     }
 
+    async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::SPECS_IN_USE)).await?;
+        let rows = c.client.query(&st, &[]).await?;
+        let specs = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::trust::artifacts_of(specs))
+    }
+
     async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(&pg(crate::trust::LIMITS)).await?;

@@ -420,6 +420,17 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        self.call(false, move |c| {
+            let specs = c
+                .prepare_cached(crate::trust::SPECS_IN_USE)?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::trust::artifacts_of(specs))
+        })
+        .await
+    }
+
     async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>> {
         let project = project.map(str::to_string);
         self.call(false, move |c| {
