@@ -167,3 +167,45 @@ fn a_bad_broker_is_refused_at_start_with_a_clear_error() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+/// A worker that did not take an attempt's message cannot end it: the end
+/// of an attempt dispatched through the broker must show the claim its
+/// task carried.
+#[test]
+fn an_end_forged_for_a_brokered_attempt_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = TestQueue::new("forged");
+    let s = start(tmp.path(), &q.0, &[]);
+    let _w = Worker::start(&s.url, &tmp.path().join("w"), 1);
+    let go = deploy_gate(&s, tmp.path(), "g");
+    let id = s.ok(&["invoke", "g", "real", "--async"]).trim().to_string();
+    s.eventually("the worker runs it", || s.get_json(&format!("/v1/invocations/{id}"))["state"] == "running");
+
+    let other = s.ok(&["token", "create", "--role", "worker"]).trim().to_string();
+    let http = http_with(Some(&other));
+    let reg: serde_json::Value = http
+        .post(format!("{}/v1/workers", s.url))
+        .body(r#"{"name":"intruder","host":"h","slots":1}"#)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let me = reg["id"].as_str().unwrap();
+    let forge = |claim: Option<&str>| {
+        let mut c = serde_json::json!({"invocation": id, "attempt": 1, "started_at": 1, "finished_at": 2,
+                                       "output": "Zm9yZ2Vk", "logs": ""});
+        if let Some(t) = claim {
+            c["claim"] = t.into();
+        }
+        let body = serde_json::json!({"completions": [c]});
+        http.post(format!("{}/v1/workers/{me}/complete", s.url)).json(&body).send().unwrap().status().as_u16()
+    };
+    assert_eq!(forge(None), 204, "accepted, as a late report is");
+    assert_eq!(forge(Some("stratus_a.default.x.1.9.bad")), 204);
+    assert_eq!(s.get_json(&format!("/v1/invocations/{id}"))["state"], "running", "neither end applied");
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(s.ok(&["wait", &id]), "real", "the real end stands");
+    let metrics = s.http().get(format!("{}/metrics", s.url)).send().unwrap().text().unwrap();
+    let stale = metrics.lines().find_map(|l| l.strip_prefix("stratus_stale_completions_total ")).unwrap();
+    assert!(stale.trim().parse::<u64>().unwrap() >= 2, "{metrics}");
+}

@@ -164,6 +164,7 @@ pub fn lost_attempt(invocation: crate::Id, attempt: u32, worker: &str, started_a
         finished_at: now,
         result: Err(Failure::new(FailureKind::Lost, format!("worker {worker} was lost"))),
         logs: Vec::new(),
+        claim: None,
     }
 }
 
@@ -218,6 +219,7 @@ mod tests {
             finished_at: 4,
             result,
             logs: b"l".to_vec(),
+            claim: None,
         }
     }
 

@@ -411,6 +411,10 @@ pub struct Completion {
     pub finished_at: Millis,
     pub result: Result<Vec<u8>, Failure>,
     pub logs: Vec<u8>,
+    /// The attempt's token as its task carried it: an attempt dispatched
+    /// through the broker is ended only by a report that has it, so only
+    /// a worker that took its message (not any worker token) ends it.
+    pub claim: Option<String>,
 }
 
 /// A byte range of an object that one task reads as its input. The task

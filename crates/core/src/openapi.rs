@@ -127,6 +127,7 @@ mod tests {
             output: Some(vec![]),
             error: Some(failure()),
             logs: vec![],
+            claim: Some("stratus_a.t".into()),
         });
     }
 

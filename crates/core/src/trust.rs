@@ -280,6 +280,20 @@ impl AttemptKey {
     /// The project, invocation and attempt of a token this key signed that
     /// has not expired at `now`.
     pub fn check(&self, token: &str, now: Millis) -> Option<(String, Id, u32)> {
+        let (project, invocation, attempt, expires) = self.signed(token)?;
+        (now < expires).then_some((project, invocation, attempt))
+    }
+
+    /// Whether `token` is this key's for attempt `attempt` of
+    /// `invocation`, expired or not: the claim of an attempt dispatched
+    /// through the broker, whose message may wait past the deadline.
+    pub fn claims(&self, token: &str, invocation: Id, attempt: u32) -> bool {
+        self.signed(token).is_some_and(|(_, i, a, _)| i == invocation && a == attempt)
+    }
+
+    /// What a token this key signed says: project, invocation, attempt and
+    /// deadline.
+    fn signed(&self, token: &str) -> Option<(String, Id, u32, Millis)> {
         use base64::Engine;
         let rest = token.strip_prefix(ATTEMPT_TOKEN_PREFIX)?;
         let (body, mac) = rest.rsplit_once('.')?;
@@ -292,10 +306,10 @@ impl AttemptKey {
         let mut parts = body.split('.');
         let (project, invocation, attempt, expires) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let expires: Millis = expires.parse().ok()?;
-        if now >= expires || parts.next().is_some() {
+        if parts.next().is_some() {
             return None;
         }
-        Some((project.to_string(), invocation.parse().ok()?, attempt.parse().ok()?))
+        Some((project.to_string(), invocation.parse().ok()?, attempt.parse().ok()?, expires))
     }
 }
 
@@ -406,6 +420,9 @@ mod tests {
         let forged = t.replacen("team-a", "team-b", 1);
         assert_eq!(key.check(&forged, 0), None, "the project is signed");
         assert_eq!(key.check("stratus_a.x", 0), None);
+        assert!(key.claims(&t, id, 2) && key.check(&t, 5000).is_none(), "a claim holds past the deadline");
+        assert!(!key.claims(&t, id, 3) && !key.claims(&t, crate::new_id(), 2), "for its attempt only");
+        assert!(!AttemptKey([8; 32]).claims(&t, id, 2) && !key.claims(&forged, id, 2));
         // RFC 4231, test cases 1 and 2.
         assert_eq!(
             hex_of(&hmac_sha256(&[0x0b; 20], b"Hi There")),

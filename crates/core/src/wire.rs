@@ -108,6 +108,10 @@ pub struct WireCompletion {
     #[serde(with = "b64")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub logs: Vec<u8>,
+    /// The attempt's token as its task carried it (required of the end of
+    /// an attempt dispatched through the broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 mod opt_b64 {
@@ -138,6 +142,7 @@ impl WireCompletion {
             output,
             error,
             logs: c.logs.clone(),
+            claim: c.claim.clone(),
         }
     }
 
@@ -156,6 +161,7 @@ impl WireCompletion {
             finished_at: self.finished_at,
             result,
             logs: self.logs,
+            claim: self.claim,
         }
     }
 }

@@ -157,6 +157,7 @@ impl Executor {
             finished_at: self.clock.now_ms(),
             result: outcome.result,
             logs: outcome.logs,
+            claim: task.token,
         }
     }
 
@@ -201,6 +202,7 @@ impl Executor {
                             finished_at: me.clock.now_ms(),
                             result: o.result,
                             logs: o.logs,
+                            claim: l.task.token.clone(),
                         }
                     })
                     .collect::<Vec<_>>()

@@ -328,6 +328,7 @@ impl Scheduler {
                         finished_at: now,
                         result: Err(Failure::new(FailureKind::Lost, why.clone())),
                         logs: Vec::new(),
+                        claim: None,
                     };
                     (completion, Ending::DeadLettered)
                 })

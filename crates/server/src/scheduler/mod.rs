@@ -639,15 +639,43 @@ impl Scheduler {
         })
     }
 
+    /// The token of an attempt handed to the broker, for any runtime (a
+    /// wasm guest never sees it): its claim, and for a process function its
+    /// token too.
+    fn attempt_claim(&self, task: &Task, now: Millis) -> Option<String> {
+        let key = self.attempt_key.get()?;
+        let deadline = now + task.function.spec.limits.timeout_ms as i64 + 60_000;
+        Some(key.mint(&task.function.project, task.invocation, task.attempt, deadline))
+    }
+
+    /// Whether an end reported by a worker may apply as far as the broker
+    /// is concerned: the end of an attempt dispatched through it must show
+    /// the attempt's claim. Ends of other attempts (or of attempts not in
+    /// memory, reported after a restart) are left to the store's guard.
+    pub(super) fn claim_holds(&self, c: &Completion) -> bool {
+        let Some(key) = self.attempt_key.get() else { return true };
+        let inflight = self.inflight.lock().unwrap();
+        match inflight.get(&c.invocation) {
+            Some(f) if f.worker == dispatch::BROKER && f.entry.task.attempt == c.attempt => {
+                c.claim.as_deref().is_some_and(|t| key.claims(t, c.invocation, c.attempt))
+            }
+            _ => true,
+        }
+    }
+
     /// Starts attempts of `entries` on `worker`: in flight, and their starts
-    /// on their way to the store.
+    /// on their way to the store. An attempt handed to the broker carries a
+    /// token whatever its runtime: the claim its end must show.
     fn start_attempts(&self, worker: &str, entries: Vec<Entry>) -> Vec<Leased> {
         let now = self.clock.now_ms();
         let mut out = Vec::with_capacity(entries.len());
         let mut inflight = self.inflight.lock().unwrap();
         for entry in entries {
             let mut task = entry.task.clone();
-            task.token = self.attempt_token(&task, now);
+            task.token = match worker == dispatch::BROKER {
+                true => self.attempt_claim(&task, now),
+                false => self.attempt_token(&task, now),
+            };
             let cancel = CancellationToken::new();
             let _ = self.writes.send(Write::Start(AttemptStart {
                 id: task.invocation,
@@ -823,6 +851,7 @@ mod tests {
             finished_at: 2,
             result: Ok(output.to_vec()),
             logs: Vec::new(),
+            claim: None,
         }
     }
 
@@ -907,6 +936,7 @@ mod tests {
                 finished_at: 2,
                 result: Err(failure),
                 logs: Vec::new(),
+                claim: None,
             }])
             .await
             .unwrap();
@@ -936,6 +966,7 @@ mod tests {
             finished_at: 2,
             result: Ok(Vec::new()),
             logs: Vec::new(),
+            claim: None,
         };
         assert!(matches!(scheduler.complete_durably(vec![late]).await, Err(Error::Stopped)));
         assert_eq!(store.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Queued);

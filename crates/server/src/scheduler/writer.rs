@@ -185,6 +185,13 @@ impl Scheduler {
     /// (a worker, which acknowledges its dispatch message on the answer)
     /// reports them again, to the next leader.
     pub async fn complete_durably(&self, completions: Vec<Completion>) -> Result<(), Error> {
+        let (completions, forged): (Vec<Completion>, Vec<Completion>) =
+            completions.into_iter().partition(|c| self.claim_holds(c));
+        for c in &forged {
+            self.metrics.stale_completions.fetch_add(1, Relaxed);
+            tracing::warn!(invocation = %c.invocation, attempt = c.attempt, worker = %c.worker,
+                "an end without the claim of its brokered attempt was ignored");
+        }
         for c in &completions {
             self.release_reported(c);
         }
