@@ -146,3 +146,16 @@ def test_a_map_over_a_prefix_reads_each_object_and_partition(fexec, client):
         fexec.map(count_lines, f"{storage.bucket}/sdk-objects/missing.txt")
     storage.delete_objects(storage.bucket, storage.list_keys(storage.bucket, "sdk-objects/"))
     assert storage.list_keys(storage.bucket, "sdk-objects/") == []
+
+
+def test_parents_waiting_for_their_children_do_not_take_every_slot(client):
+    # The node has 2 slots; 4 parents each wait for a map of their own.
+    def parent(n):
+        import stratus.lithops as inner
+
+        fx = inner.FunctionExecutor()
+        return sum(fx.get_result(fx.map(lambda x: x * n, [1, 2, 3])))
+
+    with lithops.FunctionExecutor(client=client) as fx:
+        futures = fx.map(parent, [1, 2, 3, 4])
+        assert fx.get_result(futures, timeout=300) == [6, 12, 18, 24]

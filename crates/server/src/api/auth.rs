@@ -37,6 +37,14 @@ pub struct Caller {
     pub project: String,
 }
 
+impl Caller {
+    /// The invocation whose running attempt makes this request, for a
+    /// function's own token.
+    pub fn invocation(&self) -> Option<stratus_core::Id> {
+        self.token.strip_prefix("invocation-")?.parse().ok()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {

@@ -184,6 +184,8 @@ async fn get_invocation(
     if let (Some(rx), Some(wait)) = (rx, wait)
         && !inv.state.is_terminal()
     {
+        // A function waiting for a call of its own lends its slot meanwhile.
+        let _lent = caller.invocation().and_then(|me| st.scheduler.lend_slot(me));
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(f)) => inv = f.invocation.clone(),
             // Finished elsewhere, or the wait ran out: read it again.

@@ -306,6 +306,8 @@ async fn get_job(
     if let (Some(rx), Some(wait)) = (rx, wait)
         && !job.state.is_terminal()
     {
+        // A function waiting for a job of its own lends its slot meanwhile.
+        let _lent = caller.invocation().and_then(|me| st.scheduler.lend_slot(me));
         let _ = tokio::time::timeout(wait, rx).await;
         job = find_job(&st, &caller.project, &id).await?;
     }

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use stratus_core::{Function, Id, Invocation, Task};
 use stratus_store::{AttemptStart, NewInvocation};
-use stratus_worker::{Executor, Leased};
+use stratus_worker::{Executor, Leased, TaskSource};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -184,5 +184,62 @@ impl Scheduler {
     /// queue's, and like the queue's is run again after a restart.
     pub async fn ran_here(&self) {
         self.here.wait().await;
+    }
+}
+
+/// A local slot lent while a function waits for calls of its own; given
+/// back when dropped.
+pub struct LentSlot(CancellationToken);
+
+impl Drop for LentSlot {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl Scheduler {
+    /// While the attempt of invocation `waiting`, running on a local slot,
+    /// waits through the API for calls of its own, its slot is lent: one
+    /// more slot runs meanwhile, so functions that wait for their children
+    /// cannot hold every slot and starve those children. `None` when it
+    /// does not run on a local slot. The slot is given back when the guard
+    /// drops: at once if it is idle, else when its task ends.
+    pub fn lend_slot(&self, waiting: Id) -> Option<LentSlot> {
+        let local = self.local.get()?;
+        let here = self.inflight.lock().unwrap().get(&waiting).is_some_and(|f| f.worker == local.executor.name);
+        if !here {
+            return None;
+        }
+        let stop = CancellationToken::new();
+        local.permits.add_permits(1);
+        self.wake_for_permit();
+        let (me, executor, permits) = (self.arc(), local.executor.clone(), local.permits.clone());
+        self.here.spawn(me.lent_slot(executor, permits, stop.clone()));
+        Some(LentSlot(stop))
+    }
+
+    /// The lent slot: takes and runs tasks as a local slot does, one at a
+    /// time, until the loan ends; then keeps the permit it holds (or takes
+    /// one when idle), which gives the loan back.
+    async fn lent_slot(self: Arc<Self>, executor: Arc<Executor>, permits: Arc<Semaphore>, stop: CancellationToken) {
+        loop {
+            // Only ever cancelled while waiting for work: nothing taken yet.
+            let next = tokio::select! {
+                tasks = self.take_for(&executor.name, 1, Some(&permits)) => tasks,
+                _ = stop.cancelled() => break,
+            };
+            let Some(tasks) = next else { return };
+            for leased in tasks {
+                let c = executor.execute(leased).await;
+                self.complete(c).await;
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            self.slot_free(&executor.name);
+        }
+        if let Ok(p) = permits.acquire().await {
+            p.forget();
+        }
     }
 }

@@ -53,7 +53,7 @@ mod waiters;
 mod workers;
 mod writer;
 pub use dispatch::DispatchConfig;
-pub use here::Here;
+pub use here::{Here, LentSlot};
 pub use jobs::TaskSpec;
 use queue::{Entry, Queue};
 use stratus_core::machine::Ending;

@@ -471,7 +471,17 @@ class FunctionExecutor:
                 return done, pending
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"{len(pending)} of {len(futures)} calls are not done")
-            time.sleep(0.05)
+            # Waits on the server for one of them (inside a function, its
+            # slot is lent to other work meanwhile, so parents waiting for
+            # their children do not take every slot).
+            left = 5.0 if return_when == ALL_COMPLETED else 0.5
+            if deadline is not None:
+                left = max(0.0, min(left, deadline - time.monotonic()))
+            first = pending[0]
+            if first.job:
+                self.client.job(first.job, wait=left)
+            else:
+                self.client.invocation(first.invocation, wait=left)  # type: ignore[arg-type]
 
     def get_result(self, fs: Optional[Union[ResponseFuture, Sequence[ResponseFuture]]] = None,
                    throw_except: bool = True, timeout: Optional[float] = None, **_: Any) -> Any:
