@@ -159,3 +159,19 @@ def test_parents_waiting_for_their_children_do_not_take_every_slot(client):
     with lithops.FunctionExecutor(client=client) as fx:
         futures = fx.map(parent, [1, 2, 3, 4])
         assert fx.get_result(futures, timeout=300) == [6, 12, 18, 24]
+
+
+def test_chunksize_runs_several_calls_per_task_with_a_future_each(fexec, client):
+    def f(x):
+        if x == 4:
+            raise ValueError("four")
+        return x * 10
+
+    futures = fexec.map(f, range(7), chunksize=3)
+    assert len(futures) == 7 and len({fu.job for fu in futures}) == 1
+    assert client.job(futures[0].job)["total"] == 3, "three tasks: 3 + 3 + 1 calls"
+    fexec.wait(futures)
+    assert [fu.result() for fu in futures if fu.success] == [0, 10, 20, 30, 50, 60]
+    with pytest.raises(ValueError, match="four"):
+        futures[4].result()
+    assert fexec.get_result(futures, throw_except=False) == [0, 10, 20, 30, None, 50, 60]

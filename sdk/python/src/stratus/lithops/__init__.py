@@ -102,10 +102,13 @@ class ResponseFuture:
     """One call: an invocation, or one task of a map job."""
 
     def __init__(self, executor: "FunctionExecutor", call_id: str, invocation: Optional[str] = None,
-                 job: Optional[str] = None, index: int = 0) -> None:
+                 job: Optional[str] = None, index: int = 0, sub: Optional[int] = None) -> None:
         self._executor = executor
         self.call_id = call_id
         self.invocation = invocation
+        #: Its place among the calls of its task, when a task runs several
+        #: (`chunksize`).
+        self.sub = sub
         self.job = job
         self.index = index
         self._state: Optional[str] = None
@@ -149,7 +152,9 @@ class ResponseFuture:
         if output is not None:
             try:
                 self._output = json.loads(output)
-            except ValueError:
+                if self.sub is not None and self._output is not None:
+                    self._output = self._output["results"][self.sub]
+            except (ValueError, KeyError, IndexError, TypeError):
                 self._output, self._failure = None, f"the runner printed no result: {output[:200]!r}"
         if failure:
             self._failure = failure
@@ -345,13 +350,14 @@ class FunctionExecutor:
         tuple, range or set; futures stand for their results, which are then
         read), as one job; a future per call, in order. A function with an
         `obj` parameter maps over objects instead (see the module's doc)."""
-        futures, _ = self._map(map_function, map_iterdata, extra_args, extra_env, obj_chunk_size, obj_chunk_number)
+        futures, _ = self._map(map_function, map_iterdata, extra_args, extra_env, obj_chunk_size, obj_chunk_number,
+                               chunksize)
         self._last_call = "map"
         return futures
 
     def _map(self, func: Callable, iterdata: Union[Iterable[Any], str], extra_args: Any,
-             extra_env: Optional[Dict[str, str]], obj_chunk_size: Optional[int], obj_chunk_number: Optional[int]
-             ) -> "tuple[FuturesList, List[str]]":
+             extra_env: Optional[Dict[str, str]], obj_chunk_size: Optional[int], obj_chunk_number: Optional[int],
+             chunksize: Optional[int] = None) -> "tuple[FuturesList, List[str]]":
         """The map's futures, and for each call the object it reads (`""`
         when it reads none)."""
         items = [iterdata] if isinstance(iterdata, str) else list(iterdata)
@@ -375,8 +381,23 @@ class FunctionExecutor:
         if not tasks:
             return FuturesList(self, []), []
         network = any(spec and spec.get("url") for _, _, spec in calls)
-        job = self.client.map(self._runner(network), tasks)
-        futures = FuturesList(self, [ResponseFuture(self, self._call_id(), job=job.id, index=i) for i in range(len(tasks))])
+        n = max(1, int(chunksize or 1))
+        if n == 1:
+            job = self.client.map(self._runner(network), tasks)
+            places = [(i, None) for i in range(len(tasks))]
+        else:
+            # `chunksize` calls per task, run one after another by the runner.
+            per_call = ("args", "args_key", "special")
+            grouped = []
+            for start in range(0, len(tasks), n):
+                group = tasks[start : start + n]
+                common = {k: v for k, v in group[0].items() if k not in per_call}
+                common["calls"] = [{k: t[k] for k in per_call if k in t} for t in group]
+                grouped.append(common)
+            job = self.client.map(self._runner(network), grouped)
+            places = [(i // n, i % n) for i in range(len(tasks))]
+        futures = FuturesList(self, [ResponseFuture(self, self._call_id(), job=job.id, index=t, sub=sub)
+                                     for t, sub in places])
         self._futures.extend(futures)
         return futures, [(spec or {}).get("url") or (spec or {}).get("path", "") for _, _, spec in calls]
 

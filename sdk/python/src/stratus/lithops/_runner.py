@@ -96,12 +96,24 @@ def main():
         return
     os.environ.update(task.get("env") or {})
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
+    if "calls" in task:
+        # Several calls (`chunksize`), one after another: one answer each.
+        out = {"results": [run(func_bytes, call) for call in task["calls"]]}
+    else:
+        out = run(func_bytes, task)
+    sys.stdout.flush()
+    answer.write(json.dumps(out))
+    answer.flush()
+
+
+def run(func_bytes, call):
+    """One call: `{"result"}`, or `{"error", "traceback", "exception"}`."""
     out = {}
     try:
         func = cloudpickle.loads(func_bytes)
-        packed = base64.b64decode(task["args"]) if "args" in task else fetch(task["args_key"])
+        packed = base64.b64decode(call["args"]) if "args" in call else fetch(call["args_key"])
         args, kwargs = cloudpickle.loads(packed)
-        kwargs.update(special_args(task.get("special")))
+        kwargs.update(special_args(call.get("special")))
         out["result"] = base64.b64encode(cloudpickle.dumps(func(*args, **kwargs))).decode()
     except BaseException as e:  # the caller re-raises it
         out["error"] = repr(e)
@@ -110,9 +122,7 @@ def main():
             out["exception"] = base64.b64encode(cloudpickle.dumps(e)).decode()
         except Exception:
             pass
-    sys.stdout.flush()
-    answer.write(json.dumps(out))
-    answer.flush()
+    return out
 
 
 if __name__ == "__main__":
