@@ -175,3 +175,15 @@ def test_chunksize_runs_several_calls_per_task_with_a_future_each(fexec, client)
     with pytest.raises(ValueError, match="four"):
         futures[4].result()
     assert fexec.get_result(futures, throw_except=False) == [0, 10, 20, 30, None, 50, 60]
+
+
+def test_a_call_past_its_timeout_raises_timeout_error(fexec):
+    import time
+
+    futures = fexec.map(lambda s: time.sleep(s) or s, [0, 30], timeout=1)
+    fexec.wait(futures)
+    assert futures[0].result() == 0
+    with pytest.raises(TimeoutError, match="timeout of 1 s"):
+        futures[1].result()
+    with pytest.raises(TimeoutError):
+        fexec.call_async(lambda: time.sleep(30), (), timeout=0.5).result()

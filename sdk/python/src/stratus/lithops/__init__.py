@@ -331,11 +331,14 @@ class FunctionExecutor:
                    extra_env: Optional[Dict[str, str]] = None, **_: Any) -> ResponseFuture:
         """Runs `func` once on `data` (a tuple: positional arguments; a dict:
         keyword arguments; anything else: the one argument), with
-        `extra_env` in its environment."""
+        `extra_env` in its environment; with `timeout` (s), a call that runs
+        longer raises `TimeoutError`."""
         if isinstance(data, ResponseFuture):
             data = self._consume([data])[0]
         args, kwargs = _arguments(data, extra_args)
         task = self._task(self._func_ref(func), args, kwargs, extra_env, self._special(func, kwargs, 0))
+        if timeout:
+            task["timeout"] = float(timeout)
         invocation = self.client.call_async(self._runner(), json.dumps(task))
         self._last_call = "call_async"
         future = ResponseFuture(self, self._call_id(), invocation=invocation)
@@ -349,15 +352,16 @@ class FunctionExecutor:
         """Runs `map_function` once per element of `map_iterdata` (a list,
         tuple, range or set; futures stand for their results, which are then
         read), as one job; a future per call, in order. A function with an
-        `obj` parameter maps over objects instead (see the module's doc)."""
+        `obj` parameter maps over objects instead (see the module's doc).
+        With `timeout` (s), a call that runs longer raises `TimeoutError`."""
         futures, _ = self._map(map_function, map_iterdata, extra_args, extra_env, obj_chunk_size, obj_chunk_number,
-                               chunksize)
+                               chunksize, timeout)
         self._last_call = "map"
         return futures
 
     def _map(self, func: Callable, iterdata: Union[Iterable[Any], str], extra_args: Any,
              extra_env: Optional[Dict[str, str]], obj_chunk_size: Optional[int], obj_chunk_number: Optional[int],
-             chunksize: Optional[int] = None) -> "tuple[FuturesList, List[str]]":
+             chunksize: Optional[int] = None, timeout: Optional[float] = None) -> "tuple[FuturesList, List[str]]":
         """The map's futures, and for each call the object it reads (`""`
         when it reads none)."""
         items = [iterdata] if isinstance(iterdata, str) else list(iterdata)
@@ -380,6 +384,9 @@ class FunctionExecutor:
                  for i, (args, kwargs, spec) in enumerate(calls)]
         if not tasks:
             return FuturesList(self, []), []
+        if timeout:
+            for t in tasks:
+                t["timeout"] = float(timeout)
         network = any(spec and spec.get("url") for _, _, spec in calls)
         n = max(1, int(chunksize or 1))
         if n == 1:

@@ -9,6 +9,7 @@ and this SDK for `storage` and `obj`)."""
 import base64
 import json
 import os
+import signal
 import sys
 import traceback
 import urllib.parse
@@ -98,23 +99,36 @@ def main():
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
     if "calls" in task:
         # Several calls (`chunksize`), one after another: one answer each.
-        out = {"results": [run(func_bytes, call) for call in task["calls"]]}
+        out = {"results": [run(func_bytes, call, task.get("timeout")) for call in task["calls"]]}
     else:
-        out = run(func_bytes, task)
+        out = run(func_bytes, task, task.get("timeout"))
     sys.stdout.flush()
     answer.write(json.dumps(out))
     answer.flush()
 
 
-def run(func_bytes, call):
-    """One call: `{"result"}`, or `{"error", "traceback", "exception"}`."""
+def run(func_bytes, call, timeout=None):
+    """One call: `{"result"}`, or `{"error", "traceback", "exception"}`;
+    one that runs past `timeout` seconds raises TimeoutError."""
     out = {}
+
+    def late(signum, frame):
+        raise TimeoutError("the call ran past its timeout of %g s" % timeout)
+
     try:
         func = cloudpickle.loads(func_bytes)
         packed = base64.b64decode(call["args"]) if "args" in call else fetch(call["args_key"])
         args, kwargs = cloudpickle.loads(packed)
         kwargs.update(special_args(call.get("special")))
-        out["result"] = base64.b64encode(cloudpickle.dumps(func(*args, **kwargs))).decode()
+        if timeout:
+            signal.signal(signal.SIGALRM, late)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            value = func(*args, **kwargs)
+        finally:
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        out["result"] = base64.b64encode(cloudpickle.dumps(value)).decode()
     except BaseException as e:  # the caller re-raises it
         out["error"] = repr(e)
         out["traceback"] = traceback.format_exc()
