@@ -311,6 +311,11 @@ class Client:
             start = page.get("next")
         return out
 
+    def workers(self) -> List[Json]:
+        """The workers the server knows: `id`, `host`, `slots`, `local`,
+        `state`, `running`, ..."""
+        return self._json("GET", "/v1/workers")["workers"]
+
     def job_timings(self, id: str) -> List[Json]:
         """When each of a job's tasks was queued, started and finished (ms
         since the epoch) and on which worker, in input order: `index`,

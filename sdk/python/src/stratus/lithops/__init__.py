@@ -176,6 +176,9 @@ class ResponseFuture:
             except Exception:
                 exc = None
             if isinstance(exc, BaseException):
+                # The remote traceback goes with it (Python 3.11+: a note).
+                if out.get("traceback") and hasattr(exc, "add_note"):
+                    exc.add_note("Traceback on the Stratus worker:\n" + out["traceback"].rstrip())
                 raise exc
         if "error" in out:
             raise FunctionException(out["error"], out.get("traceback", ""))
