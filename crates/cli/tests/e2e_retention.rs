@@ -110,3 +110,33 @@ fn a_deleted_functions_code_goes_when_nothing_else_uses_it() {
     s.ok(&["fn", "deploy", "g", "--wasm", wasm.to_str().unwrap()]);
     assert_eq!(s.ok(&["invoke", "g", "echo:again"]), "again", "uploaded again when deployed again");
 }
+
+/// Past the project's `retention_bytes`, the oldest finished invocations
+/// are emptied however recent; the newest that fit keep their payloads.
+#[test]
+fn a_payload_budget_empties_the_oldest_invocations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let f = tmp.path().join("fat");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(f.join("run.sh"), "#!/bin/sh\nhead -c 300000 /dev/zero | tr '\\\\0' x\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.ok(&["fn", "deploy", "fat", "--dir", f.to_str().unwrap(), "--cmd", "./run.sh"]);
+    let ids: Vec<String> = (0..5)
+        .map(|_| s.ok(&["--json", "invoke", "fat"]))
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    s.ok(&["project", "set", "default", "--retention-bytes", "700000"]);
+    assert!(s.ok(&["project", "show", "default"]).contains("retention bytes"));
+    let purged: serde_json::Value = serde_json::from_str(&s.ok(&["--json", "project", "purge", "default"])).unwrap();
+    assert_eq!(purged["purged"], 3, "{purged}");
+    for (i, id) in ids.iter().enumerate() {
+        let out = s.cli(&["wait", id]);
+        let kept = stdout(&out).len() == 300_000;
+        assert_eq!(kept, i >= 3, "invocation {i}: {}", stderr(&out));
+    }
+}

@@ -150,6 +150,11 @@ pub struct Quotas {
     /// limit].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_object_bytes: Option<u64>,
+    /// Bytes of payloads (inputs, outputs, logs) its finished invocations
+    /// keep in all: past it, the oldest are emptied as if their retention
+    /// had passed [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
 }
 
 impl Quotas {
@@ -178,6 +183,7 @@ impl Quotas {
             ("retention_s", self.retention_s),
             ("max_running", self.max_running.map(u64::from)),
             ("max_object_bytes", self.max_object_bytes),
+            ("retention_bytes", self.retention_bytes),
         ] {
             if v == Some(0) {
                 return Err(Error::invalid(name, "must be at least 1"));

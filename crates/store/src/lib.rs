@@ -214,6 +214,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn variables(&self, project: &str) -> Result<Vec<stratus_core::settings::Variable>>;
     /// Secrets, sealed, with their projects: of one project, or of all.
     async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>>;
+    /// When a project's finished invocations keep more than `budget` bytes
+    /// of payloads: the time before which to empty them (the newest that
+    /// fit are kept), or `None` when they fit.
+    async fn payload_cutoff(&self, project: &str, budget: u64) -> Result<Option<Millis>>;
     /// The artifacts (sha256 digests) that live functions use, or that a
     /// queued or running invocation's function version uses: what must not
     /// be collected.

@@ -46,6 +46,27 @@ pub(crate) const DELETE_LIMIT: &str = "DELETE FROM tag_limits WHERE project = ?1
 
 pub(crate) const RESET_LIMIT: &str = "UPDATE tag_limits SET reset_at = ?3 WHERE project = ?1 AND tag = ?2";
 
+/// The finished time of the newest finished invocation of project `?1`
+/// whose payloads, added to those of the newer ones, pass `?2` bytes.
+/// `{LEN}` is the engine's byte length.
+macro_rules! payload_cutoff {
+    ($len:literal) => {
+        concat!(
+            "SELECT finished_at FROM (SELECT finished_at, SUM(",
+            $len,
+            "(input) + COALESCE(",
+            $len,
+            "(output), 0) + COALESCE(",
+            $len,
+            "(logs), 0)) OVER (ORDER BY finished_at DESC, id DESC) AS total FROM invocations \
+             WHERE project = ?1 AND finished_at IS NOT NULL AND purged_at IS NULL) AS kept \
+             WHERE total > ?2 ORDER BY finished_at DESC LIMIT 1"
+        )
+    };
+}
+pub(crate) const PAYLOAD_CUTOFF_SQLITE: &str = payload_cutoff!("LENGTH");
+pub(crate) const PAYLOAD_CUTOFF_POSTGRES: &str = payload_cutoff!("octet_length");
+
 /// The specs of the function versions whose artifacts are in use.
 pub(crate) const SPECS_IN_USE: &str = "SELECT spec FROM functions WHERE deleted_at IS NULL \
      UNION SELECT f.spec FROM functions f JOIN (SELECT DISTINCT project, function, version FROM invocations \

@@ -10,7 +10,7 @@ use stratus_core::{Failure, FailureKind, InvocationState};
 use stratus_core::{Job, JobState};
 use stratus_store::{
     AttemptEnd, AttemptStart, ChangeSet, EndOutcome, Event, EventChange, EventQuery, Firing, FunctionChange, JobMove,
-    JobRows, JobUpdate, Lane, NewInvocation, StateStore, Trigger,
+    JobRows, JobUpdate, Lane, NewInvocation, Purge, StateStore, Trigger,
 };
 
 fn end(id: stratus_core::Id, attempt: u32, outcome: EndOutcome) -> AttemptEnd {
@@ -60,6 +60,31 @@ async fn artifacts_in_use_are_those_of_live_functions_and_pending_work(s: Arc<dy
     let start = AttemptStart { id, attempt: 1, worker: "w1".into(), started_at: 10 };
     s.record(&[], &[start], &[end(id, 1, finish_ok(b"done"))]).await.unwrap();
     assert!(s.artifacts_in_use().await.unwrap().is_empty(), "nothing uses them now");
+}
+
+/// The payload budget's cutoff keeps the newest finished invocations whose
+/// payloads fit, and empties the rest with an ordinary purge.
+async fn payload_cutoffs_keep_the_newest_that_fit(s: Arc<dyn StateStore>) {
+    // Ids are times: the ends come after the invocations were made.
+    let news: Vec<NewInvocation> = (0..3).map(|i| new_inv("f", 1, i)).collect();
+    s.insert_invocations(&news).await.unwrap();
+    let t0 = stratus_core::Clock::now_ms(&stratus_core::SystemClock) + 1000;
+    let ids: Vec<_> = news.iter().map(|n| n.invocation.id).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let start = AttemptStart { id: *id, attempt: 1, worker: "w1".into(), started_at: 10 };
+        let end = AttemptEnd { finished_at: t0 + i as i64, ..end(*id, 1, finish_ok(&[b'x'; 1000])) };
+        s.record(&[], &[start], &[end]).await.unwrap();
+    }
+    // Each keeps 1000 bytes of output, 3 of logs and 7 of input.
+    assert_eq!(s.payload_cutoff("p", 1_000_000).await.unwrap(), None, "all fit");
+    assert_eq!(s.payload_cutoff("p", 2100).await.unwrap(), Some(t0 + 1), "the two newest fit");
+    assert_eq!(s.payload_cutoff("p", 1500).await.unwrap(), Some(t0 + 2), "only the newest");
+    assert_eq!(s.payload_cutoff("other", 1).await.unwrap(), None);
+    let purge = Purge { project: "p".into(), function: None, finished_before: t0 + 2, made_since: None, at: t0 + 9 };
+    s.commit(ChangeSet { purges: vec![purge], ..Default::default() }).await.unwrap();
+    assert!(s.get_payloads("p", ids[1]).await.unwrap().unwrap().output.is_none(), "emptied");
+    assert!(s.get_payloads("p", ids[2]).await.unwrap().unwrap().output.is_some(), "kept");
+    assert_eq!(s.payload_cutoff("p", 1500).await.unwrap(), None, "what is emptied no longer counts");
 }
 
 async fn completions_are_recorded_once(s: Arc<dyn StateStore>) {
@@ -1035,6 +1060,11 @@ macro_rules! conformance {
             async fn trust() {
                 let (_guard, s) = $open.await;
                 projects_and_tokens_apply_once(s).await;
+            }
+            #[tokio::test]
+            async fn payload_budget() {
+                let (_guard, s) = $open.await;
+                payload_cutoffs_keep_the_newest_that_fit(s).await;
             }
             #[tokio::test]
             async fn artifacts() {

@@ -68,6 +68,10 @@ pub struct SetArgs {
     /// [default: no limit].
     #[arg(long, value_parser = crate::parse::bytes)]
     max_object_bytes: Option<u64>,
+    /// Bytes of inputs, outputs and logs its finished invocations keep in
+    /// all, e.g. 10G; past it the oldest are emptied [default: no limit].
+    #[arg(long, value_parser = crate::parse::bytes)]
+    retention_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +188,7 @@ fn print_project(ctx: &Ctx, p: &ProjectInfo) -> anyhow::Result<()> {
     out!("           retention {}", or_none(q.retention_s, |s| crate::output::duration(s as i64 * 1000)))?;
     out!("           max running {}", or_none(q.max_running.map(u64::from), |n| n.to_string()))?;
     out!("           max object bytes {}", or_none(q.max_object_bytes, crate::output::size))?;
+    out!("           retention bytes {}", or_none(q.retention_bytes, crate::output::size))?;
     if let Some(n) = p.object_bytes {
         out!("objects:   {}", crate::output::size(n))?;
     }
@@ -238,6 +243,10 @@ pub async fn project(ctx: &Ctx, c: ProjectCommand) -> anyhow::Result<ExitCode> {
                 return Err(crate::errors::invalid("--max-object-bytes: at least 1"));
             }
             q.max_object_bytes = a.max_object_bytes.or(q.max_object_bytes);
+            if a.retention_bytes == Some(0) {
+                return Err(crate::errors::invalid("--retention-bytes: at least 1"));
+            }
+            q.retention_bytes = a.retention_bytes.or(q.retention_bytes);
             print_project(ctx, &ctx.client.set_quotas(&a.name, &q).await?)?;
         }
         ProjectCommand::Purge { name } => {

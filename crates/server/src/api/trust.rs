@@ -76,6 +76,7 @@ async fn project_info(st: &AppState, p: Project) -> ApiResult<ProjectInfo> {
         retention_s: Some(q.retention_ms() as u64 / 1000),
         max_running: q.max_running,
         max_object_bytes: q.max_object_bytes,
+        retention_bytes: q.retention_bytes,
     };
     let running = st.scheduler.project_running(&p.name);
     let object_bytes = match q.max_object_bytes {
@@ -219,14 +220,24 @@ async fn purge_project(State(st): State<AppState>, Path(name): Path<String>) -> 
 }
 
 /// Drops the payloads of `p`'s invocations finished longer ago than its
-/// retention, of those made since `made_since` (all without); returns how many.
+/// retention, of those made since `made_since` (all without), and of the
+/// oldest past its `retention_bytes`; returns how many.
 async fn retain(
     store: &dyn StateStore,
     p: &Project,
     made_since: Option<Millis>,
     now: Millis,
 ) -> Result<u64, stratus_store::Error> {
-    let finished_before = now - p.quotas.retention_ms();
+    let mut finished_before = now - p.quotas.retention_ms();
+    let mut made_since = made_since;
+    // Past its byte budget, the oldest are emptied too, however recent.
+    if let Some(budget) = p.quotas.retention_bytes
+        && let Some(cut) = store.payload_cutoff(&p.name, budget).await?
+        && cut > finished_before
+    {
+        finished_before = cut;
+        made_since = None;
+    }
     let purge = Purge { project: p.name.clone(), function: None, finished_before, made_since, at: now };
     Ok(store.commit(ChangeSet { purges: vec![purge], ..Default::default() }).await?.purged.pop().unwrap_or(0))
 }

@@ -471,6 +471,14 @@ impl StateStore for PostgresStore {
             .collect()
     }
 
+    async fn payload_cutoff(&self, project: &str, budget: u64) -> Result<Option<Millis>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::PAYLOAD_CUTOFF_POSTGRES)).await?;
+        let budget = budget.min(i64::MAX as u64) as i64;
+        let row = c.client.query_opt(&st, &[&project, &budget]).await?;
+        Ok(row.map(|r| r.try_get::<_, i64>(0)).transpose()?.map(|at| at + 1))
+    }
+
     async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(&pg(crate::trust::SPECS_IN_USE)).await?;

@@ -420,6 +420,19 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn payload_cutoff(&self, project: &str, budget: u64) -> Result<Option<Millis>> {
+        let project = project.to_string();
+        let budget = budget.min(i64::MAX as u64) as i64;
+        self.call(false, move |c| {
+            let cut = c
+                .prepare_cached(crate::trust::PAYLOAD_CUTOFF_SQLITE)?
+                .query_row(params![project, budget], |r| r.get::<_, i64>(0))
+                .optional()?;
+            Ok(cut.map(|at| at + 1))
+        })
+        .await
+    }
+
     async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>> {
         self.call(false, move |c| {
             let specs = c
