@@ -52,8 +52,10 @@ EOF
 }
 echo "-- invalid requests are refused and change nothing"
 dump >"$work/before.sql"
+# Not the stateful phase: its scenarios make their resources with valid
+# requests first (a limit, say, before its invalid delete).
 "$st" run "$url/v1/openapi.json" -H "$auth" "${common[@]}" --mode negative \
-    --checks not_a_server_error,negative_data_rejection
+    --phases examples,coverage,fuzzing --checks not_a_server_error,negative_data_rejection
 dump >"$work/after.sql"
 if ! diff -q "$work/before.sql" "$work/after.sql" >/dev/null; then
     echo "error: refused requests changed the state store:" >&2

@@ -131,6 +131,14 @@ pub mod params {
         pub name: String,
     }
 
+    /// A concurrency tag (`stratus_core::names::TAG_PATTERN`).
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct Tag {
+        #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+        pub tag: String,
+    }
+
     #[derive(IntoParams)]
     #[into_params(parameter_in = Path)]
     pub struct Digest {

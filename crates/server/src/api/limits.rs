@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::auth::Caller;
+use super::extract::params::Tag;
 use super::extract::{Body, parse_json};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
@@ -67,7 +68,7 @@ async fn list_limits(State(st): State<AppState>, caller: Caller) -> ApiResult<Js
 #[utoipa::path(
     get,
     path = "/v1/limits/{tag}",
-    params(("tag" = String, Path)),
+    params(Tag),
     summary = "Show a limit: the attempts holding its slots, and those waiting for one",
     responses(
         (status = 200, description = "the limit", body = LimitInfo),
@@ -82,7 +83,7 @@ async fn show_limit(State(st): State<AppState>, caller: Caller, Path(tag): Path<
 #[utoipa::path(
     put,
     path = "/v1/limits/{tag}",
-    params(("tag" = String, Path)),
+    params(Tag),
     summary = "Set a limit: at most `slots` attempts carrying the tag run at once (0 pauses it)",
     request_body = LimitRequest,
     responses(
@@ -121,7 +122,7 @@ async fn set_limit(
 #[utoipa::path(
     delete,
     path = "/v1/limits/{tag}",
-    params(("tag" = String, Path)),
+    params(Tag),
     summary = "Delete a limit: its tag runs unlimited",
     responses(
         (status = 204, description = "deleted"),
@@ -143,7 +144,7 @@ async fn delete_limit(State(st): State<AppState>, caller: Caller, Path(tag): Pat
 #[utoipa::path(
     post,
     path = "/v1/limits/{tag}/reset",
-    params(("tag" = String, Path)),
+    params(Tag),
     summary = "Release every slot of a tag (admin): the attempts holding them run on, no longer counted",
     responses(
         (status = 200, description = "the limit after the reset", body = LimitInfo),

@@ -254,6 +254,14 @@ mod tests {
         assert_eq!(listed, expected);
     }
 
+    /// The documented tag pattern is the one the server checks.
+    #[test]
+    fn the_tag_pattern_is_the_servers() {
+        let doc = document();
+        let param = &doc["paths"]["/v1/limits/{tag}"]["get"]["parameters"][0];
+        assert_eq!(param["schema"]["pattern"], stratus_core::names::TAG_PATTERN, "{param}");
+    }
+
     /// Every `$ref` names a schema the document has.
     #[test]
     fn every_reference_resolves() {
