@@ -228,7 +228,11 @@ async fn delete_object(
 ) -> ApiResult<StatusCode> {
     let object = object_key(&bucket, &key)?;
     let internal = Key::user(&caller.project, &object);
-    let size = st.objects.head(&internal).await?.map_or(0, |m| m.size);
+    // Its size matters only to a project whose bytes are counted.
+    let size = match st.object_usage.counts(&caller.project) {
+        true => st.objects.head(&internal).await?.map_or(0, |m| m.size),
+        false => 0,
+    };
     if st.objects.delete(&internal).await? {
         st.object_usage.moved(&caller.project, -(size as i64));
         object_event(&st, &caller.project, object.as_str(), None).await?;
@@ -262,6 +266,12 @@ impl ObjectUsage {
         let n = listed.iter().map(|m| m.size).sum();
         self.0.lock().unwrap().insert(project.to_string(), (n, std::time::Instant::now()));
         Ok(n)
+    }
+
+    /// Whether `project`'s bytes are counted (it has a byte budget and
+    /// stored an object since this server led).
+    pub fn counts(&self, project: &str) -> bool {
+        self.0.lock().unwrap().contains_key(project)
     }
 
     /// Moves a counted project's bytes by `delta`.

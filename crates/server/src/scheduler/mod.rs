@@ -334,6 +334,12 @@ impl Scheduler {
         let key = (project.to_string(), tag.to_string());
         let mut q = self.queue.lock().unwrap();
         q.tags.set_limit(&key, slots);
+        self.unpark(q, key);
+    }
+
+    /// Moves the entries waiting for `key` that now have room back to their
+    /// lanes, and wakes the takers if any moved.
+    fn unpark(&self, mut q: std::sync::MutexGuard<'_, Queue>, key: tags::Key) {
         if q.unpark(&[key]) {
             drop(q);
             self.notify.notify_waiters();
@@ -357,11 +363,7 @@ impl Scheduler {
             self.projects_limited.store(true, Relaxed);
         }
         q.tags.set_project_limit(project, slots, running);
-        if q.unpark(&[tags::project_key(project)]) {
-            drop(q);
-            self.notify.notify_waiters();
-            self.notify.notify_one();
-        }
+        self.unpark(q, tags::project_key(project));
     }
 
     /// The attempts of a project running now.
@@ -375,11 +377,7 @@ impl Scheduler {
         let key = (project.to_string(), tag.to_string());
         let mut q = self.queue.lock().unwrap();
         q.tags.reset(&key);
-        if q.unpark(&[key]) {
-            drop(q);
-            self.notify.notify_waiters();
-            self.notify.notify_one();
-        }
+        self.unpark(q, key);
     }
 
     /// The attempts that hold a slot of a project's tag, and how many

@@ -294,12 +294,12 @@ class FunctionExecutor:
             task["special"] = special
         return task
 
-    def _special(self, func: Callable, kwargs: Dict[str, Any], index: int,
+    def _special(self, params: "set[str]", kwargs: Dict[str, Any], index: int,
                  obj: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """The special parameters the runner fills in for `func`: `storage`
-        (a `Storage` of this project), `id` (the call's index) and `obj`
-        (the object or partition it reads), unless the call gives them."""
-        params = _parameters(func)
+        """The special parameters the runner fills in for a function whose
+        parameters are `params`: `storage` (a `Storage` of this project),
+        `id` (the call's index) and `obj` (the object or partition it
+        reads), unless the call gives them."""
         special: Dict[str, Any] = {}
         if "storage" in params and "storage" not in kwargs:
             special["storage"] = self.storage_config()
@@ -339,7 +339,7 @@ class FunctionExecutor:
         if isinstance(data, ResponseFuture):
             data = self._consume([data])[0]
         args, kwargs = _arguments(data, extra_args)
-        task = self._task(self._func_ref(func), args, kwargs, extra_env, self._special(func, kwargs, 0))
+        task = self._task(self._func_ref(func), args, kwargs, extra_env, self._special(_parameters(func), kwargs, 0))
         if timeout:
             task["timeout"] = float(timeout)
         invocation = self.client.call_async(self._runner(), json.dumps(task))
@@ -372,7 +372,8 @@ class FunctionExecutor:
             items = self._consume(items)
         ref = self._func_ref(func)
         calls: List["tuple[tuple, Dict[str, Any], Optional[Dict[str, Any]]]"] = []
-        if "obj" in _parameters(func):
+        params = _parameters(func)
+        if "obj" in params:
             for item in items:
                 rest = dict(item) if isinstance(item, dict) else {}
                 where = rest.pop("obj", None) if isinstance(item, dict) else item
@@ -383,7 +384,7 @@ class FunctionExecutor:
                     calls.append((args, kwargs, spec))
         else:
             calls = [(*_arguments(item, extra_args), None) for item in items]
-        tasks = [self._task(ref, args, kwargs, extra_env, self._special(func, kwargs, i, spec))
+        tasks = [self._task(ref, args, kwargs, extra_env, self._special(params, kwargs, i, spec))
                  for i, (args, kwargs, spec) in enumerate(calls)]
         if not tasks:
             return FuturesList(self, []), []
