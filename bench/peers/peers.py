@@ -1,5 +1,6 @@
-"""Runs one peer system (Lithops localhost v1 or v2, Ray, Prefect, or a plain
-Python floor) on one workload of the Stratus benchmarks (roundtrip, noop-map,
+"""Runs one peer system (Lithops localhost v1 or v2, Ray, Prefect, a plain
+Python floor, or Stratus through its Python SDK, `stratus-sdk`: the Lithops
+code below with `import stratus.lithops as lithops`) on one workload of the Stratus benchmarks (roundtrip, noop-map,
 hash-map, wordcount) and prints one JSON object per repetition on stdout;
 everything else, the peers' own output included, goes to stderr. Every result
 is checked: a wrong answer is ok=false. Run it with the python that setup.sh
@@ -40,8 +41,11 @@ WORKLOADS = {
     "ray": ("roundtrip", "noop-map", "hash-map", "wordcount"),
     "prefect": ("roundtrip", "noop-map", "hash-map"),
     "python": ("wordcount",),
+    # The server is the one STRATUS_URL and STRATUS_TOKEN name.
+    "stratus-sdk": ("noop-map", "wordcount"),
 }
-PACKAGE = {"lithops-v1": "lithops", "lithops-v2": "lithops", "ray": "ray", "prefect": "prefect"}
+PACKAGE = {"lithops-v1": "lithops", "lithops-v2": "lithops", "ray": "ray", "prefect": "prefect",
+           "stratus-sdk": "stratus-sdk"}
 SAMPLE_EVERY_S = 0.05
 
 
@@ -95,16 +99,24 @@ def merge_counts(*counts):
 
 
 class Lithops:
-    def __init__(self, version):
-        import lithops
+    """The same program on Lithops localhost (version 1 or 2) and, with
+    `stratus.lithops` in place of `lithops`, on Stratus (version None)."""
 
+    def __init__(self, version):
+        if version is None:
+            import stratus.lithops as lithops
+
+            self.config = {"lithops": {"backend": "stratus", "storage": "stratus", "log_level": "WARNING"}}
+        else:
+            import lithops
+
+            # The storage lives under the child's TMPDIR, which Lithops reads on import.
+            self.config = {
+                "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING"},
+                # The default runtime is "python3" on PATH, not this virtualenv's.
+                "localhost": {"runtime": sys.executable, "version": version},
+            }
         self.lithops, self.version = lithops, version
-        # The storage lives under the child's TMPDIR, which Lithops reads on import.
-        self.config = {
-            "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING"},
-            # The default runtime is "python3" on PATH, not this virtualenv's.
-            "localhost": {"runtime": sys.executable, "version": version},
-        }
         self.executor = lithops.FunctionExecutor(config=self.config)
 
     def call(self, x):
@@ -126,7 +138,7 @@ class Lithops:
         """Puts the file into Lithops' storage; returns its URL."""
         storage = self.lithops.Storage(config=self.config)
         storage.upload_file(path, storage.bucket, "corpus/text.txt")
-        return f"localhost://{storage.bucket}/corpus/text.txt"
+        return f"{storage.backend}://{storage.bucket}/corpus/text.txt"
 
     def wordcount(self, url, chunk_bytes):
         fs = self.executor.map_reduce(lithops_mapper, [url], lithops_reducer, obj_chunk_size=chunk_bytes)
@@ -207,6 +219,8 @@ class Python:
 def start(system):
     if system.startswith("lithops-"):
         return Lithops(int(system[-1]))
+    if system == "stratus-sdk":
+        return Lithops(None)
     return {"ray": Ray, "prefect": Prefect, "python": Python}[system]()
 
 

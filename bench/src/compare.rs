@@ -31,6 +31,8 @@ struct Sizes {
     v2_reps: usize,
     maps: Vec<u64>,
     hash_tasks: u64,
+    /// Calls of the Python SDK's no-op map (workload 5).
+    sdk_tasks: u64,
     text_mib: usize,
     chunk_mib: usize,
     /// Task counts beyond which a peer is not run but projected from its
@@ -49,6 +51,7 @@ impl Sizes {
                 v2_reps: 1,
                 maps: vec![200],
                 hash_tasks: 50,
+                sdk_tasks: 500,
                 text_mib: 8,
                 chunk_mib: 2,
                 limits: vec![("lithops-v2", 20), ("prefect", 200)],
@@ -62,6 +65,7 @@ impl Sizes {
                 v2_reps: 1,
                 maps: vec![1000, 100_000],
                 hash_tasks: 1000,
+                sdk_tasks: 10_000,
                 text_mib: 1024,
                 chunk_mib: 64,
                 limits: vec![("lithops-v1", 10_000), ("lithops-v2", 1000), ("prefect", 10_000)],
@@ -112,12 +116,18 @@ impl Peers {
 
     /// Runs one (system, workload) in peers.py; one JSON object per repetition.
     fn run(&self, system: &str, workload: &str, args: &[String]) -> Result<Vec<Value>> {
+        self.run_with(system, workload, args, &[])
+    }
+
+    /// As `run`, with more environment (the server the `stratus-sdk` peer uses).
+    fn run_with(&self, system: &str, workload: &str, args: &[String], env: &[(&str, &str)]) -> Result<Vec<Value>> {
         let t = Instant::now();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let o = Command::new(&self.python)
             .arg("bench/peers/peers.py")
             .args(["--system", system, "--workload", workload])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(log)
             .output()?;
         ensure!(o.status.success(), "peers.py {system} {workload} crashed (see {})", self.log.display());
@@ -198,6 +208,9 @@ pub fn hash_task(i: u64) -> String {
 /// Left out of `--quick` runs: Prefect's server takes ~25 s to start per
 /// workload, and Lithops v2 starts a Python process per task.
 const QUICK_SKIPS: [&str; 2] = ["prefect", "lithops-v2"];
+
+/// The row of Stratus driven by its Python SDK (workload 5).
+const SDK: &str = "stratus (python sdk)";
 
 const WARM_ECHO: &str = "from stratus_warm import serve\nserve(lambda data, inv: data)\n";
 
@@ -391,11 +404,8 @@ impl Compare {
             rows.push(peer_row(&wl, system, raw, "wall_s", "s"));
         }
         let expect = json!({"total": total, "distinct": distinct}).to_string();
-        for system in ["python", "lithops-v1", "lithops-v2"] {
-            if system != "python" && !self.wants(system) {
-                continue;
-            }
-            let args = strs(&[
+        let wc_args = |reps: usize| {
+            strs(&[
                 "--data",
                 file.to_str().unwrap(),
                 "--chunk-bytes",
@@ -403,16 +413,60 @@ impl Compare {
                 "--expect",
                 &expect,
                 "--reps",
-                &sz.reps.to_string(),
+                &reps.to_string(),
                 "--timeout",
                 "900",
-            ]);
-            let mut row = peer_row(&wl, system, peers.run(system, "wordcount", &args)?, "wall_s", "s");
+            ])
+        };
+        for system in ["python", "lithops-v1", "lithops-v2"] {
+            if system != "python" && !self.wants(system) {
+                continue;
+            }
+            let mut row = peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(sz.reps))?, "wall_s", "s");
             if system == "python" {
                 row.system = "python floor (same code, multiprocessing over the cores)".into();
             }
             rows.push(row);
         }
+
+        // 5. The Python SDK: the Lithops program of the peers' workloads 2
+        // and 4 (bench/peers/peers.py), with `import stratus.lithops as
+        // lithops`, against a node of two slots.
+        eprintln!("== Python SDK");
+        let node = Node::up(&self.stratus, &["--slots", "2"])?;
+        let token = crate::http::token_for(&node.url).unwrap_or_default();
+        let env = [("STRATUS_URL", node.url.as_str()), ("STRATUS_TOKEN", token.as_str())];
+        let n = sz.sdk_tasks;
+        let wl = format!("5. Python SDK: map of {n} no-op Python functions (the same Lithops program)");
+        let args = strs(&["--n", &n.to_string(), "--reps", &sz.reps.to_string(), "--timeout", "600"]);
+        rows.push(peer_row(&wl, SDK, peers.run_with("stratus-sdk", "noop-map", &args, &env)?, "wall_s", "s"));
+        for system in ["ray", "lithops-v1"] {
+            if !self.wants(system) {
+                continue;
+            }
+            // Lithops v1 takes minutes per 10,000 calls: one repetition.
+            let reps = if system == "ray" { sz.reps } else { 1 };
+            let args = strs(&["--n", &n.to_string(), "--reps", &reps.to_string(), "--timeout", "900"]);
+            rows.push(peer_row(&wl, system, peers.run(system, "noop-map", &args)?, "wall_s", "s"));
+        }
+        let wl = format!(
+            "5. Python SDK: word count map_reduce of {} MiB, {} MiB chunks (the same Lithops program)",
+            sz.text_mib, sz.chunk_mib
+        );
+        rows.push(peer_row(
+            &wl,
+            SDK,
+            peers.run_with("stratus-sdk", "wordcount", &wc_args(sz.reps), &env)?,
+            "wall_s",
+            "s",
+        ));
+        for system in ["ray", "lithops-v1"] {
+            if self.wants(system) {
+                let reps = if system == "ray" { sz.reps } else { 1 };
+                rows.push(peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(reps))?, "wall_s", "s"));
+            }
+        }
+        drop(node);
         drop(dir);
 
         let targets = targets(&rows);
@@ -502,6 +556,23 @@ fn targets(rows: &[Row]) -> Vec<(String, bool, String)> {
     let rt = |system| find(rows, "1.", system).and_then(Row::median);
     if let (Some(s), Some(r)) = (rt("stratus (wasm)"), rt("ray")) {
         t.push(("round trip below Ray's".into(), s < r, format!("p50 {s:.0} µs vs {r:.0} µs")));
+    }
+    let sdk_map = rows.iter().find(|r| r.workload.starts_with("5.") && r.system == SDK && r.missing.is_none());
+    if let Some(r) = sdk_map {
+        let tps = Spread::of(&r.raw.iter().filter_map(|l| l["tasks_per_s"].as_f64()).collect::<Vec<_>>()).median;
+        t.push((
+            format!("Python SDK no-op map ≥ 4,000 tasks/s ({})", r.workload),
+            tps >= 4000.0,
+            format!("{tps:.0} tasks/s"),
+        ));
+    }
+    let sdk_wc = rows.iter().find(|r| r.workload.contains("word count") && r.system == SDK).and_then(Row::median);
+    if let (Some(s), Some(c)) = (sdk_wc, find(rows, "4.", "stratus (python mapper)").and_then(Row::median)) {
+        t.push((
+            "Python SDK word count within 1.2× the `stratus map` CLI's (python mapper)".into(),
+            s <= 1.2 * c,
+            format!("{s:.2} s vs {c:.2} s = {:.2}×", s / c),
+        ));
     }
     let wc = |system| find(rows, "4.", system).and_then(Row::median);
     if let Some(s) = wc("stratus (python mapper)") {

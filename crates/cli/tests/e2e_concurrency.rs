@@ -2,7 +2,7 @@
 //! at most N attempts carrying a tag run at once across every worker, a
 //! worker killed with -9 gives its slots back when its lease lapses, tasks
 //! waiting for a slot hold up nobody else, and no slot is left taken. On
-//! SQLite and PostgreSQL.
+//! SQLite and PostgreSQL. Projects take turns for the slots.
 
 mod common;
 use common::*;
@@ -240,4 +240,40 @@ fn a_projects_max_running_holds_its_attempts_in_the_queue() {
     assert_eq!(running(&s), 0);
     let bad = s.cli(&["project", "set", "default", "--max-running", "0"]);
     assert!(!bad.status.success() && stderr(&bad).contains("max-running"), "{}", stderr(&bad));
+}
+
+/// Projects share the slots: a job submitted behind another project's big
+/// one runs in turns with it, not after it.
+#[test]
+fn projects_jobs_take_turns_for_the_slots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    s.ok(&["project", "create", "other"]);
+    let other = s.ok(&["token", "create", "--project", "other", "--role", "developer"]).trim().to_string();
+    let go = deploy_gate(&s, tmp.path(), "gate");
+    let big = s.ok(&["map", "gate", "--inputs", path(&inputs_file(tmp.path(), 30)), "--detach"]).trim().to_string();
+    s.eventually("the big job's first task holds the slot", || {
+        s.get_json(&format!("/v1/jobs/{big}"))["running"].as_u64() == Some(1)
+    });
+    let env = format!("GO={}", go.display());
+    let gate_dir = gate_function(tmp.path());
+    let deploy = ["fn", "deploy", "gate", "--dir", path(&gate_dir), "--cmd", "./gate.sh", "--env", &env];
+    assert!(cli_as(&s.url, &other, &deploy, None).status.success());
+    let out = cli_as(&s.url, &other, &["map", "gate", "--inputs", path(&inputs_file(tmp.path(), 3)), "--detach"], None);
+    let small = stdout(&out).trim().to_string();
+    assert!(out.status.success() && !small.is_empty(), "{}", stderr(&out));
+    std::fs::write(&go, b"").unwrap();
+    s.ok(&["wait", &big]);
+    assert!(cli_as(&s.url, &other, &["wait", &small], None).status.success());
+
+    let timings = |token: &str, job: &str| -> Vec<Value> {
+        let url = format!("{}/v1/jobs/{job}/timings?limit=100", s.url);
+        let body: Value = http_with(Some(token)).get(url).send().unwrap().json().unwrap();
+        body["tasks"].as_array().unwrap().clone()
+    };
+    let small_done = timings(&other, &small).iter().map(|t| t["finished_at"].as_i64().unwrap()).max().unwrap();
+    let big_after = timings(&s.token, &big).iter().filter(|t| t["started_at"].as_i64().unwrap() > small_done).count();
+    // In submission order, none of the big job's tasks would start after
+    // the small one ended; in turns, all but its first few do.
+    assert!(big_after >= 20, "{big_after} of 30 tasks of the big job started after the small job ended");
 }

@@ -70,10 +70,10 @@ fn migrate_upgrades_a_new_database_once_and_the_server_then_uses_it() {
     let db = format!("sqlite://{}", tmp.path().join("d/state.db").display());
     let out = stratus(&["migrate", "--state", &db]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("schema upgraded from version 0 to 7"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("schema upgraded from version 0 to 9"), "{}", stdout(&out));
     let out = stratus(&["migrate", "--state", &db, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["found"].as_u64(), v["now"].as_u64()), (Some(7), Some(7)), "{v}");
+    assert_eq!((v["found"].as_u64(), v["now"].as_u64()), (Some(9), Some(9)), "{v}");
     // The same database through the data dir: the server finds it migrated.
     let s = Server::start_in(tmp.path().join("d"), &["--slots", "1"]);
     let guest = guest_wasm();
@@ -86,7 +86,7 @@ fn migrate_on_postgres_and_errors_without_the_password() {
     let url = postgres_url(&format!("mig_{}", stratus_core::new_id().as_uuid().simple()));
     let out = stratus(&["migrate", "--state", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("schema upgraded from version 0 to 7"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("schema upgraded from version 0 to 9"), "{}", stdout(&out));
     let out = stratus(&["migrate", "--state", &url]);
     assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
 

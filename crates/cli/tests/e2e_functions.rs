@@ -96,3 +96,104 @@ fn process_functions_python_shell_and_warm() {
     assert!(pids.len() <= 2, "at most one process per slot: {pids:?}");
     assert!(max_n >= 3, "processes are reused across invocations (max count {max_n})");
 }
+
+/// A warm function deployed with `--warm-token` gets each attempt's token
+/// in the request header, and can call the API with it as that attempt.
+#[test]
+fn a_warm_function_gets_each_attempts_token_in_its_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "1"]);
+    let dir = tmp.path().join("whoami");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.py"),
+        r#"import json, os, sys, urllib.request
+out = sys.stdout.buffer
+while True:
+    header = sys.stdin.buffer.readline()
+    if not header:
+        break
+    fields = header.split()
+    sys.stdin.buffer.read(int(fields[2]))
+    token = fields[3].decode() if len(fields) > 3 else "-"
+    req = urllib.request.Request(os.environ["STRATUS_URL"] + "/v1/whoami",
+                                 headers={"authorization": "Bearer " + token})
+    me = json.load(urllib.request.urlopen(req))
+    body = json.dumps({"fields": len(fields), "project": me["project"], "token": token[-16:]}).encode()
+    out.write(b"STRATUS/1 ok %d\n" % len(body) + body)
+    out.flush()
+"#,
+    )
+    .unwrap();
+    s.ok(&["fn", "deploy", "who", "--dir", path(&dir), "--cmd", "python3 main.py", "--warm", "--warm-token"]);
+    assert!(s.ok(&["fn", "show", "who"]).contains("token in header"));
+    let first: serde_json::Value = serde_json::from_str(&s.ok(&["invoke", "who"])).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&s.ok(&["invoke", "who"])).unwrap();
+    assert_eq!((first["fields"].as_u64(), first["project"].as_str()), (Some(4), Some("default")), "{first}");
+    assert_eq!(second["project"], "default");
+    assert_ne!(first["token"], second["token"], "each attempt has a token of its own");
+
+    let bad = s.cli(&["fn", "deploy", "x", "--dir", path(&dir), "--cmd", "python3 main.py", "--warm-token"]);
+    assert!(!bad.status.success(), "--warm-token needs --warm");
+}
+
+/// A Python environment's packages are on the PYTHONPATH of the functions
+/// deployed with it, or with a bundle's own requirements.txt; bad input is
+/// refused, and an install that fails says why. Installs from PyPI.
+#[test]
+fn python_environments_give_functions_their_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--slots", "2"]);
+    let dir = tmp.path().join("tab");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("main.py"), "import tabulate\nprint(tabulate.__version__, end='')\n").unwrap();
+    let req = tmp.path().join("requirements.txt");
+    std::fs::write(&req, "tabulate==0.9.0\n").unwrap();
+
+    let bad = tmp.path().join("bad.txt");
+    std::fs::write(&bad, "--index-url https://example.invalid/simple\ntabulate\n").unwrap();
+    for (args, needle) in [
+        (vec!["pyenv", "create", "x", "--requirements", path(&bad)], "only package requirements"),
+        (vec!["pyenv", "create", "x", "--requirements", path(&req), "--python", "2.7"], "not a Python 3"),
+        (vec!["pyenv", "create", "Bad_Name", "--requirements", path(&req)], "pyenv name"),
+        (
+            vec!["fn", "deploy", "t", "--dir", path(&dir), "--cmd", "python3 main.py", "--pyenv", "none"],
+            "no python environment",
+        ),
+    ] {
+        let out = s.cli(&args);
+        assert!(!out.status.success() && stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(s.ok(&["--json", "pyenv", "list"]), "", "nothing was set");
+
+    let out = s.ok(&["--json", "pyenv", "create", "tab", "--requirements", path(&req), "--wait"]);
+    let env: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(env["state"], "ready", "{env}");
+    s.ok(&["fn", "deploy", "t", "--dir", path(&dir), "--cmd", "python3 main.py", "--pyenv", "tab"]);
+    assert!(s.ok(&["fn", "show", "t"]).contains("pyenv:    tab"));
+    assert_eq!(s.ok(&["invoke", "t"]), "0.9.0");
+
+    // Without it, the package is not there; with the bundle's own file it is.
+    s.ok(&["fn", "deploy", "plain", "--dir", path(&dir), "--cmd", "python3 main.py"]);
+    let failed = s.cli(&["invoke", "plain"]);
+    assert!(!failed.status.success() && stderr(&failed).contains("tabulate"), "{}", stderr(&failed));
+    std::fs::copy(&req, dir.join("requirements.txt")).unwrap();
+    s.ok(&["fn", "deploy", "own", "--dir", path(&dir), "--cmd", "python3 main.py"]);
+    assert!(s.ok(&["fn", "show", "own"]).contains("its requirements.txt"));
+    assert_eq!(s.ok(&["invoke", "own"]), "0.9.0");
+
+    // A package that does not exist: the install fails with pip's message,
+    // and so do the attempts that need it.
+    let missing = tmp.path().join("missing.txt");
+    std::fs::write(&missing, "stratus-no-such-package-4d2f==1.0\n").unwrap();
+    let out = s.cli(&["pyenv", "create", "broken", "--requirements", path(&missing), "--wait"]);
+    assert!(!out.status.success() && stdout(&out).contains("No matching distribution"), "{}", stdout(&out));
+    std::fs::remove_file(dir.join("requirements.txt")).unwrap();
+    s.ok(&["fn", "deploy", "b", "--dir", path(&dir), "--cmd", "python3 main.py", "--pyenv", "broken"]);
+    let failed = s.cli(&["invoke", "b"]);
+    assert!(stderr(&failed).contains("python environment 'broken' did not install"), "{}", stderr(&failed));
+
+    s.ok(&["pyenv", "delete", "tab"]);
+    assert_eq!(s.ok(&["invoke", "t"]), "0.9.0", "a function keeps the environment it was deployed with");
+    assert!(!s.cli(&["pyenv", "show", "tab"]).status.success());
+}

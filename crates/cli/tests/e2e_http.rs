@@ -70,6 +70,9 @@ fn every_documented_operation_is_served_with_a_documented_status() {
     s.ok(&["var", "set", "t", "v"]);
     s.cli_stdin(&["secret", "set", "t", "-"], b"v");
     s.ok(&["limit", "set", "t", "4"]);
+    let nothing = tmp.path().join("requirements.txt");
+    std::fs::write(&nothing, "# no packages\n").unwrap();
+    s.ok(&["pyenv", "create", "t", "--requirements", nothing.to_str().unwrap()]);
     // The worker API takes worker tokens only.
     let as_worker = http_with(Some(&worker_token(&s.url)));
     let worker: serde_json::Value = as_worker
@@ -158,6 +161,7 @@ fn every_documented_operation_is_served_with_a_documented_status() {
                     http.put(&url).body(r#"{"value":"v2"}"#)
                 }
                 "put" if path.starts_with("/v1/limits") => http.put(&url).body(r#"{"slots":5}"#),
+                "put" if path.starts_with("/v1/pyenvs") => http.put(&url).body(r#"{"requirements":""}"#),
                 "put" => http.put(&url).body(std::fs::read(&guest).unwrap()),
                 "delete" => continue, // exercised in e2e_functions
                 other => panic!("undocumented method {other}"),

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use std::borrow::Cow;
 use std::time::Duration;
 pub use stratus_core::api::LimitInfo;
+pub use stratus_core::api::PyEnvInfo;
 pub use stratus_core::api::{
     Accepted, DeployRequest, FunctionInfo, InvocationInfo, JobInfo, NodeInfo, ObjectInfo, Registration, ResultsPage,
     SandboxInfo, WorkerInfo,
@@ -26,7 +27,7 @@ use stratus_core::api::{
     CompleteRequest, ErrorBody, FunctionError, FunctionList, Heartbeat, InvocationList, JobCancelled, JobList,
     JobRequest, LeaseRequest, Leased, ObjectList, ObjectStored, RegisterRequest, WorkerList,
 };
-use stratus_core::api::{LimitList, LimitRequest, SecretList, SecretRequest, VariableList};
+use stratus_core::api::{LimitList, LimitRequest, PyEnvList, PyEnvRequest, SecretList, SecretRequest, VariableList};
 pub use stratus_core::settings::Variable;
 pub use stratus_core::trust::{AuditEntry, Quotas, Role};
 pub use stratus_core::{Attempt, Failure, Id, Invocation, InvocationState, Runtime};
@@ -320,6 +321,25 @@ impl Client {
 
     pub async fn delete_limit(&self, tag: &str) -> Result<()> {
         self.send(self.http.delete(self.url(&format!("/v1/limits/{tag}")))).await.map(|_| ())
+    }
+
+    /// Sets a Python environment; this server's slots start installing it.
+    pub async fn set_pyenv(&self, name: &str, requirements: &str, python: Option<&str>) -> Result<PyEnvInfo> {
+        let body = PyEnvRequest { requirements: requirements.to_string(), python: python.map(str::to_string) };
+        self.json(self.http.put(self.url(&format!("/v1/pyenvs/{name}"))).json(&body)).await
+    }
+
+    pub async fn list_pyenvs(&self) -> Result<Vec<PyEnvInfo>> {
+        let l: PyEnvList = self.json(self.http.get(self.url("/v1/pyenvs"))).await?;
+        Ok(l.pyenvs)
+    }
+
+    pub async fn get_pyenv(&self, name: &str) -> Result<PyEnvInfo> {
+        self.json(self.http.get(self.url(&format!("/v1/pyenvs/{name}")))).await
+    }
+
+    pub async fn delete_pyenv(&self, name: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/v1/pyenvs/{name}")))).await.map(|_| ())
     }
 
     /// Releases every slot of the tag (admin).

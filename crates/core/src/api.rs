@@ -72,6 +72,16 @@ pub struct DeployRequest {
     /// Concurrency tags of every attempt (see `PUT /v1/limits/{tag}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// A process function's Python environment: the name of one of the
+    /// project's (`PUT /v1/pyenvs/{name}`), pinned at this deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pyenv: Option<String>,
+    /// Or the packages of its own (a bundle's `requirements.txt`), for
+    /// `python` (a minor version such as 3.11; else the worker's python3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 /// A deployed function, as the API describes it. `cpus` is `null` when the
@@ -104,6 +114,9 @@ pub struct FunctionInfo {
     pub secrets: Vec<crate::settings::SecretRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The Python environment it runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pyenv: Option<crate::pyenv::PyEnvSpec>,
 }
 
 impl From<&Function> for FunctionInfo {
@@ -126,6 +139,7 @@ impl From<&Function> for FunctionInfo {
             vars: f.spec.vars.clone(),
             secrets: f.spec.secrets.clone(),
             tags: f.spec.tags.clone(),
+            pyenv: f.spec.pyenv.as_deref().cloned(),
         }
     }
 }
@@ -435,6 +449,41 @@ pub struct LimitList {
     pub limits: Vec<LimitInfo>,
 }
 
+/// The body of `PUT /v1/pyenvs/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PyEnvRequest {
+    /// A requirements file: package requirements only, at most 64 KiB.
+    pub requirements: String,
+    /// The Python minor version, e.g. "3.11" (default: the worker's python3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+}
+
+/// A Python environment as the API shows it: with its digest (the
+/// directory workers install it in) and its state on the answering
+/// server's own slots: `absent` (not asked for there yet), `installing`,
+/// `ready`, `failed` (with pip's `message`), or `no-slots` (that server
+/// runs no functions itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PyEnvInfo {
+    #[serde(flatten)]
+    pub pyenv: crate::pyenv::PyEnv,
+    pub digest: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `GET /v1/pyenvs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PyEnvList {
+    pub pyenvs: Vec<PyEnvInfo>,
+}
+
 /// The body of `POST /v1/workers/{id}/lease`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -523,6 +572,9 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
+            requirements: None,
+            python: None,
         };
         let text = serde_json::to_string(&deploy).unwrap();
         assert_eq!(text, r#"{"runtime":{"kind":"wasm"},"artifact":"a","env":{},"retries":0}"#);

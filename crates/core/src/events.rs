@@ -324,6 +324,14 @@ pub mod builtin {
         event(project, &format!("/stratus/{kind}s"), crate::new_id().to_string(), ty, name, at, data)
     }
 
+    /// `stratus.pyenv.set|deleted`, subject the environment's name; a set
+    /// says the digest workers install it under.
+    pub fn pyenv(project: &str, name: &str, digest: Option<&str>, at: Millis) -> Event {
+        let ty = format!("stratus.pyenv.{}", if digest.is_some() { "set" } else { "deleted" });
+        let data = json!({"pyenv": name, "digest": digest});
+        event(project, "/stratus/pyenvs", crate::new_id().to_string(), ty, name, at, data)
+    }
+
     /// `stratus.limit.set|deleted|reset`, from the audit action
     /// (`limit.set`, `limit.delete`, `limit.reset`).
     pub fn limit(project: &str, tag: &str, action: &str, at: Millis) -> Event {

@@ -123,6 +123,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         let f = crate::Function { project: "p".into(), name: "r".into(), version: 1, spec, created_at: 0 };
         let mut reducer = crate::Invocation::queued(&f, 0, Some(j.id), None);

@@ -19,6 +19,7 @@ pub mod model;
 pub mod names;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod pyenv;
 pub mod schedule;
 pub mod settings;
 pub mod trust;

@@ -16,10 +16,15 @@ pub enum Runtime {
     Wasm,
     /// A command run in the function's unpacked bundle directory. `warm`
     /// functions keep one process per worker slot alive across invocations.
+    /// A warm process with `token` gets each attempt's `STRATUS_TOKEN` as a
+    /// fourth field of the request header (a field it must expect, so it is
+    /// asked for: older helpers read exactly three).
     Process {
         cmd: String,
         #[serde(default)]
         warm: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        token: bool,
     },
 }
 
@@ -34,6 +39,8 @@ enum RuntimeFields {
         cmd: String,
         #[serde(default)]
         warm: bool,
+        #[serde(default)]
+        token: bool,
     },
 }
 
@@ -41,7 +48,7 @@ impl From<RuntimeFields> for Runtime {
     fn from(r: RuntimeFields) -> Self {
         match r {
             RuntimeFields::Wasm {} => Runtime::Wasm,
-            RuntimeFields::Process { cmd, warm } => Runtime::Process { cmd, warm },
+            RuntimeFields::Process { cmd, warm, token } => Runtime::Process { cmd, warm, token },
         }
     }
 }
@@ -123,12 +130,29 @@ pub struct FunctionSpec {
     /// limit (`stratus limit set`) before it starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The Python environment a process function runs with: its packages
+    /// are on `PYTHONPATH` (`stratus pyenv`, or the bundle's own
+    /// `requirements.txt`), pinned when it was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pyenv: Option<Box<crate::pyenv::PyEnvSpec>>,
 }
 
 impl FunctionSpec {
     /// Checks every field; the error names the first one that is wrong.
     pub fn validate(&self) -> Result<(), Error> {
-        if let Runtime::Process { cmd, .. } = &self.runtime {
+        if let Some(p) = &self.pyenv {
+            if !matches!(self.runtime, Runtime::Process { .. }) {
+                return Err(Error::invalid("pyenv", "applies to process functions only"));
+            }
+            p.validate()?;
+        }
+        if let Runtime::Process { cmd, warm, token } = &self.runtime {
+            if *token && !*warm {
+                return Err(Error::invalid(
+                    "token",
+                    "applies to warm functions only: a cold one gets STRATUS_TOKEN in its environment",
+                ));
+            }
             if cmd.trim().is_empty() {
                 return Err(Error::invalid("cmd", "a process function needs a command (--cmd)"));
             }
@@ -545,13 +569,19 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         }
     }
 
     #[test]
     fn unknown_runtime_fields_are_refused() {
         let ok: Runtime = serde_json::from_str(r#"{"kind":"process","cmd":"x","warm":true}"#).unwrap();
-        assert_eq!(ok, Runtime::Process { cmd: "x".into(), warm: true });
+        assert_eq!(ok, Runtime::Process { cmd: "x".into(), warm: true, token: false });
+        let with: Runtime = serde_json::from_str(r#"{"kind":"process","cmd":"x","warm":true,"token":true}"#).unwrap();
+        assert_eq!(with, Runtime::Process { cmd: "x".into(), warm: true, token: true });
+        // Without it, a runtime is written as before (function versions compare by it).
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"kind":"process","cmd":"x","warm":true}"#);
+        assert!(spec(Runtime::Process { cmd: "x".into(), warm: false, token: true }).validate().is_err());
         for bad in [r#"{"kind":"process","cmd":"x","wram":true}"#, r#"{"kind":"wasm","cmd":"x"}"#] {
             let err = serde_json::from_str::<Runtime>(bad).expect_err(bad).to_string();
             assert!(err.contains("unknown field"), "{bad}: {err}");
@@ -560,7 +590,7 @@ mod tests {
 
     #[test]
     fn commands_and_environments_that_cannot_start_are_refused_at_deploy() {
-        let process = |cmd: &str| Runtime::Process { cmd: cmd.into(), warm: false };
+        let process = |cmd: &str| Runtime::Process { cmd: cmd.into(), warm: false, token: false };
         assert!(spec(process("python3 main.py")).validate().is_ok());
         for (cmd, says) in [("a\0b", "NUL"), (&"x".repeat(MAX_CMD_BYTES + 1), "longer than")] {
             let err = spec(process(cmd)).validate().unwrap_err().to_string();

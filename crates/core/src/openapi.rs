@@ -107,6 +107,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let partition = Partition { object: "b/k".into(), start: 0, end: 1, size: 1, lines: true };

@@ -250,6 +250,10 @@ pub enum TrustChange {
     Reseal { project: String, name: String, version: u64, sealed: Sealed },
     /// Sets a concurrency limit while its project is live.
     PutLimit { project: String, limit: TagLimit },
+    /// Sets a Python environment while its project is live.
+    PutPyEnv { project: String, env: crate::pyenv::PyEnv },
+    /// Applies when the environment exists.
+    DeletePyEnv { project: String, name: String },
     /// Applies when the limit exists.
     DeleteLimit { project: String, tag: String },
     /// Records that an admin released every slot of the tag (the

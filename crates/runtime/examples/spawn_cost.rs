@@ -59,6 +59,7 @@ async fn main() {
         bundles_dir: bundles.clone(),
         root_dir: scratch.path().join("root"),
         extra_paths: Vec::new(),
+        pyenvs_dir: None,
         disabled: false,
     }));
     println!("sandbox layers: {:?}", sandbox.layers());

@@ -16,6 +16,7 @@
 pub mod bundle;
 mod capped;
 pub mod process;
+pub mod pyenv;
 pub mod sandbox;
 pub mod spawn;
 pub mod warm;

@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex};
 pub const TMP_MB: u64 = 64;
 /// Where the bundle is inside the sandbox.
 pub const APP_DIR: &str = "/app";
+/// Where the Python environments are inside the sandbox.
+pub const PYENVS_DIR: &str = "/pyenvs";
 
 /// How the node wants its sandbox.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct SandboxConfig {
     /// More host paths functions see (e.g. Python environments):
     /// read-only, or writable when `true`.
     pub extra_paths: Vec<(PathBuf, bool)>,
+    /// The Python environments' directory, which functions see read-only
+    /// at [`PYENVS_DIR`] (whatever the permissions of the directories
+    /// above it on the host).
+    pub pyenvs_dir: Option<PathBuf>,
     /// Turn the sandbox off (development on hosts that cannot have it).
     pub disabled: bool,
 }
@@ -115,6 +121,8 @@ pub struct Sandbox {
     filters: Vec<Vec<libc::sock_filter>>,
     /// Extra paths under `/tmp`, bound per call over the call's own `/tmp`.
     tmp_binds: Vec<TmpBind>,
+    /// Functions see the Python environments at [`PYENVS_DIR`].
+    pyenvs_inside: bool,
 }
 
 /// A host path under `/tmp` that functions see: the template holds it at
@@ -149,6 +157,7 @@ impl Sandbox {
             cgroups: None,
             filters: Vec::new(),
             tmp_binds: Vec::new(),
+            pyenvs_inside: false,
         };
         if config.disabled {
             sb.reasons.push("the sandbox is disabled (--no-sandbox)".into());
@@ -178,6 +187,7 @@ impl Sandbox {
                 *sb.api.lock().unwrap() = Some(t.listener);
                 sb.layers.filesystem = true;
                 sb.layers.network = true;
+                sb.pyenvs_inside = config.pyenvs_dir.is_some();
             }
             Err(e) => sb.reasons.push(format!("no mount and network namespaces: {e}")),
         }
@@ -207,8 +217,18 @@ impl Sandbox {
             bundles_dir: PathBuf::new(),
             root_dir: PathBuf::new(),
             extra_paths: Vec::new(),
+            pyenvs_dir: None,
             disabled: true,
         })
+    }
+
+    /// Where a function finds the Python environment installed on the host
+    /// at `host` (under the configured `pyenvs_dir`).
+    pub fn pyenv_path(&self, host: &Path) -> PathBuf {
+        match (self.pyenvs_inside, host.file_name()) {
+            (true, Some(name)) => Path::new(PYENVS_DIR).join(name),
+            _ => host.to_path_buf(),
+        }
     }
 
     pub fn layers(&self) -> Layers {
@@ -611,8 +631,13 @@ fn bind_ro(root: &Path, path: &Path) -> io::Result<()> {
 }
 
 fn bind(root: &Path, path: &Path, writable: bool) -> io::Result<()> {
+    bind_at(root, path, path, writable)
+}
+
+/// Binds host `path` at `target` under `root`.
+fn bind_at(root: &Path, path: &Path, target: &Path, writable: bool) -> io::Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
-    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = target.strip_prefix("/").unwrap_or(target);
     let dst = root.join(rel);
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent)?;
@@ -669,6 +694,9 @@ fn build_template_here(config: &SandboxConfig) -> io::Result<Template> {
     mount(Path::new("stratus-root"), root, Some("tmpfs"), libc::MS_NOSUID, Some("mode=0755,size=16m"))?;
     for p in SYSTEM_PATHS {
         bind_ro(root, Path::new(p))?;
+    }
+    if let Some(p) = &config.pyenvs_dir {
+        bind_at(root, p, Path::new(PYENVS_DIR), false)?;
     }
     // Paths under /tmp would be hidden by each call's own /tmp: they wait
     // under /.shared and are bound per call.

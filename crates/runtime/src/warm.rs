@@ -4,10 +4,14 @@
 //! The framing (see `docs/process-functions.md`), one request at a time:
 //!
 //! ```text
-//! stratus -> function (stdin):  STRATUS/1 <invocation-id> <n>\n<n bytes of input>
+//! stratus -> function (stdin):  STRATUS/1 <invocation-id> <n>[ <token>]\n<n bytes of input>
 //! function -> stratus (stdout): STRATUS/1 ok <n>\n<n bytes of output>
 //!                           or: STRATUS/1 error <n>\n<n bytes of error message>
 //! ```
+//!
+//! The fourth field, the attempt's `STRATUS_TOKEN` (`-` when it has none),
+//! is sent only to functions deployed with `token` (a helper written for
+//! three fields would take it for part of the length).
 //!
 //! stderr is captured as the logs of the invocation in progress. A process
 //! that exits, breaks the framing or overruns the timeout fails that
@@ -114,11 +118,12 @@ impl WarmProcess {
         self.logs.take()
     }
 
-    /// Serves one invocation. Returns the outcome and whether the process can
-    /// serve another.
+    /// Serves one invocation; `token`, when given, goes in the header.
+    /// Returns the outcome and whether the process can serve another.
     pub async fn invoke(
         &mut self,
         id: &str,
+        token: Option<&str>,
         input: &[u8],
         limits: Limits,
         caps: OutputCaps,
@@ -129,7 +134,10 @@ impl WarmProcess {
         self.logs.take();
         let WarmProcess { stdin, stdout, stderr, logs, .. } = self;
         let exchange = async {
-            let header = format!("{PROTOCOL} {id} {}\n", input.len());
+            let header = match token {
+                Some(t) => format!("{PROTOCOL} {id} {} {t}\n", input.len()),
+                None => format!("{PROTOCOL} {id} {}\n", input.len()),
+            };
             stdin.write_all(header.as_bytes()).await?;
             stdin.write_all(input).await?;
             stdin.flush().await?;
@@ -270,6 +278,8 @@ pub struct WarmRequest<'a> {
     pub cmd: &'a str,
     pub env: &'a [(String, String)],
     pub id: &'a str,
+    /// The attempt's token, for a function that asked for it in the header.
+    pub token: Option<&'a str>,
     pub input: &'a [u8],
     pub limits: Limits,
     pub caps: OutputCaps,
@@ -290,7 +300,7 @@ impl WarmPool {
     }
 
     pub async fn run(&self, r: WarmRequest<'_>) -> RunOutcome {
-        let WarmRequest { key, family, dir, cmd, env, id, input, limits, caps, cancel, place } = r;
+        let WarmRequest { key, family, dir, cmd, env, id, token, input, limits, caps, cancel, place } = r;
         let taken = self.idle.lock().unwrap().get_mut(key).and_then(Vec::pop);
         let mut proc = match taken {
             Some(p) => p,
@@ -307,7 +317,7 @@ impl WarmPool {
                 }
             }
         };
-        let (outcome, alive) = proc.invoke(id, input, limits, caps, cancel).await;
+        let (outcome, alive) = proc.invoke(id, token, input, limits, caps, cancel).await;
         if alive {
             let mut idle = self.idle.lock().unwrap();
             let list = idle.entry(key.to_string()).or_default();
@@ -391,7 +401,7 @@ while True:
         let caps = OutputCaps::default();
         let cancel = CancellationToken::new();
         let mut p = WarmProcess::spawn(d.path(), "python3 srv.py", &[], limits, caps, None).unwrap();
-        let (first, alive) = p.invoke("1", b"secret", limits, caps, &cancel).await;
+        let (first, alive) = p.invoke("1", None, b"secret", limits, caps, &cancel).await;
         assert!(alive);
         assert_eq!(first.result, Ok(b"secret".to_vec()));
         assert!(first.logs.starts_with(b"during secret\n"), "{:?}", String::from_utf8_lossy(&first.logs));
@@ -399,13 +409,13 @@ while True:
         while !d.path().join("after-secret").exists() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (second, alive) = p.invoke("2", b"other", limits, caps, &cancel).await;
+        let (second, alive) = p.invoke("2", None, b"other", limits, caps, &cancel).await;
         assert!(alive);
         let logs = String::from_utf8_lossy(&second.logs);
         assert!(logs.starts_with("during other\n"), "{logs}");
         assert!(!logs.contains("secret"), "the first caller's line must not show here: {logs}");
 
-        let (huge, alive) = p.invoke("3", b"huge", limits, caps, &cancel).await;
+        let (huge, alive) = p.invoke("3", None, b"huge", limits, caps, &cancel).await;
         assert!(!alive);
         let f = huge.result.unwrap_err();
         assert!(f.message.contains("longer than"), "{f:?}");
@@ -430,6 +440,7 @@ while True:
                 cmd: "python3 srv.py",
                 env: &[],
                 id: "id",
+                token: None,
                 input,
                 limits,
                 caps,
@@ -458,6 +469,7 @@ while True:
             cmd: "python3 srv.py",
             env: &[],
             id: "id",
+            token: None,
             input: b"e",
             limits,
             caps,

@@ -101,12 +101,15 @@ impl SandboxOptions {
     /// Builds the sandbox of a node whose unpacked bundles are under
     /// `cache_dir`; refuses when it is required and a layer is off.
     pub fn build(&self, cache_dir: &std::path::Path, root_dir: PathBuf) -> Result<Arc<Sandbox>, NodeError> {
+        let pyenvs = stratus_runtime::pyenv::pyenvs_dir(cache_dir);
+        stratus_runtime::pyenv::make_dir(&pyenvs).map_err(|e| NodeError::DataDir(pyenvs.clone(), e))?;
         let sandbox = Sandbox::new(&SandboxConfig {
             uid: self.uid,
             gid: self.gid,
             bundles_dir: stratus_worker::bundles_dir(cache_dir),
             root_dir,
             extra_paths: self.extra_paths.clone(),
+            pyenvs_dir: Some(pyenvs),
             disabled: self.disabled,
         });
         let layers = sandbox.layers();
@@ -602,6 +605,7 @@ impl Node {
             background.stop.clone(),
             &background.tasks,
         );
+        let pyenvs = Arc::new(stratus_runtime::pyenv::PyEnvs::new(stratus_runtime::pyenv::pyenvs_dir(&parts.cache)));
         let state = AppState {
             events,
             trust,
@@ -622,6 +626,7 @@ impl Node {
             secret_keys: parts.secret_keys.clone(),
             metrics_token: parts.metrics_token.clone(),
             object_usage: Default::default(),
+            pyenvs: (config.slots > 0).then(|| pyenvs.clone()),
         };
         front.lead(api::router(state));
         let slots = if config.slots > 0 {
@@ -641,6 +646,7 @@ impl Node {
                     store: parts.store.clone(),
                     keys: parts.secret_keys.clone(),
                 }),
+                pyenvs,
             ));
             scheduler.run_here_on(executor.clone(), config.slots);
             let source: Arc<dyn TaskSource> = scheduler.clone();

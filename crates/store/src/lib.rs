@@ -224,6 +224,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>>;
     /// Concurrency limits with their projects: of one project, or of all.
     async fn limits(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::TagLimit)>>;
+    /// Python environments: of `project`, or of every project, by project and name.
+    async fn pyenvs(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::pyenv::PyEnv)>>;
     async fn get_payloads(&self, project: &str, id: Id) -> Result<Option<Payloads>>;
     /// The first `max` bytes of an invocation's input and its whole length
     /// (a preview: inputs can be large), or none when it does not exist.
@@ -298,11 +300,19 @@ pub trait StateStore: Send + Sync + 'static {
     /// After a restart: running invocations go back to the queue. Returns how many.
     async fn requeue_running(&self) -> Result<u64>;
     /// Queued invocations in id order, after `after`, at most `limit`; of
-    /// one lane when `lane` is given.
+    /// one lane when `lane` is given, of one project when `project` is.
     async fn queued(&self, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
-        self.queued_in(None, after, limit).await
+        self.queued_in(None, None, after, limit).await
     }
-    async fn queued_in(&self, lane: Option<Lane>, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>>;
+    async fn queued_in(
+        &self,
+        lane: Option<Lane>,
+        project: Option<&str>,
+        after: Option<Id>,
+        limit: u32,
+    ) -> Result<Vec<PendingInvocation>>;
+    /// The projects that have queued invocations in `lane`.
+    async fn queued_projects(&self, lane: Lane) -> Result<Vec<String>>;
     /// Jobs that are running or reducing.
     async fn active_jobs(&self) -> Result<Vec<Job>>;
     /// Number of invocations per state.

@@ -3,6 +3,7 @@
 //! PostgreSQL's `$N`). Every value in a `SELECT` list is cast, so that
 //! PostgreSQL knows its type without a column to infer it from.
 
+use stratus_core::pyenv::PyEnv;
 use stratus_core::settings::{Sealed, StoredSecret, TagLimit, Variable};
 use stratus_core::trust::{Role, Token, TrustChange};
 
@@ -35,6 +36,26 @@ pub(crate) const SET_QUOTAS: &str = "UPDATE projects SET quotas = ?2 WHERE name 
 pub(crate) const DELETE_PROJECT_VARIABLES: &str = "DELETE FROM variables WHERE project = ?1";
 pub(crate) const DELETE_PROJECT_SECRETS: &str = "DELETE FROM secrets WHERE project = ?1";
 pub(crate) const DELETE_PROJECT_LIMITS: &str = "DELETE FROM tag_limits WHERE project = ?1";
+pub(crate) const DELETE_PROJECT_PYENVS: &str = "DELETE FROM pyenvs WHERE project = ?1";
+
+pub(crate) const PUT_PYENV: &str = "INSERT INTO pyenvs (project, name, python, requirements, updated_at, updated_by) \
+     SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS TEXT), CAST(?5 AS BIGINT), CAST(?6 AS TEXT) \
+     WHERE EXISTS (SELECT 1 FROM projects WHERE name = ?1 AND deleted_at IS NULL) \
+     ON CONFLICT (project, name) DO UPDATE SET python = excluded.python, requirements = excluded.requirements, \
+        updated_at = excluded.updated_at, updated_by = excluded.updated_by";
+
+pub(crate) const DELETE_PYENV: &str = "DELETE FROM pyenvs WHERE project = ?1 AND name = ?2";
+
+/// `?1` is the project, or NULL for every project.
+pub(crate) const PYENVS: &str = "SELECT project, name, python, requirements, updated_at, updated_by \
+     FROM pyenvs WHERE (CAST(?1 AS TEXT) IS NULL OR project = ?1) ORDER BY project, name";
+
+/// An environment as stored, read back from `(project, name, python,
+/// requirements, updated_at, updated_by)`.
+pub(crate) fn pyenv_from(row: (String, String, Option<String>, String, i64, String)) -> (String, PyEnv) {
+    let (project, name, python, requirements, updated_at, updated_by) = row;
+    (project, PyEnv { name, python, requirements, updated_at, updated_by })
+}
 
 pub(crate) const PUT_LIMIT: &str = "INSERT INTO tag_limits (project, tag, slots, updated_at, updated_by) \
      SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?4 AS BIGINT), CAST(?5 AS TEXT) \
@@ -173,6 +194,8 @@ pub(crate) enum Steps<'a> {
     Reseal { project: &'a str, name: &'a str, version: i64, key_id: &'a str, sealed: String },
     PutLimit { project: &'a str, l: &'a TagLimit, slots: i64 },
     DeleteLimit { project: &'a str, tag: &'a str },
+    PutPyEnv { project: &'a str, e: &'a PyEnv },
+    DeletePyEnv { project: &'a str, name: &'a str },
     ResetLimit { project: &'a str, tag: &'a str, at: i64 },
 }
 
@@ -207,6 +230,8 @@ impl<'a> Steps<'a> {
             }
             TrustChange::DeleteLimit { project, tag } => Steps::DeleteLimit { project, tag },
             TrustChange::ResetLimit { project, tag, at } => Steps::ResetLimit { project, tag, at: *at },
+            TrustChange::PutPyEnv { project, env } => Steps::PutPyEnv { project, e: env },
+            TrustChange::DeletePyEnv { project, name } => Steps::DeletePyEnv { project, name },
         }
     }
 }

@@ -364,12 +364,16 @@ async fn large_jobs_stream_and_reduce(s: Arc<dyn StateStore>) {
     let created = stream_job(&s, &j, tasks.clone(), &[1, 999, 5_000, 3_000]).await;
     assert_eq!(created.total, N);
     assert_eq!(s.count_by_state().await.unwrap(), [(InvocationState::Queued, N)]);
-    assert!(s.queued_in(Some(Lane::Direct), None, 10).await.unwrap().is_empty(), "tasks are not direct work");
+    assert!(s.queued_in(Some(Lane::Direct), None, None, 10).await.unwrap().is_empty(), "tasks are not direct work");
+    assert_eq!(s.queued_projects(Lane::Tasks).await.unwrap(), [j.project.clone()]);
+    assert!(s.queued_projects(Lane::Direct).await.unwrap().is_empty());
+    let other = s.queued_in(Some(Lane::Tasks), Some("another-project"), None, 10).await.unwrap();
+    assert!(other.is_empty(), "a project's page holds only its rows");
 
     // Page the tasks lane; inputs come back intact, in id (= index) order.
     let (mut after, mut seen) = (None, 0u64);
     loop {
-        let page = s.queued_in(Some(Lane::Tasks), after, 4_000).await.unwrap();
+        let page = s.queued_in(Some(Lane::Tasks), Some(&j.project), after, 4_000).await.unwrap();
         let Some(last) = page.last() else { break };
         after = Some(last.invocation.id);
         for p in &page {
@@ -420,7 +424,7 @@ async fn large_jobs_stream_and_reduce(s: Arc<dyn StateStore>) {
     };
     assert!(s.set_job_state(j.id, &[JobState::Running], JobState::Reducing, update.clone()).await.unwrap());
     assert!(!s.set_job_state(j.id, &[JobState::Running], JobState::Reducing, update).await.unwrap());
-    let direct = s.queued_in(Some(Lane::Direct), None, 10).await.unwrap();
+    let direct = s.queued_in(Some(Lane::Direct), None, None, 10).await.unwrap();
     assert_eq!(direct.iter().map(|p| p.invocation.id).collect::<Vec<_>>(), [reducer.invocation.id]);
     let now = s.get_job("p", j.id).await.unwrap().unwrap();
     assert_eq!((now.state, now.reduce_invocation), (JobState::Reducing, Some(reducer.invocation.id)));
@@ -682,6 +686,50 @@ async fn limits_and_call_tags_are_kept(s: Arc<dyn StateStore>) {
     let queued = s.queued(None, 100).await.unwrap();
     let seen: Vec<Vec<String>> = queued.iter().map(|p| p.invocation.tags.clone()).collect();
     assert_eq!(seen, [tags, vec![], vec!["gpu".to_string()], vec!["gpu".to_string()], vec!["gpu".to_string()]]);
+}
+
+/// Python environments: set (again) while the project lives, listed by
+/// project, deleted once, and gone with their project.
+async fn pyenvs_are_kept_per_project(s: Arc<dyn StateStore>) {
+    use stratus_core::pyenv::PyEnv;
+    use stratus_core::trust::{Project, TrustChange};
+    let apply = |changes: Vec<TrustChange>| {
+        let s = s.clone();
+        async move { s.commit(ChangeSet { trust: changes, ..Default::default() }).await.unwrap().trust }
+    };
+    for name in ["p", "q"] {
+        apply(vec![TrustChange::CreateProject(Project {
+            name: name.into(),
+            created_at: 1,
+            quotas: Default::default(),
+        })])
+        .await;
+    }
+    let env = |name: &str, req: &str, python: Option<&str>| PyEnv {
+        name: name.into(),
+        python: python.map(str::to_string),
+        requirements: req.into(),
+        updated_at: 2,
+        updated_by: "dev".into(),
+    };
+    let put = |project: &str, e: PyEnv| TrustChange::PutPyEnv { project: project.into(), env: e };
+    assert_eq!(
+        apply(vec![
+            put("p", env("sci", "numpy\n", None)),
+            put("p", env("sci", "numpy==2.1.3\n", Some("3.11"))),
+            put("q", env("sci", "six\n", None)),
+            put("gone", env("x", "six\n", None)),
+        ])
+        .await,
+        [true, true, true, false]
+    );
+    assert_eq!(s.pyenvs(Some("p")).await.unwrap(), [("p".to_string(), env("sci", "numpy==2.1.3\n", Some("3.11")))]);
+    assert_eq!(s.pyenvs(None).await.unwrap().len(), 2);
+    let del = TrustChange::DeletePyEnv { project: "p".into(), name: "sci".into() };
+    assert_eq!(apply(vec![del.clone(), del]).await, [true, false]);
+    assert!(s.pyenvs(Some("p")).await.unwrap().is_empty());
+    apply(vec![TrustChange::DeleteProject { name: "q".into(), at: 9 }]).await;
+    assert!(s.pyenvs(None).await.unwrap().is_empty(), "gone with its project");
 }
 
 /// Projects and tokens: each change applies at most once, as its guard says,
@@ -1085,6 +1133,11 @@ macro_rules! conformance {
             async fn jobs() {
                 let (_guard, s) = $open.await;
                 jobs_count_results_and_cancel(s).await;
+            }
+            #[tokio::test]
+            async fn pyenvs() {
+                let (_guard, s) = $open.await;
+                pyenvs_are_kept_per_project(s).await;
             }
             #[tokio::test]
             async fn large_jobs() {

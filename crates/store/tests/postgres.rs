@@ -61,7 +61,7 @@ async fn reopening_keeps_data_and_applies_nothing_twice() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn a_newer_schema_is_refused() {
     drop(schema.open().await);
     schema.client().await.execute("INSERT INTO stratus_schema (version) VALUES (999)", &[]).await.unwrap();
     match stratus_store::open(&schema.url).await {
-        Err(Error::TooNew { found: 999, known: 7 }) => {}
+        Err(Error::TooNew { found: 999, known: 9 }) => {}
         Err(e) => panic!("expected TooNew, got {e}"),
         Ok(_) => panic!("a schema newer than the binary was accepted"),
     }
@@ -87,11 +87,11 @@ async fn servers_starting_together_migrate_once() {
         .collect();
     let mut versions: Vec<_> = futures_join(opens).await.into_iter().map(|s| s.unwrap()).collect();
     versions.sort_by_key(|v| v.found);
-    let upgraded = SchemaVersion { found: 0, now: 7 };
-    let current = SchemaVersion { found: 7, now: 7 };
+    let upgraded = SchemaVersion { found: 0, now: 9 };
+    let current = SchemaVersion { found: 9, now: 9 };
     assert_eq!(versions, [upgraded, current, current, current], "one store applied the migrations, each says so");
     let n: i64 = schema.client().await.query_one("SELECT COUNT(*) FROM stratus_schema", &[]).await.unwrap().get(0);
-    assert_eq!(n, 7);
+    assert_eq!(n, 9);
 }
 
 /// Joins futures without a futures crate: each on its own task.

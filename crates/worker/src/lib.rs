@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::{Key, ObjectStore};
 use stratus_core::{Clock, Completion, Failure, FailureKind, Runtime, Task};
+use stratus_runtime::pyenv::PyEnvs;
 use stratus_runtime::sandbox::Sandbox;
 use stratus_runtime::warm::{WarmPool, WarmRequest};
 use stratus_runtime::wasm::WasmRuntime;
@@ -86,6 +87,8 @@ pub struct Executor {
     /// Where process functions run.
     sandbox: Arc<Sandbox>,
     settings: Arc<dyn SettingsSource>,
+    /// The Python environments installed here.
+    pyenvs: Arc<PyEnvs>,
     /// Bundles unpacked or checked against their digest by this process.
     checked_bundles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -119,6 +122,7 @@ impl Executor {
         clock: Arc<dyn Clock>,
         sandbox: Arc<Sandbox>,
         settings: Arc<dyn SettingsSource>,
+        pyenvs: Arc<PyEnvs>,
     ) -> Self {
         let bundles_dir = bundles_dir(&cache_dir);
         bundle::remove_partial_unpacks(&bundles_dir);
@@ -132,8 +136,14 @@ impl Executor {
             clock,
             sandbox,
             settings,
+            pyenvs,
             checked_bundles: Default::default(),
         }
+    }
+
+    /// The Python environments of this worker.
+    pub fn pyenvs(&self) -> &Arc<PyEnvs> {
+        &self.pyenvs
     }
 
     async fn fetch(&self, digest: &str, cancel: &CancellationToken) -> Result<Bytes, Failure> {
@@ -301,9 +311,11 @@ impl Executor {
                     .await
                     .unwrap_or_else(|e| failed(internal(format!("wasm worker thread: {e}"))))
             }
-            Runtime::Process { cmd, warm } => {
+            Runtime::Process { cmd, warm, token } => {
                 env.push(("STRATUS_WORKER".into(), self.name.clone()));
-                // A warm process serves many attempts: it gets none of their tokens.
+                // A warm process serves many attempts: it gets none of their
+                // tokens in its environment, each one in its request header
+                // when it asked for them (`token`).
                 if let (Some(token), false) = (&task.token, *warm) {
                     env.push(("STRATUS_TOKEN".into(), token.clone()));
                 }
@@ -338,6 +350,28 @@ impl Executor {
                         Err(e) => return failed(internal(e.to_string())),
                     }
                 }
+                if let Some(p) = &f.spec.pyenv {
+                    let path = tokio::select! {
+                        r = self.pyenvs.ready(p) => r,
+                        _ = cancel.cancelled() => return failed(Failure::new(FailureKind::Cancelled, "cancelled")),
+                    };
+                    let path = match path {
+                        Ok(path) => path,
+                        Err(message) => {
+                            let which = match &p.name {
+                                Some(n) => format!("python environment '{n}'"),
+                                None => "python environment of its requirements.txt".into(),
+                            };
+                            return failed(internal(format!("the {which} did not install: {message}")));
+                        }
+                    };
+                    // Its packages first, before any path of the function's own.
+                    let mut search = self.sandbox.pyenv_path(&path).to_string_lossy().into_owned();
+                    if let Some(i) = env.iter().position(|(k, _)| k == "PYTHONPATH") {
+                        search = format!("{search}:{}", env.remove(i).1);
+                    }
+                    env.push(("PYTHONPATH".into(), search));
+                }
                 if *warm {
                     let family = format!("{}/{}/", f.project, f.name);
                     let key = format!("{family}{}{generation}", f.version);
@@ -350,6 +384,7 @@ impl Executor {
                             cmd,
                             env: &env,
                             id: &id,
+                            token: token.then(|| task.token.as_deref().unwrap_or("-")),
                             input: &input,
                             limits: f.spec.limits,
                             caps: self.caps,

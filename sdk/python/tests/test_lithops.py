@@ -187,3 +187,79 @@ def test_a_call_past_its_timeout_raises_timeout_error(fexec):
         futures[1].result()
     with pytest.raises(TimeoutError):
         fexec.call_async(lambda: time.sleep(30), (), timeout=0.5).result()
+
+
+COUNTER = {"calls": 0}
+
+
+def test_the_runner_is_warm_with_fresh_globals_and_each_calls_token(fexec, client):
+    import os
+
+    def probe(x):
+        COUNTER["calls"] += 1  # a fresh copy of the global per call
+        from stratus.lithops import Storage
+
+        storage = Storage()  # the attempt's own URL and token
+        storage.put_object(storage.bucket, f"warm-probe/{x}", str(x))
+        return (os.getpid(), COUNTER["calls"], os.environ.get("STRATUS_TOKEN"), os.environ.get("EXTRA"))
+
+    first = fexec.get_result(fexec.map(probe, range(6), extra_env={"EXTRA": "set"}))
+    second = fexec.get_result(fexec.map(probe, range(6)))
+    pids = {p for p, _, _, _ in first + second}
+    assert len(pids) <= 2, f"two slots keep one interpreter each across calls: {pids}"
+    assert {c for _, c, _, _ in first + second} == {1}, "globals are fresh in every call"
+    tokens = [t for _, _, t, _ in first + second]
+    assert all(tokens) and len(set(tokens)) == 12, "each call has its own attempt's token"
+    assert {e for _, _, _, e in first} == {"set"} and {e for _, _, _, e in second} == {None}, \
+        "a call's extra_env does not stay for the next"
+    storage = lithops.Storage(client=client)
+    assert sorted(storage.list_keys(storage.bucket, "warm-probe/")) == [f"warm-probe/{i}" for i in range(6)]
+    storage.delete_objects(storage.bucket, storage.list_keys(storage.bucket, "warm-probe/"))
+
+
+def test_retrying_executor_runs_a_call_again_when_it_raises(fexec, client):
+    from stratus.lithops import RetryingFunctionExecutor
+
+    def flaky(x, storage):
+        # Fails the first `x` times it runs for input x (counted in the object store).
+        key = f"flaky/{x}"
+        try:
+            seen = int(storage.get_object(storage.bucket, key))
+        except lithops.StorageNoSuchKeyError:
+            seen = 0
+        storage.put_object(storage.bucket, key, str(seen + 1))
+        if seen < x:
+            raise RuntimeError(f"run {seen + 1} of {x}")
+        return x
+
+    retrying = RetryingFunctionExecutor(fexec)
+    futures = retrying.map(flaky, [0, 1, 2], retries=2)
+    done, pending = retrying.wait(futures, throw_except=False)
+    assert pending == [] and [f.result() for f in done] == [0, 1, 2]
+    assert [f.failure_count for f in futures] == [0, 1, 2]
+    futures = retrying.map(flaky, [5], retries=1)
+    retrying.wait(futures)
+    assert futures[0].failure_count == 2, "one run and one retry, then it gives up"
+    with pytest.raises(RuntimeError, match="run 2 of 5"):
+        futures[0].result()
+    storage = lithops.Storage(client=client)
+    storage.delete_objects(storage.bucket, storage.list_keys(storage.bucket, "flaky/"))
+
+
+def test_a_runtime_is_a_python_environment_with_a_package_from_pypi(client):
+    env = client.create_pyenv("with-tabulate", ["tabulate==0.9.0"], wait=600)
+    assert env["state"] == "ready", env
+
+    def version():
+        import tabulate
+
+        return tabulate.__version__
+
+    with lithops.FunctionExecutor(client=client, runtime="with-tabulate") as fx:
+        assert fx.get_result(fx.call_async(version, ())) == "0.9.0"
+    with lithops.FunctionExecutor(client=client) as fx:
+        with pytest.raises(ModuleNotFoundError):
+            fx.get_result(fx.call_async(version, ()))
+    with pytest.raises(ValueError, match="not a Python environment"):
+        lithops.FunctionExecutor(client=client, runtime="no-such-env").call_async(version, ())
+    client.delete_pyenv("with-tabulate")

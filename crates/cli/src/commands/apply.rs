@@ -101,6 +101,14 @@ struct FunctionEntry {
     secrets: Vec<stratus_core::settings::SecretRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<String>,
+    /// The project's Python environment it runs with (a bundle's own
+    /// requirements.txt is used without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pyenv: Option<String>,
+    /// Or the packages it installs itself, as a requirements file's text
+    /// (what export writes of a bundle's requirements.txt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requirements: Option<String>,
 }
 
 /// A variable: text, or `{value, json}`.
@@ -377,6 +385,11 @@ fn deploy_request(e: &FunctionEntry, base: &Path) -> anyhow::Result<(DeployReque
         (None, false) => (e.artifact.clone(), None),
         (None, true) => bail!("give its code: path (a .wasm file or a directory) or artifact (a sha256)"),
     };
+    let requirements = match (&e.path, &e.runtime, &e.pyenv, &e.requirements) {
+        (_, _, _, Some(text)) => Some(text.clone()),
+        (Some(p), Runtime::Process { .. }, None, None) => super::functions::bundle_requirements(&base.join(p))?,
+        _ => None,
+    };
     let req = DeployRequest {
         runtime: e.runtime.clone(),
         artifact,
@@ -390,6 +403,9 @@ fn deploy_request(e: &FunctionEntry, base: &Path) -> anyhow::Result<(DeployReque
         vars: e.vars.clone(),
         secrets: e.secrets.clone(),
         tags: e.tags.clone(),
+        pyenv: e.pyenv.clone(),
+        requirements,
+        python: None,
     };
     Ok((req, bytes))
 }
@@ -412,6 +428,7 @@ fn differences(f: &FunctionInfo, req: &DeployRequest) -> Vec<&'static str> {
         ("vars", f.vars == req.vars),
         ("secrets", f.secrets == req.secrets),
         ("tags", f.tags == req.tags),
+        ("pyenv", same_pyenv(f.pyenv.as_ref(), req)),
     ];
     for (what, same) in checks {
         if !same {
@@ -419,6 +436,17 @@ fn differences(f: &FunctionInfo, req: &DeployRequest) -> Vec<&'static str> {
         }
     }
     out
+}
+
+/// Whether a function runs with the environment a deploy of `req` names:
+/// the same project environment (by name), or the same requirements.
+fn same_pyenv(f: Option<&stratus_core::pyenv::PyEnvSpec>, req: &DeployRequest) -> bool {
+    match (f, &req.pyenv, &req.requirements) {
+        (None, None, None) => true,
+        (Some(p), Some(name), None) => p.name.as_ref() == Some(name),
+        (Some(p), None, Some(text)) => p.name.is_none() && &p.requirements == text,
+        _ => false,
+    }
 }
 
 /// `body` without the flag `key`, and the flag (`default` when absent).
@@ -565,6 +593,8 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<ExitCode> {
             vars: f.vars.clone(),
             secrets: f.secrets.clone(),
             tags: f.tags.clone(),
+            pyenv: f.pyenv.as_ref().and_then(|p| p.name.clone()),
+            requirements: f.pyenv.as_ref().filter(|p| p.name.is_none()).map(|p| p.requirements.clone()),
         };
         file.functions.insert(f.name.clone(), entry);
     }

@@ -44,6 +44,19 @@ pub struct DeployArgs {
     /// (the function must speak the STRATUS/1 framing).
     #[arg(long, requires = "dir")]
     warm: bool,
+    /// Send a warm process each attempt's STRATUS_TOKEN as a fourth field
+    /// of the request header (`STRATUS/1 <id> <n> <token>`).
+    #[arg(long, requires = "warm")]
+    warm_token: bool,
+    /// The project's Python environment (`stratus pyenv`) it runs with: its
+    /// packages are on PYTHONPATH. Without it, a bundle's own
+    /// requirements.txt is installed the same way.
+    #[arg(long, requires = "dir", value_name = "NAME")]
+    pyenv: Option<String>,
+    /// The Python minor version a bundle's requirements.txt is installed
+    /// for, e.g. 3.11 [default: the workers' python3].
+    #[arg(long, requires = "dir", conflicts_with = "pyenv")]
+    python: Option<String>,
     /// Timeout per attempt (e.g. 500ms, 30s, 5m) [default: 60s].
     #[arg(long, value_parser = crate::parse::duration_ms)]
     timeout: Option<u64>,
@@ -139,8 +152,13 @@ fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     out!("version:  {}", f.version)?;
     match &f.runtime {
         Runtime::Wasm => out!("runtime:  wasm")?,
-        Runtime::Process { cmd, warm } => {
-            out!("runtime:  process{}\ncommand:  {cmd}", if *warm { " (warm)" } else { "" })?
+        Runtime::Process { cmd, warm, token } => {
+            let how = match (warm, token) {
+                (true, true) => " (warm, token in header)",
+                (true, false) => " (warm)",
+                _ => "",
+            };
+            out!("runtime:  process{how}\ncommand:  {cmd}")?
         }
     }
     out!("artifact: {}", f.artifact)?;
@@ -160,6 +178,13 @@ fn print_function(ctx: &Ctx, f: &FunctionInfo) -> anyhow::Result<()> {
     if !f.tags.is_empty() {
         out!("tags:     {}", f.tags.join(", "))?;
     }
+    if let Some(p) = &f.pyenv {
+        let python = p.python.as_deref().unwrap_or("python3");
+        match &p.name {
+            Some(n) => out!("pyenv:    {n} ({python}, {})", &p.digest()[..12])?,
+            None => out!("pyenv:    its requirements.txt ({python}, {})", &p.digest()[..12])?,
+        }
+    }
     Ok(())
 }
 
@@ -176,11 +201,19 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
             }
             let bytes =
                 stratus_runtime::bundle::pack_dir(dir).with_context(|| format!("cannot bundle {}", dir.display()))?;
-            (Runtime::Process { cmd: cmd.clone(), warm: a.warm }, bytes)
+            (Runtime::Process { cmd: cmd.clone(), warm: a.warm, token: a.warm_token }, bytes)
         }
         (None, Some(_), None) => bail!("a process function needs --cmd"),
         _ => bail!("give either --wasm FILE or --dir DIR --cmd CMD"),
     };
+    // A bundle's own requirements.txt is its environment, unless it names one.
+    let requirements = match (&a.dir, &a.pyenv) {
+        (Some(dir), None) => bundle_requirements(dir)?,
+        _ => None,
+    };
+    if a.python.is_some() && requirements.is_none() {
+        bail!("--python applies to a bundle with a requirements.txt (or give --pyenv)");
+    }
     let artifact = ctx.client.upload_artifact(bytes).await?;
     let req = DeployRequest {
         runtime,
@@ -195,6 +228,9 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
         vars: a.var,
         secrets: a.secret,
         tags: a.tag,
+        pyenv: a.pyenv,
+        requirements,
+        python: a.python,
     };
     let f = ctx.client.deploy(&a.name, &req).await?;
     if ctx.json {
@@ -203,4 +239,15 @@ async fn deploy(ctx: &Ctx, a: DeployArgs) -> anyhow::Result<ExitCode> {
         out!("deployed {} version {}", f.name, f.version)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The requirements.txt at the top of a bundle's directory, if it has one.
+pub fn bundle_requirements(dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    let path = dir.join("requirements.txt");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    stratus_core::pyenv::validate_requirements(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(Some(text))
 }

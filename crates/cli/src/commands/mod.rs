@@ -9,6 +9,7 @@ mod jobs;
 mod limits;
 mod node;
 mod objects;
+mod pyenvs;
 mod settings;
 mod trust;
 mod workers;
@@ -99,6 +100,9 @@ enum Command {
     /// by tag.
     #[command(subcommand)]
     Limit(limits::LimitCommand),
+    /// Set, list, show and delete the project's Python environments.
+    #[command(subcommand)]
+    Pyenv(pyenvs::PyEnvCommand),
     /// Make the project what a file says: functions, variables, secrets,
     /// triggers and schedules; prints the plan first.
     Apply(apply::ApplyArgs),
@@ -230,6 +234,7 @@ async fn dispatch(cli: Cli, server_out: &mut String) -> anyhow::Result<ExitCode>
         Command::Export(a) => apply::export(&ctx, a).await,
         Command::Secret(c) => settings::secret(&ctx, c).await,
         Command::Limit(c) => limits::run(&ctx, c).await,
+        Command::Pyenv(c) => pyenvs::run(&ctx, c).await,
         Command::Event(c) => events::event(&ctx, c).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Trigger(c) => events::trigger(&ctx, c).await,

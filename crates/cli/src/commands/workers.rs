@@ -88,6 +88,7 @@ pub async fn worker(ctx: &Ctx, a: WorkerArgs, file: &WorkerConfig) -> anyhow::Re
         Arc::new(SystemClock),
         sandbox,
         source.clone(),
+        Arc::new(stratus_runtime::pyenv::PyEnvs::new(stratus_runtime::pyenv::pyenvs_dir(&data_dir.join("cache")))),
     ));
     let (src, acks): (Arc<dyn TaskSource>, _) = match source.broker() {
         Some(broker) => {

@@ -135,7 +135,10 @@ impl Trust {
             // The scheduler's, told by the handler.
             | TrustChange::PutLimit { .. }
             | TrustChange::DeleteLimit { .. }
-            | TrustChange::ResetLimit { .. } => {}
+            | TrustChange::ResetLimit { .. }
+            // Read from the store at each deploy and listing.
+            | TrustChange::PutPyEnv { .. }
+            | TrustChange::DeletePyEnv { .. } => {}
         }
     }
 

@@ -131,6 +131,14 @@ pub mod params {
         pub name: String,
     }
 
+    /// A Python environment's name.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct PyEnvName {
+        #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+        pub name: String,
+    }
+
     /// A concurrency tag (`stratus_core::names::TAG_PATTERN`).
     #[derive(IntoParams)]
     #[into_params(parameter_in = Path)]

@@ -49,6 +49,29 @@ async fn deploy(
         Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => ((c * 1000.0).round() as u32).max(1),
         Some(c) => return Err(ApiError::BadRequest(format!("invalid cpus {c}: more than 0, at most 1024"))),
     };
+    // The environment is pinned now: a later change of it is for later deploys.
+    let pyenv = match (req.pyenv, req.requirements) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest("give pyenv (a project's environment) or requirements, not both".into()));
+        }
+        (Some(name), None) => {
+            if req.python.is_some() {
+                return Err(ApiError::BadRequest(format!("python: the environment '{name}' says its own")));
+            }
+            validate_name("pyenv", &name)?;
+            let env = super::pyenvs::stored(&st, &caller.project, &name).await?.ok_or_else(|| {
+                ApiError::BadRequest(format!("pyenv: no python environment '{name}' (stratus pyenv create)"))
+            })?;
+            Some(Box::new(env.spec()))
+        }
+        (None, Some(requirements)) => {
+            Some(Box::new(stratus_core::pyenv::PyEnvSpec { name: None, python: req.python, requirements }))
+        }
+        (None, None) if req.python.is_some() => {
+            return Err(ApiError::BadRequest("python: applies with requirements".into()));
+        }
+        (None, None) => None,
+    };
     let spec = FunctionSpec {
         runtime: req.runtime,
         artifact: req.artifact,
@@ -64,6 +87,7 @@ async fn deploy(
         vars: req.vars,
         secrets: req.secrets,
         tags: req.tags,
+        pyenv,
     };
     spec.validate()?;
     let key = Key::artifact(&spec.artifact);

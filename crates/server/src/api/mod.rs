@@ -16,6 +16,7 @@ pub mod limits;
 pub mod meta;
 pub mod objects;
 pub mod openapi;
+pub mod pyenvs;
 pub mod settings;
 pub mod trust;
 pub mod workers;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub metrics_token: Option<String>,
     /// Bytes of the projects' objects, for `max_object_bytes`.
     pub object_usage: Arc<objects::ObjectUsage>,
+    /// The Python environments of this server's own slots (none without).
+    pub pyenvs: Option<Arc<stratus_runtime::pyenv::PyEnvs>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -109,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(invocations::routes())
         .merge(trust::routes())
         .merge(limits::routes())
+        .merge(pyenvs::routes())
         .merge(settings::routes())
         .merge(crate::ui::routes())
         .fallback(not_found)

@@ -5,7 +5,7 @@
 //! `tests/e2e_http.rs` checks that every path listed is routed and answers
 //! with a status the document lists.
 
-use super::{artifacts, events, functions, invocations, jobs, limits, meta, objects, settings, trust, workers};
+use super::{artifacts, events, functions, invocations, jobs, limits, meta, objects, pyenvs, settings, trust, workers};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -86,6 +86,10 @@ use utoipa::{Modify, OpenApi};
         limits::set_limit,
         limits::delete_limit,
         limits::reset_limit,
+        pyenvs::list_pyenvs,
+        pyenvs::show_pyenv,
+        pyenvs::set_pyenv,
+        pyenvs::delete_pyenv,
         crate::ui::create_code,
     ),
     modifiers(&Bearer)
@@ -214,6 +218,10 @@ mod tests {
         ("/v1/limits/{tag}", "put", &[200, 400, 404]),
         ("/v1/limits/{tag}", "delete", &[204, 404]),
         ("/v1/limits/{tag}/reset", "post", &[200, 404]),
+        ("/v1/pyenvs", "get", &[200]),
+        ("/v1/pyenvs/{name}", "get", &[200, 400, 404]),
+        ("/v1/pyenvs/{name}", "put", &[200, 400, 404]),
+        ("/v1/pyenvs/{name}", "delete", &[204, 400, 404]),
     ];
 
     fn document() -> Value {

@@ -167,7 +167,7 @@ impl Scheduler {
     fn next_unseen(&self) -> bool {
         let key = {
             let q = self.queue.lock().unwrap();
-            let Some(e) = q.direct.ready.front().or_else(|| q.tasks.ready.front()) else { return false };
+            let Some(e) = q.direct.front().or_else(|| q.tasks.front()) else { return false };
             run_key(&e.task.function)
         };
         self.run_times.lock().unwrap().expected(&key).is_none()
@@ -181,7 +181,7 @@ impl Scheduler {
     /// Entries ready to run now, in memory.
     fn runnable(&self) -> usize {
         let q = self.queue.lock().unwrap();
-        q.direct.ready.len() + q.tasks.ready.len()
+        q.direct.len() + q.tasks.len()
     }
 
     /// Slots of the remote workers alive now.
@@ -393,6 +393,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         let function = Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         Task {

@@ -114,7 +114,7 @@ impl Scheduler {
             let q = self.queue.lock().unwrap();
             let retry_due = q.retry_due(now);
             let limited = q.tags.project_limited(&function.project);
-            if q.closed || q.direct.backlog || !q.direct.ready.is_empty() || retry_due || limited {
+            if q.closed || !q.direct.idle() || retry_due || limited {
                 return Err(input);
             }
         }

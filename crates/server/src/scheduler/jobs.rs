@@ -73,7 +73,7 @@ impl Scheduler {
         self.metrics.invocations_submitted.fetch_add(job.total, Relaxed);
         {
             let mut q = self.queue.lock().unwrap();
-            q.tasks.backlog = true;
+            q.tasks.mark_backlog(&job.project);
         }
         self.refill.notify_one();
         if job.total == 0 {

@@ -46,6 +46,7 @@ use tokio_util::task::TaskTracker;
 mod dispatch;
 mod here;
 mod jobs;
+mod lane;
 mod paging;
 mod queue;
 mod tags;
@@ -200,8 +201,8 @@ impl Scheduler {
         }
         {
             let mut q = s.queue.lock().unwrap();
-            q.direct.backlog = true;
-            q.tasks.backlog = true;
+            q.direct.discover = true;
+            q.tasks.discover = true;
         }
         let Background { stop, tasks } = background;
         tasks.spawn(s.clone().write_loop(rx, stop.clone()));
@@ -246,28 +247,41 @@ impl Scheduler {
     /// Queues entries just inserted (under the lane's lock): in memory if the
     /// window has room and nothing waits in the store before them.
     fn enqueue_new(&self, lane: Lane, entries: Vec<Entry>) {
-        if self.fits(lane, entries.len()) {
+        if self.fits(lane, &entries) {
             self.push_ready(lane, entries);
         } else {
-            self.mark_backlog(lane);
+            self.mark_backlog(lane, entries.iter().map(|e| e.invocation.project.as_str()));
         }
     }
 
-    /// Whether `n` new entries can go straight into the lane's window.
-    fn fits(&self, lane: Lane, n: usize) -> bool {
-        self.queue.lock().unwrap().fits(lane, n)
+    /// Whether new entries can all go straight into the lane's window.
+    fn fits(&self, lane: Lane, entries: &[Entry]) -> bool {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for e in entries {
+            match counts.iter_mut().find(|(p, _)| *p == e.invocation.project) {
+                Some(c) => c.1 += 1,
+                None => counts.push((&e.invocation.project, 1)),
+            }
+        }
+        let mut q = self.queue.lock().unwrap();
+        counts.iter().all(|(p, n)| q.fits(lane, p, *n))
     }
 
-    /// Leaves committed rows to the store, to be paged in.
-    fn mark_backlog(&self, lane: Lane) {
-        self.queue.lock().unwrap().lane(lane).backlog = true;
+    /// Leaves committed rows of `projects` to the store, to be paged in.
+    fn mark_backlog<'a>(&self, lane: Lane, projects: impl IntoIterator<Item = &'a str>) {
+        {
+            let mut q = self.queue.lock().unwrap();
+            for p in projects {
+                q.lane(lane).mark_backlog(p);
+            }
+        }
         self.refill.notify_one();
     }
 
     /// Takes back direct invocations whose insert failed after they were
     /// queued: out of the lane, cancelled if running, waiters dropped.
     fn abandon(&self, ids: &HashSet<Id>) {
-        self.queue.lock().unwrap().direct.ready.retain(|e| !ids.contains(&e.invocation.id));
+        self.queue.lock().unwrap().direct.retain(|e| !ids.contains(&e.invocation.id));
         let mut inflight = self.inflight.lock().unwrap();
         for id in ids {
             if let Some(f) = self.remove_inflight(&mut inflight, id) {
@@ -457,7 +471,7 @@ impl Scheduler {
             entries.push(Entry { invocation, task });
         }
         let n = entries.len() as u64;
-        if wait && self.fits(Lane::Direct, entries.len()) {
+        if wait && self.fits(Lane::Direct, &entries) {
             for e in &entries {
                 out.push((e.invocation.id, Some(self.watch(e.invocation.id))));
             }
@@ -477,7 +491,7 @@ impl Scheduler {
         for e in &entries {
             out.push((e.invocation.id, wait.then(|| self.watch(e.invocation.id))));
         }
-        if self.fits(Lane::Direct, entries.len()) {
+        if self.fits(Lane::Direct, &entries) {
             let ids: HashSet<Id> = entries.iter().map(|e| e.invocation.id).collect();
             self.push_ready(Lane::Direct, entries);
             drop(guard);
@@ -493,7 +507,7 @@ impl Scheduler {
                 self.abandon(&out.iter().map(|(id, _)| *id).collect());
             }
             result?;
-            self.mark_backlog(Lane::Direct);
+            self.mark_backlog(Lane::Direct, [function.project.as_str()]);
             drop(guard);
         }
         self.metrics.invocations_submitted.fetch_add(n, Relaxed);
@@ -528,6 +542,7 @@ impl Scheduler {
             })
             .collect();
         let jobs = changes.new_jobs.iter().map(|j| j.total).sum::<u64>();
+        let job_projects: Vec<String> = changes.new_jobs.iter().map(|j| j.project.clone()).collect();
         let report = self.store.commit(changes).await?;
         if !entries.is_empty() {
             self.metrics.invocations_submitted.fetch_add(entries.len() as u64, Relaxed);
@@ -536,7 +551,7 @@ impl Scheduler {
         if jobs > 0 {
             // The jobs' tasks are paged in, as those of any job.
             self.metrics.invocations_submitted.fetch_add(jobs, Relaxed);
-            self.mark_backlog(Lane::Tasks);
+            self.mark_backlog(Lane::Tasks, job_projects.iter().map(String::as_str));
         }
         Ok(report)
     }
@@ -836,6 +851,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 })
     }

@@ -1,5 +1,5 @@
 //! Paging: the task that reads queued rows from the store into the queue's
-//! window, behind each lane's cursor ([`super::queue`]).
+//! window, each project's behind its cursor ([`super::queue`]).
 
 use super::Scheduler;
 use super::queue::Entry;
@@ -27,16 +27,21 @@ impl Scheduler {
         }
     }
 
-    /// Reads pages of `lane` until its window is over half full or the
-    /// store has no more, under the lane's lock so cursors only move forward.
+    /// Reads pages of `lane` until every project's line in it is over half
+    /// full or the store has no more of it, under the lane's lock so cursors
+    /// only move forward (and no commit passes a page).
     pub(super) async fn refill_lane(&self, lane: Lane) -> Result<(), stratus_store::Error> {
         let _guard = match lane {
             Lane::Direct => self.direct_lock.lock().await,
             Lane::Tasks => self.tasks_lock.lock().await,
         };
+        if self.queue.lock().unwrap().begin_discovery(lane) {
+            let projects = self.store.queued_projects(lane).await?;
+            self.queue.lock().unwrap().lane(lane).discovered(projects);
+        }
         loop {
-            let Some((cursor, room)) = self.queue.lock().unwrap().next_page(lane) else { return Ok(()) };
-            let page = self.store.queued_in(Some(lane), cursor, room as u32).await?;
+            let Some((project, cursor, room)) = self.queue.lock().unwrap().next_page(lane) else { return Ok(()) };
+            let page = self.store.queued_in(Some(lane), Some(&project), cursor, room as u32).await?;
             let full = page.len() == room;
             let now = self.clock.now_ms();
             let mut ready = Vec::with_capacity(page.len());
@@ -64,12 +69,9 @@ impl Scheduler {
                     ready.push(entry);
                 }
             }
-            self.queue.lock().unwrap().absorb_page(lane, last, full, ready);
+            self.queue.lock().unwrap().absorb_page(lane, &project, last, full, ready);
             self.notify.notify_waiters();
             self.notify.notify_one();
-            if !full {
-                return Ok(());
-            }
         }
     }
 }

@@ -3,22 +3,24 @@
 //! under a mutex, pages it from the store ([`super::paging`]) and wakes
 //! slots when it changes.
 //!
-//! Memory holds a window of each lane, at most [`WINDOW`] entries; the rest
-//! stays in the store (`backlog`) and is paged in behind the lane's cursor,
-//! in id order. Everything up to a lane's cursor that is queued in the store
-//! is in memory, so nothing is dispatched twice and nothing is skipped.
+//! A lane is shared fairly between projects ([`super::lane`]): each project
+//! has a line of at most [`WINDOW`] entries in memory; the rest stays in the
+//! store (its `backlog`) and is paged in behind the project's cursor, in id
+//! order. Everything of a project up to its cursor that is queued in the
+//! store is in memory, so nothing is dispatched twice and nothing is skipped.
 //! Entries waiting for a slot of a concurrency tag are parked off their
 //! lane ([`super::tags`]); they are in memory too.
 
+pub(super) use super::lane::LaneQueue;
 use super::tags::{Batch, Key, PARKED_MAX, Tags};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 use stratus_core::clock::Millis;
 use stratus_core::{Id, Invocation, Task};
 use stratus_store::Lane;
 
-/// Entries of one lane kept in memory.
+/// Entries of one project's line in a lane kept in memory.
 pub(super) const WINDOW: usize = 8192;
 
 /// Above this many runnable entries a slot takes several at a time.
@@ -32,16 +34,6 @@ pub(super) struct Entry {
 
 pub(super) fn lane_of(inv: &Invocation) -> Lane {
     if inv.task_index.is_some() { Lane::Tasks } else { Lane::Direct }
-}
-
-#[derive(Default)]
-pub(super) struct LaneQueue {
-    pub(super) ready: VecDeque<Entry>,
-    /// Highest id paged in (or pushed); see the module doc.
-    pub(super) cursor: Option<Id>,
-    /// The store may hold queued entries beyond the cursor.
-    pub(super) backlog: bool,
-    pub(super) refilling: bool,
 }
 
 #[derive(Default)]
@@ -74,12 +66,11 @@ impl Queue {
         }
     }
 
-    /// Appends entries to a lane, moving its cursor past them.
+    /// Appends new entries to a lane, moving their projects' cursors past them.
     pub(super) fn push_ready(&mut self, lane: Lane, entries: Vec<Entry>) {
         let l = self.lane(lane);
         for e in entries {
-            l.cursor = Some(e.invocation.id);
-            l.ready.push_back(e);
+            l.push_new(e);
         }
     }
 
@@ -90,13 +81,13 @@ impl Queue {
         self.delayed_entries.insert(self.seq, entry);
     }
 
-    /// Whether `n` new entries can go straight into the lane's window: it
-    /// has room, nothing waits in the store before them, and the lane has
-    /// room to park entries waiting for a concurrency slot.
-    pub(super) fn fits(&mut self, lane: Lane, n: usize) -> bool {
+    /// Whether `n` new entries of `project` can go straight into the
+    /// lane's window: its line has room, nothing of it waits in the store
+    /// before them, and the lane has room to park entries waiting for a
+    /// concurrency slot.
+    pub(super) fn fits(&mut self, lane: Lane, project: &str, n: usize) -> bool {
         let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
-        let l = self.lane(lane);
-        !l.backlog && !parked_full && l.ready.len() + n <= WINDOW
+        !parked_full && self.lane(lane).fits(project, n)
     }
 
     /// Whether a retry is due at `now`.
@@ -108,7 +99,7 @@ impl Queue {
     fn push_front(&mut self, entries: Vec<Entry>) {
         for e in entries.into_iter().rev() {
             let lane = lane_of(&e.invocation);
-            self.lane(lane).ready.push_front(e);
+            self.lane(lane).push_front(e);
         }
     }
 
@@ -133,24 +124,25 @@ impl Queue {
 
     /// Whether anything is ready, or waits for its backoff.
     pub(super) fn has_work(&self) -> bool {
-        !self.direct.ready.is_empty() || !self.tasks.ready.is_empty() || !self.delayed.is_empty()
+        !self.direct.is_empty() || !self.tasks.is_empty() || !self.delayed.is_empty()
     }
 
     /// Entries held in memory, ready, delayed or parked.
     pub(super) fn len(&self) -> usize {
-        self.direct.ready.len() + self.tasks.ready.len() + self.delayed_entries.len() + self.tags.parked_total()
+        self.direct.len() + self.tasks.len() + self.delayed_entries.len() + self.tags.parked_total()
     }
 
     /// Drops every entry `keep` refuses, ready or delayed.
     pub(super) fn retain(&mut self, keep: impl Fn(&Entry) -> bool) {
-        self.direct.ready.retain(&keep);
-        self.tasks.ready.retain(&keep);
+        self.direct.retain(&keep);
+        self.tasks.retain(&keep);
         self.delayed_entries.retain(|_, e| keep(e));
         self.tags.retain(&keep);
     }
 
     /// Takes up to `max` runnable entries at `now`, direct invocations
-    /// first (an interactive call does not wait behind a big map), after
+    /// first (an interactive call does not wait behind a big map), the
+    /// projects of a lane in turn, after
     /// moving due retries to the front of their lanes. A slot (`greedy`
     /// false) takes several only when there is plenty, so no slot sits idle
     /// while another holds a batch of long tasks; the dispatcher takes what
@@ -166,10 +158,10 @@ impl Queue {
             self.delayed.pop();
             if let Some(e) = self.delayed_entries.remove(&seq) {
                 let lane = lane_of(&e.invocation);
-                self.lane(lane).ready.push_front(e);
+                self.lane(lane).push_front(e);
             }
         }
-        let available = self.direct.ready.len() + self.tasks.ready.len();
+        let available = self.direct.len() + self.tasks.len();
         let max = if greedy {
             max
         } else if available >= PLENTY {
@@ -182,7 +174,7 @@ impl Queue {
         // for its batch. The dispatcher's entries go to many workers.
         let mut batch = Batch::new();
         while entries.len() < max {
-            match self.direct.ready.pop_front().or_else(|| self.tasks.ready.pop_front()) {
+            match self.direct.pop_front().or_else(|| self.tasks.pop_front()) {
                 Some(e) => match self.tags.admit(&e, (!greedy).then_some(&mut batch)) {
                     Ok(()) => entries.push(e),
                     Err(full) => self.tags.park(full, e),
@@ -195,19 +187,20 @@ impl Queue {
                 self.delayed.peek().map(|Reverse((due, _))| Duration::from_millis((due - now).max(1) as u64));
             return Err(next_due);
         }
-        let more = !self.direct.ready.is_empty() || !self.tasks.ready.is_empty();
+        let more = !self.direct.is_empty() || !self.tasks.is_empty();
         Ok(Taken { entries, available, more })
     }
 
-    /// Marks for paging the lanes that hold a backlog and have drained to
-    /// half their window (with room to park); true if the paging task is to
-    /// be woken.
+    /// Marks for paging the lanes where a project's line holds a backlog
+    /// and has drained to half its window, or projects are to be
+    /// discovered (with room to park); true if the paging task is to be
+    /// woken.
     pub(super) fn wants_refill(&mut self) -> bool {
         let mut wake = false;
         for lane in [Lane::Direct, Lane::Tasks] {
             let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
             let l = self.lane(lane);
-            if l.backlog && !l.refilling && !parked_full && l.ready.len() <= WINDOW / 2 {
+            if !l.refilling && !parked_full && l.wants_page() {
                 l.refilling = true;
                 wake = true;
             }
@@ -215,32 +208,32 @@ impl Queue {
         wake
     }
 
-    /// Where the next page of a lane starts and how many rows it may hold,
-    /// or `None` when the lane needs no page (then it is no longer refilling).
-    pub(super) fn next_page(&mut self, lane: Lane) -> Option<(Option<Id>, usize)> {
-        let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
+    /// Whether the paging task is to ask the store which projects have
+    /// queued rows in `lane`.
+    pub(super) fn begin_discovery(&mut self, lane: Lane) -> bool {
         let l = self.lane(lane);
-        if !l.backlog || parked_full || l.ready.len() > WINDOW / 2 {
-            l.refilling = false;
-            return None;
+        if l.discover {
+            l.refilling = true;
         }
-        l.refilling = true;
-        Some((l.cursor, WINDOW - l.ready.len()))
+        l.discover
     }
 
-    /// Takes in a page read behind the cursor: `last` is the highest id it
-    /// held, `full` whether it filled the room it was given (the store may
-    /// hold more).
-    pub(super) fn absorb_page(&mut self, lane: Lane, last: Option<Id>, full: bool, ready: Vec<Entry>) {
+    /// The next page of a lane: the project, where its page starts and how
+    /// many rows it may hold; `None` when no line needs one (then the lane
+    /// is no longer refilling).
+    pub(super) fn next_page(&mut self, lane: Lane) -> Option<(String, Option<Id>, usize)> {
+        let parked_full = self.tags.parked_in(lane) >= PARKED_MAX;
         let l = self.lane(lane);
-        if let Some(last) = last {
-            l.cursor = Some(last);
-        }
-        if !full {
-            l.backlog = false;
-            l.refilling = false;
-        }
-        l.ready.extend(ready);
+        let next = if parked_full { None } else { l.next_page() };
+        l.refilling = next.is_some();
+        next
+    }
+
+    /// Takes in a page of `project` read behind its cursor: `last` is the
+    /// highest id it held, `full` whether it filled the room it was given
+    /// (the store may hold more).
+    pub(super) fn absorb_page(&mut self, lane: Lane, project: &str, last: Option<Id>, full: bool, ready: Vec<Entry>) {
+        self.lane(lane).absorb_page(project, last, full, ready);
     }
 }
 
@@ -266,6 +259,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            pyenv: None,
         };
         let function = Arc::new(Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 });
         let invocation = Invocation::queued(&function, 0, task_index.map(|_| new_id()), task_index);
@@ -292,7 +286,7 @@ mod tests {
         let (t_id, d_id) = (task.invocation.id, direct.invocation.id);
         q.push_ready(Lane::Tasks, vec![task]);
         q.push_ready(Lane::Direct, vec![direct]);
-        assert_eq!(q.direct.cursor, Some(d_id));
+        assert_eq!(q.direct.cursor("p"), Some(d_id));
         let first = q.take(0, 8, false).ok().unwrap();
         assert_eq!((ids(&first), first.available, first.more), (vec![d_id], 2, true));
         assert_eq!(ids(&q.take(0, 8, false).ok().unwrap()), [t_id]);
@@ -420,19 +414,80 @@ mod tests {
     #[test]
     fn a_lane_with_a_backlog_is_paged_when_half_drained() {
         let mut q = Queue::default();
-        assert!(q.fits(Lane::Direct, WINDOW) && !q.fits(Lane::Direct, WINDOW + 1));
-        q.lane(Lane::Tasks).backlog = true;
-        assert!(!q.fits(Lane::Tasks, 1), "nothing may pass rows waiting in the store");
+        assert!(q.fits(Lane::Direct, "p", WINDOW) && !q.fits(Lane::Direct, "p", WINDOW + 1));
+        q.tasks.mark_backlog("p");
+        assert!(!q.fits(Lane::Tasks, "p", 1), "nothing may pass rows waiting in the store");
+        assert!(q.fits(Lane::Tasks, "other", 1), "another project's line is its own");
         assert!(q.wants_refill());
         assert!(!q.wants_refill(), "already being refilled");
-        assert_eq!(q.next_page(Lane::Tasks), Some((None, WINDOW)));
+        assert_eq!(q.next_page(Lane::Tasks), Some(("p".to_string(), None, WINDOW)));
         let page: Vec<Entry> = (0..3).map(|i| entry(Some(i))).collect();
         let last = page.last().map(|e| e.invocation.id);
-        q.absorb_page(Lane::Tasks, last, false, page);
-        assert_eq!((q.tasks.cursor, q.tasks.backlog, q.tasks.refilling), (last, false, false));
+        q.absorb_page(Lane::Tasks, "p", last, false, page);
+        assert_eq!((q.tasks.cursor("p"), q.tasks.backlog("p")), (last, false));
         assert_eq!(q.next_page(Lane::Tasks), None, "no backlog left");
-        let gone = q.tasks.ready[0].invocation.id;
+        assert!(!q.tasks.refilling);
+        let gone = q.tasks.front().unwrap().invocation.id;
         q.retain(|e| e.invocation.id != gone);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_mark_made_while_a_page_is_read_keeps_the_backlog() {
+        let mut q = Queue::default();
+        q.tasks.mark_backlog("p");
+        assert!(q.next_page(Lane::Tasks).is_some());
+        q.tasks.mark_backlog("p"); // rows committed while the page is read
+        q.absorb_page(Lane::Tasks, "p", None, false, vec![]);
+        assert!(q.tasks.backlog("p"), "the next page reads them");
+        q.next_page(Lane::Tasks);
+        q.absorb_page(Lane::Tasks, "p", None, false, vec![]);
+        assert!(!q.tasks.backlog("p"));
+    }
+
+    /// An entry of project `project`.
+    fn of(project: &str, task_index: Option<u64>) -> Entry {
+        let mut e = entry(task_index);
+        e.invocation.project = project.into();
+        e
+    }
+
+    #[test]
+    fn projects_take_turns_in_a_lane() {
+        let mut q = Queue::default();
+        let big: Vec<Entry> = (0..100).map(|i| of("big", Some(i))).collect();
+        q.push_ready(Lane::Tasks, big);
+        let small: Vec<Entry> = (0..3).map(|i| of("small", Some(i))).collect();
+        let small_ids: Vec<Id> = small.iter().map(|e| e.invocation.id).collect();
+        q.push_ready(Lane::Tasks, small);
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            order.push(q.take(0, 1, false).ok().unwrap().entries.remove(0));
+        }
+        let projects: Vec<&str> = order.iter().map(|e| e.invocation.project.as_str()).collect();
+        assert_eq!(projects, ["big", "small", "big", "small", "big", "small"], "one each in turn");
+        let taken: Vec<Id> =
+            order.iter().filter(|e| e.invocation.project == "small").map(|e| e.invocation.id).collect();
+        assert_eq!(taken, small_ids, "in order within a project");
+        let greedy = q.take(0, 1000, true).ok().unwrap();
+        assert_eq!(greedy.entries.len(), 97, "then the rest of the big one");
+        assert!(q.tasks.is_empty() && q.tasks.idle());
+    }
+
+    #[test]
+    fn a_project_found_in_the_store_after_a_start_is_paged() {
+        let mut q = Queue::default();
+        q.tasks.discover = true;
+        assert!(!q.fits(Lane::Tasks, "p", 1), "nothing passes rows not yet discovered");
+        assert!(q.wants_refill() && q.begin_discovery(Lane::Tasks));
+        q.tasks.discovered(vec!["a".into(), "b".into()]);
+        let mut pages = Vec::new();
+        while let Some((project, _, _)) = q.next_page(Lane::Tasks) {
+            q.absorb_page(Lane::Tasks, &project, None, false, vec![of(&project, Some(0))]);
+            pages.push(project);
+        }
+        pages.sort();
+        assert_eq!(pages, ["a", "b"]);
+        assert_eq!(q.tasks.len(), 2);
     }
 }

@@ -339,6 +339,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         let f = stratus_core::Function { project: "p".into(), name: "f".into(), version: 1, spec, created_at: 0 };
         let mut invocation = Invocation::queued(&f, 0, None, None);

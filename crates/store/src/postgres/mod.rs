@@ -57,6 +57,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_events.sql")),
     (6, include_str!("../../migrations/postgres/0006_settings.sql")),
     (7, include_str!("../../migrations/postgres/0007_limits.sql")),
+    (8, include_str!("../../migrations/postgres/0008_queue_by_project.sql")),
+    (9, include_str!("../../migrations/postgres/0009_pyenvs.sql")),
 ];
 
 /// First key of the advisory lock that serialises migrations ("STRT"); the
@@ -501,6 +503,20 @@ impl StateStore for PostgresStore {
             .collect()
     }
 
+    async fn pyenvs(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::pyenv::PyEnv)>> {
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(&pg(crate::trust::PYENVS)).await?;
+        c.client
+            .query(&st, &[&project])
+            .await?
+            .iter()
+            .map(|r| {
+                let row = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+                Ok(crate::trust::pyenv_from(row))
+            })
+            .collect()
+    }
+
     async fn secrets(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::settings::StoredSecret)>> {
         let mut c = self.pool.get().await?;
         let st = c.stmt(&pg(crate::trust::SECRETS)).await?;
@@ -640,20 +656,31 @@ impl StateStore for PostgresStore {
         retrying(move || self.requeue_running_once()).await
     }
 
-    async fn queued_in(&self, lane: Option<Lane>, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
-        let sql = match lane {
-            None => QUEUED_ANY,
-            Some(Lane::Direct) => QUEUED_DIRECT,
-            Some(Lane::Tasks) => QUEUED_TASKS,
+    async fn queued_in(
+        &self,
+        lane: Option<Lane>,
+        project: Option<&str>,
+        after: Option<Id>,
+        limit: u32,
+    ) -> Result<Vec<PendingInvocation>> {
+        let sql = match (lane, project.is_some()) {
+            (None, false) => QUEUED_ANY,
+            (Some(Lane::Direct), false) => QUEUED_DIRECT,
+            (Some(Lane::Tasks), false) => QUEUED_TASKS,
+            (None, true) => QUEUED_ANY_OF,
+            (Some(Lane::Direct), true) => QUEUED_DIRECT_OF,
+            (Some(Lane::Tasks), true) => QUEUED_TASKS_OF,
         };
         let mut c = self.pool.get().await?;
         let st = c.stmt(sql).await?;
         // No UUIDv7 is nil, so `id > nil` keeps every real id.
         let after = after.map(|a| a.as_uuid()).unwrap_or(Uuid::nil());
-        c.client
-            .query(&st, &[&after, &i64::from(limit)])
-            .await?
-            .iter()
+        let limit = i64::from(limit);
+        let rows = match project {
+            Some(p) => c.client.query(&st, &[&after, &limit, &p]).await?,
+            None => c.client.query(&st, &[&after, &limit]).await?,
+        };
+        rows.iter()
             .map(|r| {
                 Ok(PendingInvocation {
                     invocation: invocation_from(r)?,
@@ -663,6 +690,16 @@ impl StateStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn queued_projects(&self, lane: Lane) -> Result<Vec<String>> {
+        let sql = match lane {
+            Lane::Direct => QUEUED_PROJECTS_DIRECT,
+            Lane::Tasks => QUEUED_PROJECTS_TASKS,
+        };
+        let mut c = self.pool.get().await?;
+        let st = c.stmt(sql).await?;
+        c.client.query(&st, &[]).await?.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn active_jobs(&self) -> Result<Vec<Job>> {
@@ -856,6 +893,7 @@ mod tests {
             vars: vec![],
             secrets: vec![],
             tags: vec![],
+            pyenv: None,
         };
         // As a binary that knew only version 1 wrote it (no event table).
         let spec_json = serde_json::to_string(&spec).unwrap();
@@ -871,7 +909,7 @@ mod tests {
         drop(v1);
 
         let v2 = PostgresStore::open(&url).await.unwrap();
-        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 7 });
+        assert_eq!(v2.schema(), SchemaVersion { found: 1, now: 9 });
         assert_eq!(v2.get_function("p", "f", None).await.unwrap().unwrap().spec, spec);
         assert_eq!(v2.put_function("p", "f", &spec, 2).await.unwrap().version, 2);
         let seat =
@@ -886,11 +924,11 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
         assert!(matches!(
             PostgresStore::open_with(&url, &MIGRATIONS[..1]).await,
-            Err(Error::TooNew { found: 7, known: 1 })
+            Err(Error::TooNew { found: 9, known: 1 })
         ));
         c.client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
     }

@@ -397,6 +397,9 @@ pub(super) struct TrustStatements {
     put_limit: Statement,
     delete_limit: Statement,
     reset_limit: Statement,
+    delete_project_pyenvs: Statement,
+    put_pyenv: Statement,
+    delete_pyenv: Statement,
     pub(super) audit: Statement,
     pub(super) purge: Statement,
 }
@@ -422,6 +425,9 @@ impl TrustStatements {
             put_limit: c.stmt(&pg(PUT_LIMIT)).await?,
             delete_limit: c.stmt(&pg(DELETE_LIMIT)).await?,
             reset_limit: c.stmt(&pg(RESET_LIMIT)).await?,
+            delete_project_pyenvs: c.stmt(&pg(DELETE_PROJECT_PYENVS)).await?,
+            put_pyenv: c.stmt(&pg(PUT_PYENV)).await?,
+            delete_pyenv: c.stmt(&pg(DELETE_PYENV)).await?,
             audit: c.stmt(&pg(INSERT_AUDIT)).await?,
             purge: c.stmt(&pg(PURGE)).await?,
         })
@@ -439,6 +445,7 @@ impl TrustStatements {
                     tx.execute(&self.delete_project_variables, &[&name]).await?;
                     tx.execute(&self.delete_project_secrets, &[&name]).await?;
                     tx.execute(&self.delete_project_limits, &[&name]).await?;
+                    tx.execute(&self.delete_project_pyenvs, &[&name]).await?;
                 }
                 applied
             }
@@ -486,6 +493,12 @@ impl TrustStatements {
             }
             Steps::DeleteLimit { project, tag } => tx.execute(&self.delete_limit, &[&project, &tag]).await? > 0,
             Steps::ResetLimit { project, tag, at } => tx.execute(&self.reset_limit, &[&project, &tag, &at]).await? > 0,
+            Steps::PutPyEnv { project, e } => {
+                let params: [Param<'_>; 6] =
+                    [&project, &e.name, &e.python, &e.requirements, &e.updated_at, &e.updated_by];
+                tx.execute(&self.put_pyenv, &params).await? > 0
+            }
+            Steps::DeletePyEnv { project, name } => tx.execute(&self.delete_pyenv, &[&project, &name]).await? > 0,
         })
     }
 }

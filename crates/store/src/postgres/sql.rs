@@ -203,6 +203,13 @@ macro_rules! queued_sql {
 pub(super) const QUEUED_ANY: &str = queued_sql!("");
 pub(super) const QUEUED_DIRECT: &str = queued_sql!("AND task_index IS NULL");
 pub(super) const QUEUED_TASKS: &str = queued_sql!("AND task_index IS NOT NULL");
+pub(super) const QUEUED_ANY_OF: &str = queued_sql!("AND project = $3");
+pub(super) const QUEUED_DIRECT_OF: &str = queued_sql!("AND task_index IS NULL AND project = $3");
+pub(super) const QUEUED_TASKS_OF: &str = queued_sql!("AND task_index IS NOT NULL AND project = $3");
+pub(super) const QUEUED_PROJECTS_DIRECT: &str =
+    "SELECT DISTINCT project FROM invocations WHERE state = 'queued' AND task_index IS NULL";
+pub(super) const QUEUED_PROJECTS_TASKS: &str =
+    "SELECT DISTINCT project FROM invocations WHERE state = 'queued' AND task_index IS NOT NULL";
 
 pub(super) const ACTIVE_JOBS: &str =
     concat!("SELECT ", job_columns!(), " FROM jobs WHERE state IN ('running', 'reducing')");

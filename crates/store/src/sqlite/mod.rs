@@ -41,6 +41,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_events.sql")),
     (6, include_str!("../../migrations/sqlite/0006_settings.sql")),
     (7, include_str!("../../migrations/sqlite/0007_limits.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_queue_by_project.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_pyenvs.sql")),
 ];
 
 type DbJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -458,6 +460,20 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn pyenvs(&self, project: Option<&str>) -> Result<Vec<(String, stratus_core::pyenv::PyEnv)>> {
+        let project = project.map(str::to_string);
+        self.call(false, move |c| {
+            let rows = c
+                .prepare_cached(crate::trust::PYENVS)?
+                .query_map(params![project], |r| {
+                    Ok(crate::trust::pyenv_from((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn audit(&self, project: Option<&str>, since: Millis, limit: u32) -> Result<Vec<AuditEntry>> {
         let project = project.map(str::to_string);
         self.call(false, move |c| {
@@ -578,7 +594,14 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn queued_in(&self, lane: Option<Lane>, after: Option<Id>, limit: u32) -> Result<Vec<PendingInvocation>> {
+    async fn queued_in(
+        &self,
+        lane: Option<Lane>,
+        project: Option<&str>,
+        after: Option<Id>,
+        limit: u32,
+    ) -> Result<Vec<PendingInvocation>> {
+        let project = project.map(str::to_string);
         self.call(true, move |c| {
             let after = after.map(|a| id_bytes(a).to_vec()).unwrap_or_default();
             let lane = match lane {
@@ -586,11 +609,12 @@ impl StateStore for SqliteStore {
                 Some(Lane::Direct) => "AND task_index IS NULL",
                 Some(Lane::Tasks) => "AND task_index IS NOT NULL",
             };
+            let of = if project.is_some() { "AND project = ?3" } else { "AND ?3 IS NULL" };
             let mut st = c.prepare_cached(&format!(
                 "SELECT {INVOCATION_COLUMNS}, input, partition, not_before FROM invocations \
-                 WHERE state = 'queued' {lane} AND id > ?1 ORDER BY id LIMIT ?2"
+                 WHERE state = 'queued' {lane} {of} AND id > ?1 ORDER BY id LIMIT ?2"
             ))?;
-            let rows = st.query_map(params![after, limit], |r| {
+            let rows = st.query_map(params![after, limit, project], |r| {
                 Ok(PendingInvocation {
                     invocation: invocation_from(r)?,
                     input: r.get("input")?,
@@ -599,6 +623,21 @@ impl StateStore for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn queued_projects(&self, lane: Lane) -> Result<Vec<String>> {
+        self.call(true, move |c| {
+            let lane = match lane {
+                Lane::Direct => "task_index IS NULL",
+                Lane::Tasks => "task_index IS NOT NULL",
+            };
+            let mut st = c.prepare_cached(&format!(
+                "SELECT DISTINCT project FROM invocations WHERE state = 'queued' AND {lane}"
+            ))?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await
     }

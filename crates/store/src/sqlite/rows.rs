@@ -467,6 +467,7 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
                 tx.prepare_cached(DELETE_PROJECT_VARIABLES)?.execute(params![name])?;
                 tx.prepare_cached(DELETE_PROJECT_SECRETS)?.execute(params![name])?;
                 tx.prepare_cached(DELETE_PROJECT_LIMITS)?.execute(params![name])?;
+                tx.prepare_cached(DELETE_PROJECT_PYENVS)?.execute(params![name])?;
             }
             applied
         }
@@ -520,6 +521,17 @@ pub(super) fn change_trust(tx: &rusqlite::Transaction, change: &TrustChange) -> 
         Steps::ResetLimit { project, tag, at } => {
             tx.prepare_cached(RESET_LIMIT)?.execute(params![project, tag, at])? > 0
         }
+        Steps::PutPyEnv { project, e } => {
+            tx.prepare_cached(PUT_PYENV)?.execute(params![
+                project,
+                e.name,
+                e.python,
+                e.requirements,
+                e.updated_at,
+                e.updated_by
+            ])? > 0
+        }
+        Steps::DeletePyEnv { project, name } => tx.prepare_cached(DELETE_PYENV)?.execute(params![project, name])? > 0,
     };
     Ok(applied)
 }

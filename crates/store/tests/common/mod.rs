@@ -110,6 +110,7 @@ pub fn spec() -> FunctionSpec {
         vars: vec![],
         secrets: vec![],
         tags: vec![],
+        pyenv: None,
     }
 }
 

@@ -144,6 +144,7 @@ class Client:
         directory: Union[str, Path, None] = None,
         cmd: Optional[str] = None,
         warm: bool = False,
+        warm_token: bool = False,
         env: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
@@ -154,14 +155,18 @@ class Client:
         vars: Optional[List[str]] = None,
         secrets: Optional[Dict[str, str]] = None,
         tags: Optional[List[str]] = None,
+        pyenv: Optional[str] = None,
     ) -> Json:
         """Deploys a new version of `name`: a WASI module (`wasm`: a path or
         its bytes), or a process function (`directory` and `cmd`, run in the
-        unpacked directory; `warm` keeps one process per slot). It reads the
+        unpacked directory; `warm` keeps one process per slot, and
+        `warm_token` sends it each attempt's token in the request header). It reads the
         project's variables `vars`, each in the environment variable of its
         name, and its secrets `secrets` ({secret: environment variable}), at
         their values when each attempt starts. Each attempt takes a slot of
-        every tag in `tags` that has a limit (`set_limit`)."""
+        every tag in `tags` that has a limit (`set_limit`). A process
+        function runs with the packages of the project's Python environment
+        `pyenv` (`create_pyenv`), else of its directory's requirements.txt."""
         if (wasm is None) == (directory is None):
             raise ValueError("give wasm= or directory= (with cmd=)")
         if wasm is not None:
@@ -173,6 +178,8 @@ class Client:
                 raise ValueError("a process function needs cmd=")
             artifact = self.upload_artifact(pack_dir(directory))  # type: ignore[arg-type]
             runtime = {"kind": "process", "cmd": cmd, "warm": warm}
+            if warm_token:
+                runtime["token"] = True
         body: Json = {"runtime": runtime, "artifact": artifact, "env": env or {}, "retries": retries}
         if timeout is not None:
             body["timeout_ms"] = int(timeout * 1000)
@@ -187,7 +194,49 @@ class Client:
             body["secrets"] = [{"name": k, "env": v} for k, v in secrets.items()]
         if tags:
             body["tags"] = list(tags)
+        if pyenv:
+            body["pyenv"] = pyenv
+        elif directory is not None and (Path(directory) / "requirements.txt").is_file():
+            body["requirements"] = (Path(directory) / "requirements.txt").read_text()
         return self._json("PUT", f"/v1/functions/{name}", json=body)
+
+    # ---- Python environments ----
+
+    def create_pyenv(self, name: str, requirements: Union[str, Path, List[str]], python: Optional[str] = None,
+                     wait: Optional[float] = None) -> Json:
+        """Sets the project's Python environment `name`: the packages of a
+        requirements file (its path, its text, or a list of requirements),
+        for Python `python` (e.g. "3.11"; default: the workers' python3).
+        With `wait` (s), waits until the server's slots have installed it;
+        a failed install raises `StratusError` with pip's message."""
+        if isinstance(requirements, list):
+            text = "".join(r + "\n" for r in requirements)
+        elif isinstance(requirements, Path) or (isinstance(requirements, str) and "\n" not in requirements
+                                                  and Path(requirements).is_file()):
+            text = Path(requirements).read_text()
+        else:
+            text = str(requirements)
+        body: Json = {"requirements": text}
+        if python:
+            body["python"] = python
+        env = self._json("PUT", f"/v1/pyenvs/{name}", json=body)
+        if wait is not None:
+            deadline = time.monotonic() + wait
+            while env["state"] in ("absent", "installing") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                env = self.pyenv(name)
+            if env["state"] == "failed":
+                raise StratusError("pyenv_failed", f"python environment {name} did not install: {env.get('message')}")
+        return env
+
+    def pyenvs(self) -> List[Json]:
+        return self._json("GET", "/v1/pyenvs")["pyenvs"]
+
+    def pyenv(self, name: str) -> Json:
+        return self._json("GET", f"/v1/pyenvs/{name}")
+
+    def delete_pyenv(self, name: str) -> None:
+        self._send("DELETE", f"/v1/pyenvs/{name}")
 
     def functions(self) -> List[Json]:
         return self._json("GET", "/v1/functions")["functions"]

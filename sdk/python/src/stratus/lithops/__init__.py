@@ -217,7 +217,9 @@ class FunctionExecutor:
     """Runs Python functions on Stratus, as Lithops' `FunctionExecutor` does
     on its backends. Settings Lithops reads from its config (`backend`,
     `storage`, `runtime`, `runtime_memory`, `max_workers`, `log_level`, ...)
-    are accepted; `runtime_memory` (MiB) and `timeout` (s) apply to the
+    are accepted; `runtime` names a Python environment of the project
+    (`stratus pyenv`) whose packages the calls import; `runtime_memory`
+    (MiB) and `timeout` (s) apply to the
     runner, the rest do not apply here."""
 
     def __init__(
@@ -232,7 +234,9 @@ class FunctionExecutor:
         self.config = dict(config or {})
         stratus_cfg = self.config.get("stratus", {})
         self.client = client or Client(stratus_cfg.get("url"), stratus_cfg.get("token"), stratus_cfg.get("project"))
-        self.runtime = runtime
+        #: A Python environment of the project (`stratus pyenv`) whose
+        #: packages the calls import.
+        self.runtime = runtime or stratus_cfg.get("runtime")
         self.runtime_memory = runtime_memory or self.config.get("lithops", {}).get("runtime_memory")
         self.timeout = timeout
         self.settings = settings
@@ -253,24 +257,43 @@ class FunctionExecutor:
         read URLs), a function of its own."""
         if network in self._functions:
             return self._functions[network]
+        pyenv = None
+        if self.runtime:
+            try:
+                pyenv = self.client.pyenv(self.runtime)
+            except NotFound:
+                raise ValueError(f"runtime {self.runtime!r} is not a Python environment of this project: create it "
+                                 f"with `stratus pyenv create {self.runtime} --requirements requirements.txt`") from None
         d = _runner_dir()
         try:
             from ..client import pack_dir
 
             digest = hashlib.sha256(pack_dir(d)).hexdigest()
-            name = f"lithops-{digest[:16]}{'-net' if network else ''}"
+            # One runner per code, Python version, environment and network.
+            py = "%d%d" % sys.version_info[:2]
+            env_tag = f"-{hashlib.sha256(self.runtime.encode()).hexdigest()[:8]}" if self.runtime else ""
+            name = f"lithops-{digest[:16]}-py{py}{env_tag}{'-net' if network else ''}"
             try:
                 existing = self.client.function(name)
             except NotFound:
                 existing = None
-            if existing is None or existing.get("artifact") != digest:
+            pinned = (existing or {}).get("pyenv") or {}
+            stale_env = pyenv is not None and (pinned.get("requirements"), pinned.get("python")) != (
+                pyenv["requirements"], pyenv.get("python"))
+            if existing is None or existing.get("artifact") != digest or stale_env:
                 self.client.deploy(
                     name,
                     directory=d,
                     cmd="python3 runner.py",
+                    # Pickled code runs only on the Python minor version that
+                    # pickled it: the runner moves to that interpreter.
+                    env={"RUNNER_PYTHON": "%d.%d" % sys.version_info[:2]},
+                    warm=True,
+                    warm_token=True,
                     memory_mb=self.runtime_memory,
                     timeout=self.timeout,
                     network=network,
+                    pyenv=self.runtime,
                 )
         finally:
             shutil.rmtree(d, ignore_errors=True)
@@ -708,6 +731,9 @@ __all__ = [
     "FunctionExecutor",
     "FuturesList",
     "ResponseFuture",
+    "RetryingFunctionExecutor",
     "Storage",
     "StorageNoSuchKeyError",
 ]
+
+from .retries import RetryingFunctionExecutor  # noqa: E402  (it builds on the names above)

@@ -1,14 +1,17 @@
-"""Runs one task of a `stratus.lithops` executor inside a Stratus process
-function: reads `{"func" or "func_key", "args" or "args_key", "special"}` on stdin, runs the
+"""Runs the tasks of a `stratus.lithops` executor inside a Stratus process
+function, warm (many tasks per process, the STRATUS/1 framing with the
+attempt's token in the header) or cold (one task). Each task is
+`{"func" or "func_key", "args" or "args_key", "special"}`: it runs the
 pickled function on the pickled arguments (with the special parameters
-`storage`, `id` and `obj` filled in), and writes `{"result"}` or `{"error",
-"traceback", "exception"}` as JSON on stdout (pickles in base64). Only the
+`storage`, `id` and `obj` filled in), and answers `{"result"}` or `{"error",
+"traceback", "exception"}` as JSON (pickles in base64). Only the
 standard library and what is shipped beside it in `vendor/` (cloudpickle,
 and this SDK for `storage` and `obj`)."""
 
 import base64
 import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -80,31 +83,82 @@ def special_args(special):
     return out
 
 
-def main():
-    task = json.loads(sys.stdin.buffer.read())
-    # What the function prints (and its subprocesses) is its logs: standard
-    # output goes to standard error while it runs, and the answer to the
-    # real standard output.
-    answer = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
+def answer_task(task):
+    """The answer to one task, as JSON-ready data."""
     here = "%d.%d" % sys.version_info[:2]
     if task.get("python") and task["python"] != here:
         # Pickled code runs only on the Python it was pickled by.
-        answer.write(json.dumps({"error": "the function was pickled by Python %s, and the server runs it with "
-                                          "Python %s: use the same minor version" % (task["python"], here)}))
-        answer.flush()
-        return
-    os.environ.update(task.get("env") or {})
+        return {"error": "the function was pickled by Python %s, and the server runs it with "
+                         "Python %s: use the same minor version" % (task["python"], here)}
     func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
     if "calls" in task:
         # Several calls (`chunksize`), one after another: one answer each.
-        out = {"results": [run(func_bytes, call, task.get("timeout")) for call in task["calls"]]}
-    else:
-        out = run(func_bytes, task, task.get("timeout"))
+        return {"results": [run(func_bytes, call, task.get("timeout")) for call in task["calls"]]}
+    return run(func_bytes, task, task.get("timeout"))
+
+
+def interpreter():
+    """Runs on the Python minor version `RUNNER_PYTHON` names: the current
+    one, else `pythonX.Y` on PATH, which replaces this process. Returns an
+    error message when the worker has no such interpreter."""
+    want = os.environ.get("RUNNER_PYTHON")
+    here = "%d.%d" % sys.version_info[:2]
+    if not want or want == here:
+        return None
+    found = shutil.which("python" + want)
+    if found and not os.environ.get("RUNNER_PYTHON_MOVED"):
+        os.environ["RUNNER_PYTHON_MOVED"] = "1"
+        os.execv(found, [found, os.path.abspath(__file__)])
+    return ("the function was pickled by Python %s, and this worker has no python%s (its python3 is %s): "
+            "install it on the worker, or run the client with Python %s" % (want, want, here, here))
+
+
+def main():
+    missing = interpreter()
+    # What the function prints (and its subprocesses) is its logs: standard
+    # output goes to standard error while it runs, and the answers to the
+    # real standard output.
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if os.environ.get("STRATUS_WARM") == "1":
+        return serve(sys.stdin.buffer, answer, missing)
+    task = json.loads(sys.stdin.buffer.read())
+    os.environ.update(task.get("env") or {})
+    out = {"error": missing} if missing else answer_task(task)
     sys.stdout.flush()
-    answer.write(json.dumps(out))
+    answer.write(json.dumps(out).encode())
     answer.flush()
+
+
+def serve(requests, answer, missing=None):
+    """The warm loop (`STRATUS/1 <id> <n> <token>` in, `STRATUS/1 ok <n>`
+    out): one interpreter serves many tasks, each with the environment and
+    token of its own attempt and fresh globals (the function is unpickled
+    per call); modules it imports stay loaded."""
+    base = dict(os.environ)
+    while True:
+        header = requests.readline()
+        if not header:
+            return
+        fields = header.decode().split()
+        if len(fields) < 3 or fields[0] != "STRATUS/1":
+            raise SystemExit("bad request header: %r" % header[:100])
+        body = requests.read(int(fields[2]))
+        os.environ.clear()
+        os.environ.update(base)
+        if len(fields) > 3 and fields[3] != "-":
+            os.environ["STRATUS_TOKEN"] = fields[3]
+        os.environ["STRATUS_INVOCATION_ID"] = fields[1]
+        try:
+            task = json.loads(body)
+            os.environ.update(task.get("env") or {})
+            out = json.dumps({"error": missing} if missing else answer_task(task)).encode()
+        except Exception as e:  # a task it cannot read: that call fails, the process stays
+            out = json.dumps({"error": "the runner could not read its task: %r" % e}).encode()
+        sys.stdout.flush()
+        answer.write(b"STRATUS/1 ok %d\n" % len(out) + out)
+        answer.flush()
 
 
 def run(func_bytes, call, timeout=None):

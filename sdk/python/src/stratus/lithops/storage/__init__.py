@@ -7,6 +7,7 @@ acts in. Its backend is named `stratus`."""
 from __future__ import annotations
 
 import io
+import os
 import time
 import urllib.parse
 import uuid
@@ -77,6 +78,25 @@ class Storage:
         if isinstance(body, str):
             body = body.encode()
         self.client.put_object(_path(bucket, key), body)
+
+    def upload_file(self, file_name: str, bucket: Optional[str] = None, key: Optional[str] = None,
+                    extra_args: Optional[Dict[str, Any]] = None, config: Any = None) -> bool:
+        """Stores a local file (streamed) as `bucket/key` (by default the
+        default bucket, and the file's name)."""
+        with open(file_name, "rb") as f:
+            self.client.put_object(_path(bucket or self.bucket, key or os.path.basename(file_name)), f)
+        return True
+
+    def download_file(self, bucket: str, key: str, file_name: Optional[str] = None,
+                      extra_args: Optional[Dict[str, Any]] = None, config: Any = None) -> bool:
+        """Writes `bucket/key` into a local file (by default named as the key's last part)."""
+        try:
+            data = self.client.get_object(_path(bucket, key))
+        except NotFound:
+            raise StorageNoSuchKeyError(bucket, key) from None
+        with open(file_name or key.rsplit("/", 1)[-1], "wb") as f:
+            f.write(data)
+        return True
 
     def get_object(self, bucket: str, key: str, stream: bool = False,
                    extra_get_args: Optional[Dict[str, Any]] = None) -> Any:
