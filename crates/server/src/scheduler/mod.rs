@@ -661,18 +661,22 @@ impl Scheduler {
         Some(key.mint(&task.function.project, task.invocation, task.attempt, deadline))
     }
 
-    /// Whether an end reported by a worker may apply as far as the broker
-    /// is concerned: the end of an attempt dispatched through it must show
-    /// the attempt's claim. Ends of other attempts (or of attempts not in
-    /// memory, reported after a restart) are left to the store's guard.
-    pub(super) fn claim_holds(&self, c: &Completion) -> bool {
-        let Some(key) = self.attempt_key.get() else { return true };
+    /// Whether an end a worker reports may apply: only for an attempt in
+    /// flight here, held by that worker, or dispatched through the broker
+    /// and shown with the attempt's claim. The end of an attempt not in
+    /// flight (queued, never leased; or one of before a restart, which
+    /// runs again) applies to nothing: a worker token that knows an id
+    /// cannot end what no worker of its holds.
+    pub(super) fn report_holds(&self, c: &Completion) -> bool {
         let inflight = self.inflight.lock().unwrap();
         match inflight.get(&c.invocation) {
-            Some(f) if f.worker == dispatch::BROKER && f.entry.task.attempt == c.attempt => {
-                c.claim.as_deref().is_some_and(|t| key.claims(t, c.invocation, c.attempt))
-            }
-            _ => true,
+            Some(f) if f.entry.task.attempt != c.attempt => false,
+            Some(f) if f.worker == dispatch::BROKER => match self.attempt_key.get() {
+                Some(key) => c.claim.as_deref().is_some_and(|t| key.claims(t, c.invocation, c.attempt)),
+                None => true,
+            },
+            Some(f) => f.worker == c.worker,
+            None => false,
         }
     }
 
@@ -915,11 +919,11 @@ mod tests {
         assert_eq!(store.get_invocation("p", id).await.unwrap().unwrap().state, InvocationState::Succeeded);
     }
 
-    /// A server that restarted while a remote worker ran an attempt whose
-    /// start it had not written yet gets the failure of an invocation it does
-    /// not hold in memory: its retries still count.
+    /// An end reported for a queued invocation no worker leased (a forged
+    /// one, or a late one from before a restart, whose attempt runs again)
+    /// changes nothing, and is counted stale.
     #[tokio::test]
-    async fn a_failure_reported_after_a_restart_is_retried() {
+    async fn an_end_of_an_attempt_no_worker_holds_changes_nothing() {
         let id = new_id();
         let invocation = Invocation {
             id,
@@ -955,7 +959,8 @@ mod tests {
             .await
             .unwrap();
         let after = store.get_invocation("p", id).await.unwrap().unwrap();
-        assert_eq!((after.state, after.attempts), (InvocationState::Queued, 1), "two attempts are left");
+        assert_eq!((after.state, after.attempts), (InvocationState::Queued, 0), "no worker held it: ignored");
+        assert_eq!(scheduler.metrics.stale_completions.load(Relaxed), 1);
     }
 
     /// A stopping node's writer writes what it holds (here a waited

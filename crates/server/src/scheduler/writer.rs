@@ -186,11 +186,11 @@ impl Scheduler {
     /// reports them again, to the next leader.
     pub async fn complete_durably(&self, completions: Vec<Completion>) -> Result<(), Error> {
         let (completions, forged): (Vec<Completion>, Vec<Completion>) =
-            completions.into_iter().partition(|c| self.claim_holds(c));
+            completions.into_iter().partition(|c| self.report_holds(c));
         for c in &forged {
             self.metrics.stale_completions.fetch_add(1, Relaxed);
             tracing::warn!(invocation = %c.invocation, attempt = c.attempt, worker = %c.worker,
-                "an end without the claim of its brokered attempt was ignored");
+                "an end of an attempt this worker does not hold was ignored");
         }
         for c in &completions {
             self.release_reported(c);

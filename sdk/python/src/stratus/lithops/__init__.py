@@ -53,6 +53,10 @@ ALL_COMPLETED = 2
 #: A pickled function bigger than this goes to the object store once,
 #: instead of with every task.
 INLINE_FUNCTION = 256 * 1024
+#: A map whose calls would carry more than this many bytes of the pickled
+#: function between them sends it once, through the object store (each
+#: runner process fetches it once).
+SHARED_FUNCTION = 64 * 1024
 #: A call's pickled arguments bigger than this go to the object store, and
 #: the task carries their key: a task's input stays small however big the
 #: data (the server's request bodies are bounded).
@@ -337,14 +341,18 @@ class FunctionExecutor:
         and token are the attempt's own."""
         return {"bucket": self.storage.bucket}
 
-    def _func_ref(self, func: Callable) -> Dict[str, str]:
+    def _func_ref(self, func: Callable, calls: int = 1) -> Dict[str, str]:
+        """How `calls` tasks name the function: inline, or by the key of
+        an object holding it (named by its content, so a runner may keep
+        what it fetched)."""
         _by_value(func)
         pickled = cloudpickle.dumps(func)
-        if len(pickled) <= INLINE_FUNCTION:
+        if len(pickled) <= INLINE_FUNCTION and len(pickled) * calls <= SHARED_FUNCTION:
             return {"func": base64.b64encode(pickled).decode()}
-        key = f"lithops/{self.executor_id}/func-{hashlib.sha256(pickled).hexdigest()[:16]}.pickle"
-        self.client.put_object(key, pickled)
-        self._objects.append(key)
+        key = f"lithops/{self.executor_id}/func-{hashlib.sha256(pickled).hexdigest()[:32]}.pickle"
+        if key not in self._objects:
+            self.client.put_object(key, pickled)
+            self._objects.append(key)
         return {"func_key": key}
 
     def _call_id(self) -> str:
@@ -393,7 +401,6 @@ class FunctionExecutor:
         items = [iterdata] if isinstance(iterdata, str) else list(iterdata)
         if items and all(isinstance(x, ResponseFuture) for x in items):
             items = self._consume(items)
-        ref = self._func_ref(func)
         calls: List["tuple[tuple, Dict[str, Any], Optional[Dict[str, Any]]]"] = []
         params = _parameters(func)
         if "obj" in params:
@@ -407,6 +414,7 @@ class FunctionExecutor:
                     calls.append((args, kwargs, spec))
         else:
             calls = [(*_arguments(item, extra_args), None) for item in items]
+        ref = self._func_ref(func, len(calls))
         tasks = [self._task(ref, args, kwargs, extra_env, self._special(params, kwargs, i, spec))
                  for i, (args, kwargs, spec) in enumerate(calls)]
         if not tasks:
@@ -659,18 +667,62 @@ def _installed_paths() -> List[str]:
     return [os.path.realpath(p) for p in paths]
 
 
-def _by_value(func: Callable) -> None:
-    """A function from a module of the caller's own (not installed, not the
-    standard library) is pickled with its module's code, as Lithops ships
-    the modules a function needs: the runner could not import it."""
-    module = sys.modules.get(getattr(func, "__module__", None) or "")
+def _user_module(module: Any) -> bool:
+    """A module of the caller's own: from a file, not installed, not the
+    standard library (the runner could not import it)."""
     path = getattr(module, "__file__", None)
-    if module is None or path is None or module.__name__ == "__main__":
-        return
+    if path is None:
+        return False
     real = os.path.realpath(path)
-    if any(real.startswith(p + os.sep) for p in _installed_paths()):
-        return
-    cloudpickle.register_pickle_by_value(module)
+    return not any(real.startswith(p + os.sep) for p in _installed_paths())
+
+
+def _by_value(func: Callable) -> None:
+    """The caller's own modules that `func` uses, directly or through each
+    other, are pickled with their code, as Lithops' module analysis ships
+    the modules a function needs: the runner could not import them.
+    Installed packages and the standard library go by reference."""
+    import functools
+    import types
+
+    seen: "set[int]" = set()
+
+    def module(m: Any) -> None:
+        if id(m) in seen or not isinstance(m, types.ModuleType):
+            return
+        seen.add(id(m))
+        if m.__name__ == "__main__" or not _user_module(m):
+            return
+        cloudpickle.register_pickle_by_value(m)
+        for v in list(vars(m).values()):
+            value(v)
+
+    def value(v: Any) -> None:
+        if isinstance(v, types.ModuleType):
+            module(v)
+        elif isinstance(v, functools.partial):
+            value(v.func)
+        elif isinstance(v, (types.FunctionType, type)):
+            module(sys.modules.get(getattr(v, "__module__", None) or ""))
+            if isinstance(v, types.FunctionType) and id(v) not in seen:
+                seen.add(id(v))
+                code(v, v.__code__)
+
+    def code(f: Any, c: Any) -> None:
+        # What a function (of __main__ too) names: its globals and closure.
+        for name in c.co_names:
+            if name in f.__globals__:
+                value(f.__globals__[name])
+        for const in c.co_consts:
+            if isinstance(const, types.CodeType):
+                code(f, const)
+        for cell in f.__closure__ or ():
+            try:
+                value(cell.cell_contents)
+            except ValueError:
+                pass
+
+    value(func)
 
 
 def _parameters(func: Callable) -> "set[str]":

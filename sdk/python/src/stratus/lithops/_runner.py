@@ -83,6 +83,20 @@ def special_args(special):
     return out
 
 
+FUNCTIONS = {}
+
+
+def shared_function(key):
+    """A pickled function a map sends once: fetched once per process (its
+    key names its content), unpickled for every call."""
+    data = FUNCTIONS.get(key)
+    if data is None:
+        if len(FUNCTIONS) >= 32:
+            FUNCTIONS.clear()
+        data = FUNCTIONS[key] = fetch(key)
+    return data
+
+
 def answer_task(task):
     """The answer to one task, as JSON-ready data."""
     here = "%d.%d" % sys.version_info[:2]
@@ -90,7 +104,7 @@ def answer_task(task):
         # Pickled code runs only on the Python it was pickled by.
         return {"error": "the function was pickled by Python %s, and the server runs it with "
                          "Python %s: use the same minor version" % (task["python"], here)}
-    func_bytes = base64.b64decode(task["func"]) if task.get("func") else fetch(task["func_key"])
+    func_bytes = base64.b64decode(task["func"]) if task.get("func") else shared_function(task["func_key"])
     if "calls" in task:
         # Several calls (`chunksize`), one after another: one answer each.
         return {"results": [run(func_bytes, call, task.get("timeout")) for call in task["calls"]]}
@@ -135,27 +149,32 @@ def serve(requests, answer, missing=None):
     """The warm loop (`STRATUS/1 <id> <n> <token>` in, `STRATUS/1 ok <n>`
     out): one interpreter serves many tasks, each with the environment and
     token of its own attempt and fresh globals (the function is unpickled
-    per call); modules it imports stay loaded."""
+    per call); modules it imports stay loaded. The variables a call is
+    given are put back as they were after it."""
     base = dict(os.environ)
     while True:
         header = requests.readline()
         if not header:
             return
-        fields = header.decode().split()
-        if len(fields) < 3 or fields[0] != "STRATUS/1":
+        fields = header.split()
+        if len(fields) < 3 or fields[0] != b"STRATUS/1":
             raise SystemExit("bad request header: %r" % header[:100])
         body = requests.read(int(fields[2]))
-        os.environ.clear()
-        os.environ.update(base)
-        if len(fields) > 3 and fields[3] != "-":
-            os.environ["STRATUS_TOKEN"] = fields[3]
-        os.environ["STRATUS_INVOCATION_ID"] = fields[1]
+        env = {"STRATUS_INVOCATION_ID": fields[1].decode()}
+        if len(fields) > 3 and fields[3] != b"-":
+            env["STRATUS_TOKEN"] = fields[3].decode()
         try:
             task = json.loads(body)
-            os.environ.update(task.get("env") or {})
+            env.update(task.get("env") or {})
+            os.environ.update(env)
             out = json.dumps({"error": missing} if missing else answer_task(task)).encode()
         except Exception as e:  # a task it cannot read: that call fails, the process stays
             out = json.dumps({"error": "the runner could not read its task: %r" % e}).encode()
+        for k in env:
+            if k in base:
+                os.environ[k] = base[k]
+            else:
+                os.environ.pop(k, None)
         sys.stdout.flush()
         answer.write(b"STRATUS/1 ok %d\n" % len(out) + out)
         answer.flush()
