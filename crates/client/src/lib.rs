@@ -703,15 +703,26 @@ impl Client {
     /// Ids of this worker's tasks to cancel. [`Error::Api`] with status 410
     /// means the server declared the worker lost.
     pub async fn heartbeat(&self, worker: &str) -> Result<Vec<Id>> {
-        Ok(self.json::<Heartbeat>(self.http.post(self.url(&format!("/v1/workers/{worker}/heartbeat")))).await?.cancel)
+        Ok(self.heartbeat_lent(worker).await?.0)
+    }
+
+    /// The attempts to cancel, and the slots lent to the worker now.
+    pub async fn heartbeat_lent(&self, worker: &str) -> Result<(Vec<Id>, u32)> {
+        let h = self.json::<Heartbeat>(self.http.post(self.url(&format!("/v1/workers/{worker}/heartbeat")))).await?;
+        Ok((h.cancel, h.lent))
     }
 
     pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Result<Vec<WireTask>> {
+        Ok(self.lease_lent(worker, max, wait).await?.0)
+    }
+
+    /// Tasks, and the slots lent to the worker now (as many of its
+    /// attempts wait for calls of their own).
+    pub async fn lease_lent(&self, worker: &str, max: usize, wait: Duration) -> Result<(Vec<WireTask>, u32)> {
         let body = LeaseRequest { max, wait_ms: wait.as_millis() as u64 };
-        Ok(self
-            .json::<Leased>(self.http.post(self.url(&format!("/v1/workers/{worker}/lease"))).json(&body))
-            .await?
-            .tasks)
+        let l =
+            self.json::<Leased>(self.http.post(self.url(&format!("/v1/workers/{worker}/lease"))).json(&body)).await?;
+        Ok((l.tasks, l.lent))
     }
 
     pub async fn complete(&self, worker: &str, completions: &[WireCompletion]) -> Result<()> {

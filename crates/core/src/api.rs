@@ -334,6 +334,10 @@ pub struct WorkerList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     pub cancel: Vec<Id>,
+    /// Slots lent to the worker now (see [`Leased::lent`]): a worker
+    /// whose slots all run waiting attempts hears of its loans here.
+    #[serde(default)]
+    pub lent: u32,
 }
 
 /// One value of an attempt's settings.
@@ -498,6 +502,10 @@ pub struct LeaseRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leased {
     pub tasks: Vec<WireTask>,
+    /// Slots lent to the worker now: as many of its attempts wait through
+    /// the API for calls of their own, and it runs as many more slots.
+    #[serde(default)]
+    pub lent: u32,
 }
 
 /// The body of `POST /v1/workers/{id}/complete`; borrowed when sent, so a

@@ -43,6 +43,18 @@ pub trait TaskSource: Send + Sync + 'static {
     /// Says that a slot of `worker` has run all it took with its last
     /// [`TaskSource::next`] and is free again.
     fn slot_free(&self, _worker: &str) {}
+    /// The slots lent to this worker, as they change: one per attempt of
+    /// its waiting through the API for calls of its own, which it runs as
+    /// more slots meanwhile. `None` for sources that lend none.
+    fn loans(&self) -> Option<tokio::sync::watch::Receiver<u32>> {
+        None
+    }
+    /// One take for a lent slot: as [`TaskSource::next`], but `Some` of
+    /// nothing when no task came, so that the slot sees whether it is
+    /// still lent.
+    async fn next_lent(&self, worker: &str, max: usize) -> Option<Vec<Leased>> {
+        self.next(worker, max).await
+    }
 }
 
 /// The values of its project's variables and secrets an attempt runs with.
@@ -453,6 +465,8 @@ fn base_env(task: &Task) -> Vec<(String, String)> {
 /// slots have finished their current task. Each slot takes up to `batch`
 /// tasks at a time.
 pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slots: usize, batch: usize) {
+    let done = CancellationToken::new();
+    let lender = tokio::spawn(lend_slots(executor.clone(), source.clone(), done.clone()));
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..slots {
         let (ex, src) = (executor.clone(), source.clone());
@@ -473,6 +487,47 @@ pub async fn run_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, slo
         });
     }
     while set.join_next().await.is_some() {}
+    done.cancel();
+    let _ = lender.await;
+}
+
+/// Runs one more slot per slot lent to this worker, while it is lent
+/// ([`TaskSource::loans`]); a slot given back stops once its task ends.
+async fn lend_slots(executor: Arc<Executor>, source: Arc<dyn TaskSource>, done: CancellationToken) {
+    let Some(mut loans) = source.loans() else { return };
+    let mut lent: Vec<CancellationToken> = Vec::new();
+    let mut slots = tokio::task::JoinSet::new();
+    loop {
+        let want = *loans.borrow_and_update() as usize;
+        while lent.len() < want {
+            let (ex, src, stop) = (executor.clone(), source.clone(), CancellationToken::new());
+            lent.push(stop.clone());
+            slots.spawn(async move {
+                while !stop.is_cancelled() {
+                    let Some(tasks) = src.next_lent(&ex.name, 1).await else { return };
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    for leased in tasks {
+                        let c = ex.execute(leased).await;
+                        src.complete(c).await;
+                    }
+                    src.slot_free(&ex.name);
+                }
+            });
+        }
+        while lent.len() > want {
+            lent.pop().expect("more lent than wanted").cancel();
+        }
+        tokio::select! {
+            changed = loans.changed() => if changed.is_err() { break },
+            _ = done.cancelled() => break,
+        }
+    }
+    for stop in lent {
+        stop.cancel();
+    }
+    while slots.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct HttpSource {
     reported: Arc<OnceLock<Reported>>,
     /// Whether the last heartbeat reached the server.
     reachable: tokio::sync::watch::Sender<bool>,
+    /// The slots the server lends this worker, as its leases say.
+    lent: tokio::sync::watch::Sender<u32>,
 }
 
 /// Delivers completions; holds no [`HttpSource`], so it ends once the source
@@ -53,6 +55,20 @@ fn gone(e: &ClientError) -> bool {
 }
 
 impl HttpSource {
+    /// Leased tasks, each with the token that cancels it.
+    fn take(&self, tasks: Vec<stratus_core::wire::WireTask>) -> Vec<Leased> {
+        let mut tokens = self.tokens.lock().unwrap();
+        tasks
+            .into_iter()
+            .map(|w| {
+                let task: Task = w.into();
+                let cancel = CancellationToken::new();
+                tokens.insert(task.invocation, cancel.clone());
+                Leased { task, cancel }
+            })
+            .collect()
+    }
+
     /// Registers with the server and starts the heartbeat and reporting
     /// tasks. The worker stops taking tasks when `stop` is cancelled; the
     /// returned handle finishes once every completion has been delivered.
@@ -88,6 +104,7 @@ impl HttpSource {
             broker: reg.broker,
             reported,
             reachable: tokio::sync::watch::Sender::new(true),
+            lent: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(me.clone().heartbeat_loop());
         let reporter = tokio::spawn(reporter.run(rx));
@@ -163,8 +180,9 @@ impl HttpSource {
                 _ = tokio::time::sleep(self.heartbeat) => {}
                 _ = self.stop.cancelled() => return,
             }
-            match self.client.heartbeat(&self.id()).await {
-                Ok(cancel) => {
+            match self.client.heartbeat_lent(&self.id()).await {
+                Ok((cancel, lent)) => {
+                    self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
                     let tokens = self.tokens.lock().unwrap();
                     for id in &cancel {
                         if let Some(t) = tokens.get(id) {
@@ -233,24 +251,16 @@ impl TaskSource for HttpSource {
             }
             let id = self.id();
             let leased = tokio::select! {
-                r = self.client.lease(&id, max, Duration::from_secs(10)) => r,
+                r = self.client.lease_lent(&id, max, Duration::from_secs(10)) => r,
                 _ = self.stop.cancelled() => return None,
             };
             match leased {
-                Ok(tasks) if tasks.is_empty() => continue,
-                Ok(tasks) => {
-                    let mut tokens = self.tokens.lock().unwrap();
-                    return Some(
-                        tasks
-                            .into_iter()
-                            .map(|w| {
-                                let task: Task = w.into();
-                                let cancel = CancellationToken::new();
-                                tokens.insert(task.invocation, cancel.clone());
-                                Leased { task, cancel }
-                            })
-                            .collect(),
-                    );
+                Ok((tasks, lent)) => {
+                    self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    return Some(self.take(tasks));
                 }
                 Err(e) if gone(&e) => self.reregister().await,
                 Err(e) => {
@@ -267,6 +277,38 @@ impl TaskSource for HttpSource {
     async fn complete(&self, completion: Completion) {
         self.tokens.lock().unwrap().remove(&completion.invocation);
         let _ = self.completions.send(completion);
+    }
+
+    fn loans(&self) -> Option<tokio::sync::watch::Receiver<u32>> {
+        Some(self.lent.subscribe())
+    }
+
+    async fn next_lent(&self, _worker: &str, max: usize) -> Option<Vec<Leased>> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let id = self.id();
+        let leased = tokio::select! {
+            r = self.client.lease_lent(&id, max, Duration::from_secs(10)) => r,
+            _ = self.stop.cancelled() => return None,
+        };
+        match leased {
+            Ok((tasks, lent)) => {
+                self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
+                Some(self.take(tasks))
+            }
+            Err(e) if gone(&e) => {
+                self.reregister().await;
+                Some(Vec::new())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Vec::new()),
+                    _ = self.stop.cancelled() => None,
+                }
+            }
+        }
     }
 }
 

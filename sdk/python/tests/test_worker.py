@@ -53,3 +53,19 @@ def test_a_map_runs_on_a_worker_of_its_own_and_exceptions_keep_their_traceback(c
             futures[7].result()
         notes = "".join(getattr(raised.value, "__notes__", []))
         assert "Traceback on the Stratus worker" in notes and "in square" in notes, notes
+
+
+def test_parents_waiting_for_their_children_on_a_worker_lend_their_slots(cluster):
+    from stratus import Client
+
+    # The worker has 2 slots; 4 parents each wait for a map of their own,
+    # which runs on the slots the waiting parents lend.
+    def parent(n):
+        import stratus.lithops as inner
+
+        fx = inner.FunctionExecutor()
+        return sum(fx.get_result(fx.map(lambda x: x * n, [1, 2, 3])))
+
+    with Client(cluster.url, token=cluster.token) as client, lithops.FunctionExecutor(client=client) as fx:
+        futures = fx.map(parent, [1, 2, 3, 4])
+        assert fx.get_result(futures, timeout=300) == [6, 12, 18, 24]

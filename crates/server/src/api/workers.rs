@@ -113,7 +113,7 @@ fn lost(id: &str) -> ApiError {
 async fn heartbeat(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Heartbeat>> {
     owned(&st, &caller, &id)?;
     let cancel = st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
-    Ok(Json(Heartbeat { cancel }))
+    Ok(Json(Heartbeat { cancel, lent: st.scheduler.lent_to(&id) }))
 }
 
 #[utoipa::path(
@@ -138,9 +138,9 @@ async fn lease(
     let l: LeaseRequest = parse_json(&body)?;
     st.scheduler.heartbeat(&id).ok_or_else(|| lost(&id))?;
     let wait = Duration::from_millis(l.wait_ms.min(30_000));
-    let leased = st.scheduler.lease(&id, l.max.clamp(1, 256), wait).await;
+    let (leased, lent) = st.scheduler.lease(&id, l.max.clamp(1, 256), wait).await;
     let tasks: Vec<WireTask> = leased.iter().map(|t| WireTask::from(&t.task)).collect();
-    Ok(Json(Leased { tasks }))
+    Ok(Json(Leased { tasks, lent }))
 }
 
 #[utoipa::path(

@@ -187,35 +187,62 @@ impl Scheduler {
     }
 }
 
-/// A local slot lent while a function waits for calls of its own; given
-/// back when dropped.
-pub struct LentSlot(CancellationToken);
+/// A slot lent while a function waits for calls of its own; given back
+/// when dropped.
+pub enum LentSlot {
+    /// A local slot's loan: a slot of the node runs while it lasts.
+    Local(CancellationToken),
+    /// A remote worker's: it runs one more slot while its leases say so.
+    Remote(Arc<Scheduler>, String),
+}
 
 impl Drop for LentSlot {
     fn drop(&mut self) {
-        self.0.cancel();
+        match self {
+            LentSlot::Local(stop) => stop.cancel(),
+            LentSlot::Remote(s, worker) => {
+                {
+                    let mut loans = s.loans.lock().unwrap();
+                    if let Some(n) = loans.get_mut(worker.as_str()) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            loans.remove(worker.as_str());
+                        }
+                    }
+                }
+                s.loans_changed.notify_waiters();
+            }
+        }
     }
 }
 
 impl Scheduler {
-    /// While the attempt of invocation `waiting`, running on a local slot,
-    /// waits through the API for calls of its own, its slot is lent: one
-    /// more slot runs meanwhile, so functions that wait for their children
-    /// cannot hold every slot and starve those children. `None` when it
-    /// does not run on a local slot. The slot is given back when the guard
-    /// drops: at once if it is idle, else when its task ends.
+    /// While the attempt of invocation `waiting` waits through the API for
+    /// calls of its own, its slot is lent: one more slot runs meanwhile, so
+    /// functions that wait for their children cannot hold every slot and
+    /// starve those children. On a local slot, the node runs it; on a
+    /// remote worker that leases over HTTP, the worker does, told by its
+    /// leases (`lent`). `None` when the attempt is not in flight, or was
+    /// dispatched through the broker. The slot is given back when the
+    /// guard drops: at once if it is idle, else when its task ends.
     pub fn lend_slot(&self, waiting: Id) -> Option<LentSlot> {
-        let local = self.local.get()?;
-        let here = self.inflight.lock().unwrap().get(&waiting).is_some_and(|f| f.worker == local.executor.name);
-        if !here {
-            return None;
+        let worker = self.inflight.lock().unwrap().get(&waiting).map(|f| f.worker.clone())?;
+        let local = self.local.get();
+        if local.is_none_or(|l| l.executor.name != worker) {
+            if worker == super::dispatch::BROKER || !self.workers.lock().unwrap().is_remote(&worker) {
+                return None;
+            }
+            *self.loans.lock().unwrap().entry(worker.clone()).or_default() += 1;
+            self.loans_changed.notify_waiters();
+            return Some(LentSlot::Remote(self.arc(), worker));
         }
+        let local = local?;
         let stop = CancellationToken::new();
         local.permits.add_permits(1);
         self.wake_for_permit();
         let (me, executor, permits) = (self.arc(), local.executor.clone(), local.permits.clone());
         self.here.spawn(me.lent_slot(executor, permits, stop.clone()));
-        Some(LentSlot(stop))
+        Some(LentSlot::Local(stop))
     }
 
     /// The lent slot: takes and runs tasks as a local slot does, one at a

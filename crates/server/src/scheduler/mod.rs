@@ -142,6 +142,11 @@ pub struct Scheduler {
     pub metrics: Arc<Metrics>,
     /// The local worker, for sync invocations run on their caller's task.
     local: std::sync::OnceLock<here::Local>,
+    /// Slots lent to remote workers, by worker: one per attempt of theirs
+    /// waiting through the API for calls of its own ([`Self::lend_slot`]).
+    loans: Mutex<HashMap<String, u32>>,
+    /// Wakes the leases of workers whose loans changed.
+    loans_changed: Notify,
     /// Those runs, waited for when the node stops.
     here: TaskTracker,
     /// Where its own tasks run, and what stops them.
@@ -184,6 +189,8 @@ impl Scheduler {
             run_times: Mutex::new(dispatch::RunTimes::default()),
             metrics,
             local: Default::default(),
+            loans: Mutex::new(HashMap::new()),
+            loans_changed: Notify::new(),
             here: Default::default(),
             background: background.clone(),
         });
@@ -720,11 +727,34 @@ impl Scheduler {
     }
 
     /// Leases up to `max` tasks to `worker`, waiting up to `wait` for one.
-    pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> Vec<Leased> {
-        match tokio::time::timeout(wait, self.take_for(worker, max, None)).await {
-            Ok(Some(tasks)) => tasks,
-            _ => Vec::new(),
-        }
+    /// Tasks for remote `worker`, waiting up to `wait` for some, and the
+    /// slots lent to it now. A change of its loans ends the wait at once,
+    /// so that it starts or stops the slots they stand for.
+    pub async fn lease(&self, worker: &str, max: usize, wait: Duration) -> (Vec<Leased>, u32) {
+        let lent = self.lent_to(worker);
+        let changed = async {
+            loop {
+                let notified = self.loans_changed.notified();
+                if self.lent_to(worker) != lent {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        // `take_for` takes nothing until it returns: dropping it is safe.
+        let tasks = tokio::select! {
+            r = tokio::time::timeout(wait, self.take_for(worker, max, None)) => match r {
+                Ok(Some(tasks)) => tasks,
+                _ => Vec::new(),
+            },
+            _ = changed => Vec::new(),
+        };
+        (tasks, self.lent_to(worker))
+    }
+
+    /// Slots lent to remote `worker` now.
+    pub fn lent_to(&self, worker: &str) -> u32 {
+        self.loans.lock().unwrap().get(worker).copied().unwrap_or(0)
     }
 }
 

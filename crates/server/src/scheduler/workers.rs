@@ -40,6 +40,11 @@ impl Workers {
         self.0.get(id).is_some_and(|w| w.state == "alive")
     }
 
+    /// Whether `id` is a remote worker alive.
+    pub(super) fn is_remote(&self, id: &str) -> bool {
+        self.0.get(id).is_some_and(|w| !w.local && w.state == "alive")
+    }
+
     /// Slots of the remote workers alive.
     pub(super) fn remote_slots(&self) -> usize {
         self.0.values().filter(|w| !w.local && w.state == "alive").map(|w| w.slots).sum()
