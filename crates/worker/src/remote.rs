@@ -55,6 +55,37 @@ fn gone(e: &ClientError) -> bool {
 }
 
 impl HttpSource {
+    /// One lease: its tasks (none when none came, or after an error, which
+    /// it waits a moment after), or `None` once the worker stops. Each
+    /// answer also says how many slots are lent to the worker.
+    async fn lease_once(&self, max: usize) -> Option<Vec<Leased>> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let id = self.id();
+        let leased = tokio::select! {
+            r = self.client.lease_lent(&id, max, Duration::from_secs(10)) => r,
+            _ = self.stop.cancelled() => return None,
+        };
+        match leased {
+            Ok((tasks, lent)) => {
+                self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
+                Some(self.take(tasks))
+            }
+            Err(e) if gone(&e) => {
+                self.reregister().await;
+                Some(Vec::new())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Vec::new()),
+                    _ = self.stop.cancelled() => None,
+                }
+            }
+        }
+    }
+
     /// Leased tasks, each with the token that cancels it.
     fn take(&self, tasks: Vec<stratus_core::wire::WireTask>) -> Vec<Leased> {
         let mut tokens = self.tokens.lock().unwrap();
@@ -246,30 +277,9 @@ impl Reporter {
 impl TaskSource for HttpSource {
     async fn next(&self, _worker: &str, max: usize) -> Option<Vec<Leased>> {
         loop {
-            if self.stop.is_cancelled() {
-                return None;
-            }
-            let id = self.id();
-            let leased = tokio::select! {
-                r = self.client.lease_lent(&id, max, Duration::from_secs(10)) => r,
-                _ = self.stop.cancelled() => return None,
-            };
-            match leased {
-                Ok((tasks, lent)) => {
-                    self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
-                    if tasks.is_empty() {
-                        continue;
-                    }
-                    return Some(self.take(tasks));
-                }
-                Err(e) if gone(&e) => self.reregister().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = self.stop.cancelled() => return None,
-                    }
-                }
+            let tasks = self.lease_once(max).await?;
+            if !tasks.is_empty() {
+                return Some(tasks);
             }
         }
     }
@@ -284,31 +294,7 @@ impl TaskSource for HttpSource {
     }
 
     async fn next_lent(&self, _worker: &str, max: usize) -> Option<Vec<Leased>> {
-        if self.stop.is_cancelled() {
-            return None;
-        }
-        let id = self.id();
-        let leased = tokio::select! {
-            r = self.client.lease_lent(&id, max, Duration::from_secs(10)) => r,
-            _ = self.stop.cancelled() => return None,
-        };
-        match leased {
-            Ok((tasks, lent)) => {
-                self.lent.send_if_modified(|n| std::mem::replace(n, lent) != lent);
-                Some(self.take(tasks))
-            }
-            Err(e) if gone(&e) => {
-                self.reregister().await;
-                Some(Vec::new())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "lease failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Vec::new()),
-                    _ = self.stop.cancelled() => None,
-                }
-            }
-        }
+        self.lease_once(max).await
     }
 }
 
