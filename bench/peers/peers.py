@@ -106,7 +106,10 @@ class Lithops:
         if version is None:
             import stratus.lithops as lithops
 
-            self.config = {"lithops": {"backend": "stratus", "storage": "stratus", "log_level": "WARNING"}}
+            # A function's memory is capped on Stratus (256 MiB by default),
+            # not on Lithops localhost: the word count's 64 MiB chunks need more.
+            self.config = {"lithops": {"backend": "stratus", "storage": "stratus", "log_level": "WARNING",
+                                       "runtime_memory": 2048}}
         else:
             import lithops
 

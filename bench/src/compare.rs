@@ -220,10 +220,17 @@ pub struct Compare {
     pub out: PathBuf,
     /// Only these peers (all when empty).
     pub peers: Vec<String>,
+    /// Only these workloads, by number (all when empty).
+    pub only: Vec<u32>,
     pub write_docs: bool,
 }
 
 impl Compare {
+    /// Whether to run workload `n`.
+    fn runs(&self, n: u32) -> bool {
+        self.only.is_empty() || self.only.contains(&n)
+    }
+
     /// Whether to run `system`: the ones asked for with `--peers`, else
     /// all (a `--quick` run leaves out the two whose start-up or per-task
     /// process alone would take it past two minutes).
@@ -274,97 +281,109 @@ impl Compare {
 
         let mut rows = Vec::new();
 
-        // 1. Round trip of one no-op call.
-        eprintln!("== round trip");
-        let wl = "1. round trip of one no-op call";
-        for (system, function) in [("stratus (wasm)", "noop"), ("stratus (warm python)", "echo-py")] {
-            let mut lats = Vec::new();
-            for _ in 0..sz.reps {
-                let node = Node::up(&self.stratus, &["--slots", "2"])?;
-                deploy(&node)?;
-                lats.push(invoke_latencies(&node.url, function, sz.warmup, sz.calls)?);
-            }
-            let p99 = Spread::of(&lats.iter().map(|l| l.p99_us).collect::<Vec<_>>());
-            rows.push(Row {
-                workload: wl.into(),
-                system: system.into(),
-                values: lats.iter().map(|l| l.p50_us).collect(),
-                unit: "µs p50",
-                detail: format!("p99 {p99} µs; {} calls", sz.calls),
-                missing: None,
-                raw: lats.iter().map(|l| json!(l)).collect(),
-            });
-        }
-        for system in ["ray", "prefect", "lithops-v1", "lithops-v2"] {
-            if !self.wants(system) {
-                continue;
-            }
-            // Lithops and Prefect take ~0.4–1.2 s per call.
-            let slow = system != "ray";
-            let calls = if slow { sz.slow_calls } else { sz.calls };
-            let warmup = if slow { 2 } else { sz.warmup };
-            let args =
-                strs(&["--calls", &calls.to_string(), "--warmup", &warmup.to_string(), "--reps", &sz.reps.to_string()]);
-            let mut row = peer_row(wl, system, peers.run(system, "roundtrip", &args)?, "p50_us", "µs p50");
-            let _ = write!(row.detail, "; {calls} calls");
-            rows.push(row);
-        }
-
-        // 2. Map of N no-op tasks (and 5. peak memory during it).
-        for &n in &sz.maps {
-            eprintln!("== no-op map of {n}");
-            let wl = format!("2. map of {n} no-op tasks");
+        if self.runs(1) {
+            // 1. Round trip of one no-op call.
+            eprintln!("== round trip");
+            let wl = "1. round trip of one no-op call";
             for (system, function) in [("stratus (wasm)", "noop"), ("stratus (warm python)", "echo-py")] {
-                let mut raw = Vec::new();
+                let mut lats = Vec::new();
                 for _ in 0..sz.reps {
                     let node = Node::up(&self.stratus, &["--slots", "2"])?;
                     deploy(&node)?;
-                    let rss = TreeRss::start(node.child.id());
-                    let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-                    let secs = run_map_job(&node, function, &inputs, |i, out| out == i.to_string().as_bytes())?;
-                    raw.push(json!({"wall_s": secs, "tasks_per_s": n as f64 / secs, "peak_rss_mib": rss.stop()}));
+                    lats.push(invoke_latencies(&node.url, function, sz.warmup, sz.calls)?);
                 }
-                rows.push(peer_row(&wl, system, ok_all(raw), "wall_s", "s"));
+                let p99 = Spread::of(&lats.iter().map(|l| l.p99_us).collect::<Vec<_>>());
+                rows.push(Row {
+                    workload: wl.into(),
+                    system: system.into(),
+                    values: lats.iter().map(|l| l.p50_us).collect(),
+                    unit: "µs p50",
+                    detail: format!("p99 {p99} µs; {} calls", sz.calls),
+                    missing: None,
+                    raw: lats.iter().map(|l| json!(l)).collect(),
+                });
             }
             for system in ["ray", "prefect", "lithops-v1", "lithops-v2"] {
                 if !self.wants(system) {
                     continue;
                 }
-                if n > sz.limit(system) {
-                    rows.push(not_run(&wl, system, "s", projection(&rows, system, n)));
-                    continue;
-                }
-                let reps = if system == "lithops-v2" { sz.v2_reps } else { sz.reps };
-                let args = strs(&["--n", &n.to_string(), "--reps", &reps.to_string(), "--timeout", "600"]);
-                rows.push(peer_row(&wl, system, peers.run(system, "noop-map", &args)?, "wall_s", "s"));
+                // Lithops and Prefect take ~0.4–1.2 s per call.
+                let slow = system != "ray";
+                let calls = if slow { sz.slow_calls } else { sz.calls };
+                let warmup = if slow { 2 } else { sz.warmup };
+                let args = strs(&[
+                    "--calls",
+                    &calls.to_string(),
+                    "--warmup",
+                    &warmup.to_string(),
+                    "--reps",
+                    &sz.reps.to_string(),
+                ]);
+                let mut row = peer_row(wl, system, peers.run(system, "roundtrip", &args)?, "p50_us", "µs p50");
+                let _ = write!(row.detail, "; {calls} calls");
+                rows.push(row);
             }
         }
 
-        // 3. Map of a small real Python function.
-        eprintln!("== hash map");
-        let n = sz.hash_tasks;
-        let wl = format!("3. map of {n} Python tasks (1,000 SHA-256 rounds over 1 KiB)");
-        let expected: Vec<String> = (0..n).map(hash_task).collect();
-        let mut raw = Vec::new();
-        for _ in 0..sz.reps {
-            let node = Node::up(&self.stratus, &["--slots", "2"])?;
-            deploy(&node)?;
-            let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-            let secs = run_map_job(&node, "hash-py", &inputs, |i, out| out == expected[i as usize].as_bytes())?;
-            raw.push(json!({"wall_s": secs, "tasks_per_s": n as f64 / secs}));
+        if self.runs(2) {
+            // 2. Map of N no-op tasks (and 5. peak memory during it).
+            for &n in &sz.maps {
+                eprintln!("== no-op map of {n}");
+                let wl = format!("2. map of {n} no-op tasks");
+                for (system, function) in [("stratus (wasm)", "noop"), ("stratus (warm python)", "echo-py")] {
+                    let mut raw = Vec::new();
+                    for _ in 0..sz.reps {
+                        let node = Node::up(&self.stratus, &["--slots", "2"])?;
+                        deploy(&node)?;
+                        let rss = TreeRss::start(node.child.id());
+                        let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                        let secs = run_map_job(&node, function, &inputs, |i, out| out == i.to_string().as_bytes())?;
+                        raw.push(json!({"wall_s": secs, "tasks_per_s": n as f64 / secs, "peak_rss_mib": rss.stop()}));
+                    }
+                    rows.push(peer_row(&wl, system, ok_all(raw), "wall_s", "s"));
+                }
+                for system in ["ray", "prefect", "lithops-v1", "lithops-v2"] {
+                    if !self.wants(system) {
+                        continue;
+                    }
+                    if n > sz.limit(system) {
+                        rows.push(not_run(&wl, system, "s", projection(&rows, system, n)));
+                        continue;
+                    }
+                    let reps = if system == "lithops-v2" { sz.v2_reps } else { sz.reps };
+                    let args = strs(&["--n", &n.to_string(), "--reps", &reps.to_string(), "--timeout", "600"]);
+                    rows.push(peer_row(&wl, system, peers.run(system, "noop-map", &args)?, "wall_s", "s"));
+                }
+            }
         }
-        rows.push(peer_row(&wl, "stratus (warm python)", ok_all(raw), "wall_s", "s"));
-        for system in ["ray", "prefect", "lithops-v1", "lithops-v2"] {
-            if !self.wants(system) {
-                continue;
+
+        if self.runs(3) {
+            // 3. Map of a small real Python function.
+            eprintln!("== hash map");
+            let n = sz.hash_tasks;
+            let wl = format!("3. map of {n} Python tasks (1,000 SHA-256 rounds over 1 KiB)");
+            let expected: Vec<String> = (0..n).map(hash_task).collect();
+            let mut raw = Vec::new();
+            for _ in 0..sz.reps {
+                let node = Node::up(&self.stratus, &["--slots", "2"])?;
+                deploy(&node)?;
+                let inputs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+                let secs = run_map_job(&node, "hash-py", &inputs, |i, out| out == expected[i as usize].as_bytes())?;
+                raw.push(json!({"wall_s": secs, "tasks_per_s": n as f64 / secs}));
             }
-            if system == "lithops-v2" {
-                let why = "not run: a fresh Python process per task makes it the slowest by far in workload 2";
-                rows.push(not_run(&wl, system, "s", why.into()));
-                continue;
+            rows.push(peer_row(&wl, "stratus (warm python)", ok_all(raw), "wall_s", "s"));
+            for system in ["ray", "prefect", "lithops-v1", "lithops-v2"] {
+                if !self.wants(system) {
+                    continue;
+                }
+                if system == "lithops-v2" {
+                    let why = "not run: a fresh Python process per task makes it the slowest by far in workload 2";
+                    rows.push(not_run(&wl, system, "s", why.into()));
+                    continue;
+                }
+                let args = strs(&["--n", &n.to_string(), "--reps", &sz.reps.to_string(), "--timeout", "600"]);
+                rows.push(peer_row(&wl, system, peers.run(system, "hash-map", &args)?, "wall_s", "s"));
             }
-            let args = strs(&["--n", &n.to_string(), "--reps", &sz.reps.to_string(), "--timeout", "600"]);
-            rows.push(peer_row(&wl, system, peers.run(system, "hash-map", &args)?, "wall_s", "s"));
         }
 
         // 4. Word count map_reduce over text in object storage.
@@ -383,26 +402,29 @@ impl Compare {
         };
         let bytes = std::fs::metadata(&file)?.len() as f64;
         let chunk = format!("{}MiB", sz.chunk_mib);
-        for (system, map, reduce) in [
-            ("stratus (python mapper)", "wc-map-py", "wc-reduce-py"),
-            ("stratus (rust/wasm mapper)", "wc-map-wasm", "wc-reduce-wasm"),
-        ] {
-            let mut raw = Vec::new();
-            for _ in 0..sz.reps {
-                let node = Node::up(&self.stratus, &["--slots", "2"])?;
-                deploy(&node)?;
-                node.cli(&["object", "put", "corpus/text.txt", file.to_str().unwrap()])?;
-                let t = Instant::now();
-                let out =
-                    node.cli(&["map", map, "--objects", "corpus/", "--chunk-size", &chunk, "--reduce", reduce])?;
-                let secs = t.elapsed().as_secs_f64();
-                let got: BTreeMap<String, u64> = serde_json::from_str(out.trim()).context("word count result")?;
-                let ok = got.values().sum::<u64>() == total && got.len() as u64 == distinct;
-                raw.push(json!({"wall_s": secs, "mb_per_s": bytes / 1e6 / secs, "ok": ok,
+        if self.runs(4) {
+            for (system, map, reduce) in [
+                ("stratus (python mapper)", "wc-map-py", "wc-reduce-py"),
+                ("stratus (rust/wasm mapper)", "wc-map-wasm", "wc-reduce-wasm"),
+            ] {
+                let mut raw = Vec::new();
+                for _ in 0..sz.reps {
+                    let node = Node::up(&self.stratus, &["--slots", "2"])?;
+                    deploy(&node)?;
+                    node.cli(&["object", "put", "corpus/text.txt", file.to_str().unwrap()])?;
+                    let t = Instant::now();
+                    let out =
+                        node.cli(&["map", map, "--objects", "corpus/", "--chunk-size", &chunk, "--reduce", reduce])?;
+                    let secs = t.elapsed().as_secs_f64();
+                    let got: BTreeMap<String, u64> = serde_json::from_str(out.trim()).context("word count result")?;
+                    let ok = got.values().sum::<u64>() == total && got.len() as u64 == distinct;
+                    raw.push(json!({"wall_s": secs, "mb_per_s": bytes / 1e6 / secs, "ok": ok,
                                 "error": (!ok).then_some("word counts differ from the direct count")}));
+                }
+                rows.push(peer_row(&wl, system, raw, "wall_s", "s"));
             }
-            rows.push(peer_row(&wl, system, raw, "wall_s", "s"));
         }
+
         let expect = json!({"total": total, "distinct": distinct}).to_string();
         let wc_args = |reps: usize| {
             strs(&[
@@ -418,55 +440,60 @@ impl Compare {
                 "900",
             ])
         };
-        for system in ["python", "lithops-v1", "lithops-v2"] {
-            if system != "python" && !self.wants(system) {
-                continue;
+        if self.runs(4) {
+            for system in ["python", "lithops-v1", "lithops-v2"] {
+                if system != "python" && !self.wants(system) {
+                    continue;
+                }
+                let mut row = peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(sz.reps))?, "wall_s", "s");
+                if system == "python" {
+                    row.system = "python floor (same code, multiprocessing over the cores)".into();
+                }
+                rows.push(row);
             }
-            let mut row = peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(sz.reps))?, "wall_s", "s");
-            if system == "python" {
-                row.system = "python floor (same code, multiprocessing over the cores)".into();
-            }
-            rows.push(row);
         }
 
-        // 5. The Python SDK: the Lithops program of the peers' workloads 2
-        // and 4 (bench/peers/peers.py), with `import stratus.lithops as
-        // lithops`, against a node of two slots.
-        eprintln!("== Python SDK");
-        let node = Node::up(&self.stratus, &["--slots", "2"])?;
-        let token = crate::http::token_for(&node.url).unwrap_or_default();
-        let env = [("STRATUS_URL", node.url.as_str()), ("STRATUS_TOKEN", token.as_str())];
-        let n = sz.sdk_tasks;
-        let wl = format!("5. Python SDK: map of {n} no-op Python functions (the same Lithops program)");
-        let args = strs(&["--n", &n.to_string(), "--reps", &sz.reps.to_string(), "--timeout", "600"]);
-        rows.push(peer_row(&wl, SDK, peers.run_with("stratus-sdk", "noop-map", &args, &env)?, "wall_s", "s"));
-        for system in ["ray", "lithops-v1"] {
-            if !self.wants(system) {
-                continue;
-            }
-            // Lithops v1 takes minutes per 10,000 calls: one repetition.
-            let reps = if system == "ray" { sz.reps } else { 1 };
-            let args = strs(&["--n", &n.to_string(), "--reps", &reps.to_string(), "--timeout", "900"]);
-            rows.push(peer_row(&wl, system, peers.run(system, "noop-map", &args)?, "wall_s", "s"));
-        }
-        let wl = format!(
-            "5. Python SDK: word count map_reduce of {} MiB, {} MiB chunks (the same Lithops program)",
-            sz.text_mib, sz.chunk_mib
-        );
-        rows.push(peer_row(
-            &wl,
-            SDK,
-            peers.run_with("stratus-sdk", "wordcount", &wc_args(sz.reps), &env)?,
-            "wall_s",
-            "s",
-        ));
-        for system in ["ray", "lithops-v1"] {
-            if self.wants(system) {
+        if self.runs(5) {
+            // 5. The Python SDK: the Lithops program of the peers' workloads 2
+            // and 4 (bench/peers/peers.py), with `import stratus.lithops as
+            // lithops`, against a node of two slots.
+            eprintln!("== Python SDK");
+            let node = Node::up(&self.stratus, &["--slots", "2"])?;
+            let token = crate::http::token_for(&node.url).unwrap_or_default();
+            let env = [("STRATUS_URL", node.url.as_str()), ("STRATUS_TOKEN", token.as_str())];
+            let n = sz.sdk_tasks;
+            let wl = format!("5. Python SDK: map of {n} no-op Python functions (the same Lithops program)");
+            let args = strs(&["--n", &n.to_string(), "--reps", &sz.reps.to_string(), "--timeout", "600"]);
+            rows.push(peer_row(&wl, SDK, peers.run_with("stratus-sdk", "noop-map", &args, &env)?, "wall_s", "s"));
+            for system in ["ray", "lithops-v1"] {
+                if !self.wants(system) {
+                    continue;
+                }
+                // Lithops v1 takes minutes per 10,000 calls: one repetition.
                 let reps = if system == "ray" { sz.reps } else { 1 };
-                rows.push(peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(reps))?, "wall_s", "s"));
+                let args = strs(&["--n", &n.to_string(), "--reps", &reps.to_string(), "--timeout", "900"]);
+                rows.push(peer_row(&wl, system, peers.run(system, "noop-map", &args)?, "wall_s", "s"));
             }
+            let wl = format!(
+                "5. Python SDK: word count map_reduce of {} MiB, {} MiB chunks (the same Lithops program)",
+                sz.text_mib, sz.chunk_mib
+            );
+            rows.push(peer_row(
+                &wl,
+                SDK,
+                peers.run_with("stratus-sdk", "wordcount", &wc_args(sz.reps), &env)?,
+                "wall_s",
+                "s",
+            ));
+            for system in ["ray", "lithops-v1"] {
+                if self.wants(system) {
+                    let reps = if system == "ray" { sz.reps } else { 1 };
+                    rows.push(peer_row(&wl, system, peers.run(system, "wordcount", &wc_args(reps))?, "wall_s", "s"));
+                }
+            }
+            drop(node);
         }
-        drop(node);
+
         drop(dir);
 
         let targets = targets(&rows);

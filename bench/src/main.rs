@@ -71,6 +71,10 @@ enum Cmd {
         /// Only these peers (comma-separated: ray,prefect,lithops-v1,lithops-v2).
         #[arg(long, value_delimiter = ',')]
         peers: Vec<String>,
+        /// Only these workloads (comma-separated numbers, e.g. 4,5); the
+        /// table of a partial run is not written into the docs.
+        #[arg(long, value_delimiter = ',', conflicts_with = "write_docs")]
+        only: Vec<u32>,
         /// Write the table into docs/benchmarks.md.
         #[arg(long)]
         write_docs: bool,
@@ -87,8 +91,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Distributed => distributed::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Events => events_bench::run(&cli.stratus, cli.quick, &cli.out),
         Cmd::Ui => ui_bench::run(&cli.stratus, cli.quick, &cli.out),
-        Cmd::Compare { peers, write_docs } => {
-            compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, write_docs }.run()
+        Cmd::Compare { peers, only, write_docs } => {
+            compare::Compare { stratus: cli.stratus, quick: cli.quick, out: cli.out, peers, only, write_docs }.run()
         }
         Cmd::Ab { against } => ab::run(&cli.stratus, &against, cli.quick),
         Cmd::All => {

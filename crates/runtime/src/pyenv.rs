@@ -54,6 +54,8 @@ enum Build {
 pub struct PyEnvs {
     dir: PathBuf,
     builds: Mutex<HashMap<String, Build>>,
+    /// One install at a time: pip is heavy, and a worker's cores run tasks.
+    installing: tokio::sync::Semaphore,
 }
 
 /// Where a worker with this cache directory installs environments.
@@ -82,7 +84,7 @@ impl PyEnvs {
                 }
             }
         }
-        PyEnvs { dir, builds: Mutex::new(HashMap::new()) }
+        PyEnvs { dir, builds: Mutex::new(HashMap::new()), installing: tokio::sync::Semaphore::new(1) }
     }
 
     /// The directory functions of `spec` get on `PYTHONPATH`.
@@ -166,9 +168,12 @@ impl PyEnvs {
         let digest = spec.digest();
         let me = self.clone();
         let s = spec.clone();
-        let result = tokio::task::spawn_blocking(move || me.install_now(&s))
-            .await
-            .unwrap_or_else(|e| Err(format!("the install stopped: {e}")));
+        let result = match self.installing.acquire().await {
+            Ok(_one) => tokio::task::spawn_blocking(move || me.install_now(&s))
+                .await
+                .unwrap_or_else(|e| Err(format!("the install stopped: {e}"))),
+            Err(e) => Err(format!("the install stopped: {e}")),
+        };
         {
             let mut builds = self.builds.lock().unwrap();
             match result {

@@ -284,7 +284,11 @@ class FunctionExecutor:
             pinned = (existing or {}).get("pyenv") or {}
             stale_env = pyenv is not None and (pinned.get("requirements"), pinned.get("python")) != (
                 pyenv["requirements"], pyenv.get("python"))
-            if existing is None or existing.get("artifact") != digest or stale_env:
+            # Another memory or timeout than the runner has: a new version.
+            stale_limits = existing is not None and (
+                (self.runtime_memory is not None and existing.get("memory_mb") != int(self.runtime_memory))
+                or (self.timeout is not None and existing.get("timeout_ms") != int(self.timeout * 1000)))
+            if existing is None or existing.get("artifact") != digest or stale_env or stale_limits:
                 self.client.deploy(
                     name,
                     directory=d,
