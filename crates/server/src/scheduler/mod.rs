@@ -669,11 +669,13 @@ impl Scheduler {
     }
 
     /// Whether an end a worker reports may apply: only for an attempt in
-    /// flight here, held by that worker, or dispatched through the broker
-    /// and shown with the attempt's claim. The end of an attempt not in
-    /// flight (queued, never leased; or one of before a restart, which
-    /// runs again) applies to nothing: a worker token that knows an id
-    /// cannot end what no worker of its holds.
+    /// flight here (its holder is then checked by the store's guarded
+    /// update; a worker that registered again meanwhile reports under its
+    /// new id), and for one dispatched through the broker only with the
+    /// attempt's claim. The end of an attempt not in flight (queued, never
+    /// leased; or one of before a restart, which runs again) applies to
+    /// nothing: a worker token that knows an id cannot end what no worker
+    /// holds.
     pub(super) fn report_holds(&self, c: &Completion) -> bool {
         let inflight = self.inflight.lock().unwrap();
         match inflight.get(&c.invocation) {
@@ -682,7 +684,7 @@ impl Scheduler {
                 Some(key) => c.claim.as_deref().is_some_and(|t| key.claims(t, c.invocation, c.attempt)),
                 None => true,
             },
-            Some(f) => f.worker == c.worker,
+            Some(_) => true,
             None => false,
         }
     }
